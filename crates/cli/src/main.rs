@@ -1,0 +1,50 @@
+//! The `crmhooks` binary: a thin layer over the library crates.
+
+mod demo;
+mod serve;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "crmhooks",
+    version,
+    about = "SuperOffice-compatible contact webhooks: server, demo, receiver and client"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the API and the dispatcher.
+    Serve(serve::ServeArgs),
+    /// Show the whole loop on this machine in seconds: server, receiver, webhook, contact events.
+    Demo(demo::DemoArgs),
+    /// Receive webhooks: verify signatures, print them, answer a chosen status.
+    Listen(crmhooks_listen::ListenArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Serve(args) => rt.block_on(serve::run(args)),
+        Command::Demo(args) => rt.block_on(demo::run(args)),
+        Command::Listen(args) => rt.block_on(crmhooks_listen::run(args)),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! `crmhooks serve`.
+
+use std::path::PathBuf;
+
+use crmhooks_server::{Config, Server};
+
+/// Flags of `serve`; each overrides the config file and the environment.
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on (default 127.0.0.1:8080).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// sqlite://PATH (default sqlite://crmhooks.db) or postgres://…
+    #[arg(long)]
+    pub database: Option<String>,
+    /// TOML config file (see config.default.toml for every key).
+    #[arg(long, env = "CRMHOOKS_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Development mode: allow http:// and loopback/private targets.
+    #[arg(long)]
+    pub dev: bool,
+    /// Bootstrap API key for the default tenant (env CRMHOOKS_API_KEY).
+    #[arg(long)]
+    pub api_key: Option<String>,
+    /// Associate id of the bootstrap key (default 1).
+    #[arg(long)]
+    pub associate_id: Option<i64>,
+}
+
+/// Installs the log subscriber: `RUST_LOG` or `info`.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .try_init();
+}
+
+/// Resolves when SIGTERM or ctrl-c arrives.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+/// Runs the server until SIGTERM or ctrl-c.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    init_logging();
+    let mut flags = toml::value::Table::new();
+    if let Some(v) = args.listen {
+        flags.insert("listen".into(), v.into());
+    }
+    if let Some(v) = args.database {
+        flags.insert("database".into(), v.into());
+    }
+    if args.dev {
+        flags.insert("dev".into(), true.into());
+    }
+    if let Some(v) = args.api_key {
+        flags.insert("api_key".into(), v.into());
+    }
+    if let Some(v) = args.associate_id {
+        flags.insert("associate_id".into(), v.into());
+    }
+    let config = Config::load(args.config.as_deref(), flags)?;
+    if config.dev {
+        tracing::warn!(
+            "--dev: http:// and private/loopback targets are allowed; do not use in production"
+        );
+    }
+    if config.api_key.is_none() {
+        tracing::warn!("no API key configured (CRMHOOKS_API_KEY or --api-key): every API call will be refused with 401");
+    }
+    let server = Server::build(config, None).await?;
+    println!("crmhooks listening on http://{}", server.addr());
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing deliveries in flight");
+        let _ = tx.send(true);
+    });
+    server.run(rx).await
+}

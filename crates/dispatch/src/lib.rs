@@ -1,0 +1,384 @@
+//! The crmhooks delivery engine.
+//!
+//! A [`Dispatcher`] claims due deliveries with a lease, builds and signs each body, POSTs it,
+//! and records the attempt; the retry policy and the webhook state machine decide what follows.
+//! It never holds a database transaction across an HTTP call. [`Dispatcher::step`] runs one
+//! claim-send-record round so tests can drive it; [`Dispatcher::run`] is the long-running loop,
+//! woken at once by commits ([`Dispatcher::waker`]) with a polling fallback.
+
+pub mod mail;
+pub mod policy;
+pub mod send;
+pub mod target;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crmhooks_store::{
+    now_ticks, AttemptOutcome, ClaimRequest, Claimed, DynStore, StateChange, StoreError, Webhook,
+};
+use tokio::sync::{mpsc, Notify, Semaphore};
+use uuid::Uuid;
+
+pub use policy::{Policies, SuccessRule};
+pub use target::{check_url, TargetPolicy, TargetRefused, Timeouts};
+
+/// Dispatcher settings.
+#[derive(Clone, Debug)]
+pub struct DispatchConfig {
+    /// This node's lease owner name.
+    pub owner: String,
+    /// Deliveries claimed per round.
+    pub batch: i64,
+    /// Lease length; a delivery whose worker died is claimed again after it.
+    pub lease: Duration,
+    /// Polling fallback when no wake-up comes.
+    pub poll_interval: Duration,
+    /// Requests in flight in total.
+    pub max_in_flight: usize,
+    /// Requests in flight per webhook.
+    pub max_per_webhook: usize,
+    /// Consecutive failed attempts before TooManyErrors.
+    pub max_consecutive_errors: i64,
+    /// Default success rule.
+    pub success: SuccessRule,
+    /// Default policy name.
+    pub default_policy: String,
+    /// The policies.
+    pub policies: Policies,
+    /// Target policy.
+    pub target_policy: TargetPolicy,
+    /// Timeouts.
+    pub timeouts: Timeouts,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        DispatchConfig {
+            owner: format!("node-{}", Uuid::new_v4().simple()),
+            batch: 256,
+            lease: Duration::from_secs(120),
+            poll_interval: Duration::from_secs(1),
+            max_in_flight: 512,
+            max_per_webhook: 64,
+            max_consecutive_errors: 9,
+            success: SuccessRule::Exactly200,
+            default_policy: "superoffice".into(),
+            policies: Policies::default(),
+            target_policy: TargetPolicy::Strict,
+            timeouts: Timeouts::default(),
+        }
+    }
+}
+
+/// The delivery engine.
+pub struct Dispatcher {
+    store: DynStore,
+    client: reqwest::Client,
+    cfg: DispatchConfig,
+    wake: Arc<Notify>,
+    per_webhook: Mutex<HashMap<i64, usize>>,
+    slots: Arc<Semaphore>,
+    state_changes: mpsc::UnboundedSender<StateChange>,
+}
+
+/// Errors of the dispatcher.
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The HTTP client could not be built.
+    #[error("HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+impl Dispatcher {
+    /// Creates a dispatcher; state changes (for mails) are sent to the returned receiver.
+    pub fn new(
+        store: DynStore,
+        cfg: DispatchConfig,
+    ) -> Result<(Arc<Self>, mpsc::UnboundedReceiver<StateChange>), DispatchError> {
+        let client = target::build_client(cfg.target_policy, cfg.timeouts)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let slots = Arc::new(Semaphore::new(cfg.max_in_flight.max(1)));
+        Ok((
+            Arc::new(Dispatcher {
+                store,
+                client,
+                cfg,
+                wake: Arc::new(Notify::new()),
+                per_webhook: Mutex::new(HashMap::new()),
+                slots,
+                state_changes: tx,
+            }),
+            rx,
+        ))
+    }
+
+    /// Wakes the loop (call after a commit that queued deliveries).
+    pub fn waker(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    /// The HTTP client (also used for test events).
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &DispatchConfig {
+        &self.cfg
+    }
+
+    fn saturated(&self) -> Vec<i64> {
+        let map = self.per_webhook.lock().unwrap_or_else(|p| p.into_inner());
+        map.iter()
+            .filter(|(_, n)| **n >= self.cfg.max_per_webhook)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    fn track(&self, webhook_id: i64, delta: isize) {
+        let mut map = self.per_webhook.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(webhook_id).or_insert(0);
+        *n = n.saturating_add_signed(delta);
+        if *n == 0 {
+            map.remove(&webhook_id);
+        }
+    }
+
+    async fn claim(&self, limit: i64) -> Result<Vec<Claimed>, StoreError> {
+        let now = now_ticks();
+        let lease = i64::try_from(self.cfg.lease.as_nanos() / 100).unwrap_or(i64::MAX);
+        self.store
+            .claim(&ClaimRequest {
+                owner: self.cfg.owner.clone(),
+                now,
+                lease_until: now.saturating_add(lease),
+                limit,
+                skip_webhooks: self.saturated(),
+            })
+            .await
+    }
+
+    /// Sends one claimed delivery and decides what follows; records nothing.
+    pub async fn attempt(&self, c: &Claimed) -> AttemptOutcome {
+        let payload = send::payload_for(&c.event, &c.tenant, &c.webhook, c.event_id);
+        let out = send::build(&c.webhook, &payload, c.attempt_in_cycle, false);
+        let attempted_at = now_ticks();
+        let resp = send::send(&self.client, out).await;
+        let rule = c
+            .webhook
+            .success_status
+            .as_deref()
+            .and_then(SuccessRule::parse)
+            .unwrap_or(self.cfg.success);
+        let success = resp.status.is_some_and(|s| rule.is_success(s));
+        let policy = c
+            .webhook
+            .retry_policy
+            .clone()
+            .unwrap_or_else(|| self.cfg.default_policy.clone());
+        let verdict = self.cfg.policies.verdict(
+            &policy,
+            c.attempt_in_cycle,
+            policy::AttemptResult {
+                status: resp.status,
+                success,
+                retry_after: resp.retry_after,
+            },
+            now_ticks(),
+        );
+        let error = if success {
+            None
+        } else {
+            Some(match (&resp.error, resp.status) {
+                (Some(e), _) => e.clone(),
+                (None, Some(s)) => format!("receiver answered {s}"),
+                (None, None) => "no response".into(),
+            })
+        };
+        AttemptOutcome {
+            delivery_id: c.delivery_id,
+            webhook_id: c.webhook.id,
+            event_id: c.event_id,
+            retry: c.attempt_in_cycle,
+            attempted_at,
+            duration_us: i64::try_from(resp.elapsed.as_micros()).unwrap_or(i64::MAX),
+            status_code: resp.status,
+            error: error.clone(),
+            response_excerpt: if success {
+                None
+            } else {
+                resp.excerpt.or(error)
+            },
+            verdict,
+        }
+    }
+
+    async fn record(&self, outcomes: &[AttemptOutcome]) -> Result<(), StoreError> {
+        let changes = self
+            .store
+            .complete(outcomes, now_ticks(), self.cfg.max_consecutive_errors)
+            .await?;
+        for ch in changes {
+            tracing::warn!(webhook = ch.webhook.id, name = %ch.webhook.name, reason = ?ch.reason, "webhook disabled: TooManyErrors");
+            let _ = self.state_changes.send(ch);
+        }
+        Ok(())
+    }
+
+    /// One round: claim a batch, send all of it concurrently, record the attempts. Returns how
+    /// many deliveries were attempted (0 when nothing was due).
+    pub async fn step(&self) -> Result<usize, StoreError> {
+        let claimed = self.claim(self.cfg.batch).await?;
+        let n = claimed.len();
+        let outcomes = futures::future::join_all(claimed.iter().map(|c| self.attempt(c))).await;
+        if !outcomes.is_empty() {
+            self.record(&outcomes).await?;
+        }
+        Ok(n)
+    }
+
+    /// Runs until `shutdown` resolves: claims while there is capacity, sends each delivery on its
+    /// own task, records completions in batches. On shutdown, waits up to `grace` for requests
+    /// in flight, records them, and returns what is left to the queue.
+    pub async fn run(
+        self: Arc<Self>,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+        grace: Duration,
+    ) {
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<AttemptOutcome>();
+        // Completion writer: batches whatever has finished.
+        let this = self.clone();
+        let writer = tokio::spawn(async move {
+            while let Some(first) = done_rx.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < 512 {
+                    match done_rx.try_recv() {
+                        Ok(o) => batch.push(o),
+                        Err(_) => break,
+                    }
+                }
+                let mut delay = Duration::from_millis(100);
+                loop {
+                    match this.record(&batch).await {
+                        Ok(()) => break,
+                        Err(e) => {
+                            tracing::error!(error = %e, "recording attempts failed; retrying");
+                            tokio::time::sleep(delay).await;
+                            delay = (delay * 2).min(Duration::from_secs(5));
+                        }
+                    }
+                }
+                for o in &batch {
+                    this.track(o.webhook_id, -1);
+                }
+                this.slots.add_permits(batch.len());
+                this.wake.notify_one();
+            }
+        });
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let free = self.slots.available_permits();
+            let mut claimed_any = false;
+            if free > 0 {
+                let limit = i64::try_from(free).unwrap_or(i64::MAX).min(self.cfg.batch);
+                match self.claim(limit).await {
+                    Ok(claimed) => {
+                        claimed_any = !claimed.is_empty();
+                        for c in claimed {
+                            let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+                                break;
+                            };
+                            permit.forget();
+                            self.track(c.webhook.id, 1);
+                            let this = self.clone();
+                            let done = done_tx.clone();
+                            tokio::spawn(async move {
+                                let outcome = this.attempt(&c).await;
+                                let _ = done.send(outcome);
+                            });
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "claiming deliveries failed");
+                    }
+                }
+            }
+            if claimed_any && self.slots.available_permits() > 0 {
+                continue;
+            }
+            let wait = if free == 0 {
+                self.cfg.poll_interval
+            } else {
+                match self.store.next_due().await {
+                    Ok(Some(due)) => {
+                        let ms = (due - now_ticks()).max(0) / 10_000;
+                        Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+                            .min(self.cfg.poll_interval)
+                    }
+                    Ok(None) => self.cfg.poll_interval,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading next due time failed");
+                        self.cfg.poll_interval
+                    }
+                }
+            };
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        // Shutdown: let requests in flight finish within the grace period.
+        let total = self.cfg.max_in_flight.max(1);
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.slots.available_permits() < total && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        drop(done_tx);
+        let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+        match self.store.release(&self.cfg.owner).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(released = n, "returned unfinished deliveries to the queue"),
+            Err(e) => {
+                tracing::warn!(error = %e, "releasing leases failed; they expire by themselves")
+            }
+        }
+    }
+
+    /// Sends a `test` event (spec 6.2) to a definition that need not be saved. Returns whether
+    /// it counted as success and the receiver's answer.
+    pub async fn send_test(
+        &self,
+        hook: &Webhook,
+        tenant: &str,
+        associate_id: i64,
+    ) -> (bool, String) {
+        if let Err(e) = check_url(self.cfg.target_policy, &hook.target_url) {
+            return (false, e.to_string());
+        }
+        let payload = crmhooks_payload::WebhookPayload::test_event(
+            Uuid::new_v4(),
+            crmhooks_payload::NetDateTime::now_utc(),
+            tenant,
+            associate_id,
+            &hook.name,
+        );
+        let out = send::build(hook, &payload, 0, true);
+        let resp = send::send(&self.client, out).await;
+        let rule = hook
+            .success_status
+            .as_deref()
+            .and_then(SuccessRule::parse)
+            .unwrap_or(self.cfg.success);
+        let ok = resp.status.is_some_and(|s| rule.is_success(s));
+        let message = resp.excerpt.or(resp.error).unwrap_or_default();
+        (ok, message)
+    }
+}

@@ -1,0 +1,214 @@
+//! Target policy (SSRF protection) and the HTTP client that enforces it.
+//!
+//! `strict`: only `https://` targets, and only when every address the host resolves to is
+//! public; the client connects to the addresses that were checked (the check happens inside the
+//! client's resolver), follows no redirects, and always verifies certificates. `dev` allows
+//! `http://` and loopback/private targets, for local integration work.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+
+/// Which targets may be called.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TargetPolicy {
+    /// https only, public addresses only.
+    Strict,
+    /// Anything http(s), including loopback and private networks.
+    Dev,
+}
+
+/// A target that the policy refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TargetRefused(pub String);
+
+/// Whether an address is globally routable (not loopback, private, link-local, shared,
+/// documentation, multicast, unspecified, or an IPv4-mapped form of those).
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || v4.is_unspecified()
+                || v4.is_multicast()
+                || o[0] == 0
+                || (o[0] == 100 && (o[1] & 0xc0) == 64) // 100.64/10 shared address space
+                || (o[0] == 192 && o[1] == 0 && o[2] == 0) // 192.0.0/24 protocol assignments
+                || (o[0] == 198 && (o[1] & 0xfe) == 18) // 198.18/15 benchmarking
+                || o[0] >= 240)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let s = v6.segments();
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00 // unique local
+                || (s[0] & 0xffc0) == 0xfe80 // link local
+                || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
+                || (s[0] == 0x64 && s[1] == 0xff9b)) // NAT64 can reach private v4
+        }
+    }
+}
+
+/// Checks a target URL's shape against the policy (scheme, host, literal addresses). Names are
+/// checked again at connect time, after resolution.
+pub fn check_url(policy: TargetPolicy, raw: &str) -> Result<url::Url, TargetRefused> {
+    let url = url::Url::parse(raw)
+        .map_err(|e| TargetRefused(format!("TargetUrl {raw:?} is not a valid URL: {e}")))?;
+    match (url.scheme(), policy) {
+        ("https", _) | ("http", TargetPolicy::Dev) => {}
+        ("http", TargetPolicy::Strict) => {
+            return Err(TargetRefused(format!(
+                "TargetUrl {raw:?} must use https (http is allowed only with --dev)"
+            )))
+        }
+        (other, _) => {
+            return Err(TargetRefused(format!(
+                "TargetUrl {raw:?} has scheme {other:?}; only https is supported"
+            )))
+        }
+    }
+    let host = url
+        .host()
+        .ok_or_else(|| TargetRefused(format!("TargetUrl {raw:?} has no host")))?;
+    if policy == TargetPolicy::Strict {
+        let literal = match host {
+            url::Host::Ipv4(a) => Some(IpAddr::V4(a)),
+            url::Host::Ipv6(a) => Some(IpAddr::V6(a)),
+            url::Host::Domain(d)
+                if d.eq_ignore_ascii_case("localhost") || d.ends_with(".localhost") =>
+            {
+                return Err(TargetRefused(format!(
+                    "TargetUrl {raw:?} points at this machine (allowed only with --dev)"
+                )))
+            }
+            url::Host::Domain(_) => None,
+        };
+        if let Some(ip) = literal.filter(|ip| !is_public(*ip)) {
+            return Err(TargetRefused(format!(
+                "TargetUrl {raw:?} points at non-public address {ip} (allowed only with --dev)"
+            )));
+        }
+    }
+    Ok(url)
+}
+
+/// A resolver that drops non-public addresses and fails when none is left, so the client can
+/// only connect to addresses that passed the check (no DNS rebinding window).
+struct PublicOnlyResolver;
+
+impl Resolve for PublicOnlyResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let public: Vec<SocketAddr> = addrs
+                .iter()
+                .copied()
+                .filter(|a| is_public(a.ip()))
+                .collect();
+            if public.is_empty() {
+                let err: Box<dyn std::error::Error + Send + Sync> =
+                    format!(
+                    "refused by target policy: {host} resolves only to non-public addresses ({})",
+                    addrs.iter().map(|a| a.ip().to_string()).collect::<Vec<_>>().join(", ")
+                )
+                    .into();
+                return Err(err);
+            }
+            let it: Addrs = Box::new(public.into_iter());
+            Ok(it)
+        })
+    }
+}
+
+/// Timeouts of outgoing calls.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// TCP + TLS connect.
+    pub connect: Duration,
+    /// Whole request, including reading the response.
+    pub total: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(5),
+            total: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Builds the HTTP client for a policy: rustls with verified certificates, no redirects,
+/// no proxies from the environment, and the public-only resolver under `strict`.
+pub fn build_client(policy: TargetPolicy, timeouts: Timeouts) -> reqwest::Result<reqwest::Client> {
+    let mut b = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .connect_timeout(timeouts.connect)
+        .timeout(timeouts.total)
+        .pool_max_idle_per_host(256)
+        .tcp_nodelay(true);
+    if policy == TargetPolicy::Strict {
+        b = b
+            .https_only(true)
+            .dns_resolver(Arc::new(PublicOnlyResolver));
+    }
+    b.build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strict_refuses_http_loopback_and_private_literals() {
+        for url in [
+            "http://example.com/hook",
+            "https://127.0.0.1/hook",
+            "https://10.1.2.3/",
+            "https://[::1]/",
+            "https://169.254.169.254/latest/meta-data",
+            "https://localhost:8443/",
+            "https://[::ffff:192.168.0.1]/",
+            "ftp://example.com/",
+            "not a url",
+        ] {
+            assert!(check_url(TargetPolicy::Strict, url).is_err(), "{url}");
+        }
+        assert!(check_url(TargetPolicy::Strict, "https://example.com/hook").is_ok());
+        assert!(check_url(TargetPolicy::Strict, "https://93.184.216.34/").is_ok());
+    }
+
+    #[test]
+    fn dev_allows_http_and_loopback() {
+        assert!(check_url(TargetPolicy::Dev, "http://127.0.0.1:9000/x").is_ok());
+        assert!(check_url(TargetPolicy::Dev, "ftp://127.0.0.1/").is_err());
+    }
+
+    #[tokio::test]
+    async fn strict_client_refuses_names_that_resolve_to_loopback() {
+        let client = build_client(TargetPolicy::Strict, Timeouts::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let err = client
+            .post("https://localhost:1/")
+            .send()
+            .await
+            .err()
+            .map(|e| format!("{e:?}"))
+            .unwrap_or_default();
+        assert!(err.contains("refused by target policy"), "{err}");
+    }
+}

@@ -1,0 +1,282 @@
+//! Configuration: commented defaults (`config.default.toml`, embedded), then a config file,
+//! then `CRMHOOKS_*` environment variables, then command-line flags; then [`Config::validate`].
+
+use std::time::Duration;
+
+use crmhooks_dispatch::policy::{ExponentialPolicy, Policies, SuperOfficePolicy, POLICY_NAMES};
+use crmhooks_dispatch::{DispatchConfig, SuccessRule, TargetPolicy, Timeouts};
+use serde::Deserialize;
+
+/// The embedded defaults, with comments.
+pub const DEFAULTS: &str = include_str!("../config.default.toml");
+
+/// Server configuration.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: String,
+    /// `sqlite://PATH` or `postgres://…`.
+    pub database: String,
+    /// Allow http and private targets.
+    pub dev: bool,
+    /// Bootstrap API key for `tenant` (optional).
+    pub api_key: Option<String>,
+    /// Associate id of the bootstrap key.
+    pub associate_id: i64,
+    /// Tenant of the bootstrap key.
+    pub tenant: String,
+    /// Largest request body in bytes.
+    pub max_body_bytes: usize,
+    /// Days a soft-deleted contact stays in the recycle bin.
+    pub recycle_bin_days: f64,
+    /// Days events stay in the log.
+    pub event_retention_days: f64,
+    /// How often the recycle-bin purge and log retention run, in seconds.
+    pub maintenance_interval_secs: f64,
+    /// Test POST before saving an Active webhook.
+    pub test_on_save: bool,
+    /// Delivery settings.
+    pub delivery: DeliveryConfig,
+    /// SMTP for `ErrorsEmail`.
+    pub smtp: Option<SmtpSection>,
+    /// SQLite `synchronous=FULL`.
+    pub sqlite_synchronous_full: bool,
+    /// Connection pool size.
+    pub pool_size: u32,
+}
+
+/// `[delivery]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// Claimed per round.
+    pub batch: i64,
+    /// Lease length, seconds.
+    pub lease_secs: f64,
+    /// Polling fallback, milliseconds.
+    pub poll_ms: u64,
+    /// In flight in total.
+    pub max_in_flight: usize,
+    /// In flight per webhook.
+    pub max_per_webhook: usize,
+    /// Connect timeout, milliseconds.
+    pub connect_timeout_ms: u64,
+    /// Total timeout, milliseconds.
+    pub timeout_ms: u64,
+    /// "200" or "2xx".
+    pub success_status: String,
+    /// "superoffice" or "exponential".
+    pub retry_policy: String,
+    /// Delays between attempts of a superoffice cycle, milliseconds.
+    pub superoffice_delays_ms: Vec<u64>,
+    /// Consecutive failed attempts before TooManyErrors.
+    pub max_consecutive_errors: i64,
+    /// Exponential: first delay, milliseconds.
+    pub exponential_base_ms: u64,
+    /// Exponential: largest delay, milliseconds.
+    pub exponential_max_ms: u64,
+    /// Exponential: attempts per cycle.
+    pub exponential_attempts: u32,
+    /// Exponential: jitter fraction.
+    pub exponential_jitter: f64,
+    /// Seconds to let requests in flight finish at shutdown.
+    pub shutdown_grace_secs: f64,
+}
+
+/// `[smtp]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpSection {
+    /// Host.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Sender.
+    pub from: String,
+}
+
+/// A configuration problem.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(pub String);
+
+fn merge(base: &mut toml::Value, over: toml::Value) {
+    match (base, over) {
+        (toml::Value::Table(b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+/// Environment variables read into the config: `CRMHOOKS_<KEY>` for top-level keys and
+/// `CRMHOOKS_DELIVERY_<KEY>` for `[delivery]`; values are parsed as TOML (so numbers and booleans
+/// work) and fall back to strings.
+fn env_overrides(defaults: &toml::Value) -> Result<toml::Value, ConfigError> {
+    let mut out = toml::value::Table::new();
+    let Some(table) = defaults.as_table() else {
+        return Ok(toml::Value::Table(out));
+    };
+    let parse = |raw: String| -> toml::Value {
+        toml::from_str::<toml::value::Table>(&format!("v = {raw}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or(toml::Value::String(raw))
+    };
+    for (key, value) in table {
+        if let toml::Value::Table(inner) = value {
+            let mut sub = toml::value::Table::new();
+            for k in inner.keys() {
+                let var = format!("CRMHOOKS_{}_{}", key.to_uppercase(), k.to_uppercase());
+                if let Ok(v) = std::env::var(&var) {
+                    sub.insert(k.clone(), parse(v));
+                }
+            }
+            if !sub.is_empty() {
+                out.insert(key.clone(), toml::Value::Table(sub));
+            }
+        } else {
+            let var = format!("CRMHOOKS_{}", key.to_uppercase());
+            if let Ok(v) = std::env::var(&var) {
+                let v = match value {
+                    // Strings stay strings even when they look like TOML.
+                    toml::Value::String(_) => toml::Value::String(v),
+                    _ => parse(v),
+                };
+                out.insert(key.clone(), v);
+            }
+        }
+    }
+    // Optional keys that the defaults leave commented out.
+    if let Ok(v) = std::env::var("CRMHOOKS_API_KEY") {
+        out.insert("api_key".into(), toml::Value::String(v));
+    }
+    Ok(toml::Value::Table(out))
+}
+
+impl Config {
+    /// Defaults, then `file`, then the environment, then `overrides` (flags, as TOML values).
+    pub fn load(
+        file: Option<&std::path::Path>,
+        overrides: toml::value::Table,
+    ) -> Result<Self, ConfigError> {
+        let mut value: toml::Value =
+            toml::from_str(DEFAULTS).map_err(|e| ConfigError(format!("embedded defaults: {e}")))?;
+        let defaults = value.clone();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+            let file_value: toml::Value = toml::from_str(&text)
+                .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+            merge(&mut value, file_value);
+        }
+        merge(&mut value, env_overrides(&defaults)?);
+        merge(&mut value, toml::Value::Table(overrides));
+        let cfg: Config = value
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The defaults alone (tests start from here).
+    pub fn defaults() -> Result<Self, ConfigError> {
+        let cfg: Config = toml::from_str(DEFAULTS).map_err(|e| ConfigError(e.to_string()))?;
+        Ok(cfg)
+    }
+
+    /// Checks values and their combinations.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let d = &self.delivery;
+        let fail = |m: String| Err(ConfigError(m));
+        if !(self.database.starts_with("sqlite:") || self.database.starts_with("postgres")) {
+            return fail(format!(
+                "database {:?}: use sqlite://PATH or postgres://…",
+                self.database
+            ));
+        }
+        if SuccessRule::parse(&d.success_status).is_none() {
+            return fail(format!(
+                "delivery.success_status {:?}: use \"200\" or \"2xx\"",
+                d.success_status
+            ));
+        }
+        if !POLICY_NAMES.contains(&d.retry_policy.as_str()) {
+            return fail(format!(
+                "delivery.retry_policy {:?}: use one of {POLICY_NAMES:?}",
+                d.retry_policy
+            ));
+        }
+        if d.batch < 1 || d.max_in_flight < 1 || d.max_per_webhook < 1 {
+            return fail(
+                "delivery.batch, max_in_flight and max_per_webhook must be at least 1".into(),
+            );
+        }
+        if d.max_consecutive_errors < 1 {
+            return fail("delivery.max_consecutive_errors must be at least 1".into());
+        }
+        if !(self.recycle_bin_days >= 0.0
+            && self.event_retention_days > 0.0
+            && d.lease_secs > 0.0
+            && self.maintenance_interval_secs > 0.0)
+        {
+            return fail("recycle_bin_days must be >= 0; event_retention_days, delivery.lease_secs and maintenance_interval_secs > 0".into());
+        }
+        if !(0.0..=1.0).contains(&d.exponential_jitter) {
+            return fail("delivery.exponential_jitter must be between 0 and 1".into());
+        }
+        if self.max_body_bytes < 1024 {
+            return fail("max_body_bytes must be at least 1024".into());
+        }
+        Ok(())
+    }
+
+    /// The dispatcher settings.
+    pub fn dispatch(&self) -> DispatchConfig {
+        let d = &self.delivery;
+        DispatchConfig {
+            batch: d.batch,
+            lease: Duration::from_secs_f64(d.lease_secs),
+            poll_interval: Duration::from_millis(d.poll_ms.max(1)),
+            max_in_flight: d.max_in_flight,
+            max_per_webhook: d.max_per_webhook,
+            max_consecutive_errors: d.max_consecutive_errors,
+            success: SuccessRule::parse(&d.success_status).unwrap_or(SuccessRule::Exactly200),
+            default_policy: d.retry_policy.clone(),
+            policies: Policies {
+                superoffice: SuperOfficePolicy {
+                    delays: d
+                        .superoffice_delays_ms
+                        .iter()
+                        .map(|ms| Duration::from_millis(*ms))
+                        .collect(),
+                    requeue_delay: Duration::ZERO,
+                },
+                exponential: ExponentialPolicy {
+                    base: Duration::from_millis(d.exponential_base_ms),
+                    max: Duration::from_millis(d.exponential_max_ms),
+                    attempts_per_cycle: d.exponential_attempts.max(1),
+                    jitter: d.exponential_jitter,
+                },
+            },
+            target_policy: if self.dev {
+                TargetPolicy::Dev
+            } else {
+                TargetPolicy::Strict
+            },
+            timeouts: Timeouts {
+                connect: Duration::from_millis(d.connect_timeout_ms),
+                total: Duration::from_millis(d.timeout_ms),
+            },
+            ..DispatchConfig::default()
+        }
+    }
+}

@@ -1,0 +1,485 @@
+//! `/api/v1/Contact`: the ContactEntity subset of spec 8, mapped onto contact rows.
+//!
+//! Input: every writable field; a missing or null field means its default (empty string, 0,
+//! no date), so a PUT replaces the entity and a GET → edit → PUT changes only the edit. Unknown
+//! properties (Emails, Phones, …) are ignored; wrong types and over-long strings are refused
+//! with 400 naming the field.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use crmhooks_store::contact::{soundex, CONTACT};
+use crmhooks_store::{now_ticks, render_date, Change, Row, StoreError, Ticks, Value};
+use serde::Deserialize;
+use serde_json::{json, Map, Value as Json_};
+
+use crate::auth::Auth;
+use crate::error::{ApiError, ApiResult};
+use crate::{body::JsonBody, patch, AppState};
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Text,
+    Int,
+    Bool,
+    Date,
+    Associate,
+    List,
+    Country,
+}
+
+struct Field {
+    json: &'static str,
+    column: &'static str,
+    shape: Shape,
+    writable: bool,
+}
+
+const fn f(json: &'static str, column: &'static str, shape: Shape, writable: bool) -> Field {
+    Field {
+        json,
+        column,
+        shape,
+        writable,
+    }
+}
+
+/// ContactEntity properties in response order.
+static FIELDS: [Field; 35] = [
+    f("ContactId", "contact_id", Shape::Int, false),
+    f("Name", "name", Shape::Text, true),
+    f("Department", "department", Shape::Text, true),
+    f("OrgNr", "orgNr", Shape::Text, true),
+    f("Number1", "number1", Shape::Text, true),
+    f("Number2", "number2", Shape::Text, true),
+    f("Kananame", "kananame", Shape::Text, true),
+    f("CreatedDate", "registered", Shape::Date, false),
+    f("UpdatedDate", "updated", Shape::Date, false),
+    f(
+        "CreatedBy",
+        "registered_associate_id",
+        Shape::Associate,
+        false,
+    ),
+    f("UpdatedBy", "updated_associate_id", Shape::Associate, false),
+    f("Associate", "associate_id", Shape::Associate, true),
+    f("Business", "business_idx", Shape::List, true),
+    f("Category", "category_idx", Shape::List, true),
+    f("Country", "country_id", Shape::Country, true),
+    f("NoMailing", "nomailing", Shape::Bool, true),
+    f("Xstop", "xstop", Shape::Bool, true),
+    f("GroupId", "group_id", Shape::Int, true),
+    f("Deleted", "deleted", Shape::Int, false),
+    f("DeletedDate", "DeletedDate", Shape::Date, false),
+    f("Source", "source", Shape::Int, true),
+    f("ActiveInterests", "activeInterests", Shape::Int, true),
+    f("ActiveErpLinks", "activeErpLinks", Shape::Int, true),
+    f("DbiAgentId", "dbi_agent_id", Shape::Int, true),
+    f("DbiKey", "dbi_key", Shape::Text, true),
+    f(
+        "DbiLastSyncronized",
+        "dbi_last_syncronized",
+        Shape::Date,
+        true,
+    ),
+    f("DbiLastModified", "dbi_last_modified", Shape::Date, true),
+    f("SupportAssociateId", "supportAssociateId", Shape::Int, true),
+    f("SupportPersonId", "supportPersonId", Shape::Int, true),
+    f("SupportLanguageId", "supportLanguageId", Shape::Int, true),
+    f("TicketPriorityId", "ticketPriorityId", Shape::Int, true),
+    f("TzLocationId", "tzLocationId", Shape::Int, true),
+    f("MotherId", "mother_id", Shape::Int, true),
+    f("UserdefId", "userdef_id", Shape::Int, true),
+    f("Userdef2Id", "userdef2_id", Shape::Int, true),
+];
+
+fn date_json(ticks: Option<Ticks>, offset: time::UtcOffset) -> Json_ {
+    match ticks {
+        Some(t) => Json_::String(render_date(Some(t), Some(offset))),
+        None => Json_::Null,
+    }
+}
+
+/// The ContactEntity of a row.
+pub fn entity_json(row: &Row, offset: time::UtcOffset, base_url: &str) -> Json_ {
+    let mut m = Map::new();
+    for fd in &FIELDS {
+        let v = row.get(&CONTACT, fd.column);
+        let id = v.as_i64();
+        let j = match fd.shape {
+            Shape::Text => Json_::String(v.as_str().unwrap_or_default().to_owned()),
+            Shape::Int => Json_::from(id),
+            Shape::Bool => Json_::Bool(id != 0),
+            Shape::Date => date_json(v.as_ticks(), offset),
+            Shape::Associate => json!({"AssociateId": id, "Name": "", "FullName": ""}),
+            Shape::List => json!({"Id": id, "Value": "", "Tooltip": ""}),
+            Shape::Country => json!({"CountryId": id, "Name": ""}),
+        };
+        m.insert(fd.json.to_owned(), j);
+    }
+    let id = row.get(&CONTACT, "contact_id").as_i64();
+    if id != 0 {
+        m.insert(
+            "_Links".into(),
+            json!({"Self": format!("{base_url}/api/v1/Contact/{id}"), "Archive": format!("{base_url}/api/v1/Contact/{id}")}),
+        );
+    }
+    Json_::Object(m)
+}
+
+fn carrier_id(field: &str, v: &Json_, key: &str) -> ApiResult<i64> {
+    match v {
+        Json_::Null => Ok(0),
+        Json_::Number(n) => n
+            .as_i64()
+            .ok_or_else(|| ApiError::invalid_field(field, "must be an integer")),
+        Json_::Object(o) => match o
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v)
+        {
+            None | Some(Json_::Null) => Ok(0),
+            Some(Json_::Number(n)) => n.as_i64().ok_or_else(|| {
+                ApiError::invalid_field(&format!("{field}.{key}"), "must be an integer")
+            }),
+            Some(_) => Err(ApiError::invalid_field(
+                &format!("{field}.{key}"),
+                "must be an integer",
+            )),
+        },
+        _ => Err(ApiError::invalid_field(
+            field,
+            format!("must be an object with {key}"),
+        )),
+    }
+}
+
+/// Writes the writable fields of `body` over `row` (missing or null = default).
+fn apply_entity(row: &mut Row, body: &Map<String, Json_>) -> ApiResult<()> {
+    for fd in FIELDS.iter().filter(|f| f.writable) {
+        let v = body
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(fd.json))
+            .map(|(_, v)| v)
+            .unwrap_or(&Json_::Null);
+        let value = match fd.shape {
+            Shape::Text => match v {
+                Json_::Null => Value::Text(String::new()),
+                Json_::String(s) => Value::Text(s.clone()),
+                _ => return Err(ApiError::invalid_field(fd.json, "must be a string")),
+            },
+            Shape::Int => match v {
+                Json_::Null => Value::Int(0),
+                Json_::Number(n) => Value::Int(
+                    n.as_i64()
+                        .ok_or_else(|| ApiError::invalid_field(fd.json, "must be an integer"))?,
+                ),
+                _ => return Err(ApiError::invalid_field(fd.json, "must be an integer")),
+            },
+            Shape::Bool => match v {
+                Json_::Null => Value::Int(0),
+                Json_::Bool(b) => Value::Int(i64::from(*b)),
+                _ => return Err(ApiError::invalid_field(fd.json, "must be true or false")),
+            },
+            Shape::Date => match v {
+                Json_::Null => Value::Null,
+                Json_::String(s) => {
+                    let d = crmhooks_payload::NetDateTime::parse(s)
+                        .map_err(|e| ApiError::invalid_field(fd.json, e))?;
+                    let t = d
+                        .to_offset_date_time()
+                        .ok_or_else(|| ApiError::invalid_field(fd.json, "is not a valid date"))?;
+                    Value::Date((t.unix_timestamp_nanos() / 100) as i64)
+                }
+                _ => return Err(ApiError::invalid_field(fd.json, "must be a date string")),
+            },
+            Shape::Associate => Value::Int(carrier_id(fd.json, v, "AssociateId")?),
+            Shape::List => Value::Int(carrier_id(fd.json, v, "Id")?),
+            Shape::Country => Value::Int(carrier_id(fd.json, v, "CountryId")?),
+        };
+        row.set(&CONTACT, fd.column, value);
+    }
+    let name = row
+        .get(&CONTACT, "name")
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    row.set(&CONTACT, "soundEx", Value::Text(soundex(&name)));
+    Ok(())
+}
+
+/// A new contact row with defaults: zeros, empty strings, no dates.
+fn default_row() -> Row {
+    let mut row = Row::empty(&CONTACT);
+    for (i, c) in CONTACT.columns.iter().enumerate() {
+        row.values[i] = match c.kind {
+            crmhooks_store::ColumnKind::Text { .. } => Value::Text(String::new()),
+            crmhooks_store::ColumnKind::Date | crmhooks_store::ColumnKind::Key => Value::Null,
+            _ => Value::Int(0),
+        };
+    }
+    row
+}
+
+fn object(body: Json_) -> ApiResult<Map<String, Json_>> {
+    match body {
+        Json_::Object(m) => Ok(m),
+        _ => Err(ApiError::bad_request(
+            "InvalidBody",
+            "the body must be a ContactEntity JSON object",
+        )),
+    }
+}
+
+/// Carries an [`ApiError`] decided inside a change function out through the store.
+#[derive(Clone, Default)]
+struct Rejection(std::sync::Arc<std::sync::Mutex<Option<ApiError>>>);
+
+impl Rejection {
+    fn reject(&self, e: ApiError) -> StoreError {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(e);
+        }
+        StoreError::Conflict("rejected".into())
+    }
+
+    fn into_api(self, e: StoreError) -> ApiError {
+        if let Some(api) = self.0.lock().ok().and_then(|mut s| s.take()) {
+            return api;
+        }
+        match e {
+            StoreError::NotFound => ApiError::not_found("contact not found"),
+            other => other.into(),
+        }
+    }
+}
+
+fn respond(state: &AppState, row: Option<Row>) -> ApiResult<Json<Json_>> {
+    let row = row.ok_or_else(|| ApiError::not_found("contact not found"))?;
+    Ok(Json(entity_json(&row, state.offset, &state.base_url)))
+}
+
+async fn get_default(State(state): State<AppState>, _auth: Auth) -> Json<Json_> {
+    Json(entity_json(&default_row(), state.offset, &state.base_url))
+}
+
+fn parse_id(raw: &str) -> ApiResult<i64> {
+    raw.parse::<i32>().map(i64::from).map_err(|_| {
+        ApiError::bad_request("InvalidId", format!("contact id {raw:?} is not an int32"))
+    })
+}
+
+async fn get_one(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Json_>> {
+    let id = parse_id(&id)?;
+    let row = state
+        .store
+        .get_row(auth.actor.tenant_id, &CONTACT, id, false)
+        .await?;
+    respond(&state, row)
+}
+
+async fn create(
+    State(state): State<AppState>,
+    auth: Auth,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<Json_>> {
+    let body = object(body)?;
+    if !body.keys().any(|k| k.eq_ignore_ascii_case("Name")) {
+        return Err(ApiError::invalid_field("Name", "is required"));
+    }
+    let mut row = default_row();
+    apply_entity(&mut row, &body)?;
+    let out = state
+        .store
+        .apply_change(
+            &auth.actor,
+            &CONTACT,
+            None,
+            Box::new(move |_| Ok(Change::Create(row))),
+        )
+        .await
+        .map_err(|e| Rejection::default().into_api(e))?;
+    state.committed(&out.committed);
+    respond(&state, out.row)
+}
+
+fn live(current: Option<&Row>) -> Result<&Row, StoreError> {
+    match current {
+        Some(r) if r.get(&CONTACT, "deleted").as_i64() == 0 => Ok(r),
+        _ => Err(StoreError::NotFound),
+    }
+}
+
+async fn put(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<Json_>> {
+    let id = parse_id(&id)?;
+    let body = object(body)?;
+    let rej = Rejection::default();
+    let r = rej.clone();
+    let out = state
+        .store
+        .apply_change(
+            &auth.actor,
+            &CONTACT,
+            Some(id),
+            Box::new(move |current| {
+                let mut row = live(current)?.clone();
+                apply_entity(&mut row, &body).map_err(|e| r.reject(e))?;
+                Ok(Change::Update {
+                    row,
+                    verb: "changed",
+                })
+            }),
+        )
+        .await
+        .map_err(|e| rej.into_api(e))?;
+    state.committed(&out.committed);
+    respond(&state, out.row)
+}
+
+async fn patch_one(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<Json_>> {
+    let id = parse_id(&id)?;
+    let (offset, base) = (state.offset, state.base_url.clone());
+    let rej = Rejection::default();
+    let r = rej.clone();
+    let out = state
+        .store
+        .apply_change(
+            &auth.actor,
+            &CONTACT,
+            Some(id),
+            Box::new(move |current| {
+                let current = live(current)?;
+                let mut doc = entity_json(current, offset, &base);
+                patch::apply(&mut doc, &body).map_err(|e| {
+                    r.reject(match e {
+                        patch::PatchError::Invalid(m) => ApiError::bad_request("InvalidBody", m),
+                        patch::PatchError::TestFailed(m) => ApiError::conflict(m),
+                    })
+                })?;
+                let obj = object(doc).map_err(|e| r.reject(e))?;
+                let mut row = current.clone();
+                apply_entity(&mut row, &obj).map_err(|e| r.reject(e))?;
+                Ok(Change::Update {
+                    row,
+                    verb: "changed",
+                })
+            }),
+        )
+        .await
+        .map_err(|e| rej.into_api(e))?;
+    state.committed(&out.committed);
+    respond(&state, out.row)
+}
+
+#[derive(Deserialize)]
+struct DeleteQuery {
+    #[serde(default)]
+    permanent: Option<String>,
+}
+
+async fn delete(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    Query(q): Query<DeleteQuery>,
+) -> ApiResult<StatusCode> {
+    let id = parse_id(&id)?;
+    let permanent = match q
+        .permanent
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("false") | Some("0") => false,
+        Some("true") | Some("1") | Some("") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "InvalidQuery",
+                format!("permanent={other:?}: use true or false"),
+            ))
+        }
+    };
+    let change: crmhooks_store::ChangeFn = if permanent {
+        Box::new(|current| current.map(|_| Change::Delete).ok_or(StoreError::NotFound))
+    } else {
+        Box::new(|current| {
+            let mut row = live(current)?.clone();
+            row.set(&CONTACT, "deleted", Value::Int(1));
+            row.set(&CONTACT, "DeletedDate", Value::Date(now_ticks()));
+            Ok(Change::Update {
+                row,
+                verb: "softdeleted",
+            })
+        })
+    };
+    let out = state
+        .store
+        .apply_change(&auth.actor, &CONTACT, Some(id), change)
+        .await
+        .map_err(|e| Rejection::default().into_api(e))?;
+    state.committed(&out.committed);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn restore(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Json_>> {
+    let id = parse_id(&id)?;
+    let rej = Rejection::default();
+    let r = rej.clone();
+    let out = state
+        .store
+        .apply_change(
+            &auth.actor,
+            &CONTACT,
+            Some(id),
+            Box::new(move |current| {
+                let row = current.ok_or(StoreError::NotFound)?;
+                if row.get(&CONTACT, "deleted").as_i64() == 0 {
+                    return Err(
+                        r.reject(ApiError::conflict("the contact is not in the recycle bin"))
+                    );
+                }
+                let mut row = row.clone();
+                row.set(&CONTACT, "deleted", Value::Int(0));
+                row.set(&CONTACT, "DeletedDate", Value::Null);
+                Ok(Change::Update {
+                    row,
+                    verb: "changed",
+                })
+            }),
+        )
+        .await
+        .map_err(|e| rej.into_api(e))?;
+    state.committed(&out.committed);
+    respond(&state, out.row)
+}
+
+/// The contact routes (mounted under `/api/v1`).
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/Contact", post(create))
+        .route("/Contact/default", get(get_default))
+        .route(
+            "/Contact/{id}",
+            get(get_one).put(put).patch(patch_one).delete(delete),
+        )
+        .route("/Contact/{id}/Restore", post(restore))
+}

@@ -1,0 +1,239 @@
+//! The crmhooks server: the HTTP API (axum) and the dispatcher, side by side.
+//!
+//! [`Server::build`] binds the listener (port 0 in tests), opens and migrates the store,
+//! bootstraps the API key, and [`Server::run`] serves until the shutdown signal, then lets the
+//! dispatcher finish or release what it has in flight.
+
+pub mod auth;
+pub mod body;
+pub mod config;
+pub mod contact_api;
+pub mod error;
+mod maintenance;
+pub mod patch;
+pub mod webhook_api;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use crmhooks_dispatch::mail::{Mailer, SmtpConfig};
+use crmhooks_dispatch::Dispatcher;
+use crmhooks_store::{Committed, DynStore, OpenOptions};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower::ServiceExt as _;
+
+pub use config::Config;
+use error::ApiError;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The store.
+    pub store: DynStore,
+    /// The delivery engine.
+    pub dispatcher: Arc<Dispatcher>,
+    /// API key cache.
+    pub keys: Arc<auth::KeyCache>,
+    /// Offset for .NET Local-kind dates.
+    pub offset: time::UtcOffset,
+    /// `http://host:port`, for `_Links`.
+    pub base_url: String,
+    /// Test POST before saving an Active webhook.
+    pub test_on_save: bool,
+}
+
+impl AppState {
+    /// Wakes the dispatcher after a commit that queued deliveries.
+    pub fn committed(&self, c: &Committed) {
+        if c.deliveries > 0 {
+            self.wake();
+        }
+    }
+
+    /// Wakes the dispatcher.
+    pub fn wake(&self) {
+        self.dispatcher.waker().notify_one();
+    }
+}
+
+async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
+    match state.store.delivery_counts().await {
+        Ok(_) => (
+            axum::http::StatusCode::OK,
+            axum::Json(serde_json::json!({"status": "ok"})),
+        )
+            .into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Result<String, ApiError> {
+    let counts = state.store.delivery_counts().await?;
+    let mut out = String::from(
+        "# HELP crmhooks_deliveries Deliveries by status.\n# TYPE crmhooks_deliveries gauge\n",
+    );
+    for (status, n) in counts {
+        out.push_str(&format!(
+            "crmhooks_deliveries{{status=\"{}\"}} {n}\n",
+            status.name()
+        ));
+    }
+    Ok(out)
+}
+
+async fn fallback() -> ApiError {
+    ApiError::not_found("no such route; the API lives under /api/v1 (see README)")
+}
+
+/// The API router (without the tenant-prefix rewrite).
+pub fn router(state: AppState, max_body: usize) -> Router {
+    let api = Router::new()
+        .merge(contact_api::router())
+        .merge(webhook_api::router());
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .fallback(fallback)
+        .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+/// Rewrites `/{tenant}/api/v1/...` to `/api/v1/...`, remembering the tenant for [`auth::Auth`].
+pub fn strip_tenant_prefix(mut req: Request) -> Request {
+    let path = req.uri().path();
+    let mut parts = path.splitn(3, '/').skip(1);
+    let (Some(first), Some(rest)) = (parts.next(), parts.next()) else {
+        return req;
+    };
+    if first.is_empty() || first == "api" || !(rest == "api/v1" || rest.starts_with("api/v1/")) {
+        return req;
+    }
+    let tenant = first.to_owned();
+    let new_path = format!("/{rest}");
+    let pq = match req.uri().query() {
+        Some(q) => format!("{new_path}?{q}"),
+        None => new_path,
+    };
+    if let Ok(uri) = pq.parse() {
+        *req.uri_mut() = uri;
+        req.extensions_mut().insert(auth::PathTenant(tenant));
+    }
+    req
+}
+
+/// A built server: listener bound, store open, dispatcher ready.
+pub struct Server {
+    listener: TcpListener,
+    state: AppState,
+    config: Config,
+    mail_rx: tokio::sync::mpsc::UnboundedReceiver<crmhooks_store::StateChange>,
+    mailer: Arc<Mailer>,
+}
+
+impl Server {
+    /// Opens the store, bootstraps the API key, binds `listener` (or `config.listen`).
+    pub async fn build(config: Config, listener: Option<TcpListener>) -> anyhow::Result<Self> {
+        let store = crmhooks_store::open(
+            &config.database,
+            &OpenOptions {
+                max_connections: config.pool_size,
+                synchronous_full: config.sqlite_synchronous_full,
+            },
+        )
+        .await?;
+        store.ensure_tenant(&config.tenant).await?;
+        if let Some(key) = config.api_key.as_deref().filter(|k| !k.is_empty()) {
+            store
+                .add_api_key(&config.tenant, config.associate_id, key, "bootstrap")
+                .await?;
+        }
+        let listener = match listener {
+            Some(l) => l,
+            None => TcpListener::bind(&config.listen)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?,
+        };
+        let addr = listener.local_addr()?;
+        let (dispatcher, mail_rx) = Dispatcher::new(store.clone(), config.dispatch())?;
+        let smtp = config.smtp.as_ref().map(|s| SmtpConfig {
+            host: s.host.clone(),
+            port: s.port,
+            from: s.from.clone(),
+        });
+        let mailer = Arc::new(Mailer::new(smtp.as_ref()).map_err(|e| anyhow::anyhow!(e))?);
+        let state = AppState {
+            store,
+            dispatcher,
+            keys: Arc::new(auth::KeyCache::default()),
+            offset: crmhooks_store::local_offset(),
+            base_url: format!("http://{addr}"),
+            test_on_save: config.test_on_save,
+        };
+        Ok(Server {
+            listener,
+            state,
+            config,
+            mail_rx,
+            mailer,
+        })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// The shared state (tests drive the dispatcher through it).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves the API and runs the dispatcher and maintenance until `shutdown` turns true.
+    pub async fn run(self, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+        let Server {
+            listener,
+            state,
+            config,
+            mut mail_rx,
+            mailer,
+        } = self;
+        let app = router(state.clone(), config.max_body_bytes);
+        let service = tower::service_fn(move |req: Request| {
+            let app = app.clone();
+            async move { app.oneshot(strip_tenant_prefix(req)).await }
+        });
+        let dispatcher = state.dispatcher.clone();
+        let grace = Duration::from_secs_f64(config.delivery.shutdown_grace_secs);
+        let dispatch_task = tokio::spawn(dispatcher.run(shutdown.clone(), grace));
+        let mail_task = tokio::spawn(async move {
+            while let Some(change) = mail_rx.recv().await {
+                mailer.notify(&change).await;
+            }
+        });
+        let maintenance_task = tokio::spawn(maintenance::run(
+            state.clone(),
+            config.clone(),
+            shutdown.clone(),
+        ));
+        let mut stop = shutdown.clone();
+        tracing::info!(addr = %listener.local_addr()?, database = %config.database, dev = config.dev, "crmhooks serving");
+        axum::serve(listener, tower::make::Shared::new(service))
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|v| *v).await;
+            })
+            .await?;
+        let _ = dispatch_task.await;
+        maintenance_task.abort();
+        mail_task.abort();
+        Ok(())
+    }
+}

@@ -1,0 +1,259 @@
+//! Storage for crmhooks: entity rows, webhook definitions and usage, the event log, and the
+//! delivery outbox, behind one [`Store`] trait.
+//!
+//! Every change to an entity row, its event and one delivery per Active subscribed webhook
+//! commit in one transaction ([`Store::apply_change`]); the dispatcher claims deliveries with a
+//! lease ([`Store::claim`]) and records attempts in batches ([`Store::complete`]). Nothing holds a
+//! transaction across an HTTP call.
+
+pub mod contact;
+pub mod entity;
+pub mod model;
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+pub use entity::{
+    ColumnDef, ColumnKind, EntityDef, FieldError, Row, Ticks, Value, TICKS_PER_SECOND,
+};
+pub use model::*;
+pub use sqlite::{local_offset, render_date, SqliteStore};
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The row does not exist (or belongs to another tenant).
+    #[error("not found")]
+    NotFound,
+    /// A value does not fit its column.
+    #[error("invalid value: {0}")]
+    Invalid(#[from] FieldError),
+    /// A precondition of the change failed (e.g. a JSON Patch `test`).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The database cannot be reached right now.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else the database said.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Stored data that cannot be read back.
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// Classifies a sqlx error: lost connections and pool timeouts are `Unavailable`.
+    pub fn from_sqlx(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                StoreError::Unavailable(e.to_string())
+            }
+            other => StoreError::Database(other),
+        }
+    }
+}
+
+/// Result alias.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// What a change function decided, given the current row.
+#[derive(Debug)]
+pub enum Change {
+    /// Insert this row (its primary key is assigned by the store); fires `{entity}.created`.
+    Create(Row),
+    /// Replace the row; fires `{entity}.{verb}` when something other than bookkeeping differs.
+    Update {
+        /// The new row (bookkeeping columns are set by the store).
+        row: Row,
+        /// `changed` or `softdeleted`.
+        verb: &'static str,
+    },
+    /// Remove the row; fires `{entity}.deleted`.
+    Delete,
+    /// Do nothing.
+    Nothing,
+}
+
+/// Decides a [`Change`] from the current row (None when creating or when it does not exist).
+pub type ChangeFn = Box<dyn FnOnce(Option<&Row>) -> Result<Change> + Send>;
+
+/// The outcome of [`Store::apply_change`].
+#[derive(Clone, Debug, Default)]
+pub struct ChangeOutcome {
+    /// The row after the change (None after a delete).
+    pub row: Option<Row>,
+    /// The event and deliveries written.
+    pub committed: Committed,
+}
+
+/// Options of a claim.
+#[derive(Clone, Debug)]
+pub struct ClaimRequest {
+    /// Who claims (node id), written into the lease.
+    pub owner: String,
+    /// Now.
+    pub now: Ticks,
+    /// Lease end.
+    pub lease_until: Ticks,
+    /// At most this many.
+    pub limit: i64,
+    /// Skip these webhooks (their per-webhook concurrency is used up).
+    pub skip_webhooks: Vec<i64>,
+}
+
+/// The store. One implementation per database; both pass the same test suite.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // --- tenants and keys
+    /// Creates the tenant if needed and returns its id.
+    async fn ensure_tenant(&self, name: &str) -> Result<i64>;
+    /// Stores an API key (hashed) for a tenant and associate.
+    async fn add_api_key(
+        &self,
+        tenant: &str,
+        associate_id: i64,
+        key: &str,
+        label: &str,
+    ) -> Result<()>;
+    /// The actor an API key belongs to.
+    async fn actor_for_key(&self, key: &str) -> Result<Option<Actor>>;
+
+    // --- entity rows
+    /// Reads a row; soft-deleted rows only when `include_deleted`.
+    async fn get_row(
+        &self,
+        tenant_id: i64,
+        def: &'static EntityDef,
+        pk: i64,
+        include_deleted: bool,
+    ) -> Result<Option<Row>>;
+    /// Applies a change and writes its event and deliveries in one transaction.
+    async fn apply_change(
+        &self,
+        actor: &Actor,
+        def: &'static EntityDef,
+        pk: Option<i64>,
+        change: ChangeFn,
+    ) -> Result<ChangeOutcome>;
+    /// Rows soft-deleted before `cutoff`: `(tenant_id, tenant name, pk)`.
+    async fn recycle_bin_expired(
+        &self,
+        def: &'static EntityDef,
+        cutoff: Ticks,
+        limit: i64,
+    ) -> Result<Vec<(i64, String, i64)>>;
+
+    // --- webhooks
+    /// Creates or updates a webhook; a state change fires its state event in the same
+    /// transaction. Returns the saved webhook and the state change, if any.
+    async fn save_webhook(
+        &self,
+        actor: &Actor,
+        webhook: Webhook,
+    ) -> Result<(Webhook, Option<StateChange>)>;
+    /// One webhook of a tenant.
+    async fn get_webhook(&self, tenant_id: i64, id: i64) -> Result<Option<Webhook>>;
+    /// Webhooks of a tenant.
+    async fn list_webhooks(&self, tenant_id: i64, filter: &WebhookFilter) -> Result<Vec<Webhook>>;
+    /// Removes a webhook, its usage, and cancels its pending deliveries. False if absent.
+    async fn delete_webhook(&self, tenant_id: i64, id: i64) -> Result<bool>;
+    /// Usage counters of a webhook of a tenant.
+    async fn webhook_usage(&self, tenant_id: i64, id: i64) -> Result<Option<WebhookUsage>>;
+
+    // --- events and deliveries
+    /// Appends an event (e.g. SignalEvent) and fans it out.
+    async fn emit(&self, actor: &Actor, event: NewEvent) -> Result<Committed>;
+    /// Leases due deliveries of Active webhooks, oldest queue position first, keeping
+    /// per-order-key commit order per webhook.
+    async fn claim(&self, req: &ClaimRequest) -> Result<Vec<Claimed>>;
+    /// Records attempts, updates usage, applies the state machine; returns state changes.
+    async fn complete(
+        &self,
+        outcomes: &[AttemptOutcome],
+        now: Ticks,
+        max_consecutive_errors: i64,
+    ) -> Result<Vec<StateChange>>;
+    /// The earliest `next_attempt_at` of a pending delivery of an Active webhook.
+    async fn next_due(&self) -> Result<Option<Ticks>>;
+    /// Returns this owner's in-flight deliveries to pending (graceful shutdown).
+    async fn release(&self, owner: &str) -> Result<u64>;
+    /// The delivery log of a webhook, newest first.
+    async fn list_deliveries(
+        &self,
+        tenant_id: i64,
+        webhook_id: i64,
+        filter: &DeliveryFilter,
+    ) -> Result<Vec<Delivery>>;
+    /// One delivery with its attempts.
+    async fn get_delivery(
+        &self,
+        tenant_id: i64,
+        webhook_id: i64,
+        delivery_id: i64,
+    ) -> Result<Option<(Delivery, Vec<Attempt>)>>;
+    /// Queues events from the log again for one webhook.
+    async fn replay(
+        &self,
+        tenant_id: i64,
+        webhook_id: i64,
+        req: &ReplayRequest,
+    ) -> Result<ReplayReport>;
+    /// Removes events older than `cutoff` whose deliveries are all finished; returns how many.
+    async fn prune_events(&self, cutoff: Ticks, limit: i64) -> Result<u64>;
+    /// Counts of deliveries by status (all tenants), for metrics and tests.
+    async fn delivery_counts(&self) -> Result<Vec<(DeliveryStatus, i64)>>;
+}
+
+/// A shared store.
+pub type DynStore = Arc<dyn Store>;
+
+/// Opens the store for a database URL: `sqlite://PATH` (created if missing) or `postgres://…`.
+pub async fn open(url: &str, options: &OpenOptions) -> Result<DynStore> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::open(url, options).await?))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Err(StoreError::Unavailable(
+            "PostgreSQL support is not built yet (issue 5); use sqlite://PATH".into(),
+        ))
+    } else {
+        Err(StoreError::Unavailable(format!(
+            "unsupported database URL {url:?}: use sqlite://PATH or postgres://…"
+        )))
+    }
+}
+
+/// Connection options.
+#[derive(Clone, Debug)]
+pub struct OpenOptions {
+    /// Pool size for reads.
+    pub max_connections: u32,
+    /// `synchronous=FULL` (durable) when true, `NORMAL` otherwise (SQLite).
+    pub synchronous_full: bool,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            max_connections: 8,
+            synchronous_full: true,
+        }
+    }
+}
+
+/// Hashes an API key for storage (SHA-256, hex). Keys are random 256-bit tokens, so a fast hash
+/// is enough; the plain key is never stored.
+pub fn hash_key(key: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(key.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Now, in ticks.
+pub fn now_ticks() -> Ticks {
+    let now = time::OffsetDateTime::now_utc();
+    (now.unix_timestamp_nanos() / 100) as i64
+}

@@ -1,0 +1,1318 @@
+//! The SQLite store: WAL, one writer connection (SQLite has one writer anyway; a single
+//! connection turns lock contention into a queue), a pool of readers.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::{Map, Value as Json};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row as _, Sqlite, Transaction};
+use uuid::Uuid;
+
+use crate::entity::{validate, ColumnKind, EntityDef, Row, Ticks, Value};
+use crate::model::*;
+use crate::{
+    hash_key, now_ticks, Change, ChangeFn, ChangeOutcome, ClaimRequest, OpenOptions, Result, Store,
+    StoreError,
+};
+
+/// SQLite implementation of [`Store`].
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+    local_offset: time::UtcOffset,
+}
+
+type Tx<'a> = Transaction<'a, Sqlite>;
+
+fn db(e: sqlx::Error) -> StoreError {
+    StoreError::from_sqlx(e)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) and migrates the database at `url` (`sqlite://PATH`).
+    pub async fn open(url: &str, options: &OpenOptions) -> Result<Self> {
+        let connect = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Unavailable(format!("bad SQLite URL {url:?}: {e}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(if options.synchronous_full {
+                SqliteSynchronous::Full
+            } else {
+                SqliteSynchronous::Normal
+            })
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(connect.clone())
+            .await
+            .map_err(db)?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&writer)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(connect.read_only(true))
+            .await
+            .map_err(db)?;
+        Ok(SqliteStore {
+            writer,
+            reader,
+            local_offset: local_offset(),
+        })
+    }
+
+    async fn begin(&self) -> Result<Tx<'_>> {
+        self.writer.begin().await.map_err(db)
+    }
+}
+
+/// The server's offset for .NET Local-kind dates: `CRMHOOKS_TZ_OFFSET` (e.g. `+02:00`) if set,
+/// else UTC. (Reading the OS zone is unsound in a multi-threaded process.)
+pub fn local_offset() -> time::UtcOffset {
+    std::env::var("CRMHOOKS_TZ_OFFSET")
+        .ok()
+        .and_then(|s| {
+            let fmt =
+                time::macros::format_description!("[offset_hour sign:mandatory]:[offset_minute]");
+            time::UtcOffset::parse(&s, &fmt).ok()
+        })
+        .unwrap_or(time::UtcOffset::UTC)
+}
+
+fn column_list(def: &EntityDef) -> String {
+    def.columns
+        .iter()
+        .map(|c| format!("\"{}\"", c.name))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn read_row(def: &EntityDef, r: &SqliteRow) -> Result<Row> {
+    let mut values = Vec::with_capacity(def.columns.len());
+    for (i, col) in def.columns.iter().enumerate() {
+        let v = match col.kind {
+            ColumnKind::Text { .. } => r
+                .try_get::<Option<String>, _>(i)
+                .map_err(db)?
+                .map_or(Value::Null, Value::Text),
+            ColumnKind::Date => r
+                .try_get::<Option<i64>, _>(i)
+                .map_err(db)?
+                .map_or(Value::Null, Value::Date),
+            _ => r
+                .try_get::<Option<i64>, _>(i)
+                .map_err(db)?
+                .map_or(Value::Null, Value::Int),
+        };
+        values.push(v);
+    }
+    Ok(Row { values })
+}
+
+fn push_value(b: &mut sqlx::query_builder::Separated<'_, '_, Sqlite, &str>, v: &Value) {
+    match v {
+        Value::Null => b.push_bind(None::<i64>),
+        Value::Int(i) | Value::Date(i) => b.push_bind(*i),
+        Value::Text(s) => b.push_bind(s.clone()),
+    };
+}
+
+/// Renders a date column for `FieldValues` (spec 1.2).
+pub fn render_date(ticks: Option<Ticks>, local: Option<time::UtcOffset>) -> String {
+    use crmhooks_payload::NetDateTime;
+    let Some(t) = ticks else {
+        return NetDateTime::MIN.to_string();
+    };
+    let Ok(dt) = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(t) * 100) else {
+        return NetDateTime::MIN.to_string();
+    };
+    match local {
+        Some(off) => NetDateTime::local(dt.to_offset(off)).to_string(),
+        None => {
+            NetDateTime::unspecified(time::PrimitiveDateTime::new(dt.date(), dt.time())).to_string()
+        }
+    }
+}
+
+fn field_values(def: &EntityDef, row: &Row, offset: time::UtcOffset) -> Map<String, Json> {
+    let mut m = Map::new();
+    for name in def.field_values {
+        let Some(i) = def.index(name) else { continue };
+        let v = &row.values[i];
+        let json = match def.columns[i].kind {
+            ColumnKind::Date => {
+                let local = def.local_dates.contains(name).then_some(offset);
+                Json::String(render_date(v.as_ticks(), local))
+            }
+            ColumnKind::Text { .. } => Json::String(v.as_str().unwrap_or_default().to_owned()),
+            _ => Json::from(v.as_i64()),
+        };
+        m.insert((*name).to_owned(), json);
+    }
+    m
+}
+
+fn parse_json_map(s: Option<String>) -> Result<Option<Map<String, Json>>> {
+    match s {
+        None => Ok(None),
+        Some(s) => serde_json::from_str(&s)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt(format!("stored JSON: {e}"))),
+    }
+}
+
+fn map_text(m: &Option<Map<String, Json>>) -> Option<String> {
+    m.as_ref().map(|m| Json::Object(m.clone()).to_string())
+}
+
+const WEBHOOK_COLS: &str = "webhook_id, tenant_id, name, events, target_url, secret, state, type, headers, properties, registered, registered_associate_id, updated, updated_associate_id, errors_email, \"updatedCount\", retry_policy, success_status";
+
+fn read_webhook(r: &SqliteRow) -> Result<Webhook> {
+    let events: String = r.try_get(3).map_err(db)?;
+    Ok(Webhook {
+        id: r.try_get(0).map_err(db)?,
+        tenant_id: r.try_get(1).map_err(db)?,
+        name: r.try_get(2).map_err(db)?,
+        events: events
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        target_url: r.try_get(4).map_err(db)?,
+        secret: r.try_get(5).map_err(db)?,
+        state: WebhookState::from_i64(r.try_get(6).map_err(db)?),
+        kind: r.try_get(7).map_err(db)?,
+        headers: parse_json_map(r.try_get(8).map_err(db)?)?,
+        properties: parse_json_map(r.try_get(9).map_err(db)?)?,
+        registered: r.try_get(10).map_err(db)?,
+        registered_associate_id: r.try_get(11).map_err(db)?,
+        updated: r.try_get(12).map_err(db)?,
+        updated_associate_id: r.try_get(13).map_err(db)?,
+        errors_email: r.try_get(14).map_err(db)?,
+        updated_count: r.try_get(15).map_err(db)?,
+        retry_policy: r.try_get(16).map_err(db)?,
+        success_status: r.try_get(17).map_err(db)?,
+    })
+}
+
+const EVENT_COLS: &str =
+    "event_seq, tenant_id, event, entity, primary_key, changes, \"values\", field_values, changed_by, occurred";
+
+fn read_event(r: &SqliteRow) -> Result<StoredEvent> {
+    let changes: String = r.try_get(5).map_err(db)?;
+    Ok(StoredEvent {
+        seq: r.try_get(0).map_err(db)?,
+        tenant_id: r.try_get(1).map_err(db)?,
+        event: r.try_get(2).map_err(db)?,
+        entity: r.try_get(3).map_err(db)?,
+        primary_key: r.try_get(4).map_err(db)?,
+        changes: serde_json::from_str(&changes)
+            .map_err(|e| StoreError::Corrupt(format!("event changes: {e}")))?,
+        values: parse_json_map(r.try_get(6).map_err(db)?)?,
+        field_values: parse_json_map(r.try_get(7).map_err(db)?)?,
+        changed_by: r.try_get(8).map_err(db)?,
+        occurred: r.try_get(9).map_err(db)?,
+    })
+}
+
+const DELIVERY_COLS: &str = "d.delivery_id, d.webhook_id, d.event_seq, e.event, e.primary_key, d.event_id, d.status, d.attempts, d.cycles, d.created, d.next_attempt_at, d.completed, d.last_status, d.last_error, d.replay_of";
+
+fn read_delivery(r: &SqliteRow) -> Result<Delivery> {
+    Ok(Delivery {
+        delivery_id: r.try_get(0).map_err(db)?,
+        webhook_id: r.try_get(1).map_err(db)?,
+        event_seq: r.try_get(2).map_err(db)?,
+        event: r.try_get(3).map_err(db)?,
+        primary_key: r.try_get(4).map_err(db)?,
+        event_id: r.try_get(5).map_err(db)?,
+        status: DeliveryStatus::from_i64(r.try_get(6).map_err(db)?),
+        attempts: r.try_get(7).map_err(db)?,
+        cycles: r.try_get(8).map_err(db)?,
+        created: r.try_get(9).map_err(db)?,
+        next_attempt_at: r.try_get(10).map_err(db)?,
+        completed: r.try_get(11).map_err(db)?,
+        last_status: r.try_get(12).map_err(db)?,
+        last_error: r.try_get(13).map_err(db)?,
+        replay_of: r.try_get(14).map_err(db)?,
+    })
+}
+
+/// Appends an event and one delivery per Active webhook of the tenant subscribed to it.
+async fn insert_event(
+    tx: &mut Tx<'_>,
+    actor: &Actor,
+    ev: &NewEvent,
+    now: Ticks,
+) -> Result<Committed> {
+    let changes = Json::from(ev.changes.clone()).to_string();
+    let seq: i64 = sqlx::query_scalar(
+        "INSERT INTO event (tenant_id, event, entity, primary_key, changes, \"values\", field_values, changed_by, occurred) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING event_seq",
+    )
+    .bind(actor.tenant_id)
+    .bind(&ev.event)
+    .bind(&ev.entity)
+    .bind(ev.primary_key)
+    .bind(changes)
+    .bind(map_text(&ev.values))
+    .bind(map_text(&ev.field_values))
+    .bind(actor.associate_id)
+    .bind(now)
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(db)?;
+    let hooks: Vec<i64> = sqlx::query_scalar(
+        "SELECT w.webhook_id FROM webhook_event we JOIN webhook w ON w.webhook_id = we.webhook_id \
+         WHERE we.event = ? AND w.tenant_id = ? AND w.state = 1 AND w.type = 'webhook' ORDER BY w.webhook_id",
+    )
+    .bind(&ev.event)
+    .bind(actor.tenant_id)
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(db)?;
+    insert_deliveries(tx, actor.tenant_id, &hooks, seq, &ev.order_key, now, None).await?;
+    Ok(Committed {
+        event_seq: Some(seq),
+        deliveries: hooks.len() as u64,
+    })
+}
+
+async fn insert_deliveries(
+    tx: &mut Tx<'_>,
+    tenant_id: i64,
+    hooks: &[i64],
+    seq: i64,
+    order_key: &str,
+    now: Ticks,
+    replay_of: Option<i64>,
+) -> Result<()> {
+    // 9 parameters a row; stay well under SQLite's 32766.
+    for chunk in hooks.chunks(1000) {
+        let mut qb = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO delivery (tenant_id, webhook_id, event_seq, order_key, event_id, queue_pos, next_attempt_at, created, replay_of) ",
+        );
+        qb.push_values(chunk, |mut b, hook| {
+            b.push_bind(tenant_id)
+                .push_bind(*hook)
+                .push_bind(seq)
+                .push_bind(order_key.to_owned())
+                .push_bind(Uuid::new_v4().to_string())
+                .push_bind(now)
+                .push_bind(now)
+                .push_bind(now)
+                .push_bind(replay_of);
+        });
+        qb.build().execute(&mut **tx).await.map_err(db)?;
+    }
+    Ok(())
+}
+
+/// The state event of spec 6.1 for `hook`, which just entered `hook.state`.
+fn state_event(hook: &Webhook, usage_calls: i64, offset: time::UtcOffset) -> Option<NewEvent> {
+    let verb = hook.state.event_verb()?;
+    let mut fv = Map::new();
+    fv.insert("events".into(), Json::from(usage_calls));
+    fv.insert(
+        "registered".into(),
+        Json::String(render_date(Some(hook.registered), Some(offset))),
+    );
+    fv.insert(
+        "registered_associate_id".into(),
+        Json::from(hook.registered_associate_id),
+    );
+    fv.insert("state".into(), Json::from(hook.state as i64));
+    fv.insert(
+        "updated".into(),
+        Json::String(if hook.updated == 0 {
+            crmhooks_payload::NetDateTime::MIN.to_string()
+        } else {
+            render_date(Some(hook.updated), Some(offset))
+        }),
+    );
+    fv.insert(
+        "updated_associate_id".into(),
+        Json::from(hook.updated_associate_id),
+    );
+    Some(NewEvent {
+        event: format!("webhook{}.{verb}", hook.id),
+        entity: "webhook".into(),
+        primary_key: hook.id,
+        changes: Vec::new(),
+        values: None,
+        field_values: Some(fv),
+        order_key: format!("webhook:{}", hook.id),
+    })
+}
+
+async fn load_webhook(tx: &mut Tx<'_>, id: i64) -> Result<Option<Webhook>> {
+    let row = sqlx::query(&format!(
+        "SELECT {WEBHOOK_COLS} FROM webhook WHERE webhook_id = ?"
+    ))
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(db)?;
+    row.as_ref().map(read_webhook).transpose()
+}
+
+async fn tenant_name(tx: &mut Tx<'_>, tenant_id: i64) -> Result<String> {
+    sqlx::query_scalar("SELECT name FROM tenant WHERE tenant_id = ?")
+        .bind(tenant_id)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(db)
+}
+
+impl SqliteStore {
+    /// Sets a webhook's state inside `tx` and fires its state event.
+    async fn set_state(
+        &self,
+        tx: &mut Tx<'_>,
+        hook: &mut Webhook,
+        state: WebhookState,
+        actor: &Actor,
+        now: Ticks,
+    ) -> Result<()> {
+        hook.state = state;
+        hook.updated = now;
+        hook.updated_associate_id = actor.associate_id;
+        sqlx::query("UPDATE webhook SET state = ?, updated = ?, updated_associate_id = ?, \"updatedCount\" = \"updatedCount\" + 1 WHERE webhook_id = ?")
+            .bind(state as i64)
+            .bind(now)
+            .bind(actor.associate_id)
+            .bind(hook.id)
+            .execute(&mut **tx)
+            .await
+            .map_err(db)?;
+        self.fire_state_event(tx, hook, actor, now).await
+    }
+
+    async fn fire_state_event(
+        &self,
+        tx: &mut Tx<'_>,
+        hook: &Webhook,
+        actor: &Actor,
+        now: Ticks,
+    ) -> Result<()> {
+        let calls: i64 = sqlx::query_scalar(
+            "SELECT COALESCE((SELECT total_calls FROM webhook_usage WHERE webhook_usage_id = ?), 0)",
+        )
+        .bind(hook.id)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(db)?;
+        if let Some(ev) = state_event(hook, calls, self.local_offset) {
+            insert_event(tx, actor, &ev, now).await?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ensure_tenant(&self, name: &str) -> Result<i64> {
+        let mut tx = self.begin().await?;
+        sqlx::query("INSERT INTO tenant (name) VALUES (?) ON CONFLICT (name) DO NOTHING")
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        let id: i64 = sqlx::query_scalar("SELECT tenant_id FROM tenant WHERE name = ?")
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(id)
+    }
+
+    async fn add_api_key(
+        &self,
+        tenant: &str,
+        associate_id: i64,
+        key: &str,
+        label: &str,
+    ) -> Result<()> {
+        let tenant_id = self.ensure_tenant(tenant).await?;
+        sqlx::query(
+            "INSERT INTO api_key (key_hash, tenant_id, associate_id, label, created) VALUES (?, ?, ?, ?, ?) \
+             ON CONFLICT (key_hash) DO UPDATE SET tenant_id = excluded.tenant_id, associate_id = excluded.associate_id, label = excluded.label",
+        )
+        .bind(hash_key(key))
+        .bind(tenant_id)
+        .bind(associate_id)
+        .bind(label)
+        .bind(now_ticks())
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn actor_for_key(&self, key: &str) -> Result<Option<Actor>> {
+        let row = sqlx::query(
+            "SELECT k.tenant_id, t.name, k.associate_id FROM api_key k JOIN tenant t ON t.tenant_id = k.tenant_id WHERE k.key_hash = ?",
+        )
+        .bind(hash_key(key))
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(db)?;
+        row.map(|r| {
+            Ok(Actor {
+                tenant_id: r.try_get(0).map_err(db)?,
+                tenant: r.try_get(1).map_err(db)?,
+                associate_id: r.try_get(2).map_err(db)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn get_row(
+        &self,
+        tenant_id: i64,
+        def: &'static EntityDef,
+        pk: i64,
+        include_deleted: bool,
+    ) -> Result<Option<Row>> {
+        let sql = format!(
+            "SELECT {} FROM {} WHERE tenant_id = ? AND \"{}\" = ?{}",
+            column_list(def),
+            def.table,
+            def.pk(),
+            if include_deleted {
+                ""
+            } else {
+                " AND COALESCE(\"deleted\", 0) = 0"
+            }
+        );
+        let row = sqlx::query(&sql)
+            .bind(tenant_id)
+            .bind(pk)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db)?;
+        row.as_ref().map(|r| read_row(def, r)).transpose()
+    }
+
+    async fn apply_change(
+        &self,
+        actor: &Actor,
+        def: &'static EntityDef,
+        pk: Option<i64>,
+        change: ChangeFn,
+    ) -> Result<ChangeOutcome> {
+        let mut tx = self.begin().await?;
+        let current = match pk {
+            Some(pk) => {
+                let sql = format!(
+                    "SELECT {} FROM {} WHERE tenant_id = ? AND \"{}\" = ?",
+                    column_list(def),
+                    def.table,
+                    def.pk()
+                );
+                let row = sqlx::query(&sql)
+                    .bind(actor.tenant_id)
+                    .bind(pk)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                row.as_ref().map(|r| read_row(def, r)).transpose()?
+            }
+            None => None,
+        };
+        let now = now_ticks();
+        let decided = change(current.as_ref())?;
+        let set_bookkeeping = |row: &mut Row, count: i64| {
+            row.set(def, "updated", Value::Date(now));
+            row.set(def, "updated_associate_id", Value::Int(actor.associate_id));
+            row.set(def, "updatedCount", Value::Int(count));
+        };
+        let (after, event) = match decided {
+            Change::Nothing => {
+                return Ok(ChangeOutcome {
+                    row: current,
+                    committed: Committed::default(),
+                })
+            }
+            Change::Create(mut row) => {
+                row.values[0] = Value::Null;
+                row.set(
+                    def,
+                    "registered",
+                    Value::Date(now - now % crate::entity::TICKS_PER_SECOND),
+                );
+                row.set(
+                    def,
+                    "registered_associate_id",
+                    Value::Int(actor.associate_id),
+                );
+                set_bookkeeping(&mut row, 0);
+                validate(def, &row)?;
+                let mut qb = QueryBuilder::<Sqlite>::new(format!(
+                    "INSERT INTO {} (tenant_id, {}) ",
+                    def.table,
+                    column_list(def)
+                ));
+                qb.push_values(std::iter::once(&row), |mut b, row| {
+                    b.push_bind(actor.tenant_id);
+                    for v in &row.values {
+                        push_value(&mut b, v);
+                    }
+                });
+                qb.push(format!(" RETURNING \"{}\"", def.pk()));
+                let id: i64 = qb
+                    .build_query_scalar()
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                row.values[0] = Value::Int(id);
+                let ev = NewEvent {
+                    event: format!("{}.created", def.entity),
+                    entity: def.entity.to_owned(),
+                    primary_key: id,
+                    changes: def.created_changes(),
+                    values: None,
+                    field_values: Some(field_values(def, &row, self.local_offset)),
+                    order_key: format!("{}:{id}", def.entity),
+                };
+                (Some(row), ev)
+            }
+            Change::Update { mut row, verb } => {
+                let before = current.ok_or(StoreError::NotFound)?;
+                row.values[0] = before.values[0].clone();
+                // Bookkeeping comes from the stored row; the caller cannot set it.
+                for name in def
+                    .bookkeeping
+                    .iter()
+                    .chain(["registered", "registered_associate_id"].iter())
+                {
+                    row.set(def, name, before.get(def, name).clone());
+                }
+                if def.diff(&before, &row).is_empty() {
+                    return Ok(ChangeOutcome {
+                        row: Some(before),
+                        committed: Committed::default(),
+                    });
+                }
+                let count = (before.get(def, "updatedCount").as_i64() + 1) % 65536;
+                set_bookkeeping(&mut row, count);
+                validate(def, &row)?;
+                let changes = def.diff(&before, &row);
+                let mut qb = QueryBuilder::<Sqlite>::new(format!("UPDATE {} SET ", def.table));
+                {
+                    let mut sep = qb.separated(", ");
+                    for (col, v) in def.columns.iter().zip(&row.values).skip(1) {
+                        sep.push(format!("\"{}\" = ", col.name));
+                        match v {
+                            Value::Null => sep.push_bind_unseparated(None::<i64>),
+                            Value::Int(i) | Value::Date(i) => sep.push_bind_unseparated(*i),
+                            Value::Text(s) => sep.push_bind_unseparated(s.clone()),
+                        };
+                    }
+                }
+                let pk_value = before.values[0].as_i64();
+                qb.push(" WHERE tenant_id = ");
+                qb.push_bind(actor.tenant_id);
+                qb.push(format!(" AND \"{}\" = ", def.pk()));
+                qb.push_bind(pk_value);
+                qb.build().execute(&mut *tx).await.map_err(db)?;
+                let ev = NewEvent {
+                    event: format!("{}.{verb}", def.entity),
+                    entity: def.entity.to_owned(),
+                    primary_key: pk_value,
+                    changes,
+                    values: None,
+                    field_values: Some(field_values(def, &row, self.local_offset)),
+                    order_key: format!("{}:{pk_value}", def.entity),
+                };
+                (Some(row), ev)
+            }
+            Change::Delete => {
+                let before = current.ok_or(StoreError::NotFound)?;
+                let pk_value = before.values[0].as_i64();
+                sqlx::query(&format!(
+                    "DELETE FROM {} WHERE tenant_id = ? AND \"{}\" = ?",
+                    def.table,
+                    def.pk()
+                ))
+                .bind(actor.tenant_id)
+                .bind(pk_value)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+                let mut values = Map::new();
+                for name in def.deleted_values {
+                    values.insert(
+                        (*name).to_owned(),
+                        Json::from(before.get(def, name).as_i64()),
+                    );
+                }
+                let ev = NewEvent {
+                    event: format!("{}.deleted", def.entity),
+                    entity: def.entity.to_owned(),
+                    primary_key: pk_value,
+                    changes: Vec::new(),
+                    values: Some(values),
+                    field_values: Some(field_values(def, &before, self.local_offset)),
+                    order_key: format!("{}:{pk_value}", def.entity),
+                };
+                (None, ev)
+            }
+        };
+        let committed = insert_event(&mut tx, actor, &event, now).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(ChangeOutcome {
+            row: after,
+            committed,
+        })
+    }
+
+    async fn recycle_bin_expired(
+        &self,
+        def: &'static EntityDef,
+        cutoff: Ticks,
+        limit: i64,
+    ) -> Result<Vec<(i64, String, i64)>> {
+        let sql = format!(
+            "SELECT c.tenant_id, t.name, c.\"{pk}\" FROM {table} c JOIN tenant t ON t.tenant_id = c.tenant_id \
+             WHERE c.\"DeletedDate\" IS NOT NULL AND c.\"DeletedDate\" < ? AND COALESCE(c.\"deleted\", 0) <> 0 LIMIT ?",
+            pk = def.pk(),
+            table = def.table
+        );
+        let rows = sqlx::query(&sql)
+            .bind(cutoff)
+            .bind(limit)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get(0).map_err(db)?,
+                    r.try_get(1).map_err(db)?,
+                    r.try_get(2).map_err(db)?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn save_webhook(
+        &self,
+        actor: &Actor,
+        mut hook: Webhook,
+    ) -> Result<(Webhook, Option<StateChange>)> {
+        let now = now_ticks();
+        let mut tx = self.begin().await?;
+        let before = if hook.id == 0 {
+            None
+        } else {
+            let old = load_webhook(&mut tx, hook.id).await?;
+            match old {
+                Some(old) if old.tenant_id == actor.tenant_id => Some(old),
+                _ => return Err(StoreError::NotFound),
+            }
+        };
+        hook.tenant_id = actor.tenant_id;
+        let events = hook.events.join(",");
+        match &before {
+            None => {
+                hook.registered = now;
+                hook.registered_associate_id = actor.associate_id;
+                hook.updated = 0;
+                hook.updated_associate_id = 0;
+                hook.updated_count = 0;
+                hook.id = sqlx::query_scalar(
+                    "INSERT INTO webhook (tenant_id, name, events, target_url, secret, state, type, headers, properties, registered, registered_associate_id, updated, updated_associate_id, errors_email, \"updatedCount\", retry_policy, success_status) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, 0, ?, ?) RETURNING webhook_id",
+                )
+                .bind(hook.tenant_id)
+                .bind(&hook.name)
+                .bind(&events)
+                .bind(&hook.target_url)
+                .bind(&hook.secret)
+                .bind(hook.state as i64)
+                .bind(&hook.kind)
+                .bind(map_text(&hook.headers))
+                .bind(map_text(&hook.properties))
+                .bind(hook.registered)
+                .bind(hook.registered_associate_id)
+                .bind(&hook.errors_email)
+                .bind(&hook.retry_policy)
+                .bind(&hook.success_status)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db)?;
+                sqlx::query("INSERT INTO webhook_usage (webhook_usage_id, registered, registered_associate_id, updated) VALUES (?, ?, ?, ?)")
+                    .bind(hook.id)
+                    .bind(now)
+                    .bind(actor.associate_id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+            }
+            Some(old) => {
+                hook.registered = old.registered;
+                hook.registered_associate_id = old.registered_associate_id;
+                hook.updated = now;
+                hook.updated_associate_id = actor.associate_id;
+                hook.updated_count = (old.updated_count + 1) % 65536;
+                sqlx::query(
+                    "UPDATE webhook SET name = ?, events = ?, target_url = ?, secret = ?, state = ?, type = ?, headers = ?, properties = ?, \
+                     updated = ?, updated_associate_id = ?, errors_email = ?, \"updatedCount\" = ?, retry_policy = ?, success_status = ? WHERE webhook_id = ?",
+                )
+                .bind(&hook.name)
+                .bind(&events)
+                .bind(&hook.target_url)
+                .bind(&hook.secret)
+                .bind(hook.state as i64)
+                .bind(&hook.kind)
+                .bind(map_text(&hook.headers))
+                .bind(map_text(&hook.properties))
+                .bind(hook.updated)
+                .bind(hook.updated_associate_id)
+                .bind(&hook.errors_email)
+                .bind(hook.updated_count)
+                .bind(&hook.retry_policy)
+                .bind(&hook.success_status)
+                .bind(hook.id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+                sqlx::query("DELETE FROM webhook_event WHERE webhook_id = ?")
+                    .bind(hook.id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+            }
+        }
+        let mut subscribed: Vec<&String> = hook.events.iter().collect();
+        subscribed.sort();
+        subscribed.dedup();
+        for ev in subscribed {
+            sqlx::query("INSERT INTO webhook_event (event, webhook_id) VALUES (?, ?)")
+                .bind(ev)
+                .bind(hook.id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        let mut change = None;
+        if let Some(old) = &before {
+            if old.state != hook.state {
+                if hook.state == WebhookState::Active {
+                    sqlx::query("UPDATE webhook_usage SET consecutive_errors = 0 WHERE webhook_usage_id = ?")
+                        .bind(hook.id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db)?;
+                }
+                self.fire_state_event(&mut tx, &hook, actor, now).await?;
+                change = Some(StateChange {
+                    webhook: hook.clone(),
+                    from: old.state,
+                    reason: None,
+                });
+            }
+        }
+        tx.commit().await.map_err(db)?;
+        Ok((hook, change))
+    }
+
+    async fn get_webhook(&self, tenant_id: i64, id: i64) -> Result<Option<Webhook>> {
+        let row = sqlx::query(&format!(
+            "SELECT {WEBHOOK_COLS} FROM webhook WHERE webhook_id = ? AND tenant_id = ?"
+        ))
+        .bind(id)
+        .bind(tenant_id)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(db)?;
+        row.as_ref().map(read_webhook).transpose()
+    }
+
+    async fn list_webhooks(&self, tenant_id: i64, filter: &WebhookFilter) -> Result<Vec<Webhook>> {
+        let mut qb = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {WEBHOOK_COLS} FROM webhook WHERE tenant_id = "
+        ));
+        qb.push_bind(tenant_id);
+        if let Some(name) = &filter.name {
+            qb.push(" AND name = ").push_bind(name.clone());
+        }
+        if let Some(ev) = &filter.event {
+            qb.push(" AND webhook_id IN (SELECT webhook_id FROM webhook_event WHERE event = ")
+                .push_bind(ev.clone())
+                .push(")");
+        }
+        if let Some(state) = filter.state.filter(|s| *s != WebhookState::Unknown) {
+            qb.push(" AND state = ").push_bind(state as i64);
+        }
+        qb.push(" ORDER BY webhook_id");
+        let rows = qb.build().fetch_all(&self.reader).await.map_err(db)?;
+        rows.iter().map(read_webhook).collect()
+    }
+
+    async fn delete_webhook(&self, tenant_id: i64, id: i64) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let n = sqlx::query("DELETE FROM webhook WHERE webhook_id = ? AND tenant_id = ?")
+            .bind(id)
+            .bind(tenant_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?
+            .rows_affected();
+        if n > 0 {
+            sqlx::query("UPDATE delivery SET status = 4, completed = ?, lease_until = NULL, lease_owner = NULL WHERE webhook_id = ? AND status IN (0, 1)")
+                .bind(now_ticks())
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(n > 0)
+    }
+
+    async fn webhook_usage(&self, tenant_id: i64, id: i64) -> Result<Option<WebhookUsage>> {
+        let row = sqlx::query(
+            "SELECT u.total_calls, u.total_errors, u.consecutive_errors, u.last_error FROM webhook_usage u \
+             JOIN webhook w ON w.webhook_id = u.webhook_usage_id WHERE w.webhook_id = ? AND w.tenant_id = ?",
+        )
+        .bind(id)
+        .bind(tenant_id)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(db)?;
+        row.map(|r| {
+            Ok(WebhookUsage {
+                total_calls: r.try_get(0).map_err(db)?,
+                total_errors: r.try_get(1).map_err(db)?,
+                consecutive_errors: r.try_get(2).map_err(db)?,
+                last_error: r.try_get(3).map_err(db)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn emit(&self, actor: &Actor, event: NewEvent) -> Result<Committed> {
+        let mut tx = self.begin().await?;
+        let c = insert_event(&mut tx, actor, &event, now_ticks()).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(c)
+    }
+
+    async fn claim(&self, req: &ClaimRequest) -> Result<Vec<Claimed>> {
+        let mut tx = self.begin().await?;
+        let mut qb = QueryBuilder::<Sqlite>::new("UPDATE delivery SET status = 1, lease_until = ");
+        qb.push_bind(req.lease_until)
+            .push(", lease_owner = ")
+            .push_bind(req.owner.clone())
+            .push(
+                " WHERE delivery_id IN (SELECT d.delivery_id FROM delivery d JOIN webhook w ON w.webhook_id = d.webhook_id \
+                 WHERE d.status IN (0, 1) AND ((d.status = 0 AND d.next_attempt_at <= ",
+            )
+            .push_bind(req.now)
+            .push(") OR (d.status = 1 AND d.lease_until < ")
+            .push_bind(req.now)
+            .push(
+                ")) AND w.state = 1 AND NOT EXISTS (SELECT 1 FROM delivery p WHERE p.webhook_id = d.webhook_id \
+                 AND p.order_key = d.order_key AND p.status IN (0, 1) AND p.delivery_id < d.delivery_id)",
+            );
+        if !req.skip_webhooks.is_empty() {
+            qb.push(" AND d.webhook_id NOT IN (");
+            let mut sep = qb.separated(", ");
+            for id in &req.skip_webhooks {
+                sep.push_bind(*id);
+            }
+            qb.push(")");
+        }
+        qb.push(" ORDER BY d.queue_pos, d.delivery_id LIMIT ")
+            .push_bind(req.limit)
+            .push(") RETURNING delivery_id, event_id, attempt_in_cycle, event_seq, webhook_id, tenant_id");
+        let rows = qb.build().fetch_all(&mut *tx).await.map_err(db)?;
+        if rows.is_empty() {
+            tx.commit().await.map_err(db)?;
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::with_capacity(rows.len());
+        let mut hooks: std::collections::HashMap<i64, Webhook> = std::collections::HashMap::new();
+        let mut tenants: std::collections::HashMap<i64, String> = std::collections::HashMap::new();
+        let mut seqs: Vec<i64> = rows
+            .iter()
+            .filter_map(|r| r.try_get::<i64, _>(3).ok())
+            .collect();
+        seqs.sort_unstable();
+        seqs.dedup();
+        let mut events = std::collections::HashMap::new();
+        for chunk in seqs.chunks(500) {
+            let mut qb = QueryBuilder::<Sqlite>::new(format!(
+                "SELECT {EVENT_COLS} FROM event WHERE event_seq IN ("
+            ));
+            let mut sep = qb.separated(", ");
+            for s in chunk {
+                sep.push_bind(*s);
+            }
+            qb.push(")");
+            for r in qb.build().fetch_all(&mut *tx).await.map_err(db)? {
+                let ev = read_event(&r)?;
+                events.insert(ev.seq, ev);
+            }
+        }
+        for r in &rows {
+            let delivery_id: i64 = r.try_get(0).map_err(db)?;
+            let event_id: String = r.try_get(1).map_err(db)?;
+            let webhook_id: i64 = r.try_get(4).map_err(db)?;
+            let tenant_id: i64 = r.try_get(5).map_err(db)?;
+            let seq: i64 = r.try_get(3).map_err(db)?;
+            if let std::collections::hash_map::Entry::Vacant(slot) = hooks.entry(webhook_id) {
+                if let Some(h) = load_webhook(&mut tx, webhook_id).await? {
+                    slot.insert(h);
+                }
+            }
+            if let std::collections::hash_map::Entry::Vacant(slot) = tenants.entry(tenant_id) {
+                slot.insert(tenant_name(&mut tx, tenant_id).await?);
+            }
+            let (Some(hook), Some(event)) = (hooks.get(&webhook_id), events.get(&seq)) else {
+                continue;
+            };
+            out.push(Claimed {
+                delivery_id,
+                event_id: Uuid::parse_str(&event_id).map_err(|e| {
+                    StoreError::Corrupt(format!("delivery {delivery_id} event id: {e}"))
+                })?,
+                attempt_in_cycle: r.try_get(2).map_err(db)?,
+                event: event.clone(),
+                tenant: tenants.get(&tenant_id).cloned().unwrap_or_default(),
+                webhook: hook.clone(),
+            });
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(out)
+    }
+
+    async fn complete(
+        &self,
+        outcomes: &[AttemptOutcome],
+        now: Ticks,
+        max_consecutive_errors: i64,
+    ) -> Result<Vec<StateChange>> {
+        let mut tx = self.begin().await?;
+        let mut changes = Vec::new();
+        for o in outcomes {
+            sqlx::query(
+                "INSERT INTO attempt (delivery_id, event_id, retry, attempted_at, duration_us, status_code, error, response_excerpt) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(o.delivery_id)
+            .bind(o.event_id.to_string())
+            .bind(o.retry)
+            .bind(o.attempted_at)
+            .bind(o.duration_us)
+            .bind(o.status_code.map(i64::from))
+            .bind(&o.error)
+            .bind(&o.response_excerpt)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+            let ok = o.verdict == Verdict::Delivered;
+            let consecutive: Option<i64> = if ok {
+                sqlx::query("UPDATE webhook_usage SET total_calls = total_calls + 1, consecutive_errors = 0 WHERE webhook_usage_id = ?")
+                    .bind(o.webhook_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                None
+            } else {
+                let last_error: String = o
+                    .response_excerpt
+                    .clone()
+                    .or_else(|| o.error.clone())
+                    .unwrap_or_default()
+                    .chars()
+                    .take(4000)
+                    .collect();
+                sqlx::query_scalar(
+                    "UPDATE webhook_usage SET total_calls = total_calls + 1, total_errors = total_errors + 1, \
+                     consecutive_errors = consecutive_errors + 1, last_error = ?, updated = ? WHERE webhook_usage_id = ? RETURNING consecutive_errors",
+                )
+                .bind(last_error)
+                .bind(now)
+                .bind(o.webhook_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?
+            };
+            let status = o.status_code.map(i64::from);
+            let q = match &o.verdict {
+                Verdict::Delivered => sqlx::query(
+                    "UPDATE delivery SET status = 2, completed = ?, attempts = attempts + 1, last_status = ?, last_error = NULL, lease_until = NULL, lease_owner = NULL WHERE delivery_id = ? AND status = 1",
+                )
+                .bind(now)
+                .bind(status)
+                .bind(o.delivery_id),
+                Verdict::RetryAt(at) => sqlx::query(
+                    "UPDATE delivery SET status = 0, attempt_in_cycle = attempt_in_cycle + 1, next_attempt_at = ?, attempts = attempts + 1, last_status = ?, last_error = ?, lease_until = NULL, lease_owner = NULL WHERE delivery_id = ? AND status = 1",
+                )
+                .bind(*at)
+                .bind(status)
+                .bind(&o.error)
+                .bind(o.delivery_id),
+                Verdict::Requeue(at) => sqlx::query(
+                    "UPDATE delivery SET status = 0, attempt_in_cycle = 0, cycles = cycles + 1, event_id = ?, queue_pos = ?, next_attempt_at = ?, attempts = attempts + 1, last_status = ?, last_error = ?, lease_until = NULL, lease_owner = NULL WHERE delivery_id = ? AND status = 1",
+                )
+                .bind(Uuid::new_v4().to_string())
+                .bind(now)
+                .bind(*at)
+                .bind(status)
+                .bind(&o.error)
+                .bind(o.delivery_id),
+                Verdict::Gone => sqlx::query(
+                    "UPDATE delivery SET status = 3, completed = ?, attempts = attempts + 1, last_status = ?, last_error = ?, lease_until = NULL, lease_owner = NULL WHERE delivery_id = ? AND status = 1",
+                )
+                .bind(now)
+                .bind(status)
+                .bind(&o.error)
+                .bind(o.delivery_id),
+            };
+            q.execute(&mut *tx).await.map_err(db)?;
+            let disable = o.verdict == Verdict::Gone
+                || consecutive.is_some_and(|n| n >= max_consecutive_errors);
+            if disable {
+                if let Some(mut hook) = load_webhook(&mut tx, o.webhook_id).await? {
+                    if hook.state == WebhookState::Active {
+                        let from = hook.state;
+                        let tenant = tenant_name(&mut tx, hook.tenant_id).await?;
+                        let actor = Actor::system(hook.tenant_id, &tenant);
+                        self.set_state(
+                            &mut tx,
+                            &mut hook,
+                            WebhookState::TooManyErrors,
+                            &actor,
+                            now,
+                        )
+                        .await?;
+                        let reason = format!(
+                            "EventId {}: {}",
+                            o.event_id,
+                            o.error.clone().unwrap_or_default()
+                        );
+                        changes.push(StateChange {
+                            webhook: hook,
+                            from,
+                            reason: Some(reason),
+                        });
+                    }
+                }
+            }
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(changes)
+    }
+
+    async fn next_due(&self) -> Result<Option<Ticks>> {
+        sqlx::query_scalar(
+            "SELECT MIN(CASE WHEN d.status = 0 THEN d.next_attempt_at ELSE d.lease_until END) FROM delivery d JOIN webhook w ON w.webhook_id = d.webhook_id WHERE d.status IN (0, 1) AND w.state = 1",
+        )
+        .fetch_one(&self.reader)
+        .await
+        .map_err(db)
+    }
+
+    async fn release(&self, owner: &str) -> Result<u64> {
+        let n = sqlx::query("UPDATE delivery SET status = 0, lease_until = NULL, lease_owner = NULL WHERE status = 1 AND lease_owner = ?")
+            .bind(owner)
+            .execute(&self.writer)
+            .await
+            .map_err(db)?
+            .rows_affected();
+        Ok(n)
+    }
+
+    async fn list_deliveries(
+        &self,
+        tenant_id: i64,
+        webhook_id: i64,
+        filter: &DeliveryFilter,
+    ) -> Result<Vec<Delivery>> {
+        let mut qb = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {DELIVERY_COLS} FROM delivery d JOIN event e ON e.event_seq = d.event_seq WHERE d.tenant_id = "
+        ));
+        qb.push_bind(tenant_id)
+            .push(" AND d.webhook_id = ")
+            .push_bind(webhook_id);
+        if let Some(s) = filter.status {
+            qb.push(" AND d.status = ").push_bind(s as i64);
+        }
+        if let Some(t) = filter.since {
+            qb.push(" AND d.created >= ").push_bind(t);
+        }
+        if let Some(t) = filter.until {
+            qb.push(" AND d.created < ").push_bind(t);
+        }
+        if let Some(id) = filter.before_id {
+            qb.push(" AND d.delivery_id < ").push_bind(id);
+        }
+        qb.push(" ORDER BY d.delivery_id DESC LIMIT ")
+            .push_bind(filter.limit);
+        let rows = qb.build().fetch_all(&self.reader).await.map_err(db)?;
+        rows.iter().map(read_delivery).collect()
+    }
+
+    async fn get_delivery(
+        &self,
+        tenant_id: i64,
+        webhook_id: i64,
+        delivery_id: i64,
+    ) -> Result<Option<(Delivery, Vec<Attempt>)>> {
+        let row = sqlx::query(&format!(
+            "SELECT {DELIVERY_COLS} FROM delivery d JOIN event e ON e.event_seq = d.event_seq WHERE d.tenant_id = ? AND d.webhook_id = ? AND d.delivery_id = ?"
+        ))
+        .bind(tenant_id)
+        .bind(webhook_id)
+        .bind(delivery_id)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(db)?;
+        let Some(row) = row else { return Ok(None) };
+        let delivery = read_delivery(&row)?;
+        let rows = sqlx::query(
+            "SELECT attempt_id, event_id, retry, attempted_at, duration_us, status_code, error, response_excerpt FROM attempt WHERE delivery_id = ? ORDER BY attempt_id",
+        )
+        .bind(delivery_id)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
+        let attempts = rows
+            .iter()
+            .map(|r| {
+                Ok(Attempt {
+                    attempt_id: r.try_get(0).map_err(db)?,
+                    event_id: r.try_get(1).map_err(db)?,
+                    retry: r.try_get(2).map_err(db)?,
+                    attempted_at: r.try_get(3).map_err(db)?,
+                    duration_us: r.try_get(4).map_err(db)?,
+                    status_code: r.try_get(5).map_err(db)?,
+                    error: r.try_get(6).map_err(db)?,
+                    response_excerpt: r.try_get(7).map_err(db)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some((delivery, attempts)))
+    }
+
+    async fn replay(
+        &self,
+        tenant_id: i64,
+        webhook_id: i64,
+        req: &ReplayRequest,
+    ) -> Result<ReplayReport> {
+        let now = now_ticks();
+        let mut tx = self.begin().await?;
+        let hook = match load_webhook(&mut tx, webhook_id).await? {
+            Some(h) if h.tenant_id == tenant_id => h,
+            _ => return Err(StoreError::NotFound),
+        };
+        let mut qb = QueryBuilder::<Sqlite>::new(
+            "SELECT e.event_seq, e.entity, e.primary_key, \
+             (SELECT MAX(CASE WHEN d.status = 2 THEN 2 WHEN d.status IN (0, 1) THEN 1 ELSE 0 END) FROM delivery d WHERE d.event_seq = e.event_seq AND d.webhook_id = ",
+        );
+        qb.push_bind(webhook_id)
+            .push(") AS best FROM event e JOIN webhook_event we ON we.event = e.event AND we.webhook_id = ")
+            .push_bind(webhook_id)
+            .push(" WHERE e.tenant_id = ")
+            .push_bind(tenant_id)
+            .push(" AND e.occurred >= ")
+            .push_bind(req.since);
+        if let Some(u) = req.until {
+            qb.push(" AND e.occurred < ").push_bind(u);
+        }
+        qb.push(" ORDER BY e.event_seq LIMIT ").push_bind(req.limit);
+        let rows = qb.build().fetch_all(&mut *tx).await.map_err(db)?;
+        let mut report = ReplayReport::default();
+        for r in rows {
+            report.matched += 1;
+            let seq: i64 = r.try_get(0).map_err(db)?;
+            let entity: String = r.try_get(1).map_err(db)?;
+            let pk: i64 = r.try_get(2).map_err(db)?;
+            let best: Option<i64> = r.try_get(3).map_err(db)?;
+            // Pending already: nothing to add. Delivered: only when all events are wanted.
+            if best == Some(1) || (req.only_failed && best == Some(2)) {
+                report.skipped += 1;
+                continue;
+            }
+            let order_key = if entity == "webhook" {
+                format!("webhook:{pk}")
+            } else {
+                format!("{entity}:{pk}")
+            };
+            insert_deliveries(
+                &mut tx,
+                tenant_id,
+                &[hook.id],
+                seq,
+                &order_key,
+                now,
+                Some(seq),
+            )
+            .await?;
+            report.queued += 1;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(report)
+    }
+
+    async fn prune_events(&self, cutoff: Ticks, limit: i64) -> Result<u64> {
+        let mut tx = self.begin().await?;
+        let seqs: Vec<i64> = sqlx::query_scalar(
+            "SELECT e.event_seq FROM event e WHERE e.occurred < ? AND NOT EXISTS (SELECT 1 FROM delivery d WHERE d.event_seq = e.event_seq AND d.status IN (0, 1)) ORDER BY e.event_seq LIMIT ?",
+        )
+        .bind(cutoff)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        for s in &seqs {
+            sqlx::query("DELETE FROM attempt WHERE delivery_id IN (SELECT delivery_id FROM delivery WHERE event_seq = ?)")
+                .bind(s)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            sqlx::query("DELETE FROM delivery WHERE event_seq = ?")
+                .bind(s)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            sqlx::query("DELETE FROM event WHERE event_seq = ?")
+                .bind(s)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(seqs.len() as u64)
+    }
+
+    async fn delivery_counts(&self) -> Result<Vec<(DeliveryStatus, i64)>> {
+        let rows =
+            sqlx::query("SELECT status, COUNT(*) FROM delivery GROUP BY status ORDER BY status")
+                .fetch_all(&self.reader)
+                .await
+                .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    DeliveryStatus::from_i64(r.try_get(0).map_err(db)?),
+                    r.try_get(1).map_err(db)?,
+                ))
+            })
+            .collect()
+    }
+}
