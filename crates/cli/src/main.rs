@@ -1,5 +1,6 @@
 //! The `crmhooks` binary: a thin layer over the library crates.
 
+mod client;
 mod demo;
 mod serve;
 
@@ -24,6 +25,12 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Receive webhooks: verify signatures, print them, answer a chosen status.
     Listen(crmhooks_listen::ListenArgs),
+    /// Work with contacts on a running server.
+    #[command(subcommand)]
+    Contact(client::ContactCmd),
+    /// Work with webhook definitions on a running server.
+    #[command(subcommand)]
+    Webhook(client::WebhookCmd),
 }
 
 fn main() -> std::process::ExitCode {
@@ -39,6 +46,8 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => rt.block_on(serve::run(args)),
         Command::Demo(args) => rt.block_on(demo::run(args)),
         Command::Listen(args) => rt.block_on(crmhooks_listen::run(args)),
+        Command::Contact(c) => rt.block_on(client::run_contact(c)),
+        Command::Webhook(c) => rt.block_on(client::run_webhook(c)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

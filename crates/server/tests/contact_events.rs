@@ -1,0 +1,676 @@
+//! Issue 3: the four contact events on the wire, with a real server and a real receiver.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use crmhooks_payload::{verify, CONTACT_FIELD_VALUE_KEYS};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+const T: Duration = Duration::from_secs(10);
+
+fn is_utc_timestamp(s: &str) -> bool {
+    // yyyy-MM-ddTHH:mm:ss[.F{1,7}]Z
+    let Some(body) = s.strip_suffix('Z') else {
+        return false;
+    };
+    let (main, frac) = body.split_once('.').unwrap_or((body, ""));
+    main.len() == 19
+        && frac.len() <= 7
+        && frac.chars().all(|c| c.is_ascii_digit())
+        && !frac.ends_with('0')
+}
+
+const ORDER: [&str; 11] = [
+    "EventId",
+    "Timestamp",
+    "Changes",
+    "Event",
+    "PrimaryKey",
+    "Entity",
+    "ContextIdentifier",
+    "ChangedByAssociateId",
+    "WebhookName",
+    "FieldValues",
+    "",
+];
+
+#[tokio::test]
+async fn four_contact_events_arrive_once_with_the_superoffice_wire_format() {
+    let app = TestApp::start().await;
+    let rx = receiver(Some("s3cret")).await;
+    let events = [
+        "contact.created",
+        "contact.changed",
+        "contact.softdeleted",
+        "contact.deleted",
+    ];
+    app.create_hook(&rx, &events, Some("s3cret")).await;
+    let id = app.create_contact("Acme").await;
+    app.ok(
+        Method::PATCH,
+        &format!("/api/v1/Contact/{id}"),
+        Some(json!({"Department": "Sales", "Associate": {"AssociateId": 12}})),
+    )
+    .await;
+    let (s, _) = app
+        .call(Method::DELETE, &format!("/api/v1/Contact/{id}"), None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = app
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/Contact/{id}?permanent=true"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+
+    let got = wait_deliveries(&rx, 4, T).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got_after = deliveries(&rx);
+    assert_eq!(got.len(), 4, "exactly four deliveries");
+    assert_eq!(got_after.len(), 4, "no duplicates afterwards");
+    let names: Vec<String> = got
+        .iter()
+        .map(|r| r.payload.as_ref().unwrap().event.clone())
+        .collect();
+    assert_eq!(names, events, "commit order for one contact");
+
+    for r in &got {
+        let p = r.payload.as_ref().unwrap();
+        // Headers of spec 2.
+        assert_eq!(
+            r.header("content-type"),
+            Some("application/json; charset=utf-8")
+        );
+        let ua = r.header("user-agent").unwrap();
+        let version = ua.strip_prefix("NetServer-Webhook/").expect("user agent");
+        assert_eq!(version.split('.').count(), 4, "{ua}");
+        assert!(version.split('.').all(|n| n.parse::<u32>().is_ok()), "{ua}");
+        assert_eq!(r.header("x-superoffice-event"), Some(p.event.as_str()));
+        assert_eq!(
+            r.header("x-superoffice-eventid"),
+            Some(p.event_id.to_string().as_str())
+        );
+        assert_eq!(r.header("x-superoffice-retry"), Some("0"));
+        assert!(r.header("x-hook-test").is_none());
+        assert_eq!(
+            verify("s3cret", &r.body, r.header("x-superoffice-signature")),
+            Ok(())
+        );
+        assert!(r.verdict.is_valid());
+        // Property order of spec 1.1, absent properties left out.
+        let k = keys(&r.body);
+        let mut want: Vec<&str> = ORDER.iter().copied().filter(|s| !s.is_empty()).collect();
+        if p.event == "contact.deleted" {
+            want.insert(3, "Values");
+        }
+        assert_eq!(k, want, "{}", p.event);
+        assert_eq!(p.entity, "contact");
+        assert_eq!(p.primary_key, id);
+        assert_eq!(p.context_identifier, "Default");
+        assert_eq!(p.changed_by_associate_id, 1);
+        assert_eq!(p.webhook_name, "Test hook");
+        let body: Value = serde_json::from_slice(&r.body).unwrap();
+        assert!(
+            is_utc_timestamp(body["Timestamp"].as_str().unwrap()),
+            "{}",
+            body["Timestamp"]
+        );
+        let fv = body["FieldValues"].as_object().unwrap();
+        let fkeys: Vec<&str> = fv.keys().map(String::as_str).collect();
+        assert_eq!(
+            fkeys, CONTACT_FIELD_VALUE_KEYS,
+            "13 FieldValues keys in order"
+        );
+        let registered = fv["registered"].as_str().unwrap();
+        assert_eq!(
+            registered.len(),
+            19,
+            "registered has no fraction and no offset: {registered}"
+        );
+        let updated = fv["updated"].as_str().unwrap();
+        assert!(
+            updated.ends_with("+00:00"),
+            "updated is local kind with offset: {updated}"
+        );
+        assert!(fv["associate_id"].is_number() && fv["deleted"].is_number());
+    }
+    let created = got[0].payload.as_ref().unwrap();
+    assert_eq!(created.changes.len(), 37);
+    assert_eq!(created.changes[0], "contact_id");
+    assert!(!created.changes.contains(&"DeletedDate".to_owned()));
+    assert_eq!(
+        created.field_values.as_ref().unwrap()["DeletedDate"],
+        "0001-01-01T00:00:00"
+    );
+
+    let changed = got[1].payload.as_ref().unwrap();
+    assert_eq!(
+        changed.changes,
+        [
+            "contact_id",
+            "associate_id",
+            "department",
+            "updated_associate_id",
+            "updated",
+            "updatedCount"
+        ]
+    );
+    assert_eq!(changed.field_values.as_ref().unwrap()["associate_id"], 12);
+
+    let soft = got[2].payload.as_ref().unwrap();
+    assert_eq!(
+        soft.changes,
+        [
+            "contact_id",
+            "deleted",
+            "DeletedDate",
+            "updated_associate_id",
+            "updated",
+            "updatedCount"
+        ]
+    );
+    let sfv = soft.field_values.as_ref().unwrap();
+    assert_eq!(sfv["deleted"], 1);
+    assert_ne!(sfv["DeletedDate"], "0001-01-01T00:00:00");
+
+    let deleted = got[3].payload.as_ref().unwrap();
+    assert!(deleted.changes.is_empty());
+    assert_eq!(
+        deleted.values.as_ref().unwrap(),
+        json!({"associate_id": 12, "contact_id": id})
+            .as_object()
+            .unwrap()
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn name_change_lists_soundex_and_a_put_that_changes_nothing_fires_nothing() {
+    let app = TestApp::start().await;
+    let rx = receiver(None).await;
+    app.create_hook(&rx, &["contact.changed"], None).await;
+    let id = app.create_contact("Robert").await;
+    let entity = app
+        .ok(Method::GET, &format!("/api/v1/Contact/{id}"), None)
+        .await;
+    // The same entity back: nothing changes, nothing fires.
+    let same = app
+        .ok(
+            Method::PUT,
+            &format!("/api/v1/Contact/{id}"),
+            Some(entity.clone()),
+        )
+        .await;
+    assert_eq!(same, entity);
+    // GET, one edit, PUT: exactly that edit.
+    let mut edited = entity.clone();
+    edited["Name"] = json!("Rupert Inc");
+    app.ok(Method::PUT, &format!("/api/v1/Contact/{id}"), Some(edited))
+        .await;
+    let got = wait_deliveries(&rx, 1, T).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(deliveries(&rx).len(), 1);
+    let p = got[0].payload.as_ref().unwrap();
+    assert_eq!(
+        p.changes,
+        [
+            "contact_id",
+            "name",
+            "soundEx",
+            "updated_associate_id",
+            "updated",
+            "updatedCount"
+        ]
+    );
+    // Without a secret there is no signature header.
+    assert!(got[0].header("x-superoffice-signature").is_none());
+    let after = app
+        .ok(Method::GET, &format!("/api/v1/Contact/{id}"), None)
+        .await;
+    assert_eq!(after["Name"], "Rupert Inc");
+    assert_eq!(after["Department"], entity["Department"]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn unsubscribed_events_and_stopped_hooks_get_nothing() {
+    let app = TestApp::start().await;
+    let created_only = receiver(None).await;
+    let stopped = receiver(None).await;
+    app.create_hook(&created_only, &["contact.created"], None)
+        .await;
+    let sid = app
+        .create_hook(&stopped, &["contact.created", "contact.changed"], None)
+        .await;
+    app.ok(
+        Method::PATCH,
+        &format!("/api/v1/Webhook/{sid}"),
+        Some(json!({"State": "Stopped"})),
+    )
+    .await;
+    let id = app.create_contact("A").await;
+    app.ok(
+        Method::PATCH,
+        &format!("/api/v1/Contact/{id}"),
+        Some(json!({"Name": "B"})),
+    )
+    .await;
+    let got = wait_deliveries(&created_only, 1, T).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(deliveries(&created_only).len(), 1);
+    assert_eq!(got[0].payload.as_ref().unwrap().event, "contact.created");
+    assert!(
+        deliveries(&stopped).is_empty(),
+        "a Stopped hook receives nothing"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn restore_fires_changed_and_the_recycle_bin_hides_the_contact() {
+    let app = TestApp::start().await;
+    let rx = receiver(None).await;
+    app.create_hook(&rx, &["contact.changed", "contact.softdeleted"], None)
+        .await;
+    let id = app.create_contact("A").await;
+    app.call(Method::DELETE, &format!("/api/v1/Contact/{id}"), None)
+        .await;
+    let (s, _) = app
+        .call(Method::GET, &format!("/api/v1/Contact/{id}"), None)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let restored = app
+        .ok(Method::POST, &format!("/api/v1/Contact/{id}/Restore"), None)
+        .await;
+    assert_eq!(restored["Deleted"], 0);
+    let got = wait_deliveries(&rx, 2, T).await;
+    let p = got[1].payload.as_ref().unwrap();
+    assert_eq!(p.event, "contact.changed");
+    assert_eq!(
+        p.changes,
+        [
+            "contact_id",
+            "deleted",
+            "DeletedDate",
+            "updated_associate_id",
+            "updated",
+            "updatedCount"
+        ]
+    );
+    let (s, _) = app
+        .call(Method::POST, &format!("/api/v1/Contact/{id}/Restore"), None)
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn tenants_do_not_see_each_other() {
+    let app = TestApp::start().await;
+    let other = app.add_key("Cust2", 7).await;
+    let rx_a = receiver(None).await;
+    let rx_b = receiver(None).await;
+    let hook_a = app.create_hook(&rx_a, &["contact.created"], None).await;
+    app.create_hook_as(&other, &rx_b, &["contact.created"], None, json!({}))
+        .await;
+    let id = app.create_contact("Default's contact").await;
+    // The other tenant cannot read, change or delete it, nor see the webhook.
+    for (m, p) in [
+        (Method::GET, format!("/api/v1/Contact/{id}")),
+        (Method::DELETE, format!("/api/v1/Contact/{id}")),
+        (Method::GET, format!("/api/v1/Webhook/{hook_a}")),
+        (Method::GET, format!("/api/v1/Webhook/{hook_a}/Deliveries")),
+    ] {
+        let (s, _) = app.call_as(&other, m, &p, None).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{p}");
+    }
+    let (s, list) = app
+        .call_as(&other, Method::GET, "/api/v1/Webhook", None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    // Tenant prefix must match the key.
+    let (s, v) = app
+        .call_as(&other, Method::GET, "/Default/api/v1/Webhook", None)
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    let (s, _) = app
+        .call_as(&other, Method::GET, "/Cust2/api/v1/Webhook", None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    // Only tenant A's receiver gets A's event, with A's ContextIdentifier.
+    let got = wait_deliveries(&rx_a, 1, T).await;
+    assert_eq!(
+        got[0].payload.as_ref().unwrap().context_identifier,
+        "Default"
+    );
+    let other_id = app
+        .call_as(
+            &other,
+            Method::POST,
+            "/api/v1/Contact",
+            Some(json!({"Name": "B"})),
+        )
+        .await
+        .1["ContactId"]
+        .as_i64()
+        .unwrap();
+    let got_b = wait_deliveries(&rx_b, 1, T).await;
+    let pb = got_b[0].payload.as_ref().unwrap();
+    assert_eq!(pb.context_identifier, "Cust2");
+    assert_eq!(pb.changed_by_associate_id, 7);
+    assert_eq!(pb.primary_key, other_id);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(deliveries(&rx_a).len(), 1);
+    assert_eq!(deliveries(&rx_b).len(), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn bad_input_gets_clear_4xx_json_errors() {
+    let app = TestApp::start_with(|t| {
+        t.insert("max_body_bytes".into(), 4096.into());
+    })
+    .await;
+    let check = |s: StatusCode, v: &Value, want: StatusCode, needle: &str| {
+        assert_eq!(s, want, "{v}");
+        assert!(v["ErrorType"].is_string() && v["Error"].is_string(), "{v}");
+        assert!(
+            v["Message"].as_str().unwrap().contains(needle),
+            "{v} should mention {needle}"
+        );
+    };
+    let (s, v) = app
+        .call(
+            Method::POST,
+            "/api/v1/Contact",
+            Some(json!({"Name": "x".repeat(220)})),
+        )
+        .await;
+    check(s, &v, StatusCode::BAD_REQUEST, "name");
+    let (s, v) = app
+        .call(
+            Method::POST,
+            "/api/v1/Contact",
+            Some(json!({"Name": "ok", "OrgNr": "1".repeat(50)})),
+        )
+        .await;
+    check(s, &v, StatusCode::BAD_REQUEST, "orgNr");
+    let (s, v) = app
+        .call(Method::POST, "/api/v1/Contact", Some(json!({"Name": 5})))
+        .await;
+    check(s, &v, StatusCode::BAD_REQUEST, "Name");
+    let (s, v) = app
+        .call(
+            Method::POST,
+            "/api/v1/Contact",
+            Some(json!({"Department": "no name"})),
+        )
+        .await;
+    check(s, &v, StatusCode::BAD_REQUEST, "Name");
+    let (s, v) = app
+        .call(
+            Method::POST,
+            "/api/v1/Contact",
+            Some(json!({"Name": "a", "Business": {"Id": "two"}})),
+        )
+        .await;
+    check(s, &v, StatusCode::BAD_REQUEST, "Business.Id");
+    let (s, v) = app
+        .call(
+            Method::POST,
+            "/api/v1/Contact",
+            Some(json!({"Name": "a", "Source": 70000})),
+        )
+        .await;
+    check(s, &v, StatusCode::BAD_REQUEST, "source");
+    let (s, v) = app
+        .call(
+            Method::POST,
+            "/api/v1/Contact",
+            Some(json!({"Name": "x".repeat(5000)})),
+        )
+        .await;
+    check(s, &v, StatusCode::PAYLOAD_TOO_LARGE, "max_body_bytes");
+    let resp = app
+        .http
+        .post(format!("{}/api/v1/Contact", app.base))
+        .bearer_auth(&app.key)
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let v: Value = resp.json().await.unwrap();
+    check(StatusCode::BAD_REQUEST, &v, StatusCode::BAD_REQUEST, "JSON");
+    let (s, v) = app.call(Method::GET, "/api/v1/Contact/abc", None).await;
+    check(s, &v, StatusCode::BAD_REQUEST, "int32");
+    let (s, v) = app.call(Method::GET, "/api/v1/Contact/999", None).await;
+    check(s, &v, StatusCode::NOT_FOUND, "not found");
+    let (s, v) = app
+        .call_as("wrong", Method::GET, "/api/v1/Contact/1", None)
+        .await;
+    check(s, &v, StatusCode::UNAUTHORIZED, "API key");
+    let resp = app
+        .http
+        .get(format!("{}/api/v1/Webhook", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let (s, v) = app
+        .call(Method::PATCH, "/api/v1/Contact/1", Some(json!("text")))
+        .await;
+    assert!(
+        s == StatusCode::BAD_REQUEST || s == StatusCode::NOT_FOUND,
+        "{s} {v}"
+    );
+    // Webhook validation.
+    let rx = receiver(None).await;
+    for (body, needle) in [
+        (
+            json!({"Name": "h", "Events": ["contact.created"], "TargetUrl": "ftp://x"}),
+            "TargetUrl",
+        ),
+        (
+            json!({"Name": "h", "Events": "contact.created", "TargetUrl": rx.url("/")}),
+            "Events",
+        ),
+        (
+            json!({"Name": "", "Events": ["contact.created"], "TargetUrl": rx.url("/")}),
+            "Name",
+        ),
+        (
+            json!({"Name": "h", "Events": ["contact.created"], "TargetUrl": rx.url("/"), "State": "Bogus"}),
+            "State",
+        ),
+        (
+            json!({"Name": "h", "Events": ["contact.created"], "TargetUrl": rx.url("/"), "Headers": {"X-SuperOffice-Event": "x"}}),
+            "Headers",
+        ),
+        (
+            json!({"Name": "h", "Events": ["contact.created"], "TargetUrl": rx.url("/"), "Type": "crmscript"}),
+            "Type",
+        ),
+        (
+            json!({"Name": "h", "Events": ["contact.created"], "TargetUrl": rx.url("/"), "RetryPolicy": "never"}),
+            "RetryPolicy",
+        ),
+    ] {
+        let (s, v) = app.call(Method::POST, "/api/v1/Webhook", Some(body)).await;
+        check(s, &v, StatusCode::BAD_REQUEST, needle);
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn strict_target_policy_refuses_http_and_loopback() {
+    let app = TestApp::start_with(|t| {
+        t.insert("dev".into(), false.into());
+    })
+    .await;
+    for url in [
+        "http://127.0.0.1:9/hook",
+        "https://127.0.0.1/hook",
+        "https://localhost/x",
+        "https://10.0.0.1/x",
+    ] {
+        let (s, v) = app
+            .call(
+                Method::POST,
+                "/api/v1/Webhook",
+                Some(json!({"Name": "h", "Events": ["contact.created"], "TargetUrl": url})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{url}: {v}");
+        assert!(v["Message"].as_str().unwrap().contains("TargetUrl"), "{v}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn webhook_api_secret_is_write_only_and_filters_work() {
+    let app = TestApp::start().await;
+    let rx = receiver(Some("abc")).await;
+    let id = app
+        .create_hook(&rx, &["contact.created", "contact.changed"], Some("abc"))
+        .await;
+    let v = app
+        .ok(Method::GET, &format!("/api/v1/Webhook/{id}"), None)
+        .await;
+    assert_eq!(v["Secret"], Value::Null);
+    assert_eq!(v["State"], "Active");
+    assert!(v["_Links"]["Self"]
+        .as_str()
+        .unwrap()
+        .ends_with(&format!("/api/v1/Webhook/{id}")));
+    let list = app.ok(Method::GET, "/api/v1/Webhook", None).await;
+    assert!(
+        list.to_string().find("abc").is_none(),
+        "secret never listed: {list}"
+    );
+    // PUT without Secret keeps it: deliveries stay signed.
+    let mut put = v.clone();
+    put.as_object_mut().unwrap().remove("Secret");
+    put["Name"] = json!("Renamed");
+    app.ok(Method::PUT, &format!("/api/v1/Webhook/{id}"), Some(put))
+        .await;
+    app.create_contact("x").await;
+    let got = wait_deliveries(&rx, 1, T).await;
+    assert!(got[0].verdict.is_valid());
+    assert_eq!(got[0].payload.as_ref().unwrap().webhook_name, "Renamed");
+    // Filters.
+    let by_event = app
+        .ok(
+            Method::GET,
+            "/api/v1/Webhook?eventFilter=contact.changed",
+            None,
+        )
+        .await;
+    assert_eq!(by_event.as_array().unwrap().len(), 1);
+    let none = app
+        .ok(
+            Method::GET,
+            "/api/v1/Webhook?eventFilter=contact.deleted",
+            None,
+        )
+        .await;
+    assert!(none.as_array().unwrap().is_empty());
+    let by_name = app
+        .ok(
+            Method::GET,
+            "/api/v1/Webhook?nameFilter=Renamed&statusFilter=Active",
+            None,
+        )
+        .await;
+    assert_eq!(by_name.as_array().unwrap().len(), 1);
+    let stopped = app
+        .ok(Method::GET, "/api/v1/Webhook?statusFilter=Stopped", None)
+        .await;
+    assert!(stopped.as_array().unwrap().is_empty());
+    let d = app.ok(Method::GET, "/api/v1/Webhook/default", None).await;
+    assert_eq!(d["Events"], json!(["contact.created", "contact.deleted"]));
+    assert_eq!(d["Registered"], "0001-01-01T00:00:00");
+    // An explicit empty Secret removes it.
+    // (a receiver without a secret: the one above now refuses unsigned calls, test events too)
+    let rx2 = receiver(None).await;
+    app.ok(
+        Method::PATCH,
+        &format!("/api/v1/Webhook/{id}"),
+        Some(json!([{"op": "replace", "path": "secret", "value": ""}, {"op": "replace", "path": "/TARGETURL", "value": rx2.url("/hook")}])),
+    )
+    .await;
+    app.create_contact("y").await;
+    let got = wait_deliveries(&rx2, 1, T).await;
+    assert_eq!(got.len(), 1);
+    assert!(got[0].header("x-superoffice-signature").is_none());
+    let (s, _) = app
+        .call(Method::DELETE, &format!("/api/v1/Webhook/{id}"), None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = app
+        .call(Method::GET, &format!("/api/v1/Webhook/{id}"), None)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn saving_an_active_hook_whose_test_fails_is_refused() {
+    let app = TestApp::start().await;
+    let rx = receiver(None).await;
+    rx.set_status(500);
+    let (s, v) = app
+        .call(
+            Method::POST,
+            "/api/v1/Webhook",
+            Some(json!({"Name": "h", "Events": ["contact.created"], "TargetUrl": rx.url("/x")})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["ErrorType"], "WebhookTestFailed");
+    assert!(v["Message"].as_str().unwrap().contains("500"), "{v}");
+    let tests: Vec<_> = rx.received().into_iter().filter(|r| r.is_test()).collect();
+    assert_eq!(tests.len(), 1);
+    assert_eq!(tests[0].payload.as_ref().unwrap().event, "test");
+    // A Stopped hook is saved without a test.
+    let (s, _) = app
+        .call(Method::POST, "/api/v1/Webhook", Some(json!({"Name": "h", "Events": ["contact.created"], "TargetUrl": rx.url("/x"), "State": "Stopped"})))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn json_patch_test_op_conflicts_and_paths_are_case_insensitive() {
+    let app = TestApp::start().await;
+    let id = app.create_contact("A").await;
+    let v = app
+        .ok(Method::PATCH, &format!("/api/v1/Contact/{id}"), Some(json!([{"op": "replace", "path": "department", "value": "D"}, {"op": "add", "path": "/country/countryid", "value": 578}])))
+        .await;
+    assert_eq!(v["Department"], "D");
+    assert_eq!(v["Country"]["CountryId"], 578);
+    let (s, v) = app
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/Contact/{id}"),
+            Some(json!([{"op": "test", "path": "/Name", "value": "Z"}])),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    let (s, v) = app
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/Contact/{id}"),
+            Some(json!([{"op": "move", "from": "/Name", "path": "/Department"}])),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    app.stop().await;
+}
