@@ -1,0 +1,113 @@
+//! The JSON body of a webhook call (spec 1.1).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::NetDateTime;
+
+/// The body SuperOffice POSTs to a webhook target (`WebhookPayload`).
+///
+/// Serializes with the PascalCase property names and in the exact property order SuperOffice
+/// uses; `Values`, `FieldValues` and `Properties` are left out when `None`, never sent as `null`.
+/// Deserialization accepts any property order and ignores unknown properties.
+///
+/// ```
+/// use crmhooks_payload::{NetDateTime, WebhookPayload};
+///
+/// let test = WebhookPayload::test_event(
+///     "4b5ce038-50f2-4796-bdb2-f96908cf31c2".parse()?,
+///     "2018-04-24T08:52:59.0005158Z".parse()?,
+///     "Default",
+///     316,
+///     "Name you provided",
+/// );
+/// assert_eq!(
+///     String::from_utf8(test.to_bytes())?,
+///     r#"{"EventId":"4b5ce038-50f2-4796-bdb2-f96908cf31c2","Timestamp":"2018-04-24T08:52:59.0005158Z","Changes":[],"Event":"test","PrimaryKey":0,"Entity":"test","ContextIdentifier":"Default","ChangedByAssociateId":316,"WebhookName":"Name you provided"}"#
+/// );
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct WebhookPayload {
+    /// `EventId`: shared by every attempt of one retry cycle; lowercase hyphenated GUID.
+    pub event_id: Uuid,
+    /// `Timestamp`: when the event happened (UTC kind).
+    pub timestamp: NetDateTime,
+    /// `Changes`: DB column names touched by the change; empty for deleted, test and state events.
+    pub changes: Vec<String>,
+    /// `Values`: key ids of the removed row, only on `*.deleted`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<Map<String, Value>>,
+    /// `Event`: the event name, e.g. `contact.changed`.
+    pub event: String,
+    /// `PrimaryKey`: id of the affected row; 0 for `test`.
+    pub primary_key: i64,
+    /// `Entity`: lower-case entity name, e.g. `contact`.
+    pub entity: String,
+    /// `ContextIdentifier`: the tenant, e.g. `Cust1234`.
+    pub context_identifier: String,
+    /// `ChangedByAssociateId`: the associate who caused the change; 0 = system.
+    pub changed_by_associate_id: i64,
+    /// `WebhookName`: the name of the receiving webhook definition.
+    pub webhook_name: String,
+    /// `FieldValues`: a snapshot of selected row columns, keys in the order given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field_values: Option<Map<String, Value>>,
+    /// `Properties`: the webhook definition's custom properties, when it has any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub properties: Option<Map<String, Value>>,
+}
+
+impl WebhookPayload {
+    /// The compact JSON body, exactly as sent on the wire and signed.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(1024);
+        // Serializing this type cannot fail: writing into a Vec never fails, every map key is a
+        // String, and `Uuid` and `NetDateTime` serialize infallibly. The empty fallback only
+        // exists so that no panic path exists.
+        match serde_json::to_writer(&mut out, self) {
+            Ok(()) => out,
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Parses a body. Properties may come in any order; unknown properties are ignored.
+    pub fn from_slice(body: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(body)
+    }
+
+    /// The `test` event sent when a webhook is saved or tested (spec 6.2): `Changes` empty,
+    /// `Event` and `Entity` `"test"`, `PrimaryKey` 0.
+    pub fn test_event(
+        event_id: Uuid,
+        timestamp: NetDateTime,
+        context_identifier: &str,
+        changed_by: i64,
+        webhook_name: &str,
+    ) -> Self {
+        WebhookPayload {
+            event_id,
+            timestamp,
+            changes: Vec::new(),
+            values: None,
+            event: TEST_EVENT.to_owned(),
+            primary_key: 0,
+            entity: TEST_EVENT.to_owned(),
+            context_identifier: context_identifier.to_owned(),
+            changed_by_associate_id: changed_by,
+            webhook_name: webhook_name.to_owned(),
+            field_values: None,
+            properties: None,
+        }
+    }
+
+    /// Whether this is the `test` event.
+    pub fn is_test(&self) -> bool {
+        self.event == TEST_EVENT
+    }
+}
+
+/// The name (and entity) of the test event.
+pub const TEST_EVENT: &str = "test";
