@@ -159,6 +159,7 @@ impl Dispatcher {
                 lease_until: now.saturating_add(lease),
                 limit,
                 skip_webhooks: self.saturated(),
+                max_per_webhook: i64::try_from(self.cfg.max_per_webhook).unwrap_or(i64::MAX),
             })
             .await
     }

@@ -187,10 +187,13 @@ fn apply_entity(row: &mut Row, body: &Map<String, Json_>) -> ApiResult<()> {
                 Json_::String(s) => {
                     let d = crmhooks_payload::NetDateTime::parse(s)
                         .map_err(|e| ApiError::invalid_field(fd.json, e))?;
-                    let t = d
-                        .to_offset_date_time()
-                        .ok_or_else(|| ApiError::invalid_field(fd.json, "is not a valid date"))?;
-                    Value::Date((t.unix_timestamp_nanos() / 100) as i64)
+                    // .NET's MinValue means "no date".
+                    match d.to_offset_date_time() {
+                        Some(t) if !d.is_min() => {
+                            Value::Date((t.unix_timestamp_nanos() / 100) as i64)
+                        }
+                        _ => Value::Null,
+                    }
                 }
                 _ => return Err(ApiError::invalid_field(fd.json, "must be a date string")),
             },

@@ -103,6 +103,8 @@ pub struct ClaimRequest {
     pub limit: i64,
     /// Skip these webhooks (their per-webhook concurrency is used up).
     pub skip_webhooks: Vec<i64>,
+    /// At most this many leased deliveries per webhook (counting those already in flight).
+    pub max_per_webhook: i64,
 }
 
 /// The store. One implementation per database; both pass the same test suite.

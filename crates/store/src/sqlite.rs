@@ -917,7 +917,13 @@ impl Store for SqliteStore {
             .push(", lease_owner = ")
             .push_bind(req.owner.clone())
             .push(
-                " WHERE delivery_id IN (SELECT d.delivery_id FROM delivery d JOIN webhook w ON w.webhook_id = d.webhook_id \
+                " WHERE delivery_id IN (SELECT r.delivery_id FROM (SELECT c.delivery_id, c.queue_pos, \
+                 ROW_NUMBER() OVER (PARTITION BY c.webhook_id ORDER BY c.queue_pos, c.delivery_id) AS rn, \
+                 (SELECT COUNT(*) FROM delivery x WHERE x.webhook_id = c.webhook_id AND x.status = 1 AND x.lease_until >= ",
+            )
+            .push_bind(req.now)
+            .push(
+                ") AS busy FROM (SELECT d.delivery_id, d.webhook_id, d.queue_pos FROM delivery d JOIN webhook w ON w.webhook_id = d.webhook_id \
                  WHERE d.status IN (0, 1) AND ((d.status = 0 AND d.next_attempt_at <= ",
             )
             .push_bind(req.now)
@@ -935,7 +941,12 @@ impl Store for SqliteStore {
             }
             qb.push(")");
         }
+        // Rank within a window of candidates so one webhook never takes more than its share.
         qb.push(" ORDER BY d.queue_pos, d.delivery_id LIMIT ")
+            .push_bind(req.limit.saturating_mul(4))
+            .push(") c) r WHERE r.rn + r.busy <= ")
+            .push_bind(req.max_per_webhook)
+            .push(" ORDER BY r.queue_pos, r.delivery_id LIMIT ")
             .push_bind(req.limit)
             .push(") RETURNING delivery_id, event_id, attempt_in_cycle, event_seq, webhook_id, tenant_id");
         let rows = qb.build().fetch_all(&mut *tx).await.map_err(db)?;

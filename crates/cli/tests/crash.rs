@@ -1,0 +1,202 @@
+//! Kill -9 tests: a child `crmhooks serve` killed while deliveries are in flight (or failing),
+//! restarted on the same database; every committed event arrives at least once afterwards.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crmhooks_listen::{Receiver, ReceiverConfig};
+use serde_json::{json, Value};
+
+const KEY: &str = "crash-test-key";
+
+struct Node {
+    child: Child,
+    base: String,
+}
+
+fn spawn(db: &str) -> Node {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_crmhooks"))
+        .args([
+            "serve",
+            "--dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--database",
+            db,
+        ])
+        .env("CRMHOOKS_API_KEY", KEY)
+        .env("CRMHOOKS_DELIVERY_LEASE_SECS", "2")
+        .env("CRMHOOKS_DELIVERY_SUPEROFFICE_DELAYS_MS", "[100, 200]")
+        .env("CRMHOOKS_DELIVERY_POLL_MS", "100")
+        .env("CRMHOOKS_DELIVERY_MAX_PER_WEBHOOK", "4")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn crmhooks serve");
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let base = line.trim().rsplit(' ').next().unwrap().to_owned();
+    assert!(base.starts_with("http://"), "first line: {line:?}");
+    Node { child, base }
+}
+
+async fn call(base: &str, method: reqwest::Method, path: &str, body: Value) -> Value {
+    let resp = reqwest::Client::new()
+        .request(method, format!("{base}{path}"))
+        .bearer_auth(KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{path}: {}", resp.status());
+    resp.json().await.unwrap()
+}
+
+fn created_keys(r: &Receiver) -> BTreeSet<i64> {
+    r.received()
+        .iter()
+        .filter(|x| !x.is_test() && x.answered == 200)
+        .filter_map(|x| x.payload.as_ref())
+        .filter(|p| p.event == "contact.created")
+        .map(|p| p.primary_key)
+        .collect()
+}
+
+async fn wait_until(mut f: impl FnMut() -> bool, timeout: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    f()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_with_deliveries_in_flight_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("crash.db").display());
+    let rx = Receiver::start(([127, 0, 0, 1], 0).into(), ReceiverConfig::default())
+        .await
+        .unwrap();
+    // Slow receiver: deliveries are in flight when the node dies.
+    rx.set_delay(Duration::from_millis(150));
+    let mut node = spawn(&db);
+    call(
+        &node.base,
+        reqwest::Method::POST,
+        "/api/v1/Webhook",
+        json!({"Name": "crash", "Events": ["contact.created"], "TargetUrl": rx.url("/hook")}),
+    )
+    .await;
+    let mut committed = BTreeSet::new();
+    for i in 0..60 {
+        let v = call(
+            &node.base,
+            reqwest::Method::POST,
+            "/api/v1/Contact",
+            json!({"Name": format!("c{i}")}),
+        )
+        .await;
+        committed.insert(v["ContactId"].as_i64().unwrap());
+    }
+    assert!(wait_until(|| created_keys(&rx).len() >= 5, Duration::from_secs(20)).await);
+    node.child.kill().unwrap(); // SIGKILL
+    node.child.wait().unwrap();
+    let before = created_keys(&rx).len();
+    eprintln!("killed with {before} of {} delivered", committed.len());
+    assert!(
+        before < committed.len(),
+        "the kill came too late to test anything ({before})"
+    );
+    let mut node = spawn(&db);
+    let all = wait_until(|| created_keys(&rx) == committed, Duration::from_secs(60)).await;
+    node.child.kill().unwrap();
+    node.child.wait().unwrap();
+    assert!(
+        all,
+        "missing after restart: {:?}",
+        committed.difference(&created_keys(&rx)).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_a_failing_cycle_keeps_events_and_counters() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("crash2.db").display());
+    let rx = Receiver::start(([127, 0, 0, 1], 0).into(), ReceiverConfig::default())
+        .await
+        .unwrap();
+    let mut node = spawn(&db);
+    let hook = call(
+        &node.base,
+        reqwest::Method::POST,
+        "/api/v1/Webhook",
+        json!({"Name": "failing", "Events": ["contact.created"], "TargetUrl": rx.url("/hook")}),
+    )
+    .await;
+    let hook_id = hook["WebhookId"].as_i64().unwrap();
+    rx.set_status(500);
+    let mut committed = BTreeSet::new();
+    for i in 0..3 {
+        let v = call(
+            &node.base,
+            reqwest::Method::POST,
+            "/api/v1/Contact",
+            json!({"Name": format!("f{i}")}),
+        )
+        .await;
+        committed.insert(v["ContactId"].as_i64().unwrap());
+    }
+    // Let a few attempts fail (fewer than the 9 that disable the hook), then kill.
+    assert!(
+        wait_until(
+            || rx.received().iter().filter(|r| !r.is_test()).count() >= 4,
+            Duration::from_secs(20)
+        )
+        .await
+    );
+    node.child.kill().unwrap();
+    node.child.wait().unwrap();
+    rx.set_status(200);
+    let mut node = spawn(&db);
+    let all = wait_until(|| created_keys(&rx) == committed, Duration::from_secs(60)).await;
+    let usage = call(
+        &node.base,
+        reqwest::Method::GET,
+        &format!("/api/v1/Webhook/{hook_id}/Usage"),
+        Value::Null,
+    )
+    .await;
+    let delivered = call(
+        &node.base,
+        reqwest::Method::GET,
+        &format!("/api/v1/Webhook/{hook_id}/Deliveries?status=delivered"),
+        Value::Null,
+    )
+    .await;
+    node.child.kill().unwrap();
+    node.child.wait().unwrap();
+    assert!(
+        all,
+        "missing: {:?}",
+        committed.difference(&created_keys(&rx)).collect::<Vec<_>>()
+    );
+    let calls = usage["total_calls"].as_i64().unwrap();
+    let errors = usage["total_errors"].as_i64().unwrap();
+    let seen = rx.received().iter().filter(|r| !r.is_test()).count() as i64;
+    assert_eq!(usage["consecutive_errors"], 0, "{usage}");
+    assert_eq!(calls - errors, 3, "one recorded success per event: {usage}");
+    assert!(
+        calls <= seen,
+        "recorded calls {calls} cannot exceed requests seen {seen}"
+    );
+    assert!(errors >= 3, "{usage}");
+    assert_eq!(delivered.as_array().unwrap().len(), 3);
+}
