@@ -99,6 +99,7 @@ struct Shared {
     status: AtomicU16,
     fail_remaining: AtomicU64,
     script: Mutex<VecDeque<u16>>,
+    by_key: Mutex<std::collections::HashMap<i64, VecDeque<u16>>>,
     delay_nanos: AtomicU64,
     record: AtomicBool,
     records: Mutex<Vec<Received>>,
@@ -143,6 +144,7 @@ impl Receiver {
             status: AtomicU16::new(config.status),
             fail_remaining: AtomicU64::new(config.fail_first),
             script: Mutex::new(VecDeque::new()),
+            by_key: Mutex::new(std::collections::HashMap::new()),
             delay_nanos: AtomicU64::new(0),
             record: AtomicBool::new(true),
             records: Mutex::new(Vec::new()),
@@ -231,6 +233,13 @@ impl Receiver {
         let mut script = lock(&self.inner.shared.script);
         script.clear();
         script.extend(statuses);
+    }
+
+    /// Answers calls whose payload has this `PrimaryKey` with these statuses, in order, before
+    /// anything else applies (to fail one contact's events while others succeed). Needs
+    /// recording on (the payload is parsed then).
+    pub fn script_primary_key(&self, primary_key: i64, statuses: impl IntoIterator<Item = u16>) {
+        lock(&self.inner.shared.by_key).insert(primary_key, statuses.into_iter().collect());
     }
 
     /// Sleeps this long before answering each request (the request is recorded at once).
@@ -369,10 +378,18 @@ impl Shared {
     }
 
     /// Picks the answer of a webhook call that passed every check.
-    fn answer_status(&self, is_test: bool) -> u16 {
+    fn answer_status(&self, is_test: bool, primary_key: Option<i64>) -> u16 {
         let configured = self.status.load(Ordering::Acquire);
         if is_test {
             return configured;
+        }
+        if let Some(pk) = primary_key {
+            let mut by_key = lock(&self.by_key);
+            if let Some(q) = by_key.get_mut(&pk) {
+                if let Some(status) = q.pop_front() {
+                    return status;
+                }
+            }
         }
         let failing = self
             .fail_remaining
@@ -514,7 +531,7 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         }
         let is_test = is_hook_test(header_str(h, headers::HOOK_TEST))
             || payload.as_ref().is_some_and(WebhookPayload::is_test);
-        Ok(shared.answer_status(is_test))
+        Ok(shared.answer_status(is_test, payload.as_ref().map(|p| p.primary_key)))
     }
     .await;
 

@@ -1,0 +1,666 @@
+//! Issue 4: failure handling with a real receiver scripted to fail.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+const T: Duration = Duration::from_secs(15);
+
+fn retry_headers(got: &[crmhooks_listen::Received]) -> Vec<String> {
+    got.iter()
+        .map(|r| r.header("x-superoffice-retry").unwrap_or("-").to_owned())
+        .collect()
+}
+
+fn event_ids(got: &[crmhooks_listen::Received]) -> Vec<String> {
+    got.iter()
+        .map(|r| r.payload.as_ref().unwrap().event_id.to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn real_superoffice_schedule_1s_then_4s_same_event_id_then_a_new_one() {
+    // The real schedule: delays of 1 s and 4 s.
+    let app = TestApp::start_with(|t| {
+        let d = t.get_mut("delivery").unwrap().as_table_mut().unwrap();
+        d.insert(
+            "superoffice_delays_ms".into(),
+            toml::Value::Array(vec![1000.into(), 4000.into()]),
+        );
+    })
+    .await;
+    let rx = receiver(None).await;
+    let hook = app.create_hook(&rx, &["contact.created"], None).await;
+    rx.script([500, 500, 500, 200]);
+    app.create_contact("A").await;
+    let got = wait_deliveries(&rx, 4, Duration::from_secs(20)).await;
+    assert_eq!(got.len(), 4);
+    let gap1 = got[1].at.duration_since(got[0].at);
+    let gap2 = got[2].at.duration_since(got[1].at);
+    let gap3 = got[3].at.duration_since(got[2].at);
+    assert!(
+        gap1 >= Duration::from_millis(950) && gap1 < Duration::from_millis(1600),
+        "{gap1:?}"
+    );
+    assert!(
+        gap2 >= Duration::from_millis(3950) && gap2 < Duration::from_millis(4700),
+        "{gap2:?}"
+    );
+    assert!(
+        gap3 < Duration::from_millis(700),
+        "a failed cycle is re-queued at once: {gap3:?}"
+    );
+    assert_eq!(retry_headers(&got), ["0", "1", "2", "0"]);
+    let ids = event_ids(&got);
+    assert_eq!(ids[0], ids[1]);
+    assert_eq!(ids[1], ids[2]);
+    assert_ne!(ids[2], ids[3], "a new cycle gets a new EventId");
+    let usage = app
+        .ok(Method::GET, &format!("/api/v1/Webhook/{hook}/Usage"), None)
+        .await;
+    assert_eq!(usage["total_calls"], 4);
+    assert_eq!(usage["total_errors"], 3);
+    assert_eq!(usage["consecutive_errors"], 0, "reset by the success");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn nine_failures_make_too_many_errors_fire_the_state_event_and_mail() {
+    let smtp = SmtpSink::start().await;
+    let port = smtp.port;
+    let app = TestApp::start_with(move |t| {
+        let mut s = toml::value::Table::new();
+        s.insert("host".into(), "127.0.0.1".into());
+        s.insert("port".into(), i64::from(port).into());
+        s.insert("from".into(), "crmhooks@example.com".into());
+        t.insert("smtp".into(), s.into());
+    })
+    .await;
+    let failing = receiver(None).await;
+    let watcher = receiver(None).await;
+    let hook = app
+        .create_hook_as(
+            &app.key.clone(),
+            &failing,
+            &["contact.created"],
+            None,
+            json!({"ErrorsEmail": "ops@example.com", "Name": "Failing hook"}),
+        )
+        .await;
+    let watch_events = [
+        format!("webhook{hook}.errors"),
+        format!("webhook{hook}.started"),
+        format!("webhook{hook}.stopped"),
+    ];
+    let watch_refs: Vec<&str> = watch_events.iter().map(String::as_str).collect();
+    app.create_hook_as(
+        &app.key.clone(),
+        &watcher,
+        &watch_refs,
+        None,
+        json!({"Name": "Watcher"}),
+    )
+    .await;
+    failing.set_status(500);
+    app.create_contact("A").await;
+    let got = wait_deliveries(&failing, 9, T).await;
+    assert_eq!(got.len(), 9);
+    let state_events = wait_deliveries(&watcher, 1, T).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(deliveries(&failing).len(), 9, "nothing after TooManyErrors");
+    assert_eq!(
+        retry_headers(&got),
+        ["0", "1", "2", "0", "1", "2", "0", "1", "2"]
+    );
+    let ids = event_ids(&got);
+    assert!(ids[0] == ids[2] && ids[3] == ids[5] && ids[6] == ids[8]);
+    assert!(ids[0] != ids[3] && ids[3] != ids[6]);
+    let v = app
+        .ok(Method::GET, &format!("/api/v1/Webhook/{hook}"), None)
+        .await;
+    assert_eq!(v["State"], "TooManyErrors");
+    let usage = app
+        .ok(Method::GET, &format!("/api/v1/Webhook/{hook}/Usage"), None)
+        .await;
+    assert_eq!(
+        (
+            usage["total_calls"].as_i64(),
+            usage["total_errors"].as_i64(),
+            usage["consecutive_errors"].as_i64()
+        ),
+        (Some(9), Some(9), Some(9))
+    );
+    let last = app
+        .ok(
+            Method::GET,
+            &format!("/api/v1/Webhook/{hook}/LastError"),
+            None,
+        )
+        .await;
+    let last = last.as_str().unwrap();
+    assert!(last.starts_with("HTTP/1.1 500"), "{last}");
+    // The state event: header and body Event alike, Entity webhook, state 3, system associate.
+    let se = &state_events[0];
+    let p = se.payload.as_ref().unwrap();
+    assert_eq!(p.event, format!("webhook{hook}.errors"));
+    assert_eq!(se.header("x-superoffice-event"), Some(p.event.as_str()));
+    assert_eq!(p.entity, "webhook");
+    assert_eq!(p.primary_key, hook);
+    assert_eq!(p.changed_by_associate_id, 0);
+    assert_eq!(p.webhook_name, "Watcher");
+    assert!(p.changes.is_empty());
+    let fv = p.field_values.as_ref().unwrap();
+    assert_eq!(fv["state"], 3);
+    assert_eq!(fv["events"], 9);
+    let keys: Vec<&str> = fv.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "events",
+            "registered",
+            "registered_associate_id",
+            "state",
+            "updated",
+            "updated_associate_id"
+        ]
+    );
+    // The mail.
+    let mail = smtp.wait_mail(T).await.expect("an errors mail");
+    assert!(mail.contains("ops@example.com"), "{mail}");
+    assert!(mail.contains("Failing hook"), "{mail}");
+    // Reactivating fires .started, resets the counter, and the parked delivery goes out.
+    failing.set_status(200);
+    app.ok(
+        Method::PATCH,
+        &format!("/api/v1/Webhook/{hook}"),
+        Some(json!({"State": "Active"})),
+    )
+    .await;
+    let after = wait_deliveries(&failing, 10, T).await;
+    assert_eq!(
+        after.len(),
+        10,
+        "the parked event is delivered after reactivation"
+    );
+    let started = wait_deliveries(&watcher, 2, T).await;
+    assert_eq!(
+        started[1].payload.as_ref().unwrap().event,
+        format!("webhook{hook}.started")
+    );
+    assert_eq!(
+        started[1]
+            .payload
+            .as_ref()
+            .unwrap()
+            .field_values
+            .as_ref()
+            .unwrap()["state"],
+        1
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn gone_410_disables_at_once() {
+    let app = TestApp::start().await;
+    let rx = receiver(None).await;
+    let hook = app.create_hook(&rx, &["contact.created"], None).await;
+    rx.set_status(410);
+    app.create_contact("A").await;
+    app.create_contact("B").await;
+    let got = wait_deliveries(&rx, 1, T).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        deliveries(&rx).len(),
+        1,
+        "one call, then disabled: {:?}",
+        retry_headers(&got)
+    );
+    let v = app
+        .ok(Method::GET, &format!("/api/v1/Webhook/{hook}"), None)
+        .await;
+    assert_eq!(v["State"], "TooManyErrors");
+    let failed = app
+        .ok(
+            Method::GET,
+            &format!("/api/v1/Webhook/{hook}/Deliveries?status=failed"),
+            None,
+        )
+        .await;
+    assert_eq!(failed.as_array().unwrap().len(), 1);
+    let pending = app
+        .ok(
+            Method::GET,
+            &format!("/api/v1/Webhook/{hook}/Deliveries?status=pending"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        pending.as_array().unwrap().len(),
+        1,
+        "the other event waits, it is not lost"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn per_contact_order_holds_while_one_contact_is_failing() {
+    let app = TestApp::start().await;
+    let rx = receiver(None).await;
+    app.create_hook(&rx, &["contact.created", "contact.changed"], None)
+        .await;
+    let a = app.create_contact("A").await;
+    wait_deliveries(&rx, 1, T).await;
+    // Contact A's next event fails a whole cycle and more; meanwhile B flows, and A's later
+    // change waits for the failing one.
+    rx.script_primary_key(a, [500, 500, 500, 500]);
+    app.ok(
+        Method::PATCH,
+        &format!("/api/v1/Contact/{a}"),
+        Some(json!({"Department": "1"})),
+    )
+    .await;
+    app.ok(
+        Method::PATCH,
+        &format!("/api/v1/Contact/{a}"),
+        Some(json!({"Department": "2"})),
+    )
+    .await;
+    let b = app.create_contact("B").await;
+    let got = wait_deliveries(&rx, 8, T).await;
+    assert_eq!(got.len(), 8, "1 created + 4 failures + 2 changes + B");
+    let seq: Vec<(i64, String, u16)> = got[1..]
+        .iter()
+        .map(|r| {
+            let p = r.payload.as_ref().unwrap();
+            (p.primary_key, p.event.clone(), r.answered)
+        })
+        .collect();
+    // B arrives (and succeeds) while A is still failing.
+    let b_at = seq.iter().position(|(pk, _, _)| *pk == b).unwrap();
+    let a_first_ok = seq
+        .iter()
+        .position(|(pk, _, st)| *pk == a && *st == 200)
+        .unwrap();
+    assert!(b_at < a_first_ok, "B flows while A retries: {seq:?}");
+    // A's attempts: 4 failures of change 1 (a cycle of 3, then a new cycle), then change 1
+    // succeeds, then change 2: never change 2 before change 1 succeeded.
+    let a_calls: Vec<&crmhooks_listen::Received> = got[1..]
+        .iter()
+        .filter(|r| r.payload.as_ref().unwrap().primary_key == a)
+        .collect();
+    assert_eq!(a_calls.len(), 6, "{seq:?}");
+    let updated: Vec<String> = a_calls
+        .iter()
+        .map(|r| r.payload.as_ref().unwrap().field_values.as_ref().unwrap()["updated"].to_string())
+        .collect();
+    assert!(
+        updated[..5].iter().all(|u| *u == updated[0]),
+        "the first five calls all carry change 1: {updated:?}"
+    );
+    assert!(updated[5] > updated[0], "change 2 comes last: {updated:?}");
+    assert_eq!(
+        a_calls.iter().map(|r| r.answered).collect::<Vec<_>>(),
+        [500, 500, 500, 500, 200, 200]
+    );
+    assert_eq!(
+        retry_headers(&a_calls.iter().map(|r| (*r).clone()).collect::<Vec<_>>()),
+        ["0", "1", "2", "0", "1", "0"]
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_hanging_target_does_not_block_other_webhooks() {
+    let app = TestApp::start_with(|t| {
+        let d = t.get_mut("delivery").unwrap().as_table_mut().unwrap();
+        d.insert("timeout_ms".into(), 2000.into());
+    })
+    .await;
+    let slow = receiver(None).await;
+    let fast = receiver(None).await;
+    let slow_hook = app.create_hook(&slow, &["contact.created"], None).await;
+    app.create_hook(&fast, &["contact.created"], None).await;
+    slow.set_delay(Duration::from_secs(10));
+    let start = Instant::now();
+    for i in 0..20 {
+        app.create_contact(&format!("c{i}")).await;
+    }
+    let got = wait_deliveries(&fast, 20, T).await;
+    assert_eq!(got.len(), 20);
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "fast receiver served in {:?}",
+        start.elapsed()
+    );
+    // The slow one times out and says so.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let last = app
+        .ok(
+            Method::GET,
+            &format!("/api/v1/Webhook/{slow_hook}/LastError"),
+            None,
+        )
+        .await;
+    assert!(last.as_str().unwrap().contains("timeout"), "{last}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn refused_connections_are_failures_with_a_readable_error() {
+    let app = TestApp::start().await;
+    let rx = receiver(None).await;
+    let hook = app.create_hook(&rx, &["contact.created"], None).await;
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead_url = format!("http://{}/hook", dead.local_addr().unwrap());
+    drop(dead);
+    // Stopped, so saving skips the test POST; then activate without a test by direct store save.
+    app.ok(
+        Method::PATCH,
+        &format!("/api/v1/Webhook/{hook}"),
+        Some(json!({"State": "Stopped", "TargetUrl": dead_url})),
+    )
+    .await;
+    let mut h = app.state.store.get_webhook(1, hook).await.unwrap().unwrap();
+    h.state = crmhooks_store::WebhookState::Active;
+    let actor = crmhooks_store::Actor {
+        tenant_id: 1,
+        tenant: "Default".into(),
+        associate_id: 1,
+    };
+    app.state.store.save_webhook(&actor, h).await.unwrap();
+    app.create_contact("A").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let last = app
+        .ok(
+            Method::GET,
+            &format!("/api/v1/Webhook/{hook}/LastError"),
+            None,
+        )
+        .await;
+    assert!(last.as_str().unwrap().contains("connect"), "{last}");
+    let list = app
+        .ok(
+            Method::GET,
+            &format!("/api/v1/Webhook/{hook}/Deliveries"),
+            None,
+        )
+        .await;
+    let d = &list[0];
+    let detail = app
+        .ok(
+            Method::GET,
+            &format!("/api/v1/Webhook/{hook}/Deliveries/{}", d["DeliveryId"]),
+            None,
+        )
+        .await;
+    let attempts = detail["AttemptLog"].as_array().unwrap();
+    assert!(attempts.len() >= 2, "{detail}");
+    assert!(attempts[0]["StatusCode"].is_null());
+    assert!(attempts[0]["Error"].as_str().unwrap().contains("connect"));
+    assert_eq!(attempts[0]["Retry"], 0);
+    assert_eq!(attempts[1]["Retry"], 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn test_endpoint_and_signal_event() {
+    let app = TestApp::start().await;
+    let rx = receiver(Some("k")).await;
+    let (s, v) = app
+        .call(
+            Method::POST,
+            "/api/v1/Webhook/Test",
+            Some(
+                json!({"Name": "try", "TargetUrl": rx.url("/t"), "Secret": "k", "Events": ["x.y"]}),
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["Success"], true, "{v}");
+    assert!(v["Message"].as_str().unwrap().starts_with("HTTP/1.1 200"));
+    let t = rx.received();
+    assert_eq!(t.len(), 1);
+    assert!(t[0].is_test() && t[0].verdict.is_valid());
+    assert_eq!(t[0].header("x-hook-test"), Some("true"));
+    let p = t[0].payload.as_ref().unwrap();
+    assert_eq!(
+        (p.event.as_str(), p.entity.as_str(), p.primary_key),
+        ("test", "test", 0)
+    );
+    rx.set_status(503);
+    let (_, v) = app
+        .call(
+            Method::POST,
+            "/api/v1/Webhook/Test",
+            Some(json!({"TargetUrl": rx.url("/t"), "Secret": "k", "Events": ["x.y"]})),
+        )
+        .await;
+    assert_eq!(v["Success"], false);
+    assert!(v["Message"].as_str().unwrap().contains("503"));
+    rx.set_status(200);
+    // SignalEvent: every webhook subscribed to that exact name.
+    app.create_hook(&rx, &["window.closed"], Some("k")).await;
+    let (s, _) = app
+        .call(
+            Method::POST,
+            "/api/v1/Webhook/window.closed/42",
+            Some(json!({"width": 3, "title": "x"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = app
+        .call(Method::POST, "/api/v1/Webhook/window.opened/42", None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let got = wait_deliveries(&rx, 1, T).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(deliveries(&rx).len(), 1);
+    let p = got[0].payload.as_ref().unwrap();
+    assert_eq!(p.event, "window.closed");
+    assert_eq!(p.entity, "window");
+    assert_eq!(p.primary_key, 42);
+    assert_eq!(p.changes, ["width", "title"]);
+    assert_eq!(p.field_values.as_ref().unwrap()["width"], 3);
+    assert_eq!(p.changed_by_associate_id, 1);
+    let (s, _) = app
+        .call(
+            Method::POST,
+            "/api/v1/Webhook/window.closed/notanumber",
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn replay_delivers_exactly_the_missed_events() {
+    let app = TestApp::start().await;
+    let rx = receiver(None).await;
+    let hook = app.create_hook(&rx, &["contact.created"], None).await;
+    let since = time::OffsetDateTime::now_utc() - time::Duration::seconds(5);
+    let first = app.create_contact("delivered").await;
+    wait_deliveries(&rx, 1, T).await;
+    // Stopped: events happen but the hook gets no deliveries.
+    app.ok(
+        Method::PATCH,
+        &format!("/api/v1/Webhook/{hook}"),
+        Some(json!({"State": "Stopped"})),
+    )
+    .await;
+    let mut missed = Vec::new();
+    for i in 0..3 {
+        missed.push(app.create_contact(&format!("missed {i}")).await);
+    }
+    app.ok(
+        Method::PATCH,
+        &format!("/api/v1/Webhook/{hook}"),
+        Some(json!({"State": "Active"})),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(deliveries(&rx).len(), 1);
+    let since_s = since
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let report = app
+        .ok(
+            Method::POST,
+            &format!("/api/v1/Webhook/{hook}/Replay"),
+            Some(json!({"since": since_s, "onlyFailed": true})),
+        )
+        .await;
+    assert_eq!(report, json!({"matched": 4, "queued": 3, "skipped": 1}));
+    let got = wait_deliveries(&rx, 4, T).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(deliveries(&rx).len(), 4);
+    let pks: Vec<i64> = got[1..]
+        .iter()
+        .map(|r| r.payload.as_ref().unwrap().primary_key)
+        .collect();
+    assert_eq!(pks, missed);
+    assert_eq!(got[0].payload.as_ref().unwrap().primary_key, first);
+    // Idempotent per request: a second identical replay queues nothing new.
+    let again = app
+        .ok(
+            Method::POST,
+            &format!("/api/v1/Webhook/{hook}/Replay"),
+            Some(json!({"since": since_s, "onlyFailed": true})),
+        )
+        .await;
+    assert_eq!(again["queued"], 0, "{again}");
+    // Without onlyFailed everything in the window is sent again.
+    let all = app
+        .ok(
+            Method::POST,
+            &format!("/api/v1/Webhook/{hook}/Replay"),
+            Some(json!({"since": since_s})),
+        )
+        .await;
+    assert_eq!(all["queued"], 4, "{all}");
+    let (s, v) = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/Webhook/{hook}/Replay"),
+            Some(json!({"since": "yesterday"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn exponential_policy_honours_retry_after() {
+    let app = TestApp::start_with(|t| {
+        let d = t.get_mut("delivery").unwrap().as_table_mut().unwrap();
+        d.insert("exponential_base_ms".into(), 50.into());
+        d.insert("exponential_jitter".into(), 0.0.into());
+    })
+    .await;
+    let rx = receiver(None).await;
+    app.create_hook_as(
+        &app.key.clone(),
+        &rx,
+        &["contact.created"],
+        None,
+        json!({"RetryPolicy": "exponential", "SuccessStatus": "2xx"}),
+    )
+    .await;
+    rx.script([500, 500, 204]);
+    app.create_contact("A").await;
+    let got = wait_deliveries(&rx, 3, T).await;
+    assert_eq!(got.len(), 3);
+    let g1 = got[1].at.duration_since(got[0].at);
+    let g2 = got[2].at.duration_since(got[1].at);
+    assert!(
+        g1 >= Duration::from_millis(45) && g2 >= Duration::from_millis(95),
+        "{g1:?} {g2:?}"
+    );
+    assert!(g2 > g1, "delays grow: {g1:?} {g2:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        deliveries(&rx).len(),
+        3,
+        "204 counts as success with SuccessStatus 2xx"
+    );
+    app.stop().await;
+}
+
+/// A tiny SMTP server that accepts one conversation at a time and keeps each message.
+struct SmtpSink {
+    port: u16,
+    mails: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl SmtpSink {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mails = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let m = mails.clone();
+        tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                let m = m.clone();
+                tokio::spawn(async move {
+                    let (r, mut w) = sock.into_split();
+                    let mut r = BufReader::new(r);
+                    w.write_all(b"220 sink ESMTP\r\n").await.ok();
+                    let mut line = String::new();
+                    let mut mail = String::new();
+                    let mut in_data = false;
+                    loop {
+                        line.clear();
+                        if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            break;
+                        }
+                        if in_data {
+                            if line == ".\r\n" {
+                                in_data = false;
+                                m.lock().unwrap().push(std::mem::take(&mut mail));
+                                w.write_all(b"250 queued\r\n").await.ok();
+                            } else {
+                                mail.push_str(&line);
+                            }
+                            continue;
+                        }
+                        let cmd = line.to_ascii_uppercase();
+                        let reply: &[u8] = if cmd.starts_with("EHLO") || cmd.starts_with("HELO") {
+                            b"250 sink\r\n"
+                        } else if cmd.starts_with("DATA") {
+                            in_data = true;
+                            b"354 go ahead\r\n"
+                        } else if cmd.starts_with("QUIT") {
+                            w.write_all(b"221 bye\r\n").await.ok();
+                            break;
+                        } else {
+                            if cmd.starts_with("RCPT") {
+                                mail.push_str(&line);
+                            }
+                            b"250 ok\r\n"
+                        };
+                        w.write_all(reply).await.ok();
+                    }
+                });
+            }
+        });
+        SmtpSink { port, mails }
+    }
+
+    async fn wait_mail(&self, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(m) = self.mails.lock().unwrap().first().cloned() {
+                return Some(m);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+}
