@@ -38,7 +38,6 @@ const ORDER: [&str; 11] = [
     "",
 ];
 
-#[tokio::test]
 async fn four_contact_events_arrive_once_with_the_superoffice_wire_format() {
     let app = TestApp::start().await;
     let rx = receiver(Some("s3cret")).await;
@@ -190,7 +189,6 @@ async fn four_contact_events_arrive_once_with_the_superoffice_wire_format() {
     app.stop().await;
 }
 
-#[tokio::test]
 async fn name_change_lists_soundex_and_a_put_that_changes_nothing_fires_nothing() {
     let app = TestApp::start().await;
     let rx = receiver(None).await;
@@ -238,7 +236,6 @@ async fn name_change_lists_soundex_and_a_put_that_changes_nothing_fires_nothing(
     app.stop().await;
 }
 
-#[tokio::test]
 async fn unsubscribed_events_and_stopped_hooks_get_nothing() {
     let app = TestApp::start().await;
     let created_only = receiver(None).await;
@@ -272,7 +269,6 @@ async fn unsubscribed_events_and_stopped_hooks_get_nothing() {
     app.stop().await;
 }
 
-#[tokio::test]
 async fn restore_fires_changed_and_the_recycle_bin_hides_the_contact() {
     let app = TestApp::start().await;
     let rx = receiver(None).await;
@@ -310,7 +306,6 @@ async fn restore_fires_changed_and_the_recycle_bin_hides_the_contact() {
     app.stop().await;
 }
 
-#[tokio::test]
 async fn tenants_do_not_see_each_other() {
     let app = TestApp::start().await;
     let other = app.add_key("Cust2", 7).await;
@@ -372,7 +367,6 @@ async fn tenants_do_not_see_each_other() {
     app.stop().await;
 }
 
-#[tokio::test]
 async fn bad_input_gets_clear_4xx_json_errors() {
     let app = TestApp::start_with(|t| {
         t.insert("max_body_bytes".into(), 4096.into());
@@ -509,7 +503,6 @@ async fn bad_input_gets_clear_4xx_json_errors() {
     app.stop().await;
 }
 
-#[tokio::test]
 async fn strict_target_policy_refuses_http_and_loopback() {
     let app = TestApp::start_with(|t| {
         t.insert("dev".into(), false.into());
@@ -534,7 +527,6 @@ async fn strict_target_policy_refuses_http_and_loopback() {
     app.stop().await;
 }
 
-#[tokio::test]
 async fn webhook_api_secret_is_write_only_and_filters_work() {
     let app = TestApp::start().await;
     let rx = receiver(Some("abc")).await;
@@ -621,7 +613,6 @@ async fn webhook_api_secret_is_write_only_and_filters_work() {
     app.stop().await;
 }
 
-#[tokio::test]
 async fn saving_an_active_hook_whose_test_fails_is_refused() {
     let app = TestApp::start().await;
     let rx = receiver(None).await;
@@ -647,7 +638,6 @@ async fn saving_an_active_hook_whose_test_fails_is_refused() {
     app.stop().await;
 }
 
-#[tokio::test]
 async fn json_patch_test_op_conflicts_and_paths_are_case_insensitive() {
     let app = TestApp::start().await;
     let id = app.create_contact("A").await;
@@ -674,3 +664,16 @@ async fn json_patch_test_op_conflicts_and_paths_are_case_insensitive() {
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
     app.stop().await;
 }
+
+both_backends!(
+    four_contact_events_arrive_once_with_the_superoffice_wire_format,
+    name_change_lists_soundex_and_a_put_that_changes_nothing_fires_nothing,
+    unsubscribed_events_and_stopped_hooks_get_nothing,
+    restore_fires_changed_and_the_recycle_bin_hides_the_contact,
+    tenants_do_not_see_each_other,
+    bad_input_gets_clear_4xx_json_errors,
+    strict_target_policy_refuses_http_and_loopback,
+    webhook_api_secret_is_write_only_and_filters_work,
+    saving_an_active_hook_whose_test_fails_is_refused,
+    json_patch_test_op_conflicts_and_paths_are_case_insensitive,
+);

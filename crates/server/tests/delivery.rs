@@ -24,7 +24,6 @@ fn event_ids(got: &[crmhooks_listen::Received]) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
 async fn real_superoffice_schedule_1s_then_4s_same_event_id_then_a_new_one() {
     // The real schedule: delays of 1 s and 4 s.
     let app = TestApp::start_with(|t| {
@@ -70,7 +69,6 @@ async fn real_superoffice_schedule_1s_then_4s_same_event_id_then_a_new_one() {
     app.stop().await;
 }
 
-#[tokio::test]
 async fn nine_failures_make_too_many_errors_fire_the_state_event_and_mail() {
     let smtp = SmtpSink::start().await;
     let port = smtp.port;
@@ -206,7 +204,6 @@ async fn nine_failures_make_too_many_errors_fire_the_state_event_and_mail() {
     app.stop().await;
 }
 
-#[tokio::test]
 async fn gone_410_disables_at_once() {
     let app = TestApp::start().await;
     let rx = receiver(None).await;
@@ -249,7 +246,6 @@ async fn gone_410_disables_at_once() {
     app.stop().await;
 }
 
-#[tokio::test]
 async fn per_contact_order_holds_while_one_contact_is_failing() {
     let app = TestApp::start().await;
     let rx = receiver(None).await;
@@ -316,7 +312,6 @@ async fn per_contact_order_holds_while_one_contact_is_failing() {
     app.stop().await;
 }
 
-#[tokio::test]
 async fn a_hanging_target_does_not_block_other_webhooks() {
     let app = TestApp::start_with(|t| {
         let d = t.get_mut("delivery").unwrap().as_table_mut().unwrap();
@@ -352,7 +347,6 @@ async fn a_hanging_target_does_not_block_other_webhooks() {
     app.stop().await;
 }
 
-#[tokio::test]
 async fn refused_connections_are_failures_with_a_readable_error() {
     let app = TestApp::start().await;
     let rx = receiver(None).await;
@@ -409,7 +403,6 @@ async fn refused_connections_are_failures_with_a_readable_error() {
     app.stop().await;
 }
 
-#[tokio::test]
 async fn test_endpoint_and_signal_event() {
     let app = TestApp::start().await;
     let rx = receiver(Some("k")).await;
@@ -480,7 +473,6 @@ async fn test_endpoint_and_signal_event() {
     app.stop().await;
 }
 
-#[tokio::test]
 async fn replay_delivers_exactly_the_missed_events() {
     let app = TestApp::start().await;
     let rx = receiver(None).await;
@@ -556,7 +548,6 @@ async fn replay_delivers_exactly_the_missed_events() {
     app.stop().await;
 }
 
-#[tokio::test]
 async fn exponential_policy_honours_retry_after() {
     let app = TestApp::start_with(|t| {
         let d = t.get_mut("delivery").unwrap().as_table_mut().unwrap();
@@ -664,3 +655,15 @@ impl SmtpSink {
         None
     }
 }
+
+both_backends!(
+    real_superoffice_schedule_1s_then_4s_same_event_id_then_a_new_one,
+    nine_failures_make_too_many_errors_fire_the_state_event_and_mail,
+    gone_410_disables_at_once,
+    per_contact_order_holds_while_one_contact_is_failing,
+    a_hanging_target_does_not_block_other_webhooks,
+    refused_connections_are_failures_with_a_readable_error,
+    test_endpoint_and_signal_event,
+    replay_delivers_exactly_the_missed_events,
+    exponential_policy_honours_retry_after,
+);

@@ -8,6 +8,79 @@ use crmhooks_server::{AppState, Config, Server};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
+/// Which database a test runs on. Every integration test runs on both: `both_backends!`
+/// generates `<test>::sqlite` and `<test>::postgres`; the PostgreSQL variant needs
+/// `CRMHOOKS_TEST_DATABASE_URL` (an admin URL; each test gets a fresh database) and is skipped
+/// with a printed reason without it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+thread_local! {
+    static BACKEND: std::cell::Cell<Backend> = const { std::cell::Cell::new(Backend::Sqlite) };
+}
+
+/// Selects the backend for this test thread; false when PostgreSQL is not configured.
+pub fn set_backend(b: Backend) -> bool {
+    if b == Backend::Postgres && std::env::var("CRMHOOKS_TEST_DATABASE_URL").is_err() {
+        eprintln!("skipped: PostgreSQL variant needs CRMHOOKS_TEST_DATABASE_URL (e.g. postgres://postgres@127.0.0.1/postgres)");
+        return false;
+    }
+    BACKEND.with(|c| c.set(b));
+    true
+}
+
+pub fn backend() -> Backend {
+    BACKEND.with(|c| c.get())
+}
+
+/// A fresh, empty PostgreSQL database for one test.
+pub async fn fresh_pg_database() -> String {
+    use sqlx::Connection;
+    let admin = std::env::var("CRMHOOKS_TEST_DATABASE_URL").expect("CRMHOOKS_TEST_DATABASE_URL");
+    let name = format!("crmhooks_test_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .expect("connect to CRMHOOKS_TEST_DATABASE_URL");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("create test database");
+    let mut url = url::Url::parse(&admin).expect("admin URL");
+    url.set_path(&format!("/{name}"));
+    url.to_string()
+}
+
+/// The database URL for a test in `dir` on the current backend.
+pub async fn test_database(dir: &std::path::Path) -> String {
+    match backend() {
+        Backend::Sqlite => format!("sqlite://{}", dir.join("test.db").display()),
+        Backend::Postgres => fresh_pg_database().await,
+    }
+}
+
+/// Runs each named `async fn` on both backends.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                super::common::set_backend(super::common::Backend::Sqlite);
+                super::$name().await
+            }
+            #[tokio::test]
+            async fn postgres() {
+                if super::common::set_backend(super::common::Backend::Postgres) {
+                    super::$name().await
+                }
+            }
+        }
+    )*};
+}
+
 pub struct TestApp {
     pub base: String,
     pub key: String,
@@ -19,12 +92,9 @@ pub struct TestApp {
 }
 
 /// Settings for fast tests: dev mode, short retry delays, quick polling, no maintenance.
-pub fn test_config(dir: &std::path::Path) -> toml::value::Table {
+pub async fn test_config(dir: &std::path::Path) -> toml::value::Table {
     let mut t = toml::value::Table::new();
-    t.insert(
-        "database".into(),
-        format!("sqlite://{}", dir.join("test.db").display()).into(),
-    );
+    t.insert("database".into(), test_database(dir).await.into());
     t.insert("dev".into(), true.into());
     t.insert("api_key".into(), "test-key-default".into());
     t.insert("maintenance_interval_secs".into(), 3600.0.into());
@@ -47,7 +117,7 @@ impl TestApp {
 
     pub async fn start_with(edit: impl FnOnce(&mut toml::value::Table)) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut flags = test_config(dir.path());
+        let mut flags = test_config(dir.path()).await;
         edit(&mut flags);
         Self::start_in(dir, flags).await
     }
