@@ -50,6 +50,8 @@ pub struct Config {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveryConfig {
+    /// Run the dispatcher on this node (false: an API-only node; events queue up).
+    pub enabled: bool,
     /// Claimed per round.
     pub batch: i64,
     /// Lease length, seconds.

@@ -213,7 +213,12 @@ impl Server {
         });
         let dispatcher = state.dispatcher.clone();
         let grace = Duration::from_secs_f64(config.delivery.shutdown_grace_secs);
-        let dispatch_task = tokio::spawn(dispatcher.run(shutdown.clone(), grace));
+        let dispatch_task = if config.delivery.enabled {
+            Some(tokio::spawn(dispatcher.run(shutdown.clone(), grace)))
+        } else {
+            tracing::info!("delivery.enabled = false: this node stores and queues events but does not deliver them");
+            None
+        };
         let mail_task = tokio::spawn(async move {
             while let Some(change) = mail_rx.recv().await {
                 mailer.notify(&change).await;
@@ -231,7 +236,9 @@ impl Server {
                 let _ = stop.wait_for(|v| *v).await;
             })
             .await?;
-        let _ = dispatch_task.await;
+        if let Some(t) = dispatch_task {
+            let _ = t.await;
+        }
         maintenance_task.abort();
         mail_task.abort();
         Ok(())
