@@ -11,6 +11,7 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 use sqlx::{QueryBuilder, Row as _, Sqlite, Transaction};
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::entity::{validate, ColumnKind, EntityDef, Row, Ticks, Value};
@@ -25,6 +26,7 @@ pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
     local_offset: time::UtcOffset,
+    committer: mpsc::Sender<Job>,
 }
 
 type Tx<'a> = Transaction<'a, Sqlite>;
@@ -63,10 +65,14 @@ impl SqliteStore {
             .connect_with(connect.read_only(true))
             .await
             .map_err(db)?;
+        let offset = local_offset();
+        let (committer_tx, committer_rx) = mpsc::channel(GROUP_MAX * 4);
+        tokio::spawn(committer(writer.clone(), offset, committer_rx));
         Ok(SqliteStore {
             writer,
             reader,
-            local_offset: local_offset(),
+            local_offset: offset,
+            committer: committer_tx,
         })
     }
 
@@ -417,6 +423,267 @@ impl SqliteStore {
     }
 }
 
+/// One change inside a (group) transaction: read, decide, write row, event and deliveries.
+async fn apply_in(
+    tx: &mut Tx<'_>,
+    local_offset: time::UtcOffset,
+    actor: &Actor,
+    def: &'static EntityDef,
+    pk: Option<i64>,
+    change: ChangeFn,
+) -> Result<ChangeOutcome> {
+    let current = match pk {
+        Some(pk) => {
+            let sql = format!(
+                "SELECT {} FROM {} WHERE tenant_id = ? AND \"{}\" = ?",
+                column_list(def),
+                def.table,
+                def.pk()
+            );
+            let row = sqlx::query(&sql)
+                .bind(actor.tenant_id)
+                .bind(pk)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(db)?;
+            row.as_ref().map(|r| read_row(def, r)).transpose()?
+        }
+        None => None,
+    };
+    let now = now_ticks();
+    let decided = change(current.as_ref())?;
+    let set_bookkeeping = |row: &mut Row, count: i64| {
+        row.set(def, "updated", Value::Date(now));
+        row.set(def, "updated_associate_id", Value::Int(actor.associate_id));
+        row.set(def, "updatedCount", Value::Int(count));
+    };
+    let (after, event) = match decided {
+        Change::Nothing => {
+            return Ok(ChangeOutcome {
+                row: current,
+                committed: Committed::default(),
+            })
+        }
+        Change::Create(mut row) => {
+            row.values[0] = Value::Null;
+            row.set(
+                def,
+                "registered",
+                Value::Date(now - now % crate::entity::TICKS_PER_SECOND),
+            );
+            row.set(
+                def,
+                "registered_associate_id",
+                Value::Int(actor.associate_id),
+            );
+            set_bookkeeping(&mut row, 0);
+            validate(def, &row)?;
+            let mut qb = QueryBuilder::<Sqlite>::new(format!(
+                "INSERT INTO {} (tenant_id, {}) ",
+                def.table,
+                column_list(def)
+            ));
+            qb.push_values(std::iter::once(&row), |mut b, row| {
+                b.push_bind(actor.tenant_id);
+                for v in &row.values {
+                    push_value(&mut b, v);
+                }
+            });
+            qb.push(format!(" RETURNING \"{}\"", def.pk()));
+            let id: i64 = qb
+                .build_query_scalar()
+                .fetch_one(&mut **tx)
+                .await
+                .map_err(db)?;
+            row.values[0] = Value::Int(id);
+            let ev = NewEvent {
+                event: format!("{}.created", def.entity),
+                entity: def.entity.to_owned(),
+                primary_key: id,
+                changes: def.created_changes(),
+                values: None,
+                field_values: Some(field_values(def, &row, local_offset)),
+                order_key: format!("{}:{id}", def.entity),
+            };
+            (Some(row), ev)
+        }
+        Change::Update { mut row, verb } => {
+            let before = current.ok_or(StoreError::NotFound)?;
+            row.values[0] = before.values[0].clone();
+            // Bookkeeping comes from the stored row; the caller cannot set it.
+            for name in def
+                .bookkeeping
+                .iter()
+                .chain(["registered", "registered_associate_id"].iter())
+            {
+                row.set(def, name, before.get(def, name).clone());
+            }
+            if def.diff(&before, &row).is_empty() {
+                return Ok(ChangeOutcome {
+                    row: Some(before),
+                    committed: Committed::default(),
+                });
+            }
+            let count = (before.get(def, "updatedCount").as_i64() + 1) % 65536;
+            set_bookkeeping(&mut row, count);
+            validate(def, &row)?;
+            let changes = def.diff(&before, &row);
+            let mut qb = QueryBuilder::<Sqlite>::new(format!("UPDATE {} SET ", def.table));
+            {
+                let mut sep = qb.separated(", ");
+                for (col, v) in def.columns.iter().zip(&row.values).skip(1) {
+                    sep.push(format!("\"{}\" = ", col.name));
+                    match v {
+                        Value::Null => sep.push_bind_unseparated(None::<i64>),
+                        Value::Int(i) | Value::Date(i) => sep.push_bind_unseparated(*i),
+                        Value::Text(s) => sep.push_bind_unseparated(s.clone()),
+                    };
+                }
+            }
+            let pk_value = before.values[0].as_i64();
+            qb.push(" WHERE tenant_id = ");
+            qb.push_bind(actor.tenant_id);
+            qb.push(format!(" AND \"{}\" = ", def.pk()));
+            qb.push_bind(pk_value);
+            qb.build().execute(&mut **tx).await.map_err(db)?;
+            let ev = NewEvent {
+                event: format!("{}.{verb}", def.entity),
+                entity: def.entity.to_owned(),
+                primary_key: pk_value,
+                changes,
+                values: None,
+                field_values: Some(field_values(def, &row, local_offset)),
+                order_key: format!("{}:{pk_value}", def.entity),
+            };
+            (Some(row), ev)
+        }
+        Change::Delete => {
+            let before = current.ok_or(StoreError::NotFound)?;
+            let pk_value = before.values[0].as_i64();
+            sqlx::query(&format!(
+                "DELETE FROM {} WHERE tenant_id = ? AND \"{}\" = ?",
+                def.table,
+                def.pk()
+            ))
+            .bind(actor.tenant_id)
+            .bind(pk_value)
+            .execute(&mut **tx)
+            .await
+            .map_err(db)?;
+            let mut values = Map::new();
+            for name in def.deleted_values {
+                values.insert(
+                    (*name).to_owned(),
+                    Json::from(before.get(def, name).as_i64()),
+                );
+            }
+            let ev = NewEvent {
+                event: format!("{}.deleted", def.entity),
+                entity: def.entity.to_owned(),
+                primary_key: pk_value,
+                changes: Vec::new(),
+                values: Some(values),
+                field_values: Some(field_values(def, &before, local_offset)),
+                order_key: format!("{}:{pk_value}", def.entity),
+            };
+            (None, ev)
+        }
+    };
+    let committed = insert_event(tx, actor, &event, now).await?;
+    Ok(ChangeOutcome {
+        row: after,
+        committed,
+    })
+}
+
+/// A change waiting for the group committer.
+struct Job {
+    actor: Actor,
+    def: &'static EntityDef,
+    pk: Option<i64>,
+    change: ChangeFn,
+    reply: oneshot::Sender<Result<ChangeOutcome>>,
+}
+
+/// Most changes committed in one transaction.
+const GROUP_MAX: usize = 512;
+
+/// Group commit: every change waiting when the writer is free goes into one transaction (each
+/// in its own savepoint, so one failing change does not undo the others), and one fsync makes
+/// them all durable. Under light load a batch is a single change, so nothing waits for a batch
+/// to fill; under heavy load the commit cost is shared.
+async fn committer(pool: SqlitePool, local_offset: time::UtcOffset, mut rx: mpsc::Receiver<Job>) {
+    while let Some(first) = rx.recv().await {
+        let mut jobs = vec![first];
+        while jobs.len() < GROUP_MAX {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let mut tx = match pool.begin().await {
+            Ok(tx) => tx,
+            Err(e) => {
+                let msg = e.to_string();
+                for j in jobs {
+                    let _ = j.reply.send(Err(StoreError::Unavailable(msg.clone())));
+                }
+                continue;
+            }
+        };
+        let mut done = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            if let Err(e) = sqlx::query("SAVEPOINT change").execute(&mut *tx).await {
+                done.push((job.reply, Err(db(e))));
+                continue;
+            }
+            let result = apply_in(
+                &mut tx,
+                local_offset,
+                &job.actor,
+                job.def,
+                job.pk,
+                job.change,
+            )
+            .await;
+            let end = if result.is_ok() {
+                sqlx::query("RELEASE SAVEPOINT change")
+                    .execute(&mut *tx)
+                    .await
+            } else {
+                match sqlx::query("ROLLBACK TO SAVEPOINT change")
+                    .execute(&mut *tx)
+                    .await
+                {
+                    Ok(_) => {
+                        sqlx::query("RELEASE SAVEPOINT change")
+                            .execute(&mut *tx)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                }
+            };
+            match end {
+                Ok(_) => done.push((job.reply, result)),
+                Err(e) => done.push((job.reply, Err(db(e)))),
+            }
+        }
+        match tx.commit().await {
+            Ok(()) => {
+                for (reply, result) in done {
+                    let _ = reply.send(result);
+                }
+            }
+            Err(e) => {
+                let msg = format!("commit failed: {e}");
+                for (reply, _) in done {
+                    let _ = reply.send(Err(StoreError::Unavailable(msg.clone())));
+                }
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn ensure_tenant(&self, name: &str) -> Result<i64> {
@@ -510,170 +777,21 @@ impl Store for SqliteStore {
         pk: Option<i64>,
         change: ChangeFn,
     ) -> Result<ChangeOutcome> {
-        let mut tx = self.begin().await?;
-        let current = match pk {
-            Some(pk) => {
-                let sql = format!(
-                    "SELECT {} FROM {} WHERE tenant_id = ? AND \"{}\" = ?",
-                    column_list(def),
-                    def.table,
-                    def.pk()
-                );
-                let row = sqlx::query(&sql)
-                    .bind(actor.tenant_id)
-                    .bind(pk)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(db)?;
-                row.as_ref().map(|r| read_row(def, r)).transpose()?
-            }
-            None => None,
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            actor: actor.clone(),
+            def,
+            pk,
+            change,
+            reply,
         };
-        let now = now_ticks();
-        let decided = change(current.as_ref())?;
-        let set_bookkeeping = |row: &mut Row, count: i64| {
-            row.set(def, "updated", Value::Date(now));
-            row.set(def, "updated_associate_id", Value::Int(actor.associate_id));
-            row.set(def, "updatedCount", Value::Int(count));
-        };
-        let (after, event) = match decided {
-            Change::Nothing => {
-                return Ok(ChangeOutcome {
-                    row: current,
-                    committed: Committed::default(),
-                })
-            }
-            Change::Create(mut row) => {
-                row.values[0] = Value::Null;
-                row.set(
-                    def,
-                    "registered",
-                    Value::Date(now - now % crate::entity::TICKS_PER_SECOND),
-                );
-                row.set(
-                    def,
-                    "registered_associate_id",
-                    Value::Int(actor.associate_id),
-                );
-                set_bookkeeping(&mut row, 0);
-                validate(def, &row)?;
-                let mut qb = QueryBuilder::<Sqlite>::new(format!(
-                    "INSERT INTO {} (tenant_id, {}) ",
-                    def.table,
-                    column_list(def)
-                ));
-                qb.push_values(std::iter::once(&row), |mut b, row| {
-                    b.push_bind(actor.tenant_id);
-                    for v in &row.values {
-                        push_value(&mut b, v);
-                    }
-                });
-                qb.push(format!(" RETURNING \"{}\"", def.pk()));
-                let id: i64 = qb
-                    .build_query_scalar()
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(db)?;
-                row.values[0] = Value::Int(id);
-                let ev = NewEvent {
-                    event: format!("{}.created", def.entity),
-                    entity: def.entity.to_owned(),
-                    primary_key: id,
-                    changes: def.created_changes(),
-                    values: None,
-                    field_values: Some(field_values(def, &row, self.local_offset)),
-                    order_key: format!("{}:{id}", def.entity),
-                };
-                (Some(row), ev)
-            }
-            Change::Update { mut row, verb } => {
-                let before = current.ok_or(StoreError::NotFound)?;
-                row.values[0] = before.values[0].clone();
-                // Bookkeeping comes from the stored row; the caller cannot set it.
-                for name in def
-                    .bookkeeping
-                    .iter()
-                    .chain(["registered", "registered_associate_id"].iter())
-                {
-                    row.set(def, name, before.get(def, name).clone());
-                }
-                if def.diff(&before, &row).is_empty() {
-                    return Ok(ChangeOutcome {
-                        row: Some(before),
-                        committed: Committed::default(),
-                    });
-                }
-                let count = (before.get(def, "updatedCount").as_i64() + 1) % 65536;
-                set_bookkeeping(&mut row, count);
-                validate(def, &row)?;
-                let changes = def.diff(&before, &row);
-                let mut qb = QueryBuilder::<Sqlite>::new(format!("UPDATE {} SET ", def.table));
-                {
-                    let mut sep = qb.separated(", ");
-                    for (col, v) in def.columns.iter().zip(&row.values).skip(1) {
-                        sep.push(format!("\"{}\" = ", col.name));
-                        match v {
-                            Value::Null => sep.push_bind_unseparated(None::<i64>),
-                            Value::Int(i) | Value::Date(i) => sep.push_bind_unseparated(*i),
-                            Value::Text(s) => sep.push_bind_unseparated(s.clone()),
-                        };
-                    }
-                }
-                let pk_value = before.values[0].as_i64();
-                qb.push(" WHERE tenant_id = ");
-                qb.push_bind(actor.tenant_id);
-                qb.push(format!(" AND \"{}\" = ", def.pk()));
-                qb.push_bind(pk_value);
-                qb.build().execute(&mut *tx).await.map_err(db)?;
-                let ev = NewEvent {
-                    event: format!("{}.{verb}", def.entity),
-                    entity: def.entity.to_owned(),
-                    primary_key: pk_value,
-                    changes,
-                    values: None,
-                    field_values: Some(field_values(def, &row, self.local_offset)),
-                    order_key: format!("{}:{pk_value}", def.entity),
-                };
-                (Some(row), ev)
-            }
-            Change::Delete => {
-                let before = current.ok_or(StoreError::NotFound)?;
-                let pk_value = before.values[0].as_i64();
-                sqlx::query(&format!(
-                    "DELETE FROM {} WHERE tenant_id = ? AND \"{}\" = ?",
-                    def.table,
-                    def.pk()
-                ))
-                .bind(actor.tenant_id)
-                .bind(pk_value)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-                let mut values = Map::new();
-                for name in def.deleted_values {
-                    values.insert(
-                        (*name).to_owned(),
-                        Json::from(before.get(def, name).as_i64()),
-                    );
-                }
-                let ev = NewEvent {
-                    event: format!("{}.deleted", def.entity),
-                    entity: def.entity.to_owned(),
-                    primary_key: pk_value,
-                    changes: Vec::new(),
-                    values: Some(values),
-                    field_values: Some(field_values(def, &before, self.local_offset)),
-                    order_key: format!("{}:{pk_value}", def.entity),
-                };
-                (None, ev)
-            }
-        };
-        let committed = insert_event(&mut tx, actor, &event, now).await?;
-        tx.commit().await.map_err(db)?;
-        Ok(ChangeOutcome {
-            row: after,
-            committed,
-        })
+        self.committer
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Unavailable("the commit queue is closed".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the committer stopped".into()))?
     }
 
     async fn recycle_bin_expired(
