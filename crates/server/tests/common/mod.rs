@@ -146,7 +146,6 @@ impl TestApp {
         if let Some(t) = self.task.take() {
             let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
         }
-        tempfile::tempdir().map(|_| ()).ok();
         std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
     }
 
