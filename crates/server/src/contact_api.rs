@@ -5,7 +5,7 @@
 //! properties (Emails, Phones, …) are ignored; wrong types and over-long strings are refused
 //! with 400 naming the field.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -15,8 +15,9 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value as Json_};
 
 use crate::auth::Auth;
+use crate::body::{ApiPath, ApiQuery, JsonBody};
 use crate::error::{ApiError, ApiResult};
-use crate::{body::JsonBody, patch, AppState};
+use crate::{patch, AppState};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Shape {
@@ -276,7 +277,7 @@ fn parse_id(raw: &str) -> ApiResult<i64> {
 async fn get_one(
     State(state): State<AppState>,
     auth: Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Json_>> {
     let id = parse_id(&id)?;
     let row = state
@@ -321,7 +322,7 @@ fn live(current: Option<&Row>) -> Result<&Row, StoreError> {
 async fn put(
     State(state): State<AppState>,
     auth: Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<Json_>> {
     let id = parse_id(&id)?;
@@ -352,7 +353,7 @@ async fn put(
 async fn patch_one(
     State(state): State<AppState>,
     auth: Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<Json_>> {
     let id = parse_id(&id)?;
@@ -398,8 +399,8 @@ struct DeleteQuery {
 async fn delete(
     State(state): State<AppState>,
     auth: Auth,
-    Path(id): Path<String>,
-    Query(q): Query<DeleteQuery>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<DeleteQuery>,
 ) -> ApiResult<StatusCode> {
     let id = parse_id(&id)?;
     let permanent = match q
@@ -442,7 +443,7 @@ async fn delete(
 async fn restore(
     State(state): State<AppState>,
     auth: Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Json_>> {
     let id = parse_id(&id)?;
     let rej = Rejection::default();

@@ -87,6 +87,14 @@ async fn metrics(State(state): State<AppState>) -> Result<String, ApiError> {
     Ok(out)
 }
 
+async fn method_not_allowed() -> ApiError {
+    ApiError {
+        status: axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        code: "MethodNotAllowed",
+        message: "this route does not take that method".into(),
+    }
+}
+
 async fn fallback() -> ApiError {
     ApiError::not_found("no such route; the API lives under /api/v1 (see README)")
 }
@@ -101,6 +109,7 @@ pub fn router(state: AppState, max_body: usize) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(fallback)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .with_state(state)
 }

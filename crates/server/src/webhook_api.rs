@@ -5,7 +5,7 @@
 //! `"Secret": null`). A PUT or PATCH without `Secret` keeps the stored one; an explicit empty
 //! string or null removes it.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::auth::Auth;
-use crate::body::JsonBody;
+use crate::body::{ApiPath, ApiQuery, JsonBody};
 use crate::error::{ApiError, ApiResult};
 use crate::{patch, AppState};
 
@@ -353,7 +353,7 @@ struct ListQuery {
 async fn list(
     State(state): State<AppState>,
     auth: Auth,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<Value>> {
     let status = match q.status_filter.as_deref().filter(|s| !s.is_empty()) {
         None => None,
@@ -406,7 +406,7 @@ async fn create(
 async fn get_one(
     State(state): State<AppState>,
     auth: Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
     let hook = load(&state, &auth, &id).await?;
     Ok(Json(webhook_json(
@@ -420,7 +420,7 @@ async fn get_one(
 async fn put(
     State(state): State<AppState>,
     auth: Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<Value>> {
     let mut hook = load(&state, &auth, &id).await?;
@@ -432,7 +432,7 @@ async fn put(
 async fn patch_one(
     State(state): State<AppState>,
     auth: Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<Value>> {
     let mut hook = load(&state, &auth, &id).await?;
@@ -452,7 +452,7 @@ async fn patch_one(
 async fn delete(
     State(state): State<AppState>,
     auth: Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     let id = parse_id(&id)?;
     if state.store.delete_webhook(auth.actor.tenant_id, id).await? {
@@ -485,7 +485,7 @@ async fn test(
 async fn signal(
     State(state): State<AppState>,
     auth: Auth,
-    Path((event, pk)): Path<(String, String)>,
+    ApiPath((event, pk)): ApiPath<(String, String)>,
     body: axum::body::Bytes,
 ) -> ApiResult<StatusCode> {
     if event.is_empty() || event.len() > 255 || event.contains(',') {
@@ -537,7 +537,7 @@ async fn signal(
 async fn last_error(
     State(state): State<AppState>,
     auth: Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
     let id = parse_id(&id)?;
     let usage = state
@@ -551,7 +551,7 @@ async fn last_error(
 async fn usage(
     State(state): State<AppState>,
     auth: Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
     let id = parse_id(&id)?;
     let usage = state
@@ -610,8 +610,8 @@ fn delivery_json(d: &crmhooks_store::Delivery, offset: time::UtcOffset) -> Value
 async fn deliveries(
     State(state): State<AppState>,
     auth: Auth,
-    Path(id): Path<String>,
-    Query(q): Query<DeliveriesQuery>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<DeliveriesQuery>,
 ) -> ApiResult<Json<Value>> {
     let hook = load(&state, &auth, &id).await?;
     let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
@@ -652,7 +652,7 @@ async fn deliveries(
 async fn delivery(
     State(state): State<AppState>,
     auth: Auth,
-    Path((id, delivery_id)): Path<(String, i64)>,
+    ApiPath((id, delivery_id)): ApiPath<(String, i64)>,
 ) -> ApiResult<Json<Value>> {
     let hook = load(&state, &auth, &id).await?;
     let (d, attempts) = state
@@ -707,7 +707,7 @@ pub const REPLAY_MAX: i64 = 100_000;
 async fn replay(
     State(state): State<AppState>,
     auth: Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<Value>> {
     let hook = load(&state, &auth, &id).await?;

@@ -459,6 +459,33 @@ async fn bad_input_gets_clear_4xx_json_errors() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     let (s, v) = app
+        .call(Method::GET, "/api/v1/Webhook?statusFilter=Sleeping", None)
+        .await;
+    check(s, &v, StatusCode::BAD_REQUEST, "statusFilter");
+    let (s, v) = app
+        .call(Method::GET, "/api/v1/Webhook/1/Deliveries?limit=many", None)
+        .await;
+    assert!(
+        s == StatusCode::BAD_REQUEST || s == StatusCode::NOT_FOUND,
+        "{s} {v}"
+    );
+    assert!(
+        v["ErrorType"].is_string(),
+        "JSON error for a bad query: {v}"
+    );
+    let (s, v) = app
+        .call(Method::GET, "/api/v1/Webhook/1/Deliveries/notanumber", None)
+        .await;
+    assert!(
+        s == StatusCode::BAD_REQUEST || s == StatusCode::NOT_FOUND,
+        "{s} {v}"
+    );
+    assert!(v["ErrorType"].is_string(), "JSON error for a bad path: {v}");
+    let (s, v) = app.call(Method::DELETE, "/api/v1/Contact", None).await;
+    check(s, &v, StatusCode::METHOD_NOT_ALLOWED, "method");
+    let (s, v) = app.call(Method::GET, "/api/v2/nothing", None).await;
+    check(s, &v, StatusCode::NOT_FOUND, "route");
+    let (s, v) = app
         .call(Method::PATCH, "/api/v1/Contact/1", Some(json!("text")))
         .await;
     assert!(
