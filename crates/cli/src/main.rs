@@ -1,5 +1,6 @@
 //! The `crmhooks` binary: a thin layer over the library crates.
 
+mod bench;
 mod client;
 mod demo;
 mod serve;
@@ -31,6 +32,8 @@ enum Command {
     /// Work with webhook definitions on a running server.
     #[command(subcommand)]
     Webhook(client::WebhookCmd),
+    /// Measure throughput and latency end to end, with a raw baseline in the same run.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -48,6 +51,7 @@ fn main() -> std::process::ExitCode {
         Command::Listen(args) => rt.block_on(crmhooks_listen::run(args)),
         Command::Contact(c) => rt.block_on(client::run_contact(c)),
         Command::Webhook(c) => rt.block_on(client::run_webhook(c)),
+        Command::Bench(args) => rt.block_on(bench::run(args)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

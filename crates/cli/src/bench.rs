@@ -1,0 +1,1566 @@
+//! `crmhooks bench`: end-to-end throughput and commit-to-delivery latency of a real server, with
+//! a raw HTTP baseline measured in the same run against the same receiver.
+//!
+//! The server runs as a child process of this binary (`crmhooks serve`), so its memory and CPU
+//! are its own and can be read from `/proc`. The receiver is a bare hyper server inside this
+//! process; it reads the commit time from each body's `Timestamp` without parsing the JSON. The
+//! raw baseline POSTs bodies of the same shapes and sizes with a bare hyper client over the same
+//! number of keep-alive connections the dispatcher may open to one webhook, so `ratio` says how
+//! close the whole server (API, store, outbox, dispatcher) comes to what the loopback, the
+//! receiver and this machine allow.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context as _};
+use bytes::Bytes;
+use crmhooks_payload::{
+    headers, sign, ContactEvent, ContactFieldValues, NetDateTime, WebhookPayload, CONTACT_ENTITY,
+};
+use http_body_util::{BodyExt as _, Empty, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use serde_json::json;
+use tokio::io::AsyncBufReadExt as _;
+
+/// Flags of `bench`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Seconds of load: clients create contacts and change each a few times.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// Concurrent API clients.
+    #[arg(long, default_value_t = 32)]
+    pub clients: usize,
+    /// Changes (PATCH) after each created contact; each create and each change is one event.
+    #[arg(long, default_value_t = 3)]
+    pub changes: usize,
+    /// Webhooks subscribed to contact.created and contact.changed; every event goes to each.
+    #[arg(long, default_value_t = 1)]
+    pub webhooks: usize,
+    /// Pace the load to this many events per second in total, to measure latency at a given load
+    /// (default: as fast as the clients go).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Keep-alive connections of the raw baseline.
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    /// Seconds of the raw baseline (0 skips it).
+    #[arg(long, default_value_t = 3.0)]
+    pub raw_seconds: f64,
+    /// Backlog mode: queue this many contact events on an API-only node (nothing delivers), then
+    /// start a normal node on the same database and measure only how fast it drains them.
+    #[arg(long)]
+    pub backlog: Option<u64>,
+    /// Seconds to wait for outstanding deliveries (after the load, or for the whole backlog).
+    #[arg(long, default_value_t = 60.0)]
+    pub drain_timeout: f64,
+    /// `sqlite://PATH` of a new file, or a `postgres://…` admin URL (a database
+    /// `crmhooks_bench_<uuid>` is created there and dropped at the end). Default: a temporary
+    /// SQLite file.
+    #[arg(long)]
+    pub database: Option<String>,
+    /// Print exactly one JSON object on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl BenchArgs {
+    fn validate(&self) -> anyhow::Result<()> {
+        let positive = |name: &str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!(
+                    "--{name} must be a positive number, not {v}"
+                ))
+            }
+        };
+        if self.backlog.is_none() {
+            positive("seconds", self.seconds)?;
+        }
+        if !(self.raw_seconds.is_finite() && self.raw_seconds >= 0.0) {
+            bail!("--raw-seconds must be 0 or more, not {}", self.raw_seconds);
+        }
+        positive("drain-timeout", self.drain_timeout)?;
+        if let Some(rate) = self.rate {
+            positive("rate", rate)?;
+        }
+        if self.clients == 0 || self.connections == 0 || self.webhooks == 0 {
+            bail!("--clients, --connections and --webhooks must be at least 1");
+        }
+        if self.backlog == Some(0) {
+            bail!("--backlog must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// Runs the benchmark and prints its figures; fails when deliveries went missing or API calls
+/// failed (after printing what was measured).
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    args.validate()?;
+    let dir = tempfile::Builder::new()
+        .prefix("crmhooks-bench-")
+        .tempdir()
+        .context("cannot create a temporary directory")?;
+    let db = BenchDatabase::prepare(args.database.as_deref(), dir.path()).await?;
+    let result = measure(&args, &db, dir.path()).await;
+    if let Err(e) = db.cleanup().await {
+        eprintln!("warning: {e:#}");
+    }
+    let report = result?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        report.print();
+    }
+    report.verdict()
+}
+
+/// Everything measured, with the parameters; the `--json` object.
+#[derive(Debug, Serialize)]
+struct Report {
+    mode: &'static str,
+    database: &'static str,
+    clients: usize,
+    changes_per_contact: usize,
+    webhooks: usize,
+    seconds: f64,
+    rate: Option<f64>,
+    connections: usize,
+    raw_seconds: f64,
+    drain_timeout: f64,
+    backlog: Option<u64>,
+    /// Events committed per second of load (backlog mode: of the pre-fill).
+    events_per_sec: f64,
+    deliveries_per_sec: Option<f64>,
+    raw_posts_per_sec: Option<f64>,
+    ratio: Option<f64>,
+    p50_ms: Option<f64>,
+    p99_ms: Option<f64>,
+    max_ms: Option<f64>,
+    peak_rss_mb: Option<f64>,
+    cpu_seconds: Option<f64>,
+    /// Seconds the CPU figure covers (load plus drain, or the backlog drain).
+    window_seconds: f64,
+    /// CPU seconds of this process (clients and receiver) over the same window: both share the
+    /// machine with the server.
+    bench_cpu_seconds: Option<f64>,
+    drain_seconds: f64,
+    drain_per_sec: Option<f64>,
+    backlog_peak_rss_mb: Option<f64>,
+    committed: u64,
+    api_errors: u64,
+    first_api_error: Option<String>,
+    delivered: u64,
+    expected: u64,
+    raw_posts: u64,
+    raw_errors: u64,
+    raw_body_bytes: f64,
+    delivery_body_bytes: Option<f64>,
+    server_start_seconds: f64,
+}
+
+impl Report {
+    fn print(&self) {
+        let per = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.0}/s"));
+        let ms = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1} ms"));
+        let mb = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1} MB"));
+        let ratio = self
+            .ratio
+            .map_or_else(|| "-".to_owned(), |r| format!("{r:.3}"));
+        let raw = per(self.raw_posts_per_sec);
+        println!(
+            "crmhooks bench: {} on {}, {} webhook(s), {} client(s){}",
+            self.mode,
+            self.database,
+            self.webhooks,
+            self.clients,
+            self.rate
+                .map(|r| format!(", paced to {r}/s"))
+                .unwrap_or_default()
+        );
+        println!();
+        println!(
+            "  raw baseline       {raw:>10}   bare hyper, {} keep-alive connections, {:.1} s, {} posts ({} failed), {:.0} B bodies",
+            self.connections, self.raw_seconds, self.raw_posts, self.raw_errors, self.raw_body_bytes
+        );
+        if let Some(backlog) = self.backlog {
+            println!(
+                "  backlog fill       {:>10}   {} contact events queued on an API-only node",
+                per(Some(self.events_per_sec)),
+                self.committed
+            );
+            println!(
+                "  drain              {:>10}   ratio {ratio} of the raw baseline ({raw}); {} of {} deliveries in {:.2} s (from the node's start, {:.2} s of which starting)",
+                per(self.drain_per_sec),
+                self.delivered,
+                self.expected,
+                self.drain_seconds,
+                self.server_start_seconds
+            );
+            println!(
+                "  server (drain)     peak RSS {}, CPU {}",
+                mb(self.backlog_peak_rss_mb),
+                self.cpu_seconds
+                    .map_or_else(|| "-".to_owned(), |c| format!("{c:.2} s")),
+            );
+            println!("  (backlog mode measures only the drain: {backlog} events, no steady load, no latency)");
+        } else {
+            println!(
+                "  events             {:>10}   {} committed in {:.1} s ({} per contact), {} API errors",
+                per(Some(self.events_per_sec)),
+                self.committed,
+                self.seconds,
+                1 + self.changes_per_contact,
+                self.api_errors
+            );
+            println!(
+                "  deliveries         {:>10}   ratio {ratio} of the raw baseline ({raw}); {} of {} delivered",
+                per(self.deliveries_per_sec),
+                self.delivered,
+                self.expected
+            );
+            println!(
+                "  commit → delivery  p50 {}   p99 {}   max {}",
+                ms(self.p50_ms),
+                ms(self.p99_ms),
+                ms(self.max_ms)
+            );
+            println!(
+                "  drain              {:.2} s after the load ended",
+                self.drain_seconds
+            );
+            println!(
+                "  server             peak RSS {}, CPU {} over {:.1} s of load and drain{}",
+                mb(self.peak_rss_mb),
+                self.cpu_seconds
+                    .map_or_else(|| "-".to_owned(), |c| format!("{c:.2} s")),
+                self.window_seconds,
+                self.cpu_seconds
+                    .filter(|_| self.window_seconds > 0.0)
+                    .map(|c| format!(" ({:.2} cores)", c / self.window_seconds))
+                    .unwrap_or_default()
+            );
+            if let Some(c) = self.bench_cpu_seconds {
+                println!("  bench process      CPU {c:.2} s over the same window (clients and receiver share the machine)");
+            }
+            if let Some(b) = self.delivery_body_bytes {
+                println!("  bodies             deliveries {b:.0} B on average");
+            }
+        }
+        if let Some(e) = &self.first_api_error {
+            println!("  first API error    {e}");
+        }
+    }
+
+    /// Ok when every expected delivery arrived and every API call succeeded.
+    fn verdict(&self) -> anyhow::Result<()> {
+        if self.delivered < self.expected {
+            bail!(
+                "{} of {} deliveries did not arrive within --drain-timeout {} s",
+                self.expected - self.delivered,
+                self.expected,
+                self.drain_timeout
+            );
+        }
+        if self.api_errors > 0 {
+            bail!(
+                "{} API calls failed; the first: {}",
+                self.api_errors,
+                self.first_api_error.as_deref().unwrap_or("?")
+            );
+        }
+        Ok(())
+    }
+}
+
+async fn measure(args: &BenchArgs, db: &BenchDatabase, dir: &Path) -> anyhow::Result<Report> {
+    let receiver = Receiver::start().await?;
+    // The backlog is contact.created events only; the load mixes one create with its changes.
+    let changes = if args.backlog.is_some() {
+        0
+    } else {
+        args.changes
+    };
+    let bodies = realistic_bodies(changes);
+    let raw = if args.raw_seconds > 0.0 {
+        if !args.json {
+            eprintln!(
+                "raw baseline: {} connections for {} s …",
+                args.connections, args.raw_seconds
+            );
+        }
+        raw_baseline(
+            &receiver,
+            &bodies,
+            args.connections,
+            Duration::from_secs_f64(args.raw_seconds),
+        )
+        .await?
+    } else {
+        RawResult::default()
+    };
+    let mut report = Report {
+        mode: if args.backlog.is_some() {
+            "backlog drain"
+        } else {
+            "steady load"
+        },
+        database: db.kind(),
+        clients: args.clients,
+        changes_per_contact: args.changes,
+        webhooks: args.webhooks,
+        seconds: args.seconds,
+        rate: args.rate,
+        connections: args.connections,
+        raw_seconds: args.raw_seconds,
+        drain_timeout: args.drain_timeout,
+        backlog: args.backlog,
+        events_per_sec: 0.0,
+        deliveries_per_sec: None,
+        raw_posts_per_sec: raw.posts_per_sec,
+        ratio: None,
+        p50_ms: None,
+        p99_ms: None,
+        max_ms: None,
+        peak_rss_mb: None,
+        cpu_seconds: None,
+        window_seconds: 0.0,
+        bench_cpu_seconds: None,
+        drain_seconds: 0.0,
+        drain_per_sec: None,
+        backlog_peak_rss_mb: None,
+        committed: 0,
+        api_errors: 0,
+        first_api_error: None,
+        delivered: 0,
+        expected: 0,
+        raw_posts: raw.ok,
+        raw_errors: raw.failed,
+        raw_body_bytes: round(
+            bodies.iter().map(|b| b.body.len() as f64).sum::<f64>() / bodies.len() as f64,
+            0,
+        ),
+        delivery_body_bytes: None,
+        server_start_seconds: 0.0,
+    };
+    let key = format!("bench-{}", uuid::Uuid::new_v4().simple());
+    match args.backlog {
+        Some(m) => backlog_phase(args, m, db, dir, &key, &receiver, &mut report).await?,
+        None => load_phase(args, db, dir, &key, &receiver, &mut report).await?,
+    }
+    Ok(report)
+}
+
+/// The steady load: clients create and change contacts for `--seconds`, then the drain.
+async fn load_phase(
+    args: &BenchArgs,
+    db: &BenchDatabase,
+    dir: &Path,
+    key: &str,
+    receiver: &Receiver,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let mut server = ServerChild::spawn(&db.url, key, &dir.join("server.log"), false).await?;
+    report.server_start_seconds = round(server.ready.as_secs_f64(), 3);
+    let api = Api::new(&server.base, key, args.clients)?;
+    api.create_webhooks(receiver, args.webhooks).await?;
+    receiver.tally.reset();
+
+    let cpu_before = server.cpu_seconds();
+    let bench_cpu_before = proc_cpu_seconds(std::process::id());
+    let load = Arc::new(LoadTally::default());
+    let deadline = Instant::now() + Duration::from_secs_f64(args.seconds);
+    let pacer = args.rate.map(|r| Arc::new(Pacer::new(r)));
+    let progress = Progress::start(
+        (args.seconds * 1000.0) as u64,
+        load.clone(),
+        receiver.tally.clone(),
+        args.webhooks as u64,
+    );
+    let started = Instant::now();
+    let mut clients = tokio::task::JoinSet::new();
+    for i in 0..args.clients {
+        clients.spawn(client_loop(
+            api.clone(),
+            load.clone(),
+            i,
+            deadline,
+            pacer.clone(),
+            args.changes,
+        ));
+    }
+    while clients.join_next().await.is_some() {}
+    let load_secs = started.elapsed().as_secs_f64();
+    let load_end_us = unix_micros_now();
+    let committed = load.committed.load(Ordering::SeqCst);
+    let expected = committed * args.webhooks as u64;
+    progress.draining(expected);
+
+    let drain_timeout = Duration::from_secs_f64(args.drain_timeout);
+    let drained = drain(&receiver.tally, expected, drain_timeout, &mut server).await;
+    let window_secs = started.elapsed().as_secs_f64();
+    progress.finish();
+    let cpu_after = server.cpu_seconds();
+    let bench_cpu_after = proc_cpu_seconds(std::process::id());
+    let peak_kb = server.peak_rss_kb();
+    server.stop().await;
+    drained?;
+
+    let t = &receiver.tally;
+    let delivered = t.deliveries.load(Ordering::SeqCst);
+    let first_commit = t.first_commit_us.load(Ordering::SeqCst);
+    let last_delivery = t.last_delivery_us.load(Ordering::SeqCst);
+    let span = (last_delivery - first_commit) as f64 / 1e6;
+    let deliveries_per_sec = (delivered > 0 && span > 0.0).then(|| delivered as f64 / span);
+    let latencies = t.latencies();
+    report.events_per_sec = round(committed as f64 / load_secs, 1);
+    report.deliveries_per_sec = deliveries_per_sec.map(|v| round(v, 1));
+    report.ratio = ratio(deliveries_per_sec, report.raw_posts_per_sec);
+    report.p50_ms = percentile_ms(&latencies, 50.0);
+    report.p99_ms = percentile_ms(&latencies, 99.0);
+    report.max_ms = latencies.last().map(|&us| round(f64::from(us) / 1000.0, 3));
+    report.peak_rss_mb = peak_kb.map(kb_to_mb);
+    report.cpu_seconds = cpu_after.zip(cpu_before).map(|(a, b)| round(a - b, 2));
+    report.bench_cpu_seconds = bench_cpu_after
+        .zip(bench_cpu_before)
+        .map(|(a, b)| round(a - b, 2));
+    report.window_seconds = round(window_secs, 3);
+    report.drain_seconds = if delivered > 0 {
+        round(((last_delivery - load_end_us).max(0)) as f64 / 1e6, 3)
+    } else {
+        0.0
+    };
+    report.committed = committed;
+    report.api_errors = load.errors.load(Ordering::SeqCst);
+    report.first_api_error = load.first_error();
+    report.delivered = delivered;
+    report.expected = expected;
+    report.delivery_body_bytes = (delivered > 0).then(|| {
+        round(
+            t.delivery_bytes.load(Ordering::SeqCst) as f64 / delivered as f64,
+            0,
+        )
+    });
+    Ok(())
+}
+
+/// Backlog mode: fill on an API-only node, then time a normal node draining it.
+async fn backlog_phase(
+    args: &BenchArgs,
+    backlog: u64,
+    db: &BenchDatabase,
+    dir: &Path,
+    key: &str,
+    receiver: &Receiver,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let filler = ServerChild::spawn(&db.url, key, &dir.join("server-fill.log"), true).await?;
+    let api = Api::new(&filler.base, key, args.clients)?;
+    api.create_webhooks(receiver, args.webhooks).await?;
+    let load = Arc::new(LoadTally::default());
+    let next = Arc::new(AtomicU64::new(0));
+    let progress = Progress::start_count(backlog, "queueing events on an API-only node");
+    let started = Instant::now();
+    let mut clients = tokio::task::JoinSet::new();
+    for i in 0..args.clients {
+        let (api, load, next, bar) = (api.clone(), load.clone(), next.clone(), progress.clone());
+        clients.spawn(async move {
+            while next.fetch_add(1, Ordering::SeqCst) < backlog {
+                match api.create_contact(&format!("backlog {i}")).await {
+                    Ok(_) => {
+                        load.committed.fetch_add(1, Ordering::SeqCst);
+                        bar.inc(1);
+                    }
+                    Err(e) => {
+                        load.error(e);
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+        });
+    }
+    while clients.join_next().await.is_some() {}
+    let fill_secs = started.elapsed().as_secs_f64();
+    progress.finish_and_clear();
+    filler.stop().await;
+    let committed = load.committed.load(Ordering::SeqCst);
+    let expected = committed * args.webhooks as u64;
+
+    receiver.tally.reset();
+    let spawned_us = unix_micros_now();
+    let bench_cpu_before = proc_cpu_seconds(std::process::id());
+    let mut drainer =
+        ServerChild::spawn(&db.url, key, &dir.join("server-drain.log"), false).await?;
+    report.server_start_seconds = round(drainer.ready.as_secs_f64(), 3);
+    let bar = Progress::start_count(expected, "draining the backlog");
+    let tally = receiver.tally.clone();
+    let ticker = {
+        let bar = bar.clone();
+        tokio::spawn(async move {
+            loop {
+                bar.set_position(tally.deliveries.load(Ordering::Relaxed));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    let drain_timeout = Duration::from_secs_f64(args.drain_timeout);
+    let drained = drain(&receiver.tally, expected, drain_timeout, &mut drainer).await;
+    ticker.abort();
+    bar.finish_and_clear();
+    let window_secs = (unix_micros_now() - spawned_us) as f64 / 1e6;
+    let cpu = drainer.cpu_seconds();
+    let bench_cpu_after = proc_cpu_seconds(std::process::id());
+    let peak_kb = drainer.peak_rss_kb();
+    drainer.stop().await;
+    drained?;
+
+    let t = &receiver.tally;
+    let delivered = t.deliveries.load(Ordering::SeqCst);
+    let last_delivery = t.last_delivery_us.load(Ordering::SeqCst);
+    let drain_secs = (last_delivery - spawned_us).max(0) as f64 / 1e6;
+    let drain_per_sec = (delivered > 0 && drain_secs > 0.0).then(|| delivered as f64 / drain_secs);
+    report.events_per_sec = round(committed as f64 / fill_secs, 1);
+    report.deliveries_per_sec = drain_per_sec.map(|v| round(v, 1));
+    report.drain_per_sec = report.deliveries_per_sec;
+    report.ratio = ratio(drain_per_sec, report.raw_posts_per_sec);
+    report.peak_rss_mb = peak_kb.map(kb_to_mb);
+    report.backlog_peak_rss_mb = report.peak_rss_mb;
+    report.cpu_seconds = cpu.map(|c| round(c, 2));
+    report.bench_cpu_seconds = bench_cpu_after
+        .zip(bench_cpu_before)
+        .map(|(a, b)| round(a - b, 2));
+    report.window_seconds = round(window_secs, 3);
+    report.drain_seconds = round(drain_secs, 3);
+    report.committed = committed;
+    report.api_errors = load.errors.load(Ordering::SeqCst);
+    report.first_api_error = load.first_error();
+    report.delivered = delivered;
+    report.expected = expected;
+    report.delivery_body_bytes = (delivered > 0).then(|| {
+        round(
+            t.delivery_bytes.load(Ordering::SeqCst) as f64 / delivered as f64,
+            0,
+        )
+    });
+    Ok(())
+}
+
+fn ratio(measured: Option<f64>, raw: Option<f64>) -> Option<f64> {
+    measured
+        .zip(raw)
+        .filter(|(_, r)| *r > 0.0)
+        .map(|(m, r)| round(m / r, 4))
+}
+
+fn round(v: f64, decimals: i32) -> f64 {
+    let f = 10f64.powi(decimals);
+    (v * f).round() / f
+}
+
+fn kb_to_mb(kb: u64) -> f64 {
+    round(kb as f64 / 1024.0, 1)
+}
+
+/// Nearest-rank percentile of sorted microseconds, in milliseconds.
+fn percentile_ms(sorted_us: &[u32], p: f64) -> Option<f64> {
+    if sorted_us.is_empty() {
+        return None;
+    }
+    let rank = ((p / 100.0) * sorted_us.len() as f64).ceil() as usize;
+    let i = rank.clamp(1, sorted_us.len()) - 1;
+    Some(round(f64::from(sorted_us[i]) / 1000.0, 3))
+}
+
+/// Microseconds since the Unix epoch, from the wall clock (the server's `Timestamp` is too).
+fn unix_micros_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+// ─── the receiver ────────────────────────────────────────────────────────────────────────────
+
+/// What the receiver counted.
+struct Tally {
+    /// Requests of the raw baseline (paths under `/raw`).
+    raw: AtomicU64,
+    /// Deliveries (webhook paths), test events excluded.
+    deliveries: AtomicU64,
+    /// `X-Hook-Test: true` requests, not counted as deliveries.
+    tests: AtomicU64,
+    delivery_bytes: AtomicU64,
+    /// Earliest `Timestamp` seen in a delivery, µs since the epoch.
+    first_commit_us: AtomicI64,
+    /// Wall clock of the latest delivery, µs since the epoch.
+    last_delivery_us: AtomicI64,
+    /// Commit-to-delivery latency of each delivery, µs.
+    latencies_us: Mutex<Vec<u32>>,
+}
+
+impl Tally {
+    fn new() -> Self {
+        Tally {
+            raw: AtomicU64::new(0),
+            deliveries: AtomicU64::new(0),
+            tests: AtomicU64::new(0),
+            delivery_bytes: AtomicU64::new(0),
+            first_commit_us: AtomicI64::new(i64::MAX),
+            last_delivery_us: AtomicI64::new(0),
+            latencies_us: Mutex::new(Vec::with_capacity(1 << 16)),
+        }
+    }
+
+    /// Forgets deliveries and latencies (between phases; raw and test counts are kept).
+    fn reset(&self) {
+        if let Ok(mut l) = self.latencies_us.lock() {
+            l.clear();
+        }
+        self.deliveries.store(0, Ordering::SeqCst);
+        self.delivery_bytes.store(0, Ordering::SeqCst);
+        self.first_commit_us.store(i64::MAX, Ordering::SeqCst);
+        self.last_delivery_us.store(0, Ordering::SeqCst);
+    }
+
+    fn record_delivery(&self, body: &[u8], now_us: i64) {
+        if let Some(committed) = find_timestamp(body).and_then(parse_utc_micros) {
+            self.first_commit_us.fetch_min(committed, Ordering::SeqCst);
+            let latency = u32::try_from((now_us - committed).max(0)).unwrap_or(u32::MAX);
+            if let Ok(mut l) = self.latencies_us.lock() {
+                l.push(latency);
+            }
+        }
+        self.last_delivery_us.fetch_max(now_us, Ordering::SeqCst);
+        self.delivery_bytes
+            .fetch_add(body.len() as u64, Ordering::SeqCst);
+        // Counted last, so whoever sees the count also sees this delivery's latency.
+        self.deliveries.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The latencies so far, sorted.
+    fn latencies(&self) -> Vec<u32> {
+        let mut v = self
+            .latencies_us
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default();
+        v.sort_unstable();
+        v
+    }
+}
+
+/// Waits until `n` deliveries arrived or `timeout` passed (missing deliveries are reported by
+/// the caller); fails at once when the server exits.
+async fn drain(
+    tally: &Tally,
+    n: u64,
+    timeout: Duration,
+    server: &mut ServerChild,
+) -> anyhow::Result<()> {
+    let until = Instant::now() + timeout;
+    let mut checked = Instant::now();
+    while tally.deliveries.load(Ordering::SeqCst) < n && Instant::now() < until {
+        if checked.elapsed() >= Duration::from_millis(100) {
+            checked = Instant::now();
+            if let Ok(Some(status)) = server.child.try_wait() {
+                bail!(
+                    "the server child exited ({status}) with deliveries outstanding; its log:\n{}",
+                    log_tail(&server.log)
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
+}
+
+/// The value of `"Timestamp":"…"` in a body, found without parsing the JSON.
+fn find_timestamp(body: &[u8]) -> Option<&[u8]> {
+    const KEY: &[u8] = b"\"Timestamp\":\"";
+    let start = body.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let len = body[start..].iter().position(|&b| b == b'"')?;
+    Some(&body[start..start + len])
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.f…]Z` (UTC, any number of fraction digits) as µs since the epoch.
+fn parse_utc_micros(s: &[u8]) -> Option<i64> {
+    fn num(s: &[u8]) -> Option<i64> {
+        s.iter().try_fold(0i64, |acc, &b| {
+            if b.is_ascii_digit() {
+                acc.checked_mul(10)?.checked_add(i64::from(b - b'0'))
+            } else {
+                None
+            }
+        })
+    }
+    let (head, rest) = (s.get(..19)?, s.get(19..)?);
+    if head[4] != b'-'
+        || head[7] != b'-'
+        || head[10] != b'T'
+        || head[13] != b':'
+        || head[16] != b':'
+    {
+        return None;
+    }
+    let (year, month, day) = (num(&head[..4])?, num(&head[5..7])?, num(&head[8..10])?);
+    let (hour, minute, second) = (
+        num(&head[11..13])?,
+        num(&head[14..16])?,
+        num(&head[17..19])?,
+    );
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
+        return None;
+    }
+    let micros = match rest {
+        [b'Z'] => 0,
+        [b'.', fraction @ .., b'Z']
+            if !fraction.is_empty() && fraction.iter().all(u8::is_ascii_digit) =>
+        {
+            // Microseconds: the first six digits; .NET writes seven, the rest is truncated.
+            let digits = &fraction[..fraction.len().min(6)];
+            num(digits)? * 10i64.pow(6 - digits.len() as u32)
+        }
+        _ => return None,
+    };
+    // Days from the civil date (H. Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 24 + hour) * 60 + minute) * 60_000_000 + second * 1_000_000 + micros)
+}
+
+/// An HTTP/1.1 keep-alive receiver answering 200 with an empty body.
+struct Receiver {
+    addr: SocketAddr,
+    tally: Arc<Tally>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Receiver {
+    async fn start() -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("cannot bind the receiver")?;
+        let addr = listener.local_addr()?;
+        let tally = Arc::new(Tally::new());
+        let t = tally.clone();
+        let accept = tokio::spawn(async move {
+            loop {
+                let stream = match listener.accept().await {
+                    Ok((stream, _)) => stream,
+                    Err(_) => {
+                        // Out of descriptors, usually: let connections close, then go on.
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let t = t.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| receive(t.clone(), req));
+                    let _ = http1::Builder::new()
+                        .keep_alive(true)
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Ok(Receiver {
+            addr,
+            tally,
+            accept,
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+async fn receive(
+    tally: Arc<Tally>,
+    req: Request<Incoming>,
+) -> Result<Response<Empty<Bytes>>, Infallible> {
+    let raw = req.uri().path().starts_with("/raw");
+    let test = req
+        .headers()
+        .get(headers::HOOK_TEST)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            let mut resp = Response::new(Empty::new());
+            *resp.status_mut() = StatusCode::BAD_REQUEST;
+            return Ok(resp);
+        }
+    };
+    let now = unix_micros_now();
+    if raw {
+        tally.raw.fetch_add(1, Ordering::Relaxed);
+    } else if test {
+        tally.tests.fetch_add(1, Ordering::Relaxed);
+    } else {
+        tally.record_delivery(&body, now);
+    }
+    Ok(Response::new(Empty::new()))
+}
+
+// ─── the raw baseline ────────────────────────────────────────────────────────────────────────
+
+/// A body and the headers that go with it, as the dispatcher would send them.
+struct RawBody {
+    body: Bytes,
+    event: &'static str,
+    signature: String,
+}
+
+/// One `contact.created` and `changes` × `contact.changed` bodies: the mix the load produces,
+/// with the same shapes (Changes, FieldValues) and so the same sizes as real deliveries.
+fn realistic_bodies(changes: usize) -> Vec<RawBody> {
+    let now = time::OffsetDateTime::now_utc();
+    let field_values = ContactFieldValues {
+        active_interests: 0,
+        associate_id: 1,
+        business_idx: 0,
+        category_idx: 0,
+        country_id: 0,
+        deleted: 0,
+        deleted_date: NetDateTime::MIN,
+        registered: NetDateTime::unspecified(time::PrimitiveDateTime::new(now.date(), now.time())),
+        registered_associate_id: 1,
+        source: 0,
+        updated: NetDateTime::local(now),
+        userdef2_id: 0,
+        userdef_id: 0,
+    };
+    let payload = |event: ContactEvent, changes: Vec<String>| WebhookPayload {
+        event_id: uuid::Uuid::new_v4(),
+        timestamp: NetDateTime::utc(now),
+        changes,
+        values: None,
+        event: event.to_string(),
+        primary_key: 123_456,
+        entity: CONTACT_ENTITY.to_owned(),
+        context_identifier: "Default".to_owned(),
+        changed_by_associate_id: 1,
+        webhook_name: "bench 1".to_owned(),
+        field_values: Some(field_values.to_map()),
+        properties: None,
+    };
+    let created = payload(
+        ContactEvent::Created,
+        crmhooks_store::contact::CONTACT.created_changes(),
+    );
+    let changed = payload(
+        ContactEvent::Changed,
+        [
+            "contact_id",
+            "department",
+            "updated_associate_id",
+            "updated",
+            "updatedCount",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+    );
+    let raw = |event: ContactEvent, p: &WebhookPayload| {
+        let body = p.to_bytes();
+        RawBody {
+            signature: sign(BENCH_SECRET, &body),
+            body: Bytes::from(body),
+            event: event.as_str(),
+        }
+    };
+    let mut bodies = vec![raw(ContactEvent::Created, &created)];
+    for _ in 0..changes {
+        bodies.push(raw(ContactEvent::Changed, &changed));
+    }
+    bodies
+}
+
+#[derive(Default)]
+struct RawResult {
+    ok: u64,
+    failed: u64,
+    posts_per_sec: Option<f64>,
+}
+
+/// POSTs the bodies to the receiver over `connections` keep-alive connections (one client, so
+/// one pooled connection, per worker) for `duration`.
+async fn raw_baseline(
+    receiver: &Receiver,
+    bodies: &[RawBody],
+    connections: usize,
+    duration: Duration,
+) -> anyhow::Result<RawResult> {
+    let uri: hyper::Uri = receiver.url("/raw").parse()?;
+    let user_agent = format!(
+        "{}/{}.0",
+        headers::USER_AGENT_PRODUCT,
+        env!("CARGO_PKG_VERSION")
+    );
+    let requests: Arc<Vec<_>> = Arc::new(
+        bodies
+            .iter()
+            .map(|b| {
+                (
+                    b.body.clone(),
+                    [
+                        ("content-type", headers::CONTENT_TYPE_JSON.to_owned()),
+                        ("user-agent", user_agent.clone()),
+                        ("x-superoffice-event", b.event.to_owned()),
+                        ("x-superoffice-eventid", uuid::Uuid::new_v4().to_string()),
+                        ("x-superoffice-signature", b.signature.clone()),
+                        ("x-superoffice-retry", "0".to_owned()),
+                    ],
+                )
+            })
+            .collect(),
+    );
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..connections {
+        let (uri, requests, ok, failed) =
+            (uri.clone(), requests.clone(), ok.clone(), failed.clone());
+        workers.spawn(async move {
+            let mut connector = HttpConnector::new();
+            connector.set_nodelay(true);
+            let client = HyperClient::builder(TokioExecutor::new())
+                .pool_max_idle_per_host(1)
+                .build::<_, Full<Bytes>>(connector);
+            let mut n = w;
+            while Instant::now() < deadline {
+                let (body, hdrs) = &requests[n % requests.len()];
+                n += 1;
+                let mut req = Request::post(uri.clone());
+                for (k, v) in hdrs {
+                    req = req.header(*k, v.as_str());
+                }
+                let Ok(req) = req.body(Full::new(body.clone())) else {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    break;
+                };
+                match client.request(req).await {
+                    Ok(resp) => {
+                        let status = resp.status();
+                        let read = resp.into_body().collect().await;
+                        if status == StatusCode::OK && read.is_ok() {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Err(_) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
+            }
+        });
+    }
+    while workers.join_next().await.is_some() {}
+    let elapsed = started.elapsed().as_secs_f64();
+    let ok = ok.load(Ordering::SeqCst);
+    let received = receiver.tally.raw.load(Ordering::SeqCst);
+    if ok == 0 {
+        bail!("the raw baseline got no 200 from its own receiver ({received} requests arrived)");
+    }
+    Ok(RawResult {
+        ok,
+        failed: failed.load(Ordering::SeqCst),
+        posts_per_sec: Some(round(ok as f64 / elapsed, 1)),
+    })
+}
+
+// ─── the server child and its API ────────────────────────────────────────────────────────────
+
+/// The webhooks' secret, so deliveries are signed as in production.
+const BENCH_SECRET: &str = "crmhooks-bench-secret";
+
+/// `crmhooks serve` as a child process.
+struct ServerChild {
+    child: tokio::process::Child,
+    pid: u32,
+    base: String,
+    /// From spawn to the listening line.
+    ready: Duration,
+    /// Its stderr.
+    log: PathBuf,
+    /// Largest VmRSS sampled, kB.
+    peak_kb: Arc<AtomicU64>,
+    sampler: tokio::task::JoinHandle<()>,
+}
+
+impl ServerChild {
+    /// Starts `crmhooks serve --dev` on port 0 and waits for its listening line. `api_only`
+    /// starts a node that stores and queues events but delivers nothing.
+    async fn spawn(db_url: &str, key: &str, log: &Path, api_only: bool) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe().context("cannot find the crmhooks executable")?;
+        let log_file = std::fs::File::create(log)
+            .with_context(|| format!("cannot create {}", log.display()))?;
+        let mut cmd = tokio::process::Command::new(exe);
+        cmd.args([
+            "serve",
+            "--dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--database",
+            db_url,
+        ])
+        .env("CRMHOOKS_API_KEY", key)
+        .env("RUST_LOG", "warn")
+        .env(
+            "CRMHOOKS_DELIVERY_ENABLED",
+            if api_only { "false" } else { "true" },
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log_file))
+        .kill_on_drop(true);
+        if api_only {
+            cmd.env("CRMHOOKS_TEST_ON_SAVE", "false");
+        }
+        let started = Instant::now();
+        let mut child = cmd.spawn().context("cannot start the server child")?;
+        let pid = child.id().context("the server child exited at once")?;
+        let stdout = child
+            .stdout
+            .take()
+            .context("no stdout from the server child")?;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let line = match tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await {
+            Ok(Ok(Some(line))) => line,
+            Ok(_) => bail!(
+                "the server child exited before it listened; its log:\n{}",
+                log_tail(log)
+            ),
+            Err(_) => bail!(
+                "the server child did not listen within 60 s; its log:\n{}",
+                log_tail(log)
+            ),
+        };
+        let ready = started.elapsed();
+        let base = line
+            .strip_prefix("crmhooks listening on ")
+            .with_context(|| format!("unexpected first line from the server child: {line:?}"))?
+            .trim()
+            .to_owned();
+        // Keep reading, so that a chatty child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let peak_kb = Arc::new(AtomicU64::new(0));
+        let peak = peak_kb.clone();
+        let sampler = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                tick.tick().await;
+                match proc_memory_kb(pid) {
+                    Some(kb) => {
+                        peak.fetch_max(kb, Ordering::Relaxed);
+                    }
+                    None => break,
+                }
+            }
+        });
+        Ok(ServerChild {
+            child,
+            pid,
+            base,
+            ready,
+            log: log.to_owned(),
+            peak_kb,
+            sampler,
+        })
+    }
+
+    /// Peak resident memory so far (VmHWM, or the largest VmRSS sampled), kB; None off Linux.
+    fn peak_rss_kb(&self) -> Option<u64> {
+        if let Some(kb) = proc_memory_kb(self.pid) {
+            self.peak_kb.fetch_max(kb, Ordering::Relaxed);
+        }
+        Some(self.peak_kb.load(Ordering::Relaxed)).filter(|&kb| kb > 0)
+    }
+
+    /// User plus system CPU seconds so far.
+    fn cpu_seconds(&self) -> Option<f64> {
+        proc_cpu_seconds(self.pid)
+    }
+
+    /// SIGTERM, then waits for a graceful exit (SIGKILL after 30 s).
+    async fn stop(mut self) {
+        self.sampler.abort();
+        let term = tokio::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await;
+        if !term.is_ok_and(|s| s.success()) {
+            let _ = self.child.start_kill();
+        }
+        if tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+/// The last lines of a log file, for error messages.
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+    if tail.is_empty() {
+        "(empty)".to_owned()
+    } else {
+        tail
+    }
+}
+
+/// max(VmHWM, VmRSS) of a process from `/proc/PID/status`, kB.
+fn proc_memory_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .filter(|l| l.starts_with("VmHWM:") || l.starts_with("VmRSS:"))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .max()
+}
+
+/// utime + stime of a process from `/proc/PID/stat`, in seconds (CLK_TCK taken as 100).
+fn proc_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may contain spaces; fields 14 and 15
+    // (utime, stime) are the 12th and 13th after it.
+    let after = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
+}
+
+/// A pooled HTTP client for the server's REST API.
+#[derive(Clone)]
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    key: Arc<str>,
+}
+
+impl Api {
+    fn new(base: &str, key: &str, clients: usize) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(clients)
+            .timeout(Duration::from_secs(60))
+            .build()?;
+        Ok(Api {
+            http,
+            base: base.to_owned(),
+            key: key.into(),
+        })
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: serde_json::Value,
+    ) -> anyhow::Result<bytes::Bytes> {
+        let resp = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base))
+            .bearer_auth(&*self.key)
+            .json(&body)
+            .send()
+            .await
+            .with_context(|| format!("{method} {path}"))?;
+        let status = resp.status();
+        let text = resp
+            .bytes()
+            .await
+            .with_context(|| format!("{method} {path}"))?;
+        if !status.is_success() {
+            bail!(
+                "{method} {path} answered {status}: {}",
+                String::from_utf8_lossy(&text)
+            );
+        }
+        Ok(text)
+    }
+
+    async fn create_webhooks(&self, receiver: &Receiver, n: usize) -> anyhow::Result<()> {
+        for k in 1..=n {
+            self.send(
+                reqwest::Method::POST,
+                "/api/v1/Webhook",
+                json!({
+                    "Name": format!("bench {k}"),
+                    "Events": ["contact.created", "contact.changed"],
+                    "TargetUrl": receiver.url(&format!("/hook/{k}")),
+                    "Secret": BENCH_SECRET,
+                }),
+            )
+            .await
+            .context("cannot create the benchmark's webhooks")?;
+        }
+        Ok(())
+    }
+
+    /// Creates a contact; its id.
+    async fn create_contact(&self, name: &str) -> anyhow::Result<i64> {
+        let body = self
+            .send(
+                reqwest::Method::POST,
+                "/api/v1/Contact",
+                json!({ "Name": name }),
+            )
+            .await?;
+        let contact: serde_json::Value =
+            serde_json::from_slice(&body).context("POST /api/v1/Contact answered no JSON")?;
+        contact["ContactId"]
+            .as_i64()
+            .context("POST /api/v1/Contact answered no ContactId")
+    }
+
+    async fn change_department(&self, id: i64, department: &str) -> anyhow::Result<()> {
+        self.send(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/Contact/{id}"),
+            json!({ "Department": department }),
+        )
+        .await
+        .map(drop)
+    }
+}
+
+/// Committed events and failed calls of the load.
+#[derive(Default)]
+struct LoadTally {
+    committed: AtomicU64,
+    errors: AtomicU64,
+    first_error: Mutex<Option<String>>,
+}
+
+impl LoadTally {
+    fn error(&self, e: anyhow::Error) {
+        self.errors.fetch_add(1, Ordering::SeqCst);
+        if let Ok(mut first) = self.first_error.lock() {
+            first.get_or_insert_with(|| format!("{e:#}"));
+        }
+    }
+
+    fn first_error(&self) -> Option<String> {
+        self.first_error.lock().ok().and_then(|f| f.clone())
+    }
+}
+
+/// Spaces requests evenly at `rate` per second in total: each request takes the next slot.
+struct Pacer {
+    start: tokio::time::Instant,
+    rate: f64,
+    next: AtomicU64,
+}
+
+impl Pacer {
+    fn new(rate: f64) -> Self {
+        Pacer {
+            start: tokio::time::Instant::now(),
+            rate,
+            next: AtomicU64::new(0),
+        }
+    }
+
+    async fn wait(&self) {
+        let n = self.next.fetch_add(1, Ordering::SeqCst);
+        let at = self.start + Duration::from_secs_f64(n as f64 / self.rate);
+        tokio::time::sleep_until(at).await;
+    }
+}
+
+/// One API client: create a contact, change it `changes` times, repeat until `deadline`.
+async fn client_loop(
+    api: Api,
+    load: Arc<LoadTally>,
+    client: usize,
+    deadline: Instant,
+    pacer: Option<Arc<Pacer>>,
+    changes: usize,
+) {
+    let pace = || async {
+        if let Some(p) = &pacer {
+            p.wait().await;
+        }
+        Instant::now() < deadline
+    };
+    let mut n = 0u64;
+    while pace().await {
+        n += 1;
+        let id = match api.create_contact(&format!("bench {client}-{n}")).await {
+            Ok(id) => {
+                load.committed.fetch_add(1, Ordering::SeqCst);
+                id
+            }
+            Err(e) => {
+                load.error(e);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        for j in 0..changes {
+            if !pace().await {
+                return;
+            }
+            match api.change_department(id, &format!("d{j}")).await {
+                Ok(()) => {
+                    load.committed.fetch_add(1, Ordering::SeqCst);
+                }
+                Err(e) => {
+                    load.error(e);
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    }
+}
+
+/// The progress bar on stderr (indicatif hides it when stderr is not a terminal).
+struct Progress {
+    bar: ProgressBar,
+    ticker: tokio::task::JoinHandle<()>,
+    expected: Arc<AtomicU64>,
+}
+
+impl Progress {
+    /// A bar over the load's milliseconds, with events and deliveries so far.
+    fn start(total_ms: u64, load: Arc<LoadTally>, tally: Arc<Tally>, webhooks: u64) -> Self {
+        let bar = ProgressBar::new(total_ms);
+        if let Ok(style) = ProgressStyle::with_template("{spinner} [{bar:30}] {elapsed:>4} {msg}") {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        let expected = Arc::new(AtomicU64::new(0));
+        let (b, exp) = (bar.clone(), expected.clone());
+        let started = Instant::now();
+        let ticker = tokio::spawn(async move {
+            loop {
+                let committed = load.committed.load(Ordering::Relaxed);
+                let delivered = tally.deliveries.load(Ordering::Relaxed);
+                let expected = exp.load(Ordering::Relaxed);
+                if expected == 0 {
+                    b.set_position((started.elapsed().as_millis() as u64).min(total_ms));
+                    b.set_message(format!(
+                        "load: {committed} events committed, {delivered} of {} delivered",
+                        committed * webhooks
+                    ));
+                } else {
+                    b.set_message(format!("drain: {delivered} of {expected} delivered"));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        Progress {
+            bar,
+            ticker,
+            expected,
+        }
+    }
+
+    /// A plain counting bar.
+    fn start_count(total: u64, what: &str) -> ProgressBar {
+        let bar = ProgressBar::new(total);
+        if let Ok(style) =
+            ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} {per_sec} {msg}")
+        {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_message(what.to_owned());
+        bar
+    }
+
+    fn draining(&self, expected: u64) {
+        self.bar.set_position(self.bar.length().unwrap_or(0));
+        self.expected.store(expected.max(1), Ordering::Relaxed);
+    }
+
+    fn finish(self) {
+        self.ticker.abort();
+        self.bar.finish_and_clear();
+    }
+}
+
+// ─── the database ────────────────────────────────────────────────────────────────────────────
+
+/// The database the server children use.
+struct BenchDatabase {
+    url: String,
+    /// PostgreSQL: the admin URL and the created database, dropped at the end.
+    postgres: Option<(String, String)>,
+    /// A SQLite file the user named (kept); None for the temporary one.
+    user_file: Option<PathBuf>,
+}
+
+impl BenchDatabase {
+    async fn prepare(url: Option<&str>, dir: &Path) -> anyhow::Result<Self> {
+        let Some(url) = url else {
+            return Ok(BenchDatabase {
+                url: format!("sqlite://{}", dir.join("bench.db").display()),
+                postgres: None,
+                user_file: None,
+            });
+        };
+        if let Some(path) = url.strip_prefix("sqlite:") {
+            let path = path.trim_start_matches("//");
+            let path = PathBuf::from(path.split('?').next().unwrap_or(path));
+            if path.exists() {
+                bail!(
+                    "{} exists: bench needs a new database file (or none, for a temporary one)",
+                    path.display()
+                );
+            }
+            return Ok(BenchDatabase {
+                url: url.to_owned(),
+                postgres: None,
+                user_file: Some(path),
+            });
+        }
+        if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            use sqlx::Connection as _;
+            let name = format!("crmhooks_bench_{}", uuid::Uuid::new_v4().simple());
+            let mut conn = sqlx::PgConnection::connect(url)
+                .await
+                .context("cannot connect to the PostgreSQL admin URL")?;
+            sqlx::raw_sql(&format!("CREATE DATABASE \"{name}\""))
+                .execute(&mut conn)
+                .await
+                .with_context(|| format!("cannot create database {name}"))?;
+            let _ = conn.close().await;
+            let mut bench_url = url::Url::parse(url).context("not a valid postgres:// URL")?;
+            bench_url.set_path(&format!("/{name}"));
+            return Ok(BenchDatabase {
+                url: bench_url.to_string(),
+                postgres: Some((url.to_owned(), name)),
+                user_file: None,
+            });
+        }
+        bail!("unsupported --database {url:?}: use sqlite://PATH or postgres://…")
+    }
+
+    fn kind(&self) -> &'static str {
+        match (&self.postgres, &self.user_file) {
+            (Some(_), _) => "PostgreSQL",
+            (None, Some(_)) => "SQLite",
+            (None, None) => "SQLite (temporary file)",
+        }
+    }
+
+    /// Drops the PostgreSQL database this run created.
+    async fn cleanup(&self) -> anyhow::Result<()> {
+        use sqlx::Connection as _;
+        let Some((admin, name)) = &self.postgres else {
+            return Ok(());
+        };
+        let mut conn = sqlx::PgConnection::connect(admin)
+            .await
+            .with_context(|| format!("cannot connect to drop database {name}"))?;
+        // FORCE (PostgreSQL 13+) ends connections a killed child may have left behind.
+        let forced = sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+            .execute(&mut conn)
+            .await;
+        if forced.is_err() {
+            sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS \"{name}\""))
+                .execute(&mut conn)
+                .await
+                .with_context(|| format!("cannot drop database {name}"))?;
+        }
+        let _ = conn.close().await;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_parse_like_the_time_crate() {
+        for s in [
+            "2018-04-24T07:50:50.6812131Z",
+            "2026-02-28T23:59:59.9999999Z",
+            "2024-02-29T00:00:00Z",
+            "1970-01-01T00:00:00.1Z",
+            "2000-03-01T12:34:56.123456789Z",
+        ] {
+            let want =
+                time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+                    .map(|t| (t.unix_timestamp_nanos() / 1000) as i64)
+                    .ok();
+            assert_eq!(parse_utc_micros(s.as_bytes()), want, "{s}");
+        }
+        for bad in [
+            "2018-04-24T07:50:50",
+            "2018-13-24T07:50:50Z",
+            "2018-04-24 07:50:50Z",
+            "x",
+            "2018-04-24T07:50:50.Z",
+        ] {
+            assert_eq!(parse_utc_micros(bad.as_bytes()), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_timestamp_is_found_in_a_real_body() {
+        let bodies = realistic_bodies(1);
+        assert_eq!(bodies.len(), 2);
+        for b in &bodies {
+            let ts = find_timestamp(&b.body).and_then(parse_utc_micros);
+            let now = unix_micros_now();
+            assert!(ts.is_some_and(|t| (now - t).abs() < 60_000_000));
+            assert!(b.body.len() > 500, "{} bytes", b.body.len());
+        }
+    }
+
+    #[test]
+    fn percentiles_use_the_nearest_rank() {
+        let v: Vec<u32> = (1..=100).map(|i| i * 1000).collect();
+        assert_eq!(percentile_ms(&v, 50.0), Some(50.0));
+        assert_eq!(percentile_ms(&v, 99.0), Some(99.0));
+        assert_eq!(percentile_ms(&[7000], 99.0), Some(7.0));
+        assert_eq!(percentile_ms(&[], 50.0), None);
+    }
+
+    #[test]
+    fn cpu_and_memory_of_this_process_are_readable() {
+        let pid = std::process::id();
+        if std::path::Path::new("/proc/self/stat").exists() {
+            assert!(proc_cpu_seconds(pid).is_some());
+            assert!(proc_memory_kb(pid).is_some_and(|kb| kb > 0));
+        }
+    }
+}
