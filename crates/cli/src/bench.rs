@@ -1022,6 +1022,10 @@ impl ServerChild {
     /// starts a node that stores and queues events but delivers nothing.
     async fn spawn(db_url: &str, key: &str, log: &Path, api_only: bool) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("cannot find the crmhooks executable")?;
+        let log = &match std::env::var_os("CRMHOOKS_BENCH_KEEP_LOGS") {
+            Some(dir) => std::path::Path::new(&dir).join(log.file_name().unwrap_or_default()),
+            None => log.to_path_buf(),
+        };
         let log_file = std::fs::File::create(log)
             .with_context(|| format!("cannot create {}", log.display()))?;
         let mut cmd = tokio::process::Command::new(exe);
@@ -1034,7 +1038,12 @@ impl ServerChild {
             db_url,
         ])
         .env("CRMHOOKS_API_KEY", key)
-        .env("RUST_LOG", "warn")
+        // CRMHOOKS_BENCH_SERVER_LOG sets the server's RUST_LOG (e.g. sqlx=debug to see every
+        // statement and its time); CRMHOOKS_BENCH_KEEP_LOGS=DIR keeps the logs there.
+        .env(
+            "RUST_LOG",
+            std::env::var("CRMHOOKS_BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .env(
             "CRMHOOKS_DELIVERY_ENABLED",
             if api_only { "false" } else { "true" },

@@ -78,9 +78,16 @@ pub struct Dispatcher {
     client: reqwest::Client,
     cfg: DispatchConfig,
     wake: Arc<Notify>,
-    per_webhook: Mutex<HashMap<i64, usize>>,
+    per_webhook: Mutex<HashMap<i64, WebhookSlots>>,
     slots: Arc<Semaphore>,
     state_changes: mpsc::UnboundedSender<StateChange>,
+}
+
+/// Deliveries of one webhook claimed by this node and not yet recorded, and the semaphore that
+/// bounds its requests in flight.
+struct WebhookSlots {
+    claimed: usize,
+    requests: Arc<Semaphore>,
 }
 
 /// Errors of the dispatcher.
@@ -135,17 +142,29 @@ impl Dispatcher {
     fn saturated(&self) -> Vec<i64> {
         let map = self.per_webhook.lock().unwrap_or_else(|p| p.into_inner());
         map.iter()
-            .filter(|(_, n)| **n >= self.cfg.max_per_webhook)
+            .filter(|(_, w)| w.claimed >= self.cfg.max_per_webhook)
             .map(|(id, _)| *id)
             .collect()
     }
 
-    fn track(&self, webhook_id: i64, delta: isize) {
+    /// Counts a claimed delivery of `webhook_id`; returns the webhook's request semaphore.
+    fn track_claimed(&self, webhook_id: i64) -> Arc<Semaphore> {
         let mut map = self.per_webhook.lock().unwrap_or_else(|p| p.into_inner());
-        let n = map.entry(webhook_id).or_insert(0);
-        *n = n.saturating_add_signed(delta);
-        if *n == 0 {
-            map.remove(&webhook_id);
+        let slots = map.entry(webhook_id).or_insert_with(|| WebhookSlots {
+            claimed: 0,
+            requests: Arc::new(Semaphore::new(self.cfg.max_per_webhook.max(1))),
+        });
+        slots.claimed += 1;
+        slots.requests.clone()
+    }
+
+    fn track_done(&self, webhook_id: i64) {
+        let mut map = self.per_webhook.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(slots) = map.get_mut(&webhook_id) {
+            slots.claimed = slots.claimed.saturating_sub(1);
+            if slots.claimed == 0 {
+                map.remove(&webhook_id);
+            }
         }
     }
 
@@ -251,6 +270,9 @@ impl Dispatcher {
         mut shutdown: tokio::sync::watch::Receiver<bool>,
         grace: Duration,
     ) {
+        if let Err(e) = self.store.listen_for_work(self.wake.clone()).await {
+            tracing::warn!(error = %e, "cannot listen for work from other nodes; polling only");
+        }
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<AttemptOutcome>();
         // Completion writer: batches whatever has finished.
         let this = self.clone();
@@ -275,7 +297,7 @@ impl Dispatcher {
                     }
                 }
                 for o in &batch {
-                    this.track(o.webhook_id, -1);
+                    this.track_done(o.webhook_id);
                 }
                 this.slots.add_permits(batch.len());
                 this.wake.notify_one();
@@ -297,10 +319,12 @@ impl Dispatcher {
                                 break;
                             };
                             permit.forget();
-                            self.track(c.webhook.id, 1);
+                            let requests = self.track_claimed(c.webhook.id);
                             let this = self.clone();
                             let done = done_tx.clone();
                             tokio::spawn(async move {
+                                // At most max_per_webhook requests per webhook at a time.
+                                let _slot = requests.acquire_owned().await;
                                 let outcome = this.attempt(&c).await;
                                 let _ = done.send(outcome);
                             });
@@ -314,16 +338,19 @@ impl Dispatcher {
             if claimed_any && self.slots.available_permits() > 0 {
                 continue;
             }
-            let wait = if free == 0 {
+            // Nothing claimable now. Sleep until the next retry is due; when work exists but is
+            // blocked (all slots busy, or later events waiting for an earlier one of the same
+            // contact), a completion wakes the loop, and the poll interval is the fallback.
+            let wait = if free == 0 || claimed_any {
                 self.cfg.poll_interval
             } else {
                 match self.store.next_due().await {
-                    Ok(Some(due)) => {
-                        let ms = (due - now_ticks()).max(0) / 10_000;
+                    Ok(Some(due)) if due > now_ticks() => {
+                        let ms = (due - now_ticks()) / 10_000 + 1;
                         Duration::from_millis(u64::try_from(ms).unwrap_or(0))
                             .min(self.cfg.poll_interval)
                     }
-                    Ok(None) => self.cfg.poll_interval,
+                    Ok(_) => self.cfg.poll_interval,
                     Err(e) => {
                         tracing::warn!(error = %e, "reading next due time failed");
                         self.cfg.poll_interval

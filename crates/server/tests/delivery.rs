@@ -207,10 +207,19 @@ async fn nine_failures_make_too_many_errors_fire_the_state_event_and_mail() {
 async fn gone_410_disables_at_once() {
     let app = TestApp::start().await;
     let rx = receiver(None).await;
-    let hook = app.create_hook(&rx, &["contact.created"], None).await;
+    let hook = app
+        .create_hook(&rx, &["contact.created", "contact.changed"], None)
+        .await;
     rx.set_status(410);
-    app.create_contact("A").await;
-    app.create_contact("B").await;
+    // Two events of one contact: the second waits for the first (per-contact order), so it is
+    // still queued when the 410 disables the webhook.
+    let a = app.create_contact("A").await;
+    app.ok(
+        Method::PATCH,
+        &format!("/api/v1/Contact/{a}"),
+        Some(json!({"Name": "A2"})),
+    )
+    .await;
     let got = wait_deliveries(&rx, 1, T).await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(

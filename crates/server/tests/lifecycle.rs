@@ -30,7 +30,7 @@ async fn graceful_shutdown_releases_in_flight_deliveries_and_a_restart_sends_the
     }
     wait_deliveries(&rx, 5, T).await;
     let store = app.state.store.clone();
-    let dir = app.stop().await;
+    let dir = app.stop_keep().await;
     // Nothing is left leased: unfinished deliveries went back to the queue.
     let counts = store.delivery_counts().await.unwrap();
     assert!(

@@ -6,20 +6,24 @@
 //! lease ([`Store::claim`]) and records attempts in batches ([`Store::complete`]). Nothing holds a
 //! transaction across an HTTP call.
 
+mod common;
 pub mod contact;
 pub mod entity;
 pub mod model;
+mod postgres;
 mod sqlite;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
+pub use common::{local_offset, render_date};
 pub use entity::{
     ColumnDef, ColumnKind, EntityDef, FieldError, Row, Ticks, Value, TICKS_PER_SECOND,
 };
 pub use model::*;
-pub use sqlite::{local_offset, render_date, SqliteStore};
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -46,15 +50,27 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Classifies a sqlx error: lost connections and pool timeouts are `Unavailable`.
+    /// Classifies a sqlx error: lost connections, pool timeouts and a server that is shutting
+    /// down or starting up (SQLSTATE class 08, 57P01..57P03, 53300) are `Unavailable`.
     pub fn from_sqlx(e: sqlx::Error) -> Self {
         match e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
+            sqlx::Error::Database(ref d) if d.code().is_some_and(|c| connection_lost(&c)) => {
                 StoreError::Unavailable(e.to_string())
             }
             other => StoreError::Database(other),
         }
     }
+}
+
+/// SQLSTATEs that say the connection is gone or the server cannot take one now: class 08
+/// (connection exception), 57P01 admin shutdown, 57P02 crash shutdown, 57P03 cannot connect
+/// now, 53300 too many connections.
+fn connection_lost(sqlstate: &str) -> bool {
+    sqlstate.starts_with("08") || matches!(sqlstate, "57P01" | "57P02" | "57P03" | "53300")
 }
 
 /// Result alias.
@@ -103,7 +119,8 @@ pub struct ClaimRequest {
     pub limit: i64,
     /// Skip these webhooks (their per-webhook concurrency is used up).
     pub skip_webhooks: Vec<i64>,
-    /// At most this many leased deliveries per webhook (counting those already in flight).
+    /// At most this many deliveries per webhook in one claim (the dispatcher bounds requests in
+    /// flight per webhook itself).
     pub max_per_webhook: i64,
 }
 
@@ -208,6 +225,13 @@ pub trait Store: Send + Sync + 'static {
     async fn prune_events(&self, cutoff: Ticks, limit: i64) -> Result<u64>;
     /// Counts of deliveries by status (all tenants), for metrics and tests.
     async fn delivery_counts(&self) -> Result<Vec<(DeliveryStatus, i64)>>;
+
+    /// Wakes `wake` whenever another process (node) queues work in the shared database. The
+    /// default does nothing: SQLite serves one node, which wakes its dispatcher in-process.
+    async fn listen_for_work(&self, wake: Arc<tokio::sync::Notify>) -> Result<()> {
+        let _ = wake;
+        Ok(())
+    }
 }
 
 /// A shared store.
@@ -218,9 +242,7 @@ pub async fn open(url: &str, options: &OpenOptions) -> Result<DynStore> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(SqliteStore::open(url, options).await?))
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        Err(StoreError::Unavailable(
-            "PostgreSQL support is not built yet (issue 5); use sqlite://PATH".into(),
-        ))
+        Ok(Arc::new(PgStore::open(url, options).await?))
     } else {
         Err(StoreError::Unavailable(format!(
             "unsupported database URL {url:?}: use sqlite://PATH or postgres://…"
@@ -231,7 +253,7 @@ pub async fn open(url: &str, options: &OpenOptions) -> Result<DynStore> {
 /// Connection options.
 #[derive(Clone, Debug)]
 pub struct OpenOptions {
-    /// Pool size for reads.
+    /// Pool size: readers (SQLite), every connection of this node (PostgreSQL).
     pub max_connections: u32,
     /// `synchronous=FULL` (durable) when true, `NORMAL` otherwise (SQLite).
     pub synchronous_full: bool,

@@ -7,14 +7,18 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{Map, Value as Json};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{QueryBuilder, Row as _, Sqlite, Transaction};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::entity::{validate, ColumnKind, EntityDef, Row, Ticks, Value};
+use crate::common::{
+    column_list, disable_reason, field_values, local_offset, map_text, read_attempt, read_delivery,
+    read_event, read_row, read_webhook, replay_order_key, state_event, usage_last_error,
+    ATTEMPT_COLS, DELIVERY_COLS, EVENT_COLS, WEBHOOK_COLS,
+};
+use crate::entity::{validate, EntityDef, Row, Ticks, Value};
 use crate::model::*;
 use crate::{
     hash_key, now_ticks, Change, ChangeFn, ChangeOutcome, ClaimRequest, OpenOptions, Result, Store,
@@ -27,6 +31,7 @@ pub struct SqliteStore {
     reader: SqlitePool,
     local_offset: time::UtcOffset,
     committer: mpsc::Sender<Job>,
+    durable_begin: &'static str,
 }
 
 type Tx<'a> = Transaction<'a, Sqlite>;
@@ -66,62 +71,44 @@ impl SqliteStore {
             .await
             .map_err(db)?;
         let offset = local_offset();
+        let durable_begin = if options.synchronous_full {
+            "PRAGMA synchronous = FULL; BEGIN IMMEDIATE"
+        } else {
+            "PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE"
+        };
         let (committer_tx, committer_rx) = mpsc::channel(GROUP_MAX * 4);
-        tokio::spawn(committer(writer.clone(), offset, committer_rx));
+        tokio::spawn(committer(
+            writer.clone(),
+            offset,
+            durable_begin,
+            committer_rx,
+        ));
         Ok(SqliteStore {
             writer,
             reader,
             local_offset: offset,
             committer: committer_tx,
+            durable_begin,
         })
     }
 
-    async fn begin(&self) -> Result<Tx<'_>> {
-        self.writer.begin().await.map_err(db)
+    /// A write transaction whose commit is durable (`synchronous` as configured, FULL by
+    /// default): changes a client was told are saved.
+    async fn begin_durable(&self) -> Result<Tx<'_>> {
+        self.writer.begin_with(self.durable_begin).await.map_err(db)
     }
-}
 
-/// The server's offset for .NET Local-kind dates: `CRMHOOKS_TZ_OFFSET` (e.g. `+02:00`) if set,
-/// else UTC. (Reading the OS zone is unsound in a multi-threaded process.)
-pub fn local_offset() -> time::UtcOffset {
-    std::env::var("CRMHOOKS_TZ_OFFSET")
-        .ok()
-        .and_then(|s| {
-            let fmt =
-                time::macros::format_description!("[offset_hour sign:mandatory]:[offset_minute]");
-            time::UtcOffset::parse(&s, &fmt).ok()
-        })
-        .unwrap_or(time::UtcOffset::UTC)
-}
-
-fn column_list(def: &EntityDef) -> String {
-    def.columns
-        .iter()
-        .map(|c| format!("\"{}\"", c.name))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn read_row(def: &EntityDef, r: &SqliteRow) -> Result<Row> {
-    let mut values = Vec::with_capacity(def.columns.len());
-    for (i, col) in def.columns.iter().enumerate() {
-        let v = match col.kind {
-            ColumnKind::Text { .. } => r
-                .try_get::<Option<String>, _>(i)
-                .map_err(db)?
-                .map_or(Value::Null, Value::Text),
-            ColumnKind::Date => r
-                .try_get::<Option<i64>, _>(i)
-                .map_err(db)?
-                .map_or(Value::Null, Value::Date),
-            _ => r
-                .try_get::<Option<i64>, _>(i)
-                .map_err(db)?
-                .map_or(Value::Null, Value::Int),
-        };
-        values.push(v);
+    /// A write transaction for the dispatcher's bookkeeping (leases, attempts, counters):
+    /// `synchronous = NORMAL`, no fsync of its own. A process crash loses nothing (the WAL is in
+    /// the OS cache); a power loss can roll back the last of these, which at worst sends a
+    /// delivery again (at-least-once). The next durable commit fsyncs the WAL, these frames
+    /// included, so durable changes never depend on lost bookkeeping.
+    async fn begin_bookkeeping(&self) -> Result<Tx<'_>> {
+        self.writer
+            .begin_with("PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE")
+            .await
+            .map_err(db)
     }
-    Ok(Row { values })
 }
 
 fn push_value(b: &mut sqlx::query_builder::Separated<'_, '_, Sqlite, &str>, v: &Value) {
@@ -130,126 +117,6 @@ fn push_value(b: &mut sqlx::query_builder::Separated<'_, '_, Sqlite, &str>, v: &
         Value::Int(i) | Value::Date(i) => b.push_bind(*i),
         Value::Text(s) => b.push_bind(s.clone()),
     };
-}
-
-/// Renders a date column for `FieldValues` (spec 1.2).
-pub fn render_date(ticks: Option<Ticks>, local: Option<time::UtcOffset>) -> String {
-    use crmhooks_payload::NetDateTime;
-    let Some(t) = ticks else {
-        return NetDateTime::MIN.to_string();
-    };
-    let Ok(dt) = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(t) * 100) else {
-        return NetDateTime::MIN.to_string();
-    };
-    match local {
-        Some(off) => NetDateTime::local(dt.to_offset(off)).to_string(),
-        None => {
-            NetDateTime::unspecified(time::PrimitiveDateTime::new(dt.date(), dt.time())).to_string()
-        }
-    }
-}
-
-fn field_values(def: &EntityDef, row: &Row, offset: time::UtcOffset) -> Map<String, Json> {
-    let mut m = Map::new();
-    for name in def.field_values {
-        let Some(i) = def.index(name) else { continue };
-        let v = &row.values[i];
-        let json = match def.columns[i].kind {
-            ColumnKind::Date => {
-                let local = def.local_dates.contains(name).then_some(offset);
-                Json::String(render_date(v.as_ticks(), local))
-            }
-            ColumnKind::Text { .. } => Json::String(v.as_str().unwrap_or_default().to_owned()),
-            _ => Json::from(v.as_i64()),
-        };
-        m.insert((*name).to_owned(), json);
-    }
-    m
-}
-
-fn parse_json_map(s: Option<String>) -> Result<Option<Map<String, Json>>> {
-    match s {
-        None => Ok(None),
-        Some(s) => serde_json::from_str(&s)
-            .map(Some)
-            .map_err(|e| StoreError::Corrupt(format!("stored JSON: {e}"))),
-    }
-}
-
-fn map_text(m: &Option<Map<String, Json>>) -> Option<String> {
-    m.as_ref().map(|m| Json::Object(m.clone()).to_string())
-}
-
-const WEBHOOK_COLS: &str = "webhook_id, tenant_id, name, events, target_url, secret, state, type, headers, properties, registered, registered_associate_id, updated, updated_associate_id, errors_email, \"updatedCount\", retry_policy, success_status";
-
-fn read_webhook(r: &SqliteRow) -> Result<Webhook> {
-    let events: String = r.try_get(3).map_err(db)?;
-    Ok(Webhook {
-        id: r.try_get(0).map_err(db)?,
-        tenant_id: r.try_get(1).map_err(db)?,
-        name: r.try_get(2).map_err(db)?,
-        events: events
-            .split(',')
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect(),
-        target_url: r.try_get(4).map_err(db)?,
-        secret: r.try_get(5).map_err(db)?,
-        state: WebhookState::from_i64(r.try_get(6).map_err(db)?),
-        kind: r.try_get(7).map_err(db)?,
-        headers: parse_json_map(r.try_get(8).map_err(db)?)?,
-        properties: parse_json_map(r.try_get(9).map_err(db)?)?,
-        registered: r.try_get(10).map_err(db)?,
-        registered_associate_id: r.try_get(11).map_err(db)?,
-        updated: r.try_get(12).map_err(db)?,
-        updated_associate_id: r.try_get(13).map_err(db)?,
-        errors_email: r.try_get(14).map_err(db)?,
-        updated_count: r.try_get(15).map_err(db)?,
-        retry_policy: r.try_get(16).map_err(db)?,
-        success_status: r.try_get(17).map_err(db)?,
-    })
-}
-
-const EVENT_COLS: &str =
-    "event_seq, tenant_id, event, entity, primary_key, changes, \"values\", field_values, changed_by, occurred";
-
-fn read_event(r: &SqliteRow) -> Result<StoredEvent> {
-    let changes: String = r.try_get(5).map_err(db)?;
-    Ok(StoredEvent {
-        seq: r.try_get(0).map_err(db)?,
-        tenant_id: r.try_get(1).map_err(db)?,
-        event: r.try_get(2).map_err(db)?,
-        entity: r.try_get(3).map_err(db)?,
-        primary_key: r.try_get(4).map_err(db)?,
-        changes: serde_json::from_str(&changes)
-            .map_err(|e| StoreError::Corrupt(format!("event changes: {e}")))?,
-        values: parse_json_map(r.try_get(6).map_err(db)?)?,
-        field_values: parse_json_map(r.try_get(7).map_err(db)?)?,
-        changed_by: r.try_get(8).map_err(db)?,
-        occurred: r.try_get(9).map_err(db)?,
-    })
-}
-
-const DELIVERY_COLS: &str = "d.delivery_id, d.webhook_id, d.event_seq, e.event, e.primary_key, d.event_id, d.status, d.attempts, d.cycles, d.created, d.next_attempt_at, d.completed, d.last_status, d.last_error, d.replay_of";
-
-fn read_delivery(r: &SqliteRow) -> Result<Delivery> {
-    Ok(Delivery {
-        delivery_id: r.try_get(0).map_err(db)?,
-        webhook_id: r.try_get(1).map_err(db)?,
-        event_seq: r.try_get(2).map_err(db)?,
-        event: r.try_get(3).map_err(db)?,
-        primary_key: r.try_get(4).map_err(db)?,
-        event_id: r.try_get(5).map_err(db)?,
-        status: DeliveryStatus::from_i64(r.try_get(6).map_err(db)?),
-        attempts: r.try_get(7).map_err(db)?,
-        cycles: r.try_get(8).map_err(db)?,
-        created: r.try_get(9).map_err(db)?,
-        next_attempt_at: r.try_get(10).map_err(db)?,
-        completed: r.try_get(11).map_err(db)?,
-        last_status: r.try_get(12).map_err(db)?,
-        last_error: r.try_get(13).map_err(db)?,
-        replay_of: r.try_get(14).map_err(db)?,
-    })
 }
 
 /// Appends an event and one delivery per Active webhook of the tenant subscribed to it.
@@ -276,19 +143,28 @@ async fn insert_event(
     .fetch_one(&mut **tx)
     .await
     .map_err(db)?;
-    let hooks: Vec<i64> = sqlx::query_scalar(
-        "SELECT w.webhook_id FROM webhook_event we JOIN webhook w ON w.webhook_id = we.webhook_id \
-         WHERE we.event = ? AND w.tenant_id = ? AND w.state = 1 AND w.type = 'webhook' ORDER BY w.webhook_id",
+    // Fan-out in one statement: a delivery per Active subscribed webhook of the tenant, each with
+    // a random version-4 EventId made by SQLite.
+    let deliveries = sqlx::query(
+        "INSERT INTO delivery (tenant_id, webhook_id, event_seq, order_key, event_id, queue_pos, next_attempt_at, created) \
+         SELECT w.tenant_id, w.webhook_id, ?1, ?2, \
+         lower(hex(randomblob(4))) || '-' || lower(hex(randomblob(2))) || '-4' || substr(lower(hex(randomblob(2))), 2) || '-' || \
+         substr('89ab', 1 + (abs(random()) % 4), 1) || substr(lower(hex(randomblob(2))), 2) || '-' || lower(hex(randomblob(6))), \
+         ?3, ?3, ?3 FROM webhook_event we JOIN webhook w ON w.webhook_id = we.webhook_id \
+         WHERE we.event = ?4 AND w.tenant_id = ?5 AND w.state = 1 AND w.type = 'webhook' ORDER BY w.webhook_id",
     )
+    .bind(seq)
+    .bind(&ev.order_key)
+    .bind(now)
     .bind(&ev.event)
     .bind(actor.tenant_id)
-    .fetch_all(&mut **tx)
+    .execute(&mut **tx)
     .await
-    .map_err(db)?;
-    insert_deliveries(tx, actor.tenant_id, &hooks, seq, &ev.order_key, now, None).await?;
+    .map_err(db)?
+    .rows_affected();
     Ok(Committed {
         event_seq: Some(seq),
-        deliveries: hooks.len() as u64,
+        deliveries,
     })
 }
 
@@ -320,43 +196,6 @@ async fn insert_deliveries(
         qb.build().execute(&mut **tx).await.map_err(db)?;
     }
     Ok(())
-}
-
-/// The state event of spec 6.1 for `hook`, which just entered `hook.state`.
-fn state_event(hook: &Webhook, usage_calls: i64, offset: time::UtcOffset) -> Option<NewEvent> {
-    let verb = hook.state.event_verb()?;
-    let mut fv = Map::new();
-    fv.insert("events".into(), Json::from(usage_calls));
-    fv.insert(
-        "registered".into(),
-        Json::String(render_date(Some(hook.registered), Some(offset))),
-    );
-    fv.insert(
-        "registered_associate_id".into(),
-        Json::from(hook.registered_associate_id),
-    );
-    fv.insert("state".into(), Json::from(hook.state as i64));
-    fv.insert(
-        "updated".into(),
-        Json::String(if hook.updated == 0 {
-            crmhooks_payload::NetDateTime::MIN.to_string()
-        } else {
-            render_date(Some(hook.updated), Some(offset))
-        }),
-    );
-    fv.insert(
-        "updated_associate_id".into(),
-        Json::from(hook.updated_associate_id),
-    );
-    Some(NewEvent {
-        event: format!("webhook{}.{verb}", hook.id),
-        entity: "webhook".into(),
-        primary_key: hook.id,
-        changes: Vec::new(),
-        values: None,
-        field_values: Some(fv),
-        order_key: format!("webhook:{}", hook.id),
-    })
 }
 
 async fn load_webhook(tx: &mut Tx<'_>, id: i64) -> Result<Option<Webhook>> {
@@ -612,7 +451,12 @@ const GROUP_MAX: usize = 512;
 /// in its own savepoint, so one failing change does not undo the others), and one fsync makes
 /// them all durable. Under light load a batch is a single change, so nothing waits for a batch
 /// to fill; under heavy load the commit cost is shared.
-async fn committer(pool: SqlitePool, local_offset: time::UtcOffset, mut rx: mpsc::Receiver<Job>) {
+async fn committer(
+    pool: SqlitePool,
+    local_offset: time::UtcOffset,
+    durable_begin: &'static str,
+    mut rx: mpsc::Receiver<Job>,
+) {
     while let Some(first) = rx.recv().await {
         let mut jobs = vec![first];
         while jobs.len() < GROUP_MAX {
@@ -621,7 +465,9 @@ async fn committer(pool: SqlitePool, local_offset: time::UtcOffset, mut rx: mpsc
                 Err(_) => break,
             }
         }
-        let mut tx = match pool.begin().await {
+        let started = std::time::Instant::now();
+        let batch = jobs.len();
+        let mut tx = match pool.begin_with(durable_begin).await {
             Ok(tx) => tx,
             Err(e) => {
                 let msg = e.to_string();
@@ -631,10 +477,17 @@ async fn committer(pool: SqlitePool, local_offset: time::UtcOffset, mut rx: mpsc
                 continue;
             }
         };
+        // Expected refusals (not found, invalid, conflict) happen before a change writes
+        // anything, so the batch goes on; a database error may leave a change half-written, so
+        // it fails the whole batch (every caller gets an error, nothing is half-committed).
         let mut done = Vec::with_capacity(jobs.len());
+        let mut broken: Option<String> = None;
         for job in jobs {
-            if let Err(e) = sqlx::query("SAVEPOINT change").execute(&mut *tx).await {
-                done.push((job.reply, Err(db(e))));
+            if broken.is_some() {
+                done.push((
+                    job.reply,
+                    Err(StoreError::Unavailable("batch aborted".into())),
+                ));
                 continue;
             }
             let result = apply_in(
@@ -646,29 +499,33 @@ async fn committer(pool: SqlitePool, local_offset: time::UtcOffset, mut rx: mpsc
                 job.change,
             )
             .await;
-            let end = if result.is_ok() {
-                sqlx::query("RELEASE SAVEPOINT change")
-                    .execute(&mut *tx)
-                    .await
-            } else {
-                match sqlx::query("ROLLBACK TO SAVEPOINT change")
-                    .execute(&mut *tx)
-                    .await
-                {
-                    Ok(_) => {
-                        sqlx::query("RELEASE SAVEPOINT change")
-                            .execute(&mut *tx)
-                            .await
-                    }
-                    Err(e) => Err(e),
-                }
-            };
-            match end {
-                Ok(_) => done.push((job.reply, result)),
-                Err(e) => done.push((job.reply, Err(db(e)))),
+            if let Err(
+                StoreError::Database(_) | StoreError::Unavailable(_) | StoreError::Corrupt(_),
+            ) = &result
+            {
+                broken = result.as_ref().err().map(ToString::to_string);
             }
+            done.push((job.reply, result));
         }
-        match tx.commit().await {
+        if let Some(why) = broken {
+            let _ = tx.rollback().await;
+            tracing::warn!(error = %why, "a change failed in the database; its commit batch was rolled back");
+            for (reply, _) in done {
+                let _ = reply.send(Err(StoreError::Unavailable(format!(
+                    "the change was not saved: {why}"
+                ))));
+            }
+            continue;
+        }
+        let commit_started = std::time::Instant::now();
+        let committed = tx.commit().await;
+        tracing::debug!(
+            batch,
+            total_us = started.elapsed().as_micros() as u64,
+            commit_us = commit_started.elapsed().as_micros() as u64,
+            "group commit"
+        );
+        match committed {
             Ok(()) => {
                 for (reply, result) in done {
                     let _ = reply.send(result);
@@ -684,10 +541,98 @@ async fn committer(pool: SqlitePool, local_offset: time::UtcOffset, mut rx: mpsc
     }
 }
 
+impl SqliteStore {
+    /// Usage, delivery state (unless already marked delivered) and the state machine for one
+    /// attempt of a webhook that had a failure in this batch.
+    async fn complete_one(
+        &self,
+        tx: &mut Tx<'_>,
+        o: &AttemptOutcome,
+        now: Ticks,
+        max_consecutive_errors: i64,
+        changes: &mut Vec<StateChange>,
+    ) -> Result<()> {
+        let consecutive: Option<i64> = if o.verdict == Verdict::Delivered {
+            sqlx::query("UPDATE webhook_usage SET total_calls = total_calls + 1, consecutive_errors = 0 WHERE webhook_usage_id = ?")
+                .bind(o.webhook_id)
+                .execute(&mut **tx)
+                .await
+                .map_err(db)?;
+            None
+        } else {
+            sqlx::query_scalar(
+                "UPDATE webhook_usage SET total_calls = total_calls + 1, total_errors = total_errors + 1, \
+                 consecutive_errors = consecutive_errors + 1, last_error = ?, updated = ? WHERE webhook_usage_id = ? RETURNING consecutive_errors",
+            )
+            .bind(usage_last_error(o))
+            .bind(now)
+            .bind(o.webhook_id)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db)?
+        };
+        let status = o.status_code.map(i64::from);
+        let q = match &o.verdict {
+            Verdict::Delivered => None,
+            Verdict::RetryAt(at) => Some(
+                sqlx::query(
+                    "UPDATE delivery SET status = 0, attempt_in_cycle = attempt_in_cycle + 1, next_attempt_at = ?, attempts = attempts + 1, last_status = ?, last_error = ?, lease_until = NULL, lease_owner = NULL WHERE delivery_id = ? AND status = 1",
+                )
+                .bind(*at)
+                .bind(status)
+                .bind(&o.error)
+                .bind(o.delivery_id),
+            ),
+            Verdict::Requeue(at) => Some(
+                sqlx::query(
+                    "UPDATE delivery SET status = 0, attempt_in_cycle = 0, cycles = cycles + 1, event_id = ?, queue_pos = ?, next_attempt_at = ?, attempts = attempts + 1, last_status = ?, last_error = ?, lease_until = NULL, lease_owner = NULL WHERE delivery_id = ? AND status = 1",
+                )
+                .bind(Uuid::new_v4().to_string())
+                .bind(now)
+                .bind(*at)
+                .bind(status)
+                .bind(&o.error)
+                .bind(o.delivery_id),
+            ),
+            Verdict::Gone => Some(
+                sqlx::query(
+                    "UPDATE delivery SET status = 3, completed = ?, attempts = attempts + 1, last_status = ?, last_error = ?, lease_until = NULL, lease_owner = NULL WHERE delivery_id = ? AND status = 1",
+                )
+                .bind(now)
+                .bind(status)
+                .bind(&o.error)
+                .bind(o.delivery_id),
+            ),
+        };
+        if let Some(q) = q {
+            q.execute(&mut **tx).await.map_err(db)?;
+        }
+        let disable =
+            o.verdict == Verdict::Gone || consecutive.is_some_and(|n| n >= max_consecutive_errors);
+        if disable {
+            if let Some(mut hook) = load_webhook(tx, o.webhook_id).await? {
+                if hook.state == WebhookState::Active {
+                    let from = hook.state;
+                    let tenant = tenant_name(tx, hook.tenant_id).await?;
+                    let actor = Actor::system(hook.tenant_id, &tenant);
+                    self.set_state(tx, &mut hook, WebhookState::TooManyErrors, &actor, now)
+                        .await?;
+                    changes.push(StateChange {
+                        webhook: hook,
+                        from,
+                        reason: Some(disable_reason(o)),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn ensure_tenant(&self, name: &str) -> Result<i64> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin_durable().await?;
         sqlx::query("INSERT INTO tenant (name) VALUES (?) ON CONFLICT (name) DO NOTHING")
             .bind(name)
             .execute(&mut *tx)
@@ -829,7 +774,7 @@ impl Store for SqliteStore {
         mut hook: Webhook,
     ) -> Result<(Webhook, Option<StateChange>)> {
         let now = now_ticks();
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin_durable().await?;
         let before = if hook.id == 0 {
             None
         } else {
@@ -980,7 +925,7 @@ impl Store for SqliteStore {
     }
 
     async fn delete_webhook(&self, tenant_id: i64, id: i64) -> Result<bool> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin_durable().await?;
         let n = sqlx::query("DELETE FROM webhook WHERE webhook_id = ? AND tenant_id = ?")
             .bind(id)
             .bind(tenant_id)
@@ -1022,26 +967,22 @@ impl Store for SqliteStore {
     }
 
     async fn emit(&self, actor: &Actor, event: NewEvent) -> Result<Committed> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin_durable().await?;
         let c = insert_event(&mut tx, actor, &event, now_ticks()).await?;
         tx.commit().await.map_err(db)?;
         Ok(c)
     }
 
     async fn claim(&self, req: &ClaimRequest) -> Result<Vec<Claimed>> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin_bookkeeping().await?;
         let mut qb = QueryBuilder::<Sqlite>::new("UPDATE delivery SET status = 1, lease_until = ");
         qb.push_bind(req.lease_until)
             .push(", lease_owner = ")
             .push_bind(req.owner.clone())
             .push(
                 " WHERE delivery_id IN (SELECT r.delivery_id FROM (SELECT c.delivery_id, c.queue_pos, \
-                 ROW_NUMBER() OVER (PARTITION BY c.webhook_id ORDER BY c.queue_pos, c.delivery_id) AS rn, \
-                 (SELECT COUNT(*) FROM delivery x WHERE x.webhook_id = c.webhook_id AND x.status = 1 AND x.lease_until >= ",
-            )
-            .push_bind(req.now)
-            .push(
-                ") AS busy FROM (SELECT d.delivery_id, d.webhook_id, d.queue_pos FROM delivery d JOIN webhook w ON w.webhook_id = d.webhook_id \
+                 ROW_NUMBER() OVER (PARTITION BY c.webhook_id ORDER BY c.queue_pos, c.delivery_id) AS rn \
+                 FROM (SELECT d.delivery_id, d.webhook_id, d.queue_pos FROM delivery d JOIN webhook w ON w.webhook_id = d.webhook_id \
                  WHERE d.status IN (0, 1) AND ((d.status = 0 AND d.next_attempt_at <= ",
             )
             .push_bind(req.now)
@@ -1062,7 +1003,7 @@ impl Store for SqliteStore {
         // Rank within a window of candidates so one webhook never takes more than its share.
         qb.push(" ORDER BY d.queue_pos, d.delivery_id LIMIT ")
             .push_bind(req.limit.saturating_mul(4))
-            .push(") c) r WHERE r.rn + r.busy <= ")
+            .push(") c) r WHERE r.rn <= ")
             .push_bind(req.max_per_webhook)
             .push(" ORDER BY r.queue_pos, r.delivery_id LIMIT ")
             .push_bind(req.limit)
@@ -1134,112 +1075,69 @@ impl Store for SqliteStore {
         now: Ticks,
         max_consecutive_errors: i64,
     ) -> Result<Vec<StateChange>> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin_bookkeeping().await?;
         let mut changes = Vec::new();
+        // Every attempt, in one statement per 500.
+        for chunk in outcomes.chunks(500) {
+            let mut qb = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO attempt (delivery_id, event_id, retry, attempted_at, duration_us, status_code, error, response_excerpt) ",
+            );
+            qb.push_values(chunk, |mut b, o| {
+                b.push_bind(o.delivery_id)
+                    .push_bind(o.event_id.to_string())
+                    .push_bind(o.retry)
+                    .push_bind(o.attempted_at)
+                    .push_bind(o.duration_us)
+                    .push_bind(o.status_code.map(i64::from))
+                    .push_bind(o.error.clone())
+                    .push_bind(o.response_excerpt.clone());
+            });
+            qb.build().execute(&mut *tx).await.map_err(db)?;
+        }
+        // Successes: one statement per status code and 900 deliveries.
+        let mut delivered: std::collections::BTreeMap<Option<u16>, Vec<i64>> =
+            std::collections::BTreeMap::new();
+        for o in outcomes.iter().filter(|o| o.verdict == Verdict::Delivered) {
+            delivered
+                .entry(o.status_code)
+                .or_default()
+                .push(o.delivery_id);
+        }
+        for (status, ids) in &delivered {
+            for chunk in ids.chunks(900) {
+                let mut qb =
+                    QueryBuilder::<Sqlite>::new("UPDATE delivery SET status = 2, completed = ");
+                qb.push_bind(now)
+                    .push(", attempts = attempts + 1, last_status = ")
+                    .push_bind(status.map(i64::from))
+                    .push(", last_error = NULL, lease_until = NULL, lease_owner = NULL WHERE status = 1 AND delivery_id IN (");
+                let mut sep = qb.separated(", ");
+                for id in chunk {
+                    sep.push_bind(*id);
+                }
+                qb.push(")");
+                qb.build().execute(&mut *tx).await.map_err(db)?;
+            }
+        }
+        // Usage and the state machine, per webhook in attempt order.
+        let mut by_hook: std::collections::BTreeMap<i64, Vec<&AttemptOutcome>> =
+            std::collections::BTreeMap::new();
         for o in outcomes {
-            sqlx::query(
-                "INSERT INTO attempt (delivery_id, event_id, retry, attempted_at, duration_us, status_code, error, response_excerpt) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(o.delivery_id)
-            .bind(o.event_id.to_string())
-            .bind(o.retry)
-            .bind(o.attempted_at)
-            .bind(o.duration_us)
-            .bind(o.status_code.map(i64::from))
-            .bind(&o.error)
-            .bind(&o.response_excerpt)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-            let ok = o.verdict == Verdict::Delivered;
-            let consecutive: Option<i64> = if ok {
-                sqlx::query("UPDATE webhook_usage SET total_calls = total_calls + 1, consecutive_errors = 0 WHERE webhook_usage_id = ?")
-                    .bind(o.webhook_id)
+            by_hook.entry(o.webhook_id).or_default().push(o);
+        }
+        for (webhook_id, list) in by_hook {
+            if list.iter().all(|o| o.verdict == Verdict::Delivered) {
+                sqlx::query("UPDATE webhook_usage SET total_calls = total_calls + ?, consecutive_errors = 0 WHERE webhook_usage_id = ?")
+                    .bind(list.len() as i64)
+                    .bind(webhook_id)
                     .execute(&mut *tx)
                     .await
                     .map_err(db)?;
-                None
-            } else {
-                let last_error: String = o
-                    .response_excerpt
-                    .clone()
-                    .or_else(|| o.error.clone())
-                    .unwrap_or_default()
-                    .chars()
-                    .take(4000)
-                    .collect();
-                sqlx::query_scalar(
-                    "UPDATE webhook_usage SET total_calls = total_calls + 1, total_errors = total_errors + 1, \
-                     consecutive_errors = consecutive_errors + 1, last_error = ?, updated = ? WHERE webhook_usage_id = ? RETURNING consecutive_errors",
-                )
-                .bind(last_error)
-                .bind(now)
-                .bind(o.webhook_id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db)?
-            };
-            let status = o.status_code.map(i64::from);
-            let q = match &o.verdict {
-                Verdict::Delivered => sqlx::query(
-                    "UPDATE delivery SET status = 2, completed = ?, attempts = attempts + 1, last_status = ?, last_error = NULL, lease_until = NULL, lease_owner = NULL WHERE delivery_id = ? AND status = 1",
-                )
-                .bind(now)
-                .bind(status)
-                .bind(o.delivery_id),
-                Verdict::RetryAt(at) => sqlx::query(
-                    "UPDATE delivery SET status = 0, attempt_in_cycle = attempt_in_cycle + 1, next_attempt_at = ?, attempts = attempts + 1, last_status = ?, last_error = ?, lease_until = NULL, lease_owner = NULL WHERE delivery_id = ? AND status = 1",
-                )
-                .bind(*at)
-                .bind(status)
-                .bind(&o.error)
-                .bind(o.delivery_id),
-                Verdict::Requeue(at) => sqlx::query(
-                    "UPDATE delivery SET status = 0, attempt_in_cycle = 0, cycles = cycles + 1, event_id = ?, queue_pos = ?, next_attempt_at = ?, attempts = attempts + 1, last_status = ?, last_error = ?, lease_until = NULL, lease_owner = NULL WHERE delivery_id = ? AND status = 1",
-                )
-                .bind(Uuid::new_v4().to_string())
-                .bind(now)
-                .bind(*at)
-                .bind(status)
-                .bind(&o.error)
-                .bind(o.delivery_id),
-                Verdict::Gone => sqlx::query(
-                    "UPDATE delivery SET status = 3, completed = ?, attempts = attempts + 1, last_status = ?, last_error = ?, lease_until = NULL, lease_owner = NULL WHERE delivery_id = ? AND status = 1",
-                )
-                .bind(now)
-                .bind(status)
-                .bind(&o.error)
-                .bind(o.delivery_id),
-            };
-            q.execute(&mut *tx).await.map_err(db)?;
-            let disable = o.verdict == Verdict::Gone
-                || consecutive.is_some_and(|n| n >= max_consecutive_errors);
-            if disable {
-                if let Some(mut hook) = load_webhook(&mut tx, o.webhook_id).await? {
-                    if hook.state == WebhookState::Active {
-                        let from = hook.state;
-                        let tenant = tenant_name(&mut tx, hook.tenant_id).await?;
-                        let actor = Actor::system(hook.tenant_id, &tenant);
-                        self.set_state(
-                            &mut tx,
-                            &mut hook,
-                            WebhookState::TooManyErrors,
-                            &actor,
-                            now,
-                        )
-                        .await?;
-                        let reason = format!(
-                            "EventId {}: {}",
-                            o.event_id,
-                            o.error.clone().unwrap_or_default()
-                        );
-                        changes.push(StateChange {
-                            webhook: hook,
-                            from,
-                            reason: Some(reason),
-                        });
-                    }
-                }
+                continue;
+            }
+            for o in list {
+                self.complete_one(&mut tx, o, now, max_consecutive_errors, &mut changes)
+                    .await?;
             }
         }
         tx.commit().await.map_err(db)?;
@@ -1247,12 +1145,26 @@ impl Store for SqliteStore {
     }
 
     async fn next_due(&self) -> Result<Option<Ticks>> {
-        sqlx::query_scalar(
-            "SELECT MIN(CASE WHEN d.status = 0 THEN d.next_attempt_at ELSE d.lease_until END) FROM delivery d JOIN webhook w ON w.webhook_id = d.webhook_id WHERE d.status IN (0, 1) AND w.state = 1",
+        // Both walk a partial index in time order and stop at the first row of an Active
+        // webhook, so they stay cheap with a large backlog.
+        let due: Option<Ticks> = sqlx::query_scalar(
+            "SELECT d.next_attempt_at FROM delivery d JOIN webhook w ON w.webhook_id = d.webhook_id \
+             WHERE d.status = 0 AND w.state = 1 ORDER BY d.next_attempt_at LIMIT 1",
         )
-        .fetch_one(&self.reader)
+        .fetch_optional(&self.reader)
         .await
-        .map_err(db)
+        .map_err(db)?;
+        let lease: Option<Ticks> = sqlx::query_scalar(
+            "SELECT d.lease_until FROM delivery d WHERE d.status = 1 ORDER BY d.lease_until LIMIT 1",
+        )
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(db)?
+        .flatten();
+        Ok(match (due, lease) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
     }
 
     async fn release(&self, owner: &str) -> Result<u64> {
@@ -1312,28 +1224,14 @@ impl Store for SqliteStore {
         .map_err(db)?;
         let Some(row) = row else { return Ok(None) };
         let delivery = read_delivery(&row)?;
-        let rows = sqlx::query(
-            "SELECT attempt_id, event_id, retry, attempted_at, duration_us, status_code, error, response_excerpt FROM attempt WHERE delivery_id = ? ORDER BY attempt_id",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {ATTEMPT_COLS} FROM attempt WHERE delivery_id = ? ORDER BY attempt_id"
+        ))
         .bind(delivery_id)
         .fetch_all(&self.reader)
         .await
         .map_err(db)?;
-        let attempts = rows
-            .iter()
-            .map(|r| {
-                Ok(Attempt {
-                    attempt_id: r.try_get(0).map_err(db)?,
-                    event_id: r.try_get(1).map_err(db)?,
-                    retry: r.try_get(2).map_err(db)?,
-                    attempted_at: r.try_get(3).map_err(db)?,
-                    duration_us: r.try_get(4).map_err(db)?,
-                    status_code: r.try_get(5).map_err(db)?,
-                    error: r.try_get(6).map_err(db)?,
-                    response_excerpt: r.try_get(7).map_err(db)?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let attempts = rows.iter().map(read_attempt).collect::<Result<Vec<_>>>()?;
         Ok(Some((delivery, attempts)))
     }
 
@@ -1344,7 +1242,7 @@ impl Store for SqliteStore {
         req: &ReplayRequest,
     ) -> Result<ReplayReport> {
         let now = now_ticks();
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin_durable().await?;
         let hook = match load_webhook(&mut tx, webhook_id).await? {
             Some(h) if h.tenant_id == tenant_id => h,
             _ => return Err(StoreError::NotFound),
@@ -1377,11 +1275,7 @@ impl Store for SqliteStore {
                 report.skipped += 1;
                 continue;
             }
-            let order_key = if entity == "webhook" {
-                format!("webhook:{pk}")
-            } else {
-                format!("{entity}:{pk}")
-            };
+            let order_key = replay_order_key(&entity, pk);
             insert_deliveries(
                 &mut tx,
                 tenant_id,
@@ -1399,7 +1293,7 @@ impl Store for SqliteStore {
     }
 
     async fn prune_events(&self, cutoff: Ticks, limit: i64) -> Result<u64> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin_bookkeeping().await?;
         let seqs: Vec<i64> = sqlx::query_scalar(
             "SELECT e.event_seq FROM event e WHERE e.occurred < ? AND NOT EXISTS (SELECT 1 FROM delivery d WHERE d.event_seq = e.event_seq AND d.status IN (0, 1)) ORDER BY e.event_seq LIMIT ?",
         )

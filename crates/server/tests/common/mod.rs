@@ -36,6 +36,26 @@ pub fn backend() -> Backend {
     BACKEND.with(|c| c.get())
 }
 
+/// Drops a test database made by [`fresh_pg_database`] (best effort).
+pub async fn drop_pg_database(url: &str) {
+    use sqlx::Connection;
+    let Ok(admin) = std::env::var("CRMHOOKS_TEST_DATABASE_URL") else {
+        return;
+    };
+    let Some(name) = url
+        .rsplit('/')
+        .next()
+        .filter(|n| n.starts_with("crmhooks_test_"))
+    else {
+        return;
+    };
+    if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut conn)
+            .await;
+    }
+}
+
 /// A fresh, empty PostgreSQL database for one test.
 pub async fn fresh_pg_database() -> String {
     use sqlx::Connection;
@@ -89,6 +109,7 @@ pub struct TestApp {
     stop: tokio::sync::watch::Sender<bool>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     pub dir: tempfile::TempDir,
+    pub database: String,
 }
 
 /// Settings for fast tests: dev mode, short retry delays, quick polling, no maintenance.
@@ -123,6 +144,11 @@ impl TestApp {
     }
 
     pub async fn start_in(dir: tempfile::TempDir, flags: toml::value::Table) -> Self {
+        let database = flags
+            .get("database")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_owned();
         let config = Config::load(None, flags).expect("config");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let server = Server::build(config, Some(listener)).await.expect("server");
@@ -138,15 +164,29 @@ impl TestApp {
             stop,
             task: Some(task),
             dir,
+            database,
         }
     }
 
-    pub async fn stop(mut self) -> tempfile::TempDir {
+    /// Stops the server and removes its PostgreSQL test database.
+    pub async fn stop(self) -> tempfile::TempDir {
+        let database = self.database.clone();
+        let dir = self.stop_keep().await;
+        if database.starts_with("postgres") {
+            drop_pg_database(&database).await;
+        }
+        dir
+    }
+
+    /// Stops the server and keeps its database (to start another server on it).
+    pub async fn stop_keep(mut self) -> tempfile::TempDir {
         let _ = self.stop.send(true);
         if let Some(t) = self.task.take() {
             let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
         }
-        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
+        // Release the pools before the database may be dropped.
+        drop(self.state);
+        self.dir
     }
 
     pub async fn call_as(

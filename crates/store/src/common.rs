@@ -1,0 +1,316 @@
+//! What both backends share: rendering `FieldValues` and state events, the stored JSON
+//! columns, the column lists, and reading rows back into the model.
+
+use serde_json::{Map, Value as Json};
+
+use crate::entity::{ColumnKind, EntityDef, Row, Ticks, Value};
+use crate::model::*;
+use crate::{Result, StoreError};
+
+/// The server's offset for .NET Local-kind dates: `CRMHOOKS_TZ_OFFSET` (e.g. `+02:00`) if set,
+/// else UTC. (Reading the OS zone is unsound in a multi-threaded process.)
+pub fn local_offset() -> time::UtcOffset {
+    std::env::var("CRMHOOKS_TZ_OFFSET")
+        .ok()
+        .and_then(|s| {
+            let fmt =
+                time::macros::format_description!("[offset_hour sign:mandatory]:[offset_minute]");
+            time::UtcOffset::parse(&s, &fmt).ok()
+        })
+        .unwrap_or(time::UtcOffset::UTC)
+}
+
+/// Renders a date column for `FieldValues` (spec 1.2).
+pub fn render_date(ticks: Option<Ticks>, local: Option<time::UtcOffset>) -> String {
+    use crmhooks_payload::NetDateTime;
+    let Some(t) = ticks else {
+        return NetDateTime::MIN.to_string();
+    };
+    let Ok(dt) = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(t) * 100) else {
+        return NetDateTime::MIN.to_string();
+    };
+    match local {
+        Some(off) => NetDateTime::local(dt.to_offset(off)).to_string(),
+        None => {
+            NetDateTime::unspecified(time::PrimitiveDateTime::new(dt.date(), dt.time())).to_string()
+        }
+    }
+}
+
+/// The quoted column list of an entity table, in column order.
+pub(crate) fn column_list(def: &EntityDef) -> String {
+    def.columns
+        .iter()
+        .map(|c| format!("\"{}\"", c.name))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `FieldValues` of a row.
+pub(crate) fn field_values(
+    def: &EntityDef,
+    row: &Row,
+    offset: time::UtcOffset,
+) -> Map<String, Json> {
+    let mut m = Map::new();
+    for name in def.field_values {
+        let Some(i) = def.index(name) else { continue };
+        let v = &row.values[i];
+        let json = match def.columns[i].kind {
+            ColumnKind::Date => {
+                let local = def.local_dates.contains(name).then_some(offset);
+                Json::String(render_date(v.as_ticks(), local))
+            }
+            ColumnKind::Text { .. } => Json::String(v.as_str().unwrap_or_default().to_owned()),
+            _ => Json::from(v.as_i64()),
+        };
+        m.insert((*name).to_owned(), json);
+    }
+    m
+}
+
+pub(crate) fn parse_json_map(s: Option<String>) -> Result<Option<Map<String, Json>>> {
+    match s {
+        None => Ok(None),
+        Some(s) => serde_json::from_str(&s)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt(format!("stored JSON: {e}"))),
+    }
+}
+
+pub(crate) fn map_text(m: &Option<Map<String, Json>>) -> Option<String> {
+    m.as_ref().map(|m| Json::Object(m.clone()).to_string())
+}
+
+/// The state event of spec 6.1 for `hook`, which just entered `hook.state`.
+pub(crate) fn state_event(
+    hook: &Webhook,
+    usage_calls: i64,
+    offset: time::UtcOffset,
+) -> Option<NewEvent> {
+    let verb = hook.state.event_verb()?;
+    let mut fv = Map::new();
+    fv.insert("events".into(), Json::from(usage_calls));
+    fv.insert(
+        "registered".into(),
+        Json::String(render_date(Some(hook.registered), Some(offset))),
+    );
+    fv.insert(
+        "registered_associate_id".into(),
+        Json::from(hook.registered_associate_id),
+    );
+    fv.insert("state".into(), Json::from(hook.state as i64));
+    fv.insert(
+        "updated".into(),
+        Json::String(if hook.updated == 0 {
+            crmhooks_payload::NetDateTime::MIN.to_string()
+        } else {
+            render_date(Some(hook.updated), Some(offset))
+        }),
+    );
+    fv.insert(
+        "updated_associate_id".into(),
+        Json::from(hook.updated_associate_id),
+    );
+    Some(NewEvent {
+        event: format!("webhook{}.{verb}", hook.id),
+        entity: "webhook".into(),
+        primary_key: hook.id,
+        changes: Vec::new(),
+        values: None,
+        field_values: Some(fv),
+        order_key: format!("webhook:{}", hook.id),
+    })
+}
+
+/// Reads columns of either backend's rows by position, with the store's error mapping.
+pub(crate) trait DbRow {
+    fn int(&self, i: usize) -> Result<i64>;
+    fn opt_int(&self, i: usize) -> Result<Option<i64>>;
+    fn text(&self, i: usize) -> Result<String>;
+    fn opt_text(&self, i: usize) -> Result<Option<String>>;
+}
+
+macro_rules! db_row {
+    ($row:ty) => {
+        impl DbRow for $row {
+            fn int(&self, i: usize) -> Result<i64> {
+                sqlx::Row::try_get(self, i).map_err(StoreError::from_sqlx)
+            }
+            fn opt_int(&self, i: usize) -> Result<Option<i64>> {
+                sqlx::Row::try_get(self, i).map_err(StoreError::from_sqlx)
+            }
+            fn text(&self, i: usize) -> Result<String> {
+                sqlx::Row::try_get(self, i).map_err(StoreError::from_sqlx)
+            }
+            fn opt_text(&self, i: usize) -> Result<Option<String>> {
+                sqlx::Row::try_get(self, i).map_err(StoreError::from_sqlx)
+            }
+        }
+    };
+}
+
+db_row!(sqlx::sqlite::SqliteRow);
+db_row!(sqlx::postgres::PgRow);
+
+/// The columns of `row` from `offset` on, for reading one record out of a wider row.
+pub(crate) struct At<'a, R>(pub &'a R, pub usize);
+
+impl<R: DbRow> DbRow for At<'_, R> {
+    fn int(&self, i: usize) -> Result<i64> {
+        self.0.int(self.1 + i)
+    }
+    fn opt_int(&self, i: usize) -> Result<Option<i64>> {
+        self.0.opt_int(self.1 + i)
+    }
+    fn text(&self, i: usize) -> Result<String> {
+        self.0.text(self.1 + i)
+    }
+    fn opt_text(&self, i: usize) -> Result<Option<String>> {
+        self.0.opt_text(self.1 + i)
+    }
+}
+
+/// `cols` (a comma-separated column list) with every column qualified by `alias`.
+pub(crate) fn qualified(cols: &str, alias: &str) -> String {
+    cols.split(", ")
+        .map(|c| format!("{alias}.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// How many columns a comma-separated column list has.
+pub(crate) fn count_cols(cols: &str) -> usize {
+    cols.split(", ").count()
+}
+
+/// An entity row read with [`column_list`].
+pub(crate) fn read_row(def: &EntityDef, r: &impl DbRow) -> Result<Row> {
+    let mut values = Vec::with_capacity(def.columns.len());
+    for (i, col) in def.columns.iter().enumerate() {
+        let v = match col.kind {
+            ColumnKind::Text { .. } => r.opt_text(i)?.map_or(Value::Null, Value::Text),
+            ColumnKind::Date => r.opt_int(i)?.map_or(Value::Null, Value::Date),
+            _ => r.opt_int(i)?.map_or(Value::Null, Value::Int),
+        };
+        values.push(v);
+    }
+    Ok(Row { values })
+}
+
+pub(crate) const WEBHOOK_COLS: &str = "webhook_id, tenant_id, name, events, target_url, secret, state, type, headers, properties, registered, registered_associate_id, updated, updated_associate_id, errors_email, \"updatedCount\", retry_policy, success_status";
+
+pub(crate) fn read_webhook(r: &impl DbRow) -> Result<Webhook> {
+    let events = r.text(3)?;
+    Ok(Webhook {
+        id: r.int(0)?,
+        tenant_id: r.int(1)?,
+        name: r.text(2)?,
+        events: events
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        target_url: r.text(4)?,
+        secret: r.opt_text(5)?,
+        state: WebhookState::from_i64(r.int(6)?),
+        kind: r.text(7)?,
+        headers: parse_json_map(r.opt_text(8)?)?,
+        properties: parse_json_map(r.opt_text(9)?)?,
+        registered: r.int(10)?,
+        registered_associate_id: r.int(11)?,
+        updated: r.int(12)?,
+        updated_associate_id: r.int(13)?,
+        errors_email: r.opt_text(14)?,
+        updated_count: r.int(15)?,
+        retry_policy: r.opt_text(16)?,
+        success_status: r.opt_text(17)?,
+    })
+}
+
+pub(crate) const EVENT_COLS: &str =
+    "event_seq, tenant_id, event, entity, primary_key, changes, \"values\", field_values, changed_by, occurred";
+
+pub(crate) fn read_event(r: &impl DbRow) -> Result<StoredEvent> {
+    let changes = r.text(5)?;
+    Ok(StoredEvent {
+        seq: r.int(0)?,
+        tenant_id: r.int(1)?,
+        event: r.text(2)?,
+        entity: r.text(3)?,
+        primary_key: r.int(4)?,
+        changes: serde_json::from_str(&changes)
+            .map_err(|e| StoreError::Corrupt(format!("event changes: {e}")))?,
+        values: parse_json_map(r.opt_text(6)?)?,
+        field_values: parse_json_map(r.opt_text(7)?)?,
+        changed_by: r.int(8)?,
+        occurred: r.int(9)?,
+    })
+}
+
+pub(crate) const DELIVERY_COLS: &str = "d.delivery_id, d.webhook_id, d.event_seq, e.event, e.primary_key, d.event_id, d.status, d.attempts, d.cycles, d.created, d.next_attempt_at, d.completed, d.last_status, d.last_error, d.replay_of";
+
+pub(crate) fn read_delivery(r: &impl DbRow) -> Result<Delivery> {
+    Ok(Delivery {
+        delivery_id: r.int(0)?,
+        webhook_id: r.int(1)?,
+        event_seq: r.int(2)?,
+        event: r.text(3)?,
+        primary_key: r.int(4)?,
+        event_id: r.text(5)?,
+        status: DeliveryStatus::from_i64(r.int(6)?),
+        attempts: r.int(7)?,
+        cycles: r.int(8)?,
+        created: r.int(9)?,
+        next_attempt_at: r.int(10)?,
+        completed: r.opt_int(11)?,
+        last_status: r.opt_int(12)?,
+        last_error: r.opt_text(13)?,
+        replay_of: r.opt_int(14)?,
+    })
+}
+
+pub(crate) const ATTEMPT_COLS: &str =
+    "attempt_id, event_id, retry, attempted_at, duration_us, status_code, error, response_excerpt";
+
+pub(crate) fn read_attempt(r: &impl DbRow) -> Result<Attempt> {
+    Ok(Attempt {
+        attempt_id: r.int(0)?,
+        event_id: r.text(1)?,
+        retry: r.int(2)?,
+        attempted_at: r.int(3)?,
+        duration_us: r.int(4)?,
+        status_code: r.opt_int(5)?,
+        error: r.opt_text(6)?,
+        response_excerpt: r.opt_text(7)?,
+    })
+}
+
+/// The ordering key of an event re-queued by a replay.
+pub(crate) fn replay_order_key(entity: &str, pk: i64) -> String {
+    if entity == "webhook" {
+        format!("webhook:{pk}")
+    } else {
+        format!("{entity}:{pk}")
+    }
+}
+
+/// The text kept as `webhook_usage.last_error` for a failed attempt.
+pub(crate) fn usage_last_error(o: &AttemptOutcome) -> String {
+    o.response_excerpt
+        .clone()
+        .or_else(|| o.error.clone())
+        .unwrap_or_default()
+        .chars()
+        .take(4000)
+        .collect()
+}
+
+/// Why a webhook was disabled, for the errors mail.
+pub(crate) fn disable_reason(o: &AttemptOutcome) -> String {
+    format!(
+        "EventId {}: {}",
+        o.event_id,
+        o.error.clone().unwrap_or_default()
+    )
+}
