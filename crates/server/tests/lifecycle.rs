@@ -50,7 +50,13 @@ async fn graceful_shutdown_releases_in_flight_deliveries_and_a_restart_sends_the
     let app = TestApp::start_in(dir, flags).await;
     let got = wait_deliveries(&rx, 10, T).await;
     assert_eq!(got.len(), 10, "each event again after the restart");
-    let counts = app.state.store.delivery_counts().await.unwrap();
+    // The receiver has them; their attempts are recorded a moment later.
+    let deadline = tokio::time::Instant::now() + T;
+    let mut counts = app.state.store.delivery_counts().await.unwrap();
+    while counts != vec![(DeliveryStatus::Delivered, 5)] && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        counts = app.state.store.delivery_counts().await.unwrap();
+    }
     assert_eq!(counts, vec![(DeliveryStatus::Delivered, 5)]);
     app.stop().await;
 }

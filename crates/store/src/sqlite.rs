@@ -56,6 +56,7 @@ impl SqliteStore {
             .foreign_keys(true);
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(connect.clone())
             .await
@@ -65,6 +66,7 @@ impl SqliteStore {
             .await
             .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
         let reader = SqlitePoolOptions::new()
+            .test_before_acquire(false)
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(connect.read_only(true))
@@ -974,6 +976,7 @@ impl Store for SqliteStore {
     }
 
     async fn claim(&self, req: &ClaimRequest) -> Result<Vec<Claimed>> {
+        let claim_started = std::time::Instant::now();
         let mut tx = self.begin_bookkeeping().await?;
         let mut qb = QueryBuilder::<Sqlite>::new("UPDATE delivery SET status = 1, lease_until = ");
         qb.push_bind(req.lease_until)
@@ -1066,6 +1069,11 @@ impl Store for SqliteStore {
             });
         }
         tx.commit().await.map_err(db)?;
+        tracing::debug!(
+            claimed = out.len(),
+            total_us = claim_started.elapsed().as_micros() as u64,
+            "claim"
+        );
         Ok(out)
     }
 
@@ -1075,6 +1083,7 @@ impl Store for SqliteStore {
         now: Ticks,
         max_consecutive_errors: i64,
     ) -> Result<Vec<StateChange>> {
+        let complete_started = std::time::Instant::now();
         let mut tx = self.begin_bookkeeping().await?;
         let mut changes = Vec::new();
         // Every attempt, in one statement per 500.
@@ -1141,6 +1150,11 @@ impl Store for SqliteStore {
             }
         }
         tx.commit().await.map_err(db)?;
+        tracing::debug!(
+            recorded = outcomes.len(),
+            total_us = complete_started.elapsed().as_micros() as u64,
+            "complete"
+        );
         Ok(changes)
     }
 
