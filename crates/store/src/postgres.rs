@@ -77,6 +77,64 @@ impl Lock {
 }
 
 impl PgStore {
+    /// Records attempts that all succeeded: the attempt rows, the deliveries and the usage
+    /// counters, one statement each (arrays bound as parameters).
+    async fn complete_successes(
+        &self,
+        tx: &mut sqlx::Transaction<'_, Postgres>,
+        bulk: &[&AttemptOutcome],
+        now: Ticks,
+    ) -> Result<()> {
+        let ids: Vec<i64> = bulk.iter().map(|o| o.delivery_id).collect();
+        let event_ids: Vec<String> = bulk.iter().map(|o| o.event_id.to_string()).collect();
+        let retries: Vec<i64> = bulk.iter().map(|o| o.retry).collect();
+        let at: Vec<i64> = bulk.iter().map(|o| o.attempted_at).collect();
+        let dur: Vec<i64> = bulk.iter().map(|o| o.duration_us).collect();
+        let status: Vec<Option<i64>> = bulk.iter().map(|o| o.status_code.map(i64::from)).collect();
+        // A delivery pruned meanwhile has nothing to record against (the join skips it).
+        sqlx::query(
+            "INSERT INTO attempt (delivery_id, event_id, retry, attempted_at, duration_us, status_code) \
+             SELECT u.id, u.eid, u.retry, u.at, u.dur, u.st FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::BIGINT[], $4::BIGINT[], $5::BIGINT[], $6::BIGINT[]) \
+             AS u(id, eid, retry, at, dur, st) JOIN delivery d ON d.delivery_id = u.id",
+        )
+        .bind(&ids)
+        .bind(&event_ids)
+        .bind(&retries)
+        .bind(&at)
+        .bind(&dur)
+        .bind(&status)
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+        sqlx::query(
+            "UPDATE delivery SET status = 2, completed = $1, attempts = attempts + 1, last_status = u.st, last_error = NULL, \
+             lease_until = NULL, lease_owner = NULL FROM UNNEST($2::BIGINT[], $3::BIGINT[]) AS u(id, st) \
+             WHERE delivery.delivery_id = u.id AND delivery.status = 1",
+        )
+        .bind(now)
+        .bind(&ids)
+        .bind(&status)
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+        let mut per_hook: std::collections::BTreeMap<i64, i64> = std::collections::BTreeMap::new();
+        for o in bulk {
+            *per_hook.entry(o.webhook_id).or_insert(0) += 1;
+        }
+        let hooks: Vec<i64> = per_hook.keys().copied().collect();
+        let counts: Vec<i64> = per_hook.values().copied().collect();
+        sqlx::query(
+            "UPDATE webhook_usage SET total_calls = total_calls + u.n, consecutive_errors = 0 \
+             FROM UNNEST($1::BIGINT[], $2::BIGINT[]) AS u(id, n) WHERE webhook_usage_id = u.id",
+        )
+        .bind(&hooks)
+        .bind(&counts)
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
     /// Connects to `url` (`postgres://…`) and migrates the database.
     ///
     /// Several nodes may start at once: sqlx's migrator holds a session-level
@@ -986,12 +1044,13 @@ impl Store for PgStore {
         if outcomes.is_empty() {
             return Ok(Vec::new());
         }
-        // Recording shares the claim lock (completions run side by side, a claim waits for
-        // those under way, as with SQLite's single writer): a claim never hands out work that
-        // an outcome being recorded is about to block, e.g. the next event for a webhook that
-        // just answered 410 Gone.
+        // Recording does not take the claim lock, so claims and recordings run side by side.
+        // Order still holds: until an outcome is committed its delivery is in flight, which
+        // blocks the next event of the same contact. (A claim running while a 410 Gone is being
+        // recorded can still hand out other contacts' deliveries for that webhook; they are
+        // sent once, as they would be had they been claimed a moment earlier.)
         //
-        // Then the webhooks, in id order, before their usage, deliveries and state: two nodes
+        // The webhooks, in id order, before their usage, deliveries and state: two nodes
         // completing for the same webhooks queue up instead of deadlocking, and only one of
         // them can see it Active and disable it. (All in the BEGIN round trip: integers only.)
         let mut hook_ids: Vec<i64> = outcomes.iter().map(|o| o.webhook_id).collect();
@@ -1006,14 +1065,26 @@ impl Store for PgStore {
             .pool
             .begin_with(format!(
                 "BEGIN; DO $$BEGIN PERFORM set_config('synchronous_commit', 'off', true); \
-                 PERFORM pg_advisory_xact_lock_shared({CLAIM_LOCK}); \
                  PERFORM 1 FROM webhook WHERE webhook_id IN ({ids}) ORDER BY webhook_id FOR NO KEY UPDATE; END$$"
             ))
             .await
             .map_err(db)?;
         let mut changes = Vec::new();
         let mut requeued = false;
+        // Webhooks whose attempts in this batch all succeeded (the common case) are recorded in
+        // bulk: three statements for the whole batch, whatever its size.
+        let mut all_ok: std::collections::HashMap<i64, bool> = std::collections::HashMap::new();
         for o in outcomes {
+            let ok = all_ok.entry(o.webhook_id).or_insert(true);
+            *ok &= o.verdict == Verdict::Delivered;
+        }
+        let (bulk, single): (Vec<&AttemptOutcome>, Vec<&AttemptOutcome>) = outcomes
+            .iter()
+            .partition(|o| all_ok.get(&o.webhook_id).copied().unwrap_or(false));
+        if !bulk.is_empty() {
+            self.complete_successes(&mut tx, &bulk, now).await?;
+        }
+        for o in single {
             // One statement per attempt: the attempt row, the usage counters and the delivery.
             let ok = o.verdict == Verdict::Delivered;
             let status = o.status_code.map(i64::from);
