@@ -388,21 +388,7 @@ async fn refused_connections_are_failures_with_a_readable_error() {
     let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let dead_url = format!("http://{}/hook", dead.local_addr().unwrap());
     drop(dead);
-    // Stopped, so saving skips the test POST; then activate without a test by direct store save.
-    app.ok(
-        Method::PATCH,
-        &format!("/api/v1/Webhook/{hook}"),
-        Some(json!({"State": "Stopped", "TargetUrl": dead_url})),
-    )
-    .await;
-    let mut h = app.state.store.get_webhook(1, hook).await.unwrap().unwrap();
-    h.state = crmhooks_store::WebhookState::Active;
-    let actor = crmhooks_store::Actor {
-        tenant_id: 1,
-        tenant: "Default".into(),
-        associate_id: 1,
-    };
-    app.state.store.save_webhook(&actor, h).await.unwrap();
+    app.activate_untested(hook, &dead_url).await;
     app.create_contact("A").await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let last = app

@@ -8,7 +8,6 @@ use std::time::Duration;
 use common::*;
 use crmhooks_store::DeliveryStatus;
 use reqwest::Method;
-use serde_json::json;
 
 const T: Duration = Duration::from_secs(15);
 
@@ -142,20 +141,7 @@ async fn tls_failures_are_failures_with_a_readable_error() {
     let hook = app.create_hook(&rx, &["contact.created"], None).await;
     // https to a plain-HTTP listener: the TLS handshake fails.
     let url = rx.url("/hook").replace("http://", "https://");
-    app.ok(
-        Method::PATCH,
-        &format!("/api/v1/Webhook/{hook}"),
-        Some(json!({"State": "Stopped", "TargetUrl": url})),
-    )
-    .await;
-    let mut h = app.state.store.get_webhook(1, hook).await.unwrap().unwrap();
-    h.state = crmhooks_store::WebhookState::Active;
-    let actor = crmhooks_store::Actor {
-        tenant_id: 1,
-        tenant: "Default".into(),
-        associate_id: 1,
-    };
-    app.state.store.save_webhook(&actor, h).await.unwrap();
+    app.activate_untested(hook, &url).await;
     app.create_contact("a").await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let last = app

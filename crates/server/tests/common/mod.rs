@@ -276,6 +276,31 @@ impl TestApp {
         v["WebhookId"].as_i64().unwrap()
     }
 
+    /// Points a webhook at `url` and makes it Active without the test POST a save through the
+    /// API would send (for targets that cannot answer one: refused connections, TLS failures).
+    pub async fn activate_untested(&self, hook: i64, url: &str) {
+        self.ok(
+            Method::PATCH,
+            &format!("/api/v1/Webhook/{hook}"),
+            Some(json!({"State": "Stopped", "TargetUrl": url})),
+        )
+        .await;
+        let mut h = self
+            .state
+            .store
+            .get_webhook(1, hook)
+            .await
+            .unwrap()
+            .unwrap();
+        h.state = crmhooks_store::WebhookState::Active;
+        let actor = crmhooks_store::Actor {
+            tenant_id: 1,
+            tenant: "Default".into(),
+            associate_id: 1,
+        };
+        self.state.store.save_webhook(&actor, h).await.unwrap();
+    }
+
     pub async fn create_contact(&self, name: &str) -> i64 {
         let v = self
             .ok(Method::POST, "/api/v1/Contact", Some(json!({"Name": name})))
