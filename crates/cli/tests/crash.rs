@@ -2,6 +2,9 @@
 //! restarted on the same database; every committed event arrives at least once afterwards.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::wait_until;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -65,17 +68,6 @@ fn created_keys(r: &Receiver) -> BTreeSet<i64> {
         .filter(|p| p.event == "contact.created")
         .map(|p| p.primary_key)
         .collect()
-}
-
-async fn wait_until(mut f: impl FnMut() -> bool, timeout: Duration) -> bool {
-    let deadline = tokio::time::Instant::now() + timeout;
-    while tokio::time::Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    f()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

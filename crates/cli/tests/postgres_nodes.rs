@@ -5,6 +5,9 @@
 //! `CRMHOOKS_TEST_DATABASE_URL`; without it the tests print why they are skipped.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::wait_until;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -222,17 +225,6 @@ fn delivered(r: &Receiver) -> Vec<Received> {
         .into_iter()
         .filter(|x| !x.is_test() && x.answered == 200 && x.payload.is_some())
         .collect()
-}
-
-async fn wait_until(mut f: impl FnMut() -> bool, timeout: Duration) -> bool {
-    let deadline = tokio::time::Instant::now() + timeout;
-    while tokio::time::Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    f()
 }
 
 fn updated(r: &Received) -> time::OffsetDateTime {

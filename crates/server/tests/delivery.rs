@@ -144,14 +144,7 @@ async fn nine_failures_make_too_many_errors_fire_the_state_event_and_mail() {
         ),
         (Some(9), Some(9), Some(9))
     );
-    let last = app
-        .ok(
-            Method::GET,
-            &format!("/api/v1/Webhook/{hook}/LastError"),
-            None,
-        )
-        .await;
-    let last = last.as_str().unwrap();
+    let last = app.last_error(hook).await;
     assert!(last.starts_with("HTTP/1.1 500"), "{last}");
     // The state event: header and body Event alike, Entity webhook, state 3, system associate.
     let se = &state_events[0];
@@ -358,26 +351,14 @@ async fn a_hanging_target_does_not_block_other_webhooks() {
     // The slow one times out (after 5 s) and says so.
     let deadline = Instant::now() + Duration::from_secs(8);
     while Instant::now() < deadline {
-        let last = app
-            .ok(
-                Method::GET,
-                &format!("/api/v1/Webhook/{slow_hook}/LastError"),
-                None,
-            )
-            .await;
-        if !last.as_str().unwrap_or_default().is_empty() {
+        let last = app.last_error(slow_hook).await;
+        if !last.is_empty() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let last = app
-        .ok(
-            Method::GET,
-            &format!("/api/v1/Webhook/{slow_hook}/LastError"),
-            None,
-        )
-        .await;
-    assert!(last.as_str().unwrap().contains("timeout"), "{last}");
+    let last = app.last_error(slow_hook).await;
+    assert!(last.contains("timeout"), "{last}");
     app.stop().await;
 }
 
@@ -391,14 +372,8 @@ async fn refused_connections_are_failures_with_a_readable_error() {
     app.activate_untested(hook, &dead_url).await;
     app.create_contact("A").await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let last = app
-        .ok(
-            Method::GET,
-            &format!("/api/v1/Webhook/{hook}/LastError"),
-            None,
-        )
-        .await;
-    assert!(last.as_str().unwrap().contains("connect"), "{last}");
+    let last = app.last_error(hook).await;
+    assert!(last.contains("connect"), "{last}");
     let list = app
         .ok(
             Method::GET,

@@ -144,14 +144,7 @@ async fn tls_failures_are_failures_with_a_readable_error() {
     app.activate_untested(hook, &url).await;
     app.create_contact("a").await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    let last = app
-        .ok(
-            Method::GET,
-            &format!("/api/v1/Webhook/{hook}/LastError"),
-            None,
-        )
-        .await;
-    let last = last.as_str().unwrap();
+    let last = app.last_error(hook).await;
     assert!(last.contains("connect error"), "{last}");
     let usage = app
         .ok(Method::GET, &format!("/api/v1/Webhook/{hook}/Usage"), None)

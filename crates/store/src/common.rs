@@ -314,3 +314,77 @@ pub(crate) fn disable_reason(o: &AttemptOutcome) -> String {
         o.error.clone().unwrap_or_default()
     )
 }
+
+// Query builders shared by both backends: their SQL is identical, and `QueryBuilder` writes
+// each backend's placeholders (`?` or `$n`).
+
+/// `GET /api/v1/Webhook` with its filters.
+pub(crate) fn list_webhooks_query<'a, DB>(
+    tenant_id: i64,
+    filter: &WebhookFilter,
+) -> sqlx::QueryBuilder<'a, DB>
+where
+    DB: sqlx::Database,
+    i64: 'a + sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    String: 'a + sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    let mut qb = sqlx::QueryBuilder::<DB>::new(format!(
+        "SELECT {WEBHOOK_COLS} FROM webhook WHERE tenant_id = "
+    ));
+    qb.push_bind(tenant_id);
+    if let Some(name) = &filter.name {
+        qb.push(" AND name = ").push_bind(name.clone());
+    }
+    if let Some(ev) = &filter.event {
+        qb.push(" AND webhook_id IN (SELECT webhook_id FROM webhook_event WHERE event = ")
+            .push_bind(ev.clone())
+            .push(")");
+    }
+    if let Some(state) = filter.state.filter(|s| *s != WebhookState::Unknown) {
+        qb.push(" AND state = ").push_bind(state as i64);
+    }
+    qb.push(" ORDER BY webhook_id");
+    qb
+}
+
+/// The delivery log of one webhook, newest first, with its filters and paging.
+pub(crate) fn list_deliveries_query<'a, DB>(
+    tenant_id: i64,
+    webhook_id: i64,
+    filter: &DeliveryFilter,
+) -> sqlx::QueryBuilder<'a, DB>
+where
+    DB: sqlx::Database,
+    i64: 'a + sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    let mut qb = sqlx::QueryBuilder::<DB>::new(format!(
+        "SELECT {DELIVERY_COLS} FROM delivery d JOIN event e ON e.event_seq = d.event_seq WHERE d.tenant_id = "
+    ));
+    qb.push_bind(tenant_id)
+        .push(" AND d.webhook_id = ")
+        .push_bind(webhook_id);
+    if let Some(s) = filter.status {
+        qb.push(" AND d.status = ").push_bind(s as i64);
+    }
+    if let Some(t) = filter.since {
+        qb.push(" AND d.created >= ").push_bind(t);
+    }
+    if let Some(t) = filter.until {
+        qb.push(" AND d.created < ").push_bind(t);
+    }
+    if let Some(id) = filter.before_id {
+        qb.push(" AND d.delivery_id < ").push_bind(id);
+    }
+    qb.push(" ORDER BY d.delivery_id DESC LIMIT ")
+        .push_bind(filter.limit);
+    qb
+}
+
+/// An [`Actor`] from `SELECT tenant_id, tenant name, associate_id`.
+pub(crate) fn read_actor(r: &impl DbRow) -> Result<Actor> {
+    Ok(Actor {
+        tenant_id: r.int(0)?,
+        tenant: r.text(1)?,
+        associate_id: r.int(2)?,
+    })
+}

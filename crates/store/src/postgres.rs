@@ -25,10 +25,12 @@ use sqlx::{Connection as _, QueryBuilder, Row as _, Transaction};
 use tokio::sync::{watch, Notify};
 use uuid::Uuid;
 
+use crate::common::read_actor;
 use crate::common::{
-    column_list, count_cols, disable_reason, field_values, local_offset, map_text, qualified,
-    read_attempt, read_delivery, read_event, read_row, read_webhook, replay_order_key, state_event,
-    usage_last_error, At, DbRow as _, ATTEMPT_COLS, DELIVERY_COLS, EVENT_COLS, WEBHOOK_COLS,
+    column_list, count_cols, disable_reason, field_values, list_deliveries_query,
+    list_webhooks_query, local_offset, map_text, qualified, read_attempt, read_delivery,
+    read_event, read_row, read_webhook, replay_order_key, state_event, usage_last_error, At,
+    DbRow as _, ATTEMPT_COLS, DELIVERY_COLS, EVENT_COLS, WEBHOOK_COLS,
 };
 use crate::entity::{validate, ColumnKind, EntityDef, Row, Ticks, Value};
 use crate::model::*;
@@ -655,14 +657,7 @@ impl Store for PgStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(db)?;
-        row.map(|r| {
-            Ok(Actor {
-                tenant_id: r.try_get(0).map_err(db)?,
-                tenant: r.try_get(1).map_err(db)?,
-                associate_id: r.try_get(2).map_err(db)?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(read_actor).transpose()
     }
 
     async fn get_row(
@@ -877,22 +872,7 @@ impl Store for PgStore {
     }
 
     async fn list_webhooks(&self, tenant_id: i64, filter: &WebhookFilter) -> Result<Vec<Webhook>> {
-        let mut qb = QueryBuilder::<Postgres>::new(format!(
-            "SELECT {WEBHOOK_COLS} FROM webhook WHERE tenant_id = "
-        ));
-        qb.push_bind(tenant_id);
-        if let Some(name) = &filter.name {
-            qb.push(" AND name = ").push_bind(name.clone());
-        }
-        if let Some(ev) = &filter.event {
-            qb.push(" AND webhook_id IN (SELECT webhook_id FROM webhook_event WHERE event = ")
-                .push_bind(ev.clone())
-                .push(")");
-        }
-        if let Some(state) = filter.state.filter(|s| *s != WebhookState::Unknown) {
-            qb.push(" AND state = ").push_bind(state as i64);
-        }
-        qb.push(" ORDER BY webhook_id");
+        let mut qb = list_webhooks_query(tenant_id, filter);
         let rows = qb.build().fetch_all(&self.pool).await.map_err(db)?;
         rows.iter().map(read_webhook).collect()
     }
@@ -1230,26 +1210,7 @@ impl Store for PgStore {
         webhook_id: i64,
         filter: &DeliveryFilter,
     ) -> Result<Vec<Delivery>> {
-        let mut qb = QueryBuilder::<Postgres>::new(format!(
-            "SELECT {DELIVERY_COLS} FROM delivery d JOIN event e ON e.event_seq = d.event_seq WHERE d.tenant_id = "
-        ));
-        qb.push_bind(tenant_id)
-            .push(" AND d.webhook_id = ")
-            .push_bind(webhook_id);
-        if let Some(s) = filter.status {
-            qb.push(" AND d.status = ").push_bind(s as i64);
-        }
-        if let Some(t) = filter.since {
-            qb.push(" AND d.created >= ").push_bind(t);
-        }
-        if let Some(t) = filter.until {
-            qb.push(" AND d.created < ").push_bind(t);
-        }
-        if let Some(id) = filter.before_id {
-            qb.push(" AND d.delivery_id < ").push_bind(id);
-        }
-        qb.push(" ORDER BY d.delivery_id DESC LIMIT ")
-            .push_bind(filter.limit);
+        let mut qb = list_deliveries_query(tenant_id, webhook_id, filter);
         let rows = qb.build().fetch_all(&self.pool).await.map_err(db)?;
         rows.iter().map(read_delivery).collect()
     }

@@ -301,6 +301,18 @@ impl TestApp {
         self.state.store.save_webhook(&actor, h).await.unwrap();
     }
 
+    /// `GET /api/v1/Webhook/{hook}/LastError` as a string.
+    pub async fn last_error(&self, hook: i64) -> String {
+        let v = self
+            .ok(
+                Method::GET,
+                &format!("/api/v1/Webhook/{hook}/LastError"),
+                None,
+            )
+            .await;
+        v.as_str().unwrap_or_default().to_owned()
+    }
+
     pub async fn create_contact(&self, name: &str) -> i64 {
         let v = self
             .ok(Method::POST, "/api/v1/Contact", Some(json!({"Name": name})))
