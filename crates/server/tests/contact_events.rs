@@ -451,6 +451,17 @@ async fn bad_input_gets_clear_4xx_json_errors() {
         .call_as("wrong", Method::GET, "/api/v1/Contact/1", None)
         .await;
     check(s, &v, StatusCode::UNAUTHORIZED, "API key");
+    // Health needs no key and answers from the database.
+    let health: Value = app
+        .http
+        .get(format!("{}/healthz", app.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health, json!({"status": "ok"}));
     let resp = app
         .http
         .get(format!("{}/api/v1/Webhook", app.base))
