@@ -12,6 +12,7 @@ pub mod entity;
 pub mod model;
 mod postgres;
 mod sqlite;
+mod sqlite_writer;
 
 use std::sync::Arc;
 
@@ -44,6 +45,9 @@ pub enum StoreError {
     /// Anything else the database said.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// Anything else SQLite said on the writer thread.
+    #[error("database error: {0}")]
+    Engine(String),
     /// Stored data that cannot be read back.
     #[error("corrupt stored data: {0}")]
     Corrupt(String),

@@ -5,25 +5,27 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde_json::{Map, Value as Json};
+use serde_json::Value as Json;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{QueryBuilder, Row as _, Sqlite, Transaction};
-use tokio::sync::{mpsc, oneshot};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, OwnedMutexGuard};
 use uuid::Uuid;
 
 use crate::common::read_actor;
 use crate::common::{
-    column_list, disable_reason, field_values, list_deliveries_query, list_webhooks_query,
-    local_offset, map_text, read_attempt, read_delivery, read_event, read_row, read_webhook,
-    replay_order_key, state_event, usage_last_error, ATTEMPT_COLS, DELIVERY_COLS, EVENT_COLS,
-    WEBHOOK_COLS,
+    column_list, list_deliveries_query, list_webhooks_query, local_offset, map_text, read_attempt,
+    read_delivery, read_row, read_webhook, replay_order_key, state_event, ATTEMPT_COLS,
+    DELIVERY_COLS, WEBHOOK_COLS,
 };
-use crate::entity::{validate, EntityDef, Row, Ticks, Value};
+use crate::entity::{EntityDef, Row, Ticks};
 use crate::model::*;
+use crate::sqlite_writer::{Cmd, Job, WriteGate, WriterOptions};
 use crate::{
-    hash_key, now_ticks, Change, ChangeFn, ChangeOutcome, ClaimRequest, OpenOptions, Result, Store,
+    hash_key, now_ticks, ChangeFn, ChangeOutcome, ClaimRequest, OpenOptions, Result, Store,
     StoreError,
 };
 
@@ -32,8 +34,15 @@ pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
     local_offset: time::UtcOffset,
-    committer: mpsc::Sender<Job>,
+    /// The writer thread: changes, claims and attempt records.
+    writer_thread: mpsc::Sender<Cmd>,
+    /// Held around every write transaction of this process.
+    gate: WriteGate,
     durable_begin: &'static str,
+}
+
+fn writer_stopped() -> StoreError {
+    StoreError::Unavailable("the SQLite writer stopped".into())
 }
 
 type Tx<'a> = Transaction<'a, Sqlite>;
@@ -71,7 +80,7 @@ impl SqliteStore {
             .test_before_acquire(false)
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(Duration::from_secs(30))
-            .connect_with(connect.read_only(true))
+            .connect_with(connect.clone().read_only(true))
             .await
             .map_err(db)?;
         let offset = local_offset();
@@ -80,47 +89,55 @@ impl SqliteStore {
         } else {
             "PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE"
         };
-        let (committer_tx, committer_rx) = mpsc::channel(GROUP_MAX * 4);
-        tokio::spawn(committer(
-            writer.clone(),
-            offset,
-            durable_begin,
-            committer_rx,
-        ));
+        let gate: WriteGate = Arc::new(tokio::sync::Mutex::new(()));
+        let writer_thread = crate::sqlite_writer::spawn(
+            connect.get_filename(),
+            WriterOptions {
+                synchronous_full: options.synchronous_full,
+                local_offset: offset,
+                gate: gate.clone(),
+            },
+        )?;
         Ok(SqliteStore {
             writer,
             reader,
             local_offset: offset,
-            committer: committer_tx,
+            writer_thread,
+            gate,
             durable_begin,
         })
     }
 
     /// A write transaction whose commit is durable (`synchronous` as configured, FULL by
-    /// default): changes a client was told are saved.
-    async fn begin_durable(&self) -> Result<Tx<'_>> {
-        self.writer.begin_with(self.durable_begin).await.map_err(db)
+    /// default): changes a client was told are saved. Holds the write gate until dropped.
+    async fn begin_durable(&self) -> Result<(OwnedMutexGuard<()>, Tx<'_>)> {
+        let gate = self.gate.clone().lock_owned().await;
+        let tx = self
+            .writer
+            .begin_with(self.durable_begin)
+            .await
+            .map_err(db)?;
+        Ok((gate, tx))
     }
 
-    /// A write transaction for the dispatcher's bookkeeping (leases, attempts, counters):
-    /// `synchronous = NORMAL`, no fsync of its own. A process crash loses nothing (the WAL is in
-    /// the OS cache); a power loss can roll back the last of these, which at worst sends a
-    /// delivery again (at-least-once). The next durable commit fsyncs the WAL, these frames
-    /// included, so durable changes never depend on lost bookkeeping.
-    async fn begin_bookkeeping(&self) -> Result<Tx<'_>> {
-        self.writer
+    /// A write transaction for bookkeeping: `synchronous = NORMAL`, no fsync of its own (see
+    /// the writer thread).
+    async fn begin_bookkeeping(&self) -> Result<(OwnedMutexGuard<()>, Tx<'_>)> {
+        let gate = self.gate.clone().lock_owned().await;
+        let tx = self
+            .writer
             .begin_with("PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE")
             .await
-            .map_err(db)
+            .map_err(db)?;
+        Ok((gate, tx))
     }
-}
 
-fn push_value(b: &mut sqlx::query_builder::Separated<'_, '_, Sqlite, &str>, v: &Value) {
-    match v {
-        Value::Null => b.push_bind(None::<i64>),
-        Value::Int(i) | Value::Date(i) => b.push_bind(*i),
-        Value::Text(s) => b.push_bind(s.clone()),
-    };
+    async fn send(&self, cmd: Cmd) -> Result<()> {
+        self.writer_thread
+            .send(cmd)
+            .await
+            .map_err(|_| writer_stopped())
+    }
 }
 
 /// Appends an event and one delivery per Active webhook of the tenant subscribed to it.
@@ -213,38 +230,7 @@ async fn load_webhook(tx: &mut Tx<'_>, id: i64) -> Result<Option<Webhook>> {
     row.as_ref().map(read_webhook).transpose()
 }
 
-async fn tenant_name(tx: &mut Tx<'_>, tenant_id: i64) -> Result<String> {
-    sqlx::query_scalar("SELECT name FROM tenant WHERE tenant_id = ?")
-        .bind(tenant_id)
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(db)
-}
-
 impl SqliteStore {
-    /// Sets a webhook's state inside `tx` and fires its state event.
-    async fn set_state(
-        &self,
-        tx: &mut Tx<'_>,
-        hook: &mut Webhook,
-        state: WebhookState,
-        actor: &Actor,
-        now: Ticks,
-    ) -> Result<()> {
-        hook.state = state;
-        hook.updated = now;
-        hook.updated_associate_id = actor.associate_id;
-        sqlx::query("UPDATE webhook SET state = ?, updated = ?, updated_associate_id = ?, \"updatedCount\" = \"updatedCount\" + 1 WHERE webhook_id = ?")
-            .bind(state as i64)
-            .bind(now)
-            .bind(actor.associate_id)
-            .bind(hook.id)
-            .execute(&mut **tx)
-            .await
-            .map_err(db)?;
-        self.fire_state_event(tx, hook, actor, now).await
-    }
-
     async fn fire_state_event(
         &self,
         tx: &mut Tx<'_>,
@@ -266,377 +252,10 @@ impl SqliteStore {
     }
 }
 
-/// One change inside a (group) transaction: read, decide, write row, event and deliveries.
-async fn apply_in(
-    tx: &mut Tx<'_>,
-    local_offset: time::UtcOffset,
-    actor: &Actor,
-    def: &'static EntityDef,
-    pk: Option<i64>,
-    change: ChangeFn,
-) -> Result<ChangeOutcome> {
-    let current = match pk {
-        Some(pk) => {
-            let sql = format!(
-                "SELECT {} FROM {} WHERE tenant_id = ? AND \"{}\" = ?",
-                column_list(def),
-                def.table,
-                def.pk()
-            );
-            let row = sqlx::query(&sql)
-                .bind(actor.tenant_id)
-                .bind(pk)
-                .fetch_optional(&mut **tx)
-                .await
-                .map_err(db)?;
-            row.as_ref().map(|r| read_row(def, r)).transpose()?
-        }
-        None => None,
-    };
-    let now = now_ticks();
-    let decided = change(current.as_ref())?;
-    let set_bookkeeping = |row: &mut Row, count: i64| {
-        row.set(def, "updated", Value::Date(now));
-        row.set(def, "updated_associate_id", Value::Int(actor.associate_id));
-        row.set(def, "updatedCount", Value::Int(count));
-    };
-    let (after, event) = match decided {
-        Change::Nothing => {
-            return Ok(ChangeOutcome {
-                row: current,
-                committed: Committed::default(),
-            })
-        }
-        Change::Create(mut row) => {
-            row.values[0] = Value::Null;
-            row.set(
-                def,
-                "registered",
-                Value::Date(now - now % crate::entity::TICKS_PER_SECOND),
-            );
-            row.set(
-                def,
-                "registered_associate_id",
-                Value::Int(actor.associate_id),
-            );
-            set_bookkeeping(&mut row, 0);
-            validate(def, &row)?;
-            let mut qb = QueryBuilder::<Sqlite>::new(format!(
-                "INSERT INTO {} (tenant_id, {}) ",
-                def.table,
-                column_list(def)
-            ));
-            qb.push_values(std::iter::once(&row), |mut b, row| {
-                b.push_bind(actor.tenant_id);
-                for v in &row.values {
-                    push_value(&mut b, v);
-                }
-            });
-            qb.push(format!(" RETURNING \"{}\"", def.pk()));
-            let id: i64 = qb
-                .build_query_scalar()
-                .fetch_one(&mut **tx)
-                .await
-                .map_err(db)?;
-            row.values[0] = Value::Int(id);
-            let ev = NewEvent {
-                event: format!("{}.created", def.entity),
-                entity: def.entity.to_owned(),
-                primary_key: id,
-                changes: def.created_changes(),
-                values: None,
-                field_values: Some(field_values(def, &row, local_offset)),
-                order_key: format!("{}:{id}", def.entity),
-            };
-            (Some(row), ev)
-        }
-        Change::Update { mut row, verb } => {
-            let before = current.ok_or(StoreError::NotFound)?;
-            row.values[0] = before.values[0].clone();
-            // Bookkeeping comes from the stored row; the caller cannot set it.
-            for name in def
-                .bookkeeping
-                .iter()
-                .chain(["registered", "registered_associate_id"].iter())
-            {
-                row.set(def, name, before.get(def, name).clone());
-            }
-            if def.diff(&before, &row).is_empty() {
-                return Ok(ChangeOutcome {
-                    row: Some(before),
-                    committed: Committed::default(),
-                });
-            }
-            let count = (before.get(def, "updatedCount").as_i64() + 1) % 65536;
-            set_bookkeeping(&mut row, count);
-            validate(def, &row)?;
-            let changes = def.diff(&before, &row);
-            let mut qb = QueryBuilder::<Sqlite>::new(format!("UPDATE {} SET ", def.table));
-            {
-                let mut sep = qb.separated(", ");
-                for (col, v) in def.columns.iter().zip(&row.values).skip(1) {
-                    sep.push(format!("\"{}\" = ", col.name));
-                    match v {
-                        Value::Null => sep.push_bind_unseparated(None::<i64>),
-                        Value::Int(i) | Value::Date(i) => sep.push_bind_unseparated(*i),
-                        Value::Text(s) => sep.push_bind_unseparated(s.clone()),
-                    };
-                }
-            }
-            let pk_value = before.values[0].as_i64();
-            qb.push(" WHERE tenant_id = ");
-            qb.push_bind(actor.tenant_id);
-            qb.push(format!(" AND \"{}\" = ", def.pk()));
-            qb.push_bind(pk_value);
-            qb.build().execute(&mut **tx).await.map_err(db)?;
-            let ev = NewEvent {
-                event: format!("{}.{verb}", def.entity),
-                entity: def.entity.to_owned(),
-                primary_key: pk_value,
-                changes,
-                values: None,
-                field_values: Some(field_values(def, &row, local_offset)),
-                order_key: format!("{}:{pk_value}", def.entity),
-            };
-            (Some(row), ev)
-        }
-        Change::Delete => {
-            let before = current.ok_or(StoreError::NotFound)?;
-            let pk_value = before.values[0].as_i64();
-            sqlx::query(&format!(
-                "DELETE FROM {} WHERE tenant_id = ? AND \"{}\" = ?",
-                def.table,
-                def.pk()
-            ))
-            .bind(actor.tenant_id)
-            .bind(pk_value)
-            .execute(&mut **tx)
-            .await
-            .map_err(db)?;
-            let mut values = Map::new();
-            for name in def.deleted_values {
-                values.insert(
-                    (*name).to_owned(),
-                    Json::from(before.get(def, name).as_i64()),
-                );
-            }
-            let ev = NewEvent {
-                event: format!("{}.deleted", def.entity),
-                entity: def.entity.to_owned(),
-                primary_key: pk_value,
-                changes: Vec::new(),
-                values: Some(values),
-                field_values: Some(field_values(def, &before, local_offset)),
-                order_key: format!("{}:{pk_value}", def.entity),
-            };
-            (None, ev)
-        }
-    };
-    let committed = insert_event(tx, actor, &event, now).await?;
-    Ok(ChangeOutcome {
-        row: after,
-        committed,
-    })
-}
-
-/// A change waiting for the group committer.
-struct Job {
-    actor: Actor,
-    def: &'static EntityDef,
-    pk: Option<i64>,
-    change: ChangeFn,
-    reply: oneshot::Sender<Result<ChangeOutcome>>,
-}
-
-/// Most changes committed in one transaction.
-const GROUP_MAX: usize = 512;
-
-/// Group commit: every change waiting when the writer is free goes into one transaction (each
-/// in its own savepoint, so one failing change does not undo the others), and one fsync makes
-/// them all durable. Under light load a batch is a single change, so nothing waits for a batch
-/// to fill; under heavy load the commit cost is shared.
-async fn committer(
-    pool: SqlitePool,
-    local_offset: time::UtcOffset,
-    durable_begin: &'static str,
-    mut rx: mpsc::Receiver<Job>,
-) {
-    while let Some(first) = rx.recv().await {
-        let mut jobs = vec![first];
-        while jobs.len() < GROUP_MAX {
-            match rx.try_recv() {
-                Ok(j) => jobs.push(j),
-                Err(_) => break,
-            }
-        }
-        let started = std::time::Instant::now();
-        let batch = jobs.len();
-        let mut tx = match pool.begin_with(durable_begin).await {
-            Ok(tx) => tx,
-            Err(e) => {
-                let msg = e.to_string();
-                for j in jobs {
-                    let _ = j.reply.send(Err(StoreError::Unavailable(msg.clone())));
-                }
-                continue;
-            }
-        };
-        // Expected refusals (not found, invalid, conflict) happen before a change writes
-        // anything, so the batch goes on; a database error may leave a change half-written, so
-        // it fails the whole batch (every caller gets an error, nothing is half-committed).
-        let mut done = Vec::with_capacity(jobs.len());
-        let mut broken: Option<String> = None;
-        for job in jobs {
-            if broken.is_some() {
-                done.push((
-                    job.reply,
-                    Err(StoreError::Unavailable("batch aborted".into())),
-                ));
-                continue;
-            }
-            let result = apply_in(
-                &mut tx,
-                local_offset,
-                &job.actor,
-                job.def,
-                job.pk,
-                job.change,
-            )
-            .await;
-            if let Err(
-                StoreError::Database(_) | StoreError::Unavailable(_) | StoreError::Corrupt(_),
-            ) = &result
-            {
-                broken = result.as_ref().err().map(ToString::to_string);
-            }
-            done.push((job.reply, result));
-        }
-        if let Some(why) = broken {
-            let _ = tx.rollback().await;
-            tracing::warn!(error = %why, "a change failed in the database; its commit batch was rolled back");
-            for (reply, _) in done {
-                let _ = reply.send(Err(StoreError::Unavailable(format!(
-                    "the change was not saved: {why}"
-                ))));
-            }
-            continue;
-        }
-        let commit_started = std::time::Instant::now();
-        let committed = tx.commit().await;
-        tracing::debug!(
-            batch,
-            total_us = started.elapsed().as_micros() as u64,
-            commit_us = commit_started.elapsed().as_micros() as u64,
-            "group commit"
-        );
-        match committed {
-            Ok(()) => {
-                for (reply, result) in done {
-                    let _ = reply.send(result);
-                }
-            }
-            Err(e) => {
-                let msg = format!("commit failed: {e}");
-                for (reply, _) in done {
-                    let _ = reply.send(Err(StoreError::Unavailable(msg.clone())));
-                }
-            }
-        }
-    }
-}
-
-impl SqliteStore {
-    /// Usage, delivery state (unless already marked delivered) and the state machine for one
-    /// attempt of a webhook that had a failure in this batch.
-    async fn complete_one(
-        &self,
-        tx: &mut Tx<'_>,
-        o: &AttemptOutcome,
-        now: Ticks,
-        max_consecutive_errors: i64,
-        changes: &mut Vec<StateChange>,
-    ) -> Result<()> {
-        let consecutive: Option<i64> = if o.verdict == Verdict::Delivered {
-            sqlx::query("UPDATE webhook_usage SET total_calls = total_calls + 1, consecutive_errors = 0 WHERE webhook_usage_id = ?")
-                .bind(o.webhook_id)
-                .execute(&mut **tx)
-                .await
-                .map_err(db)?;
-            None
-        } else {
-            sqlx::query_scalar(
-                "UPDATE webhook_usage SET total_calls = total_calls + 1, total_errors = total_errors + 1, \
-                 consecutive_errors = consecutive_errors + 1, last_error = ?, updated = ? WHERE webhook_usage_id = ? RETURNING consecutive_errors",
-            )
-            .bind(usage_last_error(o))
-            .bind(now)
-            .bind(o.webhook_id)
-            .fetch_optional(&mut **tx)
-            .await
-            .map_err(db)?
-        };
-        let status = o.status_code.map(i64::from);
-        let q = match &o.verdict {
-            Verdict::Delivered => None,
-            Verdict::RetryAt(at) => Some(
-                sqlx::query(
-                    "UPDATE delivery SET status = 0, attempt_in_cycle = attempt_in_cycle + 1, next_attempt_at = ?, attempts = attempts + 1, last_status = ?, last_error = ?, lease_until = NULL, lease_owner = NULL WHERE delivery_id = ? AND status = 1",
-                )
-                .bind(*at)
-                .bind(status)
-                .bind(&o.error)
-                .bind(o.delivery_id),
-            ),
-            Verdict::Requeue(at) => Some(
-                sqlx::query(
-                    "UPDATE delivery SET status = 0, attempt_in_cycle = 0, cycles = cycles + 1, event_id = ?, queue_pos = ?, next_attempt_at = ?, attempts = attempts + 1, last_status = ?, last_error = ?, lease_until = NULL, lease_owner = NULL WHERE delivery_id = ? AND status = 1",
-                )
-                .bind(Uuid::new_v4().to_string())
-                .bind(now)
-                .bind(*at)
-                .bind(status)
-                .bind(&o.error)
-                .bind(o.delivery_id),
-            ),
-            Verdict::Gone => Some(
-                sqlx::query(
-                    "UPDATE delivery SET status = 3, completed = ?, attempts = attempts + 1, last_status = ?, last_error = ?, lease_until = NULL, lease_owner = NULL WHERE delivery_id = ? AND status = 1",
-                )
-                .bind(now)
-                .bind(status)
-                .bind(&o.error)
-                .bind(o.delivery_id),
-            ),
-        };
-        if let Some(q) = q {
-            q.execute(&mut **tx).await.map_err(db)?;
-        }
-        let disable =
-            o.verdict == Verdict::Gone || consecutive.is_some_and(|n| n >= max_consecutive_errors);
-        if disable {
-            if let Some(mut hook) = load_webhook(tx, o.webhook_id).await? {
-                if hook.state == WebhookState::Active {
-                    let from = hook.state;
-                    let tenant = tenant_name(tx, hook.tenant_id).await?;
-                    let actor = Actor::system(hook.tenant_id, &tenant);
-                    self.set_state(tx, &mut hook, WebhookState::TooManyErrors, &actor, now)
-                        .await?;
-                    changes.push(StateChange {
-                        webhook: hook,
-                        from,
-                        reason: Some(disable_reason(o)),
-                    });
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
 #[async_trait]
 impl Store for SqliteStore {
     async fn ensure_tenant(&self, name: &str) -> Result<i64> {
-        let mut tx = self.begin_durable().await?;
+        let (_gate, mut tx) = self.begin_durable().await?;
         sqlx::query("INSERT INTO tenant (name) VALUES (?) ON CONFLICT (name) DO NOTHING")
             .bind(name)
             .execute(&mut *tx)
@@ -659,6 +278,7 @@ impl Store for SqliteStore {
         label: &str,
     ) -> Result<()> {
         let tenant_id = self.ensure_tenant(tenant).await?;
+        let _gate = self.gate.lock().await;
         sqlx::query(
             "INSERT INTO api_key (key_hash, tenant_id, associate_id, label, created) VALUES (?, ?, ?, ?, ?) \
              ON CONFLICT (key_hash) DO UPDATE SET tenant_id = excluded.tenant_id, associate_id = excluded.associate_id, label = excluded.label",
@@ -720,20 +340,15 @@ impl Store for SqliteStore {
         change: ChangeFn,
     ) -> Result<ChangeOutcome> {
         let (reply, answer) = oneshot::channel();
-        let job = Job {
+        self.send(Cmd::Change(Job {
             actor: actor.clone(),
             def,
             pk,
             change,
             reply,
-        };
-        self.committer
-            .send(job)
-            .await
-            .map_err(|_| StoreError::Unavailable("the commit queue is closed".into()))?;
-        answer
-            .await
-            .map_err(|_| StoreError::Unavailable("the committer stopped".into()))?
+        }))
+        .await?;
+        answer.await.map_err(|_| writer_stopped())?
     }
 
     async fn recycle_bin_expired(
@@ -771,7 +386,7 @@ impl Store for SqliteStore {
         mut hook: Webhook,
     ) -> Result<(Webhook, Option<StateChange>)> {
         let now = now_ticks();
-        let mut tx = self.begin_durable().await?;
+        let (_gate, mut tx) = self.begin_durable().await?;
         let before = if hook.id == 0 {
             None
         } else {
@@ -907,7 +522,7 @@ impl Store for SqliteStore {
     }
 
     async fn delete_webhook(&self, tenant_id: i64, id: i64) -> Result<bool> {
-        let mut tx = self.begin_durable().await?;
+        let (_gate, mut tx) = self.begin_durable().await?;
         let n = sqlx::query("DELETE FROM webhook WHERE webhook_id = ? AND tenant_id = ?")
             .bind(id)
             .bind(tenant_id)
@@ -949,112 +564,16 @@ impl Store for SqliteStore {
     }
 
     async fn emit(&self, actor: &Actor, event: NewEvent) -> Result<Committed> {
-        let mut tx = self.begin_durable().await?;
+        let (_gate, mut tx) = self.begin_durable().await?;
         let c = insert_event(&mut tx, actor, &event, now_ticks()).await?;
         tx.commit().await.map_err(db)?;
         Ok(c)
     }
 
     async fn claim(&self, req: &ClaimRequest) -> Result<Vec<Claimed>> {
-        let claim_started = std::time::Instant::now();
-        let mut tx = self.begin_bookkeeping().await?;
-        let mut qb = QueryBuilder::<Sqlite>::new("UPDATE delivery SET status = 1, lease_until = ");
-        qb.push_bind(req.lease_until)
-            .push(", lease_owner = ")
-            .push_bind(req.owner.clone())
-            .push(
-                " WHERE delivery_id IN (SELECT r.delivery_id FROM (SELECT c.delivery_id, c.queue_pos, \
-                 ROW_NUMBER() OVER (PARTITION BY c.webhook_id ORDER BY c.queue_pos, c.delivery_id) AS rn \
-                 FROM (SELECT d.delivery_id, d.webhook_id, d.queue_pos FROM delivery d JOIN webhook w ON w.webhook_id = d.webhook_id \
-                 WHERE d.status IN (0, 1) AND ((d.status = 0 AND d.next_attempt_at <= ",
-            )
-            .push_bind(req.now)
-            .push(") OR (d.status = 1 AND d.lease_until < ")
-            .push_bind(req.now)
-            .push(
-                ")) AND w.state = 1 AND NOT EXISTS (SELECT 1 FROM delivery p WHERE p.webhook_id = d.webhook_id \
-                 AND p.order_key = d.order_key AND p.status IN (0, 1) AND p.delivery_id < d.delivery_id)",
-            );
-        if !req.skip_webhooks.is_empty() {
-            qb.push(" AND d.webhook_id NOT IN (");
-            let mut sep = qb.separated(", ");
-            for id in &req.skip_webhooks {
-                sep.push_bind(*id);
-            }
-            qb.push(")");
-        }
-        // Rank within a window of candidates so one webhook never takes more than its share.
-        qb.push(" ORDER BY d.queue_pos, d.delivery_id LIMIT ")
-            .push_bind(req.limit.saturating_mul(4))
-            .push(") c) r WHERE r.rn <= ")
-            .push_bind(req.max_per_webhook)
-            .push(" ORDER BY r.queue_pos, r.delivery_id LIMIT ")
-            .push_bind(req.limit)
-            .push(") RETURNING delivery_id, event_id, attempt_in_cycle, event_seq, webhook_id, tenant_id");
-        let rows = qb.build().fetch_all(&mut *tx).await.map_err(db)?;
-        if rows.is_empty() {
-            tx.commit().await.map_err(db)?;
-            return Ok(Vec::new());
-        }
-        let mut out = Vec::with_capacity(rows.len());
-        let mut hooks: std::collections::HashMap<i64, Webhook> = std::collections::HashMap::new();
-        let mut tenants: std::collections::HashMap<i64, String> = std::collections::HashMap::new();
-        let mut seqs: Vec<i64> = rows
-            .iter()
-            .filter_map(|r| r.try_get::<i64, _>(3).ok())
-            .collect();
-        seqs.sort_unstable();
-        seqs.dedup();
-        let mut events = std::collections::HashMap::new();
-        for chunk in seqs.chunks(500) {
-            let mut qb = QueryBuilder::<Sqlite>::new(format!(
-                "SELECT {EVENT_COLS} FROM event WHERE event_seq IN ("
-            ));
-            let mut sep = qb.separated(", ");
-            for s in chunk {
-                sep.push_bind(*s);
-            }
-            qb.push(")");
-            for r in qb.build().fetch_all(&mut *tx).await.map_err(db)? {
-                let ev = read_event(&r)?;
-                events.insert(ev.seq, ev);
-            }
-        }
-        for r in &rows {
-            let delivery_id: i64 = r.try_get(0).map_err(db)?;
-            let event_id: String = r.try_get(1).map_err(db)?;
-            let webhook_id: i64 = r.try_get(4).map_err(db)?;
-            let tenant_id: i64 = r.try_get(5).map_err(db)?;
-            let seq: i64 = r.try_get(3).map_err(db)?;
-            if let std::collections::hash_map::Entry::Vacant(slot) = hooks.entry(webhook_id) {
-                if let Some(h) = load_webhook(&mut tx, webhook_id).await? {
-                    slot.insert(h);
-                }
-            }
-            if let std::collections::hash_map::Entry::Vacant(slot) = tenants.entry(tenant_id) {
-                slot.insert(tenant_name(&mut tx, tenant_id).await?);
-            }
-            let (Some(hook), Some(event)) = (hooks.get(&webhook_id), events.get(&seq)) else {
-                continue;
-            };
-            out.push(Claimed {
-                delivery_id,
-                event_id: Uuid::parse_str(&event_id).map_err(|e| {
-                    StoreError::Corrupt(format!("delivery {delivery_id} event id: {e}"))
-                })?,
-                attempt_in_cycle: r.try_get(2).map_err(db)?,
-                event: event.clone(),
-                tenant: tenants.get(&tenant_id).cloned().unwrap_or_default(),
-                webhook: hook.clone(),
-            });
-        }
-        tx.commit().await.map_err(db)?;
-        tracing::debug!(
-            claimed = out.len(),
-            total_us = claim_started.elapsed().as_micros() as u64,
-            "claim"
-        );
-        Ok(out)
+        let (reply, answer) = oneshot::channel();
+        self.send(Cmd::Claim(req.clone(), reply)).await?;
+        answer.await.map_err(|_| writer_stopped())?
     }
 
     async fn complete(
@@ -1063,79 +582,15 @@ impl Store for SqliteStore {
         now: Ticks,
         max_consecutive_errors: i64,
     ) -> Result<Vec<StateChange>> {
-        let complete_started = std::time::Instant::now();
-        let mut tx = self.begin_bookkeeping().await?;
-        let mut changes = Vec::new();
-        // Every attempt, in one statement per 500.
-        for chunk in outcomes.chunks(500) {
-            let mut qb = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO attempt (delivery_id, event_id, retry, attempted_at, duration_us, status_code, error, response_excerpt) ",
-            );
-            qb.push_values(chunk, |mut b, o| {
-                b.push_bind(o.delivery_id)
-                    .push_bind(o.event_id.to_string())
-                    .push_bind(o.retry)
-                    .push_bind(o.attempted_at)
-                    .push_bind(o.duration_us)
-                    .push_bind(o.status_code.map(i64::from))
-                    .push_bind(o.error.clone())
-                    .push_bind(o.response_excerpt.clone());
-            });
-            qb.build().execute(&mut *tx).await.map_err(db)?;
-        }
-        // Successes: one statement per status code and 900 deliveries.
-        let mut delivered: std::collections::BTreeMap<Option<u16>, Vec<i64>> =
-            std::collections::BTreeMap::new();
-        for o in outcomes.iter().filter(|o| o.verdict == Verdict::Delivered) {
-            delivered
-                .entry(o.status_code)
-                .or_default()
-                .push(o.delivery_id);
-        }
-        for (status, ids) in &delivered {
-            for chunk in ids.chunks(900) {
-                let mut qb =
-                    QueryBuilder::<Sqlite>::new("UPDATE delivery SET status = 2, completed = ");
-                qb.push_bind(now)
-                    .push(", attempts = attempts + 1, last_status = ")
-                    .push_bind(status.map(i64::from))
-                    .push(", last_error = NULL, lease_until = NULL, lease_owner = NULL WHERE status = 1 AND delivery_id IN (");
-                let mut sep = qb.separated(", ");
-                for id in chunk {
-                    sep.push_bind(*id);
-                }
-                qb.push(")");
-                qb.build().execute(&mut *tx).await.map_err(db)?;
-            }
-        }
-        // Usage and the state machine, per webhook in attempt order.
-        let mut by_hook: std::collections::BTreeMap<i64, Vec<&AttemptOutcome>> =
-            std::collections::BTreeMap::new();
-        for o in outcomes {
-            by_hook.entry(o.webhook_id).or_default().push(o);
-        }
-        for (webhook_id, list) in by_hook {
-            if list.iter().all(|o| o.verdict == Verdict::Delivered) {
-                sqlx::query("UPDATE webhook_usage SET total_calls = total_calls + ?, consecutive_errors = 0 WHERE webhook_usage_id = ?")
-                    .bind(list.len() as i64)
-                    .bind(webhook_id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db)?;
-                continue;
-            }
-            for o in list {
-                self.complete_one(&mut tx, o, now, max_consecutive_errors, &mut changes)
-                    .await?;
-            }
-        }
-        tx.commit().await.map_err(db)?;
-        tracing::debug!(
-            recorded = outcomes.len(),
-            total_us = complete_started.elapsed().as_micros() as u64,
-            "complete"
-        );
-        Ok(changes)
+        let (reply, answer) = oneshot::channel();
+        self.send(Cmd::Complete {
+            outcomes: outcomes.to_vec(),
+            now,
+            max_consecutive_errors,
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| writer_stopped())?
     }
 
     async fn next_due(&self) -> Result<Option<Ticks>> {
@@ -1162,6 +617,7 @@ impl Store for SqliteStore {
     }
 
     async fn release(&self, owner: &str) -> Result<u64> {
+        let _gate = self.gate.lock().await;
         let n = sqlx::query("UPDATE delivery SET status = 0, lease_until = NULL, lease_owner = NULL WHERE status = 1 AND lease_owner = ?")
             .bind(owner)
             .execute(&self.writer)
@@ -1217,7 +673,7 @@ impl Store for SqliteStore {
         req: &ReplayRequest,
     ) -> Result<ReplayReport> {
         let now = now_ticks();
-        let mut tx = self.begin_durable().await?;
+        let (_gate, mut tx) = self.begin_durable().await?;
         let hook = match load_webhook(&mut tx, webhook_id).await? {
             Some(h) if h.tenant_id == tenant_id => h,
             _ => return Err(StoreError::NotFound),
@@ -1268,7 +724,7 @@ impl Store for SqliteStore {
     }
 
     async fn prune_events(&self, cutoff: Ticks, limit: i64) -> Result<u64> {
-        let mut tx = self.begin_bookkeeping().await?;
+        let (_gate, mut tx) = self.begin_bookkeeping().await?;
         let seqs: Vec<i64> = sqlx::query_scalar(
             "SELECT e.event_seq FROM event e WHERE e.occurred < ? AND NOT EXISTS (SELECT 1 FROM delivery d WHERE d.event_seq = e.event_seq AND d.status IN (0, 1)) ORDER BY e.event_seq LIMIT ?",
         )

@@ -1,0 +1,1010 @@
+//! The SQLite hot path on one OS thread.
+//!
+//! Changes (group commit), claims and attempt records all run here, on a connection of the
+//! thread's own, with prepared statements cached. Each command is one hop from a tokio task to
+//! the thread and one back, whatever number of statements it runs; through sqlx every statement
+//! was a hop, and under load those hops, not SQLite, set the pace.
+//!
+//! Each loop takes every command that is waiting: the attempt records first (so a claim sees
+//! the deliveries they finished), then all changes in one durable transaction (one fsync for
+//! the lot), then the claims. Writes that stay on sqlx (webhook definitions, keys, replay) take
+//! the same [`WriteGate`], so the two connections never wait on SQLite's lock.
+//!
+//! Durability without stalling the writer: with `synchronous=FULL` configured, a batch of
+//! changes commits with `synchronous=NORMAL` and is handed to a second thread, the syncer, that
+//! `fdatasync`s the WAL file and only then answers the callers. That is the guarantee of
+//! `FULL` (nobody is told "saved" before the commit frame is on disk) but the writer goes on
+//! with the next batch, the claims and the records while the disk works, and one fsync covers
+//! every batch that committed while the previous one ran. Until its fsync is done a batch's
+//! deliveries are not claimed (`synced_upto`), so no webhook announces a change that a power
+//! loss could still take back.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{params, params_from_iter, Connection, ErrorCode, OptionalExtension};
+use serde_json::{Map, Value as Json};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use crate::common::{
+    column_list, disable_reason, field_values, map_text, read_event, read_row, read_webhook,
+    state_event, usage_last_error, DbRow, EVENT_COLS, WEBHOOK_COLS,
+};
+use crate::entity::{validate, EntityDef, Row, Ticks, Value};
+use crate::model::*;
+use crate::{now_ticks, Change, ChangeFn, ChangeOutcome, ClaimRequest, Result, StoreError};
+
+/// Serializes every write transaction of the process: the writer thread holds it for each of
+/// its transactions, sqlx writes hold it around theirs. Fair (FIFO), so neither side starves.
+pub(crate) type WriteGate = Arc<tokio::sync::Mutex<()>>;
+
+/// Most commands taken in one loop.
+const TAKE_MAX: usize = 1024;
+
+/// A change waiting for the group commit.
+pub(crate) struct Job {
+    pub actor: Actor,
+    pub def: &'static EntityDef,
+    pub pk: Option<i64>,
+    pub change: ChangeFn,
+    pub reply: oneshot::Sender<Result<ChangeOutcome>>,
+}
+
+/// What the writer thread does.
+pub(crate) enum Cmd {
+    /// Apply a change (grouped with the others waiting).
+    Change(Job),
+    /// Lease due deliveries.
+    Claim(ClaimRequest, oneshot::Sender<Result<Vec<Claimed>>>),
+    /// Record attempts and run the state machine.
+    Complete {
+        outcomes: Vec<AttemptOutcome>,
+        now: Ticks,
+        max_consecutive_errors: i64,
+        reply: oneshot::Sender<Result<Vec<StateChange>>>,
+    },
+}
+
+/// Settings of the writer thread.
+pub(crate) struct WriterOptions {
+    pub synchronous_full: bool,
+    pub local_offset: time::UtcOffset,
+    pub gate: WriteGate,
+}
+
+/// Opens the writer connection on `path` and starts its thread. The thread ends when every
+/// sender is dropped.
+pub(crate) fn spawn(path: &Path, options: WriterOptions) -> Result<mpsc::Sender<Cmd>> {
+    let conn = Connection::open(path).map_err(sql_err)?;
+    conn.busy_timeout(Duration::from_secs(10))
+        .map_err(sql_err)?;
+    conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON;")
+        .map_err(sql_err)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    let (tx, rx) = mpsc::channel(TAKE_MAX * 4);
+    let synced_upto = Arc::new(AtomicI64::new(0));
+    let syncer = if options.synchronous_full {
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        let wal = PathBuf::from(wal);
+        let (sync_tx, sync_rx) = std::sync::mpsc::channel();
+        let upto = synced_upto.clone();
+        std::thread::Builder::new()
+            .name("crmhooks-sqlite-sync".into())
+            .spawn(move || syncer(&wal, &upto, &sync_rx))
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the WAL syncer: {e}")))?;
+        Some(sync_tx)
+    } else {
+        None
+    };
+    std::thread::Builder::new()
+        .name("crmhooks-sqlite-writer".into())
+        .spawn(move || {
+            Writer {
+                conn,
+                options,
+                sql: HashMap::new(),
+                synchronous: None,
+                syncer,
+                synced_upto,
+                handed_upto: 0,
+            }
+            .run(rx)
+        })
+        .map_err(|e| StoreError::Unavailable(format!("cannot start the SQLite writer: {e}")))?;
+    Ok(tx)
+}
+
+/// Answers to a committed batch of changes, owed once the WAL is on disk.
+type Answers = Vec<(oneshot::Sender<Result<ChangeOutcome>>, Result<ChangeOutcome>)>;
+
+/// A committed batch waiting for its fsync: its answers and the highest delivery id it may
+/// have written.
+struct SyncJob {
+    answers: Answers,
+    upto: i64,
+}
+
+/// The syncer thread: takes every batch waiting, makes the WAL durable with one `fdatasync`,
+/// marks their deliveries claimable, then answers the callers.
+fn syncer(wal: &Path, synced_upto: &AtomicI64, rx: &std::sync::mpsc::Receiver<SyncJob>) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        jobs.extend(rx.try_iter());
+        let started = Instant::now();
+        let synced = std::fs::OpenOptions::new()
+            .write(true)
+            .open(wal)
+            .and_then(|f| f.sync_data());
+        tracing::debug!(
+            batches = jobs.len(),
+            sync_us = started.elapsed().as_micros() as u64,
+            "wal sync"
+        );
+        let upto = jobs.iter().map(|j| j.upto).max().unwrap_or(0);
+        match synced {
+            Ok(()) => {
+                synced_upto.fetch_max(upto, Ordering::SeqCst);
+                for job in jobs {
+                    for (reply, result) in job.answers {
+                        let _ = reply.send(result);
+                    }
+                }
+            }
+            Err(e) => {
+                // The changes are committed but their durability is unknown: say so, and let
+                // their deliveries go (the database holds them; holding them back forever
+                // would be worse).
+                tracing::error!(error = %e, wal = %wal.display(), "fsync of the WAL failed");
+                synced_upto.fetch_max(upto, Ordering::SeqCst);
+                for job in jobs {
+                    for (reply, result) in job.answers {
+                        let _ = reply.send(result.and(Err(StoreError::Unavailable(format!(
+                            "the change was committed but could not be made durable: {e}"
+                        )))));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The SQL of one entity table, built once.
+struct EntitySql {
+    select: String,
+    insert: String,
+    update: String,
+    delete: String,
+}
+
+struct Writer {
+    conn: Connection,
+    options: WriterOptions,
+    sql: HashMap<&'static str, Arc<EntitySql>>,
+    /// The `synchronous` setting in force (switched per transaction kind).
+    synchronous: Option<bool>,
+    /// The syncer, when changes must be durable before they are answered.
+    syncer: Option<std::sync::mpsc::Sender<SyncJob>>,
+    /// Deliveries up to this id are durable (set by the syncer).
+    synced_upto: Arc<AtomicI64>,
+    /// The highest delivery id a batch handed to the syncer may have written.
+    handed_upto: i64,
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut changes = Vec::new();
+            let mut claims = Vec::new();
+            let mut completes = Vec::new();
+            let mut take = |cmd: Cmd| match cmd {
+                Cmd::Change(j) => changes.push(j),
+                Cmd::Claim(r, reply) => claims.push((r, reply)),
+                Cmd::Complete {
+                    outcomes,
+                    now,
+                    max_consecutive_errors,
+                    reply,
+                } => completes.push((outcomes, now, max_consecutive_errors, reply)),
+            };
+            take(first);
+            for _ in 1..TAKE_MAX {
+                match rx.try_recv() {
+                    Ok(cmd) => take(cmd),
+                    Err(_) => break,
+                }
+            }
+            let gate = self.options.gate.clone();
+            let _held = gate.blocking_lock();
+            if !completes.is_empty() {
+                self.completes(completes);
+            }
+            if !changes.is_empty() {
+                self.changes(changes);
+            }
+            for (req, reply) in claims {
+                let started = Instant::now();
+                let result = self.in_tx(false, |w| w.claim(&req));
+                if let Ok(c) = &result {
+                    tracing::debug!(
+                        claimed = c.len(),
+                        total_us = started.elapsed().as_micros() as u64,
+                        "claim"
+                    );
+                }
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    /// Begins an immediate transaction: durable (`synchronous` as configured) or bookkeeping
+    /// (`NORMAL`: no fsync of its own; a crash of the process loses nothing, a power loss may
+    /// roll back the last few, which at worst sends a delivery again).
+    fn begin(&mut self, durable: bool) -> Result<()> {
+        let full = durable && self.options.synchronous_full;
+        if self.synchronous != Some(full) {
+            self.conn
+                .execute_batch(if full {
+                    "PRAGMA synchronous = FULL"
+                } else {
+                    "PRAGMA synchronous = NORMAL"
+                })
+                .map_err(sql_err)?;
+            self.synchronous = Some(full);
+        }
+        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(sql_err)
+    }
+
+    fn commit(&mut self) -> Result<()> {
+        self.conn.execute_batch("COMMIT").map_err(|e| {
+            self.rollback();
+            StoreError::Unavailable(format!("commit failed: {e}"))
+        })
+    }
+
+    fn rollback(&mut self) {
+        if !self.conn.is_autocommit() {
+            if let Err(e) = self.conn.execute_batch("ROLLBACK") {
+                tracing::error!(error = %e, "rollback failed");
+            }
+        }
+    }
+
+    /// Runs `f` in a transaction; rolls back when it fails.
+    fn in_tx<T>(&mut self, durable: bool, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        self.begin(durable)?;
+        match f(self) {
+            Ok(v) => self.commit().map(|()| v),
+            Err(e) => {
+                self.rollback();
+                Err(e)
+            }
+        }
+    }
+
+    /// Group commit: every waiting change in one transaction and one fsync. Expected refusals
+    /// (not found, invalid, conflict) happen before a change writes anything, so the batch goes
+    /// on; a database error may leave a change half-written, so it fails the whole batch
+    /// (every caller gets an error, nothing is half-committed).
+    fn changes(&mut self, jobs: Vec<Job>) {
+        let started = Instant::now();
+        let batch = jobs.len();
+        // With a syncer the commit itself need not fsync: the syncer does, before answering.
+        let durable_commit = self.syncer.is_none();
+        if let Err(e) = self.begin(durable_commit) {
+            let why = e.to_string();
+            for job in jobs {
+                let _ = job.reply.send(Err(StoreError::Unavailable(why.clone())));
+            }
+            return;
+        }
+        let mut done: Answers = Vec::with_capacity(jobs.len());
+        let mut broken: Option<String> = None;
+        for job in jobs {
+            if broken.is_some() {
+                done.push((
+                    job.reply,
+                    Err(StoreError::Unavailable("batch aborted".into())),
+                ));
+                continue;
+            }
+            let result = self.apply(&job.actor, job.def, job.pk, job.change);
+            if let Err(
+                e @ (StoreError::Database(_)
+                | StoreError::Engine(_)
+                | StoreError::Unavailable(_)
+                | StoreError::Corrupt(_)),
+            ) = &result
+            {
+                broken = Some(e.to_string());
+            }
+            done.push((job.reply, result));
+        }
+        let commit_started = Instant::now();
+        let mut failed = match broken {
+            Some(why) => {
+                self.rollback();
+                tracing::warn!(error = %why, "a change failed in the database; its commit batch was rolled back");
+                Some(why)
+            }
+            None => self.commit().err().map(|e| e.to_string()),
+        };
+        tracing::debug!(
+            batch,
+            total_us = started.elapsed().as_micros() as u64,
+            commit_us = commit_started.elapsed().as_micros() as u64,
+            "group commit"
+        );
+        if failed.is_none() {
+            if let Some(syncer) = self.syncer.clone() {
+                match self.last_delivery_id() {
+                    Ok(upto) => {
+                        self.handed_upto = upto;
+                        match syncer.send(SyncJob {
+                            answers: done,
+                            upto,
+                        }) {
+                            Ok(()) => return,
+                            Err(lost) => {
+                                tracing::error!("the WAL syncer stopped");
+                                done = lost.0.answers;
+                                failed = Some("the WAL syncer stopped".into());
+                            }
+                        }
+                    }
+                    Err(e) => failed = Some(e.to_string()),
+                }
+            }
+        }
+        for (reply, result) in done {
+            let _ = reply.send(match &failed {
+                None => result,
+                Some(why) => Err(StoreError::Unavailable(format!(
+                    "the change was not saved: {why}"
+                ))),
+            });
+        }
+    }
+
+    /// The highest delivery id ever assigned (AUTOINCREMENT keeps them rising).
+    fn last_delivery_id(&mut self) -> Result<i64> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'delivery'")
+            .map_err(sql_err)?
+            .query_row([], |r| r.get::<_, i64>(0))
+            .optional()
+            .map_err(sql_err)?
+            .unwrap_or(0))
+    }
+
+    fn entity_sql(&mut self, def: &'static EntityDef) -> Arc<EntitySql> {
+        self.sql
+            .entry(def.table)
+            .or_insert_with(|| {
+                let cols = column_list(def);
+                let pk = def.pk();
+                let table = def.table;
+                let marks = vec!["?"; def.columns.len() + 1].join(", ");
+                let sets = def
+                    .columns
+                    .iter()
+                    .skip(1)
+                    .map(|c| format!("\"{}\" = ?", c.name))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                Arc::new(EntitySql {
+                    select: format!(
+                        "SELECT {cols} FROM {table} WHERE tenant_id = ? AND \"{pk}\" = ?"
+                    ),
+                    insert: format!(
+                        "INSERT INTO {table} (tenant_id, {cols}) VALUES ({marks}) RETURNING \"{pk}\""
+                    ),
+                    update: format!(
+                        "UPDATE {table} SET {sets} WHERE tenant_id = ? AND \"{pk}\" = ?"
+                    ),
+                    delete: format!("DELETE FROM {table} WHERE tenant_id = ? AND \"{pk}\" = ?"),
+                })
+            })
+            .clone()
+    }
+
+    /// One change inside the group transaction: read, decide, write row, event and deliveries.
+    fn apply(
+        &mut self,
+        actor: &Actor,
+        def: &'static EntityDef,
+        pk: Option<i64>,
+        change: ChangeFn,
+    ) -> Result<ChangeOutcome> {
+        let sql = self.entity_sql(def);
+        let offset = self.options.local_offset;
+        let current = match pk {
+            Some(pk) => self
+                .conn
+                .prepare_cached(&sql.select)
+                .map_err(sql_err)?
+                .query_row(params![actor.tenant_id, pk], |r| Ok(read_row(def, r)))
+                .optional()
+                .map_err(sql_err)?
+                .transpose()?,
+            None => None,
+        };
+        let now = now_ticks();
+        let decided = change(current.as_ref())?;
+        let set_bookkeeping = |row: &mut Row, count: i64| {
+            row.set(def, "updated", Value::Date(now));
+            row.set(def, "updated_associate_id", Value::Int(actor.associate_id));
+            row.set(def, "updatedCount", Value::Int(count));
+        };
+        let (after, event) = match decided {
+            Change::Nothing => {
+                return Ok(ChangeOutcome {
+                    row: current,
+                    committed: Committed::default(),
+                })
+            }
+            Change::Create(mut row) => {
+                row.values[0] = Value::Null;
+                row.set(
+                    def,
+                    "registered",
+                    Value::Date(now - now % crate::entity::TICKS_PER_SECOND),
+                );
+                row.set(
+                    def,
+                    "registered_associate_id",
+                    Value::Int(actor.associate_id),
+                );
+                set_bookkeeping(&mut row, 0);
+                validate(def, &row)?;
+                let args = std::iter::once(SqlValue::Integer(actor.tenant_id))
+                    .chain(row.values.iter().map(sql_value));
+                let id: i64 = self
+                    .conn
+                    .prepare_cached(&sql.insert)
+                    .map_err(sql_err)?
+                    .query_row(params_from_iter(args), |r| r.get(0))
+                    .map_err(sql_err)?;
+                row.values[0] = Value::Int(id);
+                let ev = NewEvent {
+                    event: format!("{}.created", def.entity),
+                    entity: def.entity.to_owned(),
+                    primary_key: id,
+                    changes: def.created_changes(),
+                    values: None,
+                    field_values: Some(field_values(def, &row, offset)),
+                    order_key: format!("{}:{id}", def.entity),
+                };
+                (Some(row), ev)
+            }
+            Change::Update { mut row, verb } => {
+                let before = current.ok_or(StoreError::NotFound)?;
+                row.values[0] = before.values[0].clone();
+                // Bookkeeping comes from the stored row; the caller cannot set it.
+                for name in def
+                    .bookkeeping
+                    .iter()
+                    .chain(["registered", "registered_associate_id"].iter())
+                {
+                    row.set(def, name, before.get(def, name).clone());
+                }
+                if def.diff(&before, &row).is_empty() {
+                    return Ok(ChangeOutcome {
+                        row: Some(before),
+                        committed: Committed::default(),
+                    });
+                }
+                let count = (before.get(def, "updatedCount").as_i64() + 1) % 65536;
+                set_bookkeeping(&mut row, count);
+                validate(def, &row)?;
+                let changes = def.diff(&before, &row);
+                let pk_value = before.values[0].as_i64();
+                let args = row.values.iter().skip(1).map(sql_value).chain([
+                    SqlValue::Integer(actor.tenant_id),
+                    SqlValue::Integer(pk_value),
+                ]);
+                self.conn
+                    .prepare_cached(&sql.update)
+                    .map_err(sql_err)?
+                    .execute(params_from_iter(args))
+                    .map_err(sql_err)?;
+                let ev = NewEvent {
+                    event: format!("{}.{verb}", def.entity),
+                    entity: def.entity.to_owned(),
+                    primary_key: pk_value,
+                    changes,
+                    values: None,
+                    field_values: Some(field_values(def, &row, offset)),
+                    order_key: format!("{}:{pk_value}", def.entity),
+                };
+                (Some(row), ev)
+            }
+            Change::Delete => {
+                let before = current.ok_or(StoreError::NotFound)?;
+                let pk_value = before.values[0].as_i64();
+                self.conn
+                    .prepare_cached(&sql.delete)
+                    .map_err(sql_err)?
+                    .execute(params![actor.tenant_id, pk_value])
+                    .map_err(sql_err)?;
+                let mut values = Map::new();
+                for name in def.deleted_values {
+                    values.insert(
+                        (*name).to_owned(),
+                        Json::from(before.get(def, name).as_i64()),
+                    );
+                }
+                let ev = NewEvent {
+                    event: format!("{}.deleted", def.entity),
+                    entity: def.entity.to_owned(),
+                    primary_key: pk_value,
+                    changes: Vec::new(),
+                    values: Some(values),
+                    field_values: Some(field_values(def, &before, offset)),
+                    order_key: format!("{}:{pk_value}", def.entity),
+                };
+                (None, ev)
+            }
+        };
+        let committed = self.insert_event(actor, &event, now)?;
+        Ok(ChangeOutcome {
+            row: after,
+            committed,
+        })
+    }
+
+    /// Appends an event and one delivery per Active webhook of the tenant subscribed to it.
+    fn insert_event(&mut self, actor: &Actor, ev: &NewEvent, now: Ticks) -> Result<Committed> {
+        let changes = Json::from(ev.changes.clone()).to_string();
+        let seq: i64 = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO event (tenant_id, event, entity, primary_key, changes, \"values\", field_values, changed_by, occurred) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING event_seq",
+            )
+            .map_err(sql_err)?
+            .query_row(
+                params![
+                    actor.tenant_id,
+                    ev.event,
+                    ev.entity,
+                    ev.primary_key,
+                    changes,
+                    map_text(&ev.values),
+                    map_text(&ev.field_values),
+                    actor.associate_id,
+                    now
+                ],
+                |r| r.get(0),
+            )
+            .map_err(sql_err)?;
+        // Fan-out in one statement: a delivery per Active subscribed webhook of the tenant, each
+        // with a random version-4 EventId made by SQLite.
+        let deliveries = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO delivery (tenant_id, webhook_id, event_seq, order_key, event_id, queue_pos, next_attempt_at, created) \
+                 SELECT w.tenant_id, w.webhook_id, ?1, ?2, \
+                 lower(hex(randomblob(4))) || '-' || lower(hex(randomblob(2))) || '-4' || substr(lower(hex(randomblob(2))), 2) || '-' || \
+                 substr('89ab', 1 + (abs(random()) % 4), 1) || substr(lower(hex(randomblob(2))), 2) || '-' || lower(hex(randomblob(6))), \
+                 ?3, ?3, ?3 FROM webhook_event we JOIN webhook w ON w.webhook_id = we.webhook_id \
+                 WHERE we.event = ?4 AND w.tenant_id = ?5 AND w.state = 1 AND w.type = 'webhook' ORDER BY w.webhook_id",
+            )
+            .map_err(sql_err)?
+            .execute(params![seq, ev.order_key, now, ev.event, actor.tenant_id])
+            .map_err(sql_err)?;
+        Ok(Committed {
+            event_seq: Some(seq),
+            deliveries: deliveries as u64,
+        })
+    }
+
+    fn load_webhook(&mut self, id: i64) -> Result<Option<Webhook>> {
+        self.conn
+            .prepare_cached(&format!(
+                "SELECT {WEBHOOK_COLS} FROM webhook WHERE webhook_id = ?"
+            ))
+            .map_err(sql_err)?
+            .query_row([id], |r| Ok(read_webhook(r)))
+            .optional()
+            .map_err(sql_err)?
+            .transpose()
+    }
+
+    fn tenant_name(&mut self, tenant_id: i64) -> Result<String> {
+        self.conn
+            .prepare_cached("SELECT name FROM tenant WHERE tenant_id = ?")
+            .map_err(sql_err)?
+            .query_row([tenant_id], |r| r.get(0))
+            .map_err(sql_err)
+    }
+
+    /// Leases due deliveries: the oldest first, never one whose contact has an earlier
+    /// delivery still open for the same webhook, at most `max_per_webhook` of one webhook.
+    fn claim(&mut self, req: &ClaimRequest) -> Result<Vec<Claimed>> {
+        let mut sql = String::from(
+            "UPDATE delivery SET status = 1, lease_until = ?, lease_owner = ? \
+             WHERE delivery_id IN (SELECT r.delivery_id FROM (SELECT c.delivery_id, c.queue_pos, \
+             ROW_NUMBER() OVER (PARTITION BY c.webhook_id ORDER BY c.queue_pos, c.delivery_id) AS rn \
+             FROM (SELECT d.delivery_id, d.webhook_id, d.queue_pos FROM delivery d JOIN webhook w ON w.webhook_id = d.webhook_id \
+             WHERE d.status IN (0, 1) AND ((d.status = 0 AND d.next_attempt_at <= ?) OR (d.status = 1 AND d.lease_until < ?)) \
+             AND w.state = 1 AND NOT EXISTS (SELECT 1 FROM delivery p WHERE p.webhook_id = d.webhook_id \
+             AND p.order_key = d.order_key AND p.status IN (0, 1) AND p.delivery_id < d.delivery_id)",
+        );
+        let mut args = vec![
+            SqlValue::Integer(req.lease_until),
+            SqlValue::Text(req.owner.clone()),
+            SqlValue::Integer(req.now),
+            SqlValue::Integer(req.now),
+        ];
+        // Deliveries of a batch whose fsync is still running wait for it.
+        let synced = self.synced_upto.load(Ordering::SeqCst);
+        if synced < self.handed_upto {
+            sql.push_str(" AND d.delivery_id <= ?");
+            args.push(SqlValue::Integer(synced));
+        }
+        if !req.skip_webhooks.is_empty() {
+            sql.push_str(" AND d.webhook_id NOT IN (");
+            sql.push_str(&vec!["?"; req.skip_webhooks.len()].join(", "));
+            sql.push(')');
+            args.extend(req.skip_webhooks.iter().map(|id| SqlValue::Integer(*id)));
+        }
+        // Rank within a window of candidates so one webhook never takes more than its share.
+        sql.push_str(
+            " ORDER BY d.queue_pos, d.delivery_id LIMIT ?) c) r WHERE r.rn <= ? \
+             ORDER BY r.queue_pos, r.delivery_id LIMIT ?) \
+             RETURNING delivery_id, event_id, attempt_in_cycle, event_seq, webhook_id, tenant_id",
+        );
+        args.extend([
+            SqlValue::Integer(req.limit.saturating_mul(4)),
+            SqlValue::Integer(req.max_per_webhook),
+            SqlValue::Integer(req.limit),
+        ]);
+        struct Leased {
+            delivery_id: i64,
+            event_id: String,
+            attempt_in_cycle: i64,
+            seq: i64,
+            webhook_id: i64,
+            tenant_id: i64,
+        }
+        let leased: Vec<Leased> = {
+            let mut stmt = self.conn.prepare_cached(&sql).map_err(sql_err)?;
+            let rows = stmt
+                .query_map(params_from_iter(args), |r| {
+                    Ok(Leased {
+                        delivery_id: r.get(0)?,
+                        event_id: r.get(1)?,
+                        attempt_in_cycle: r.get(2)?,
+                        seq: r.get(3)?,
+                        webhook_id: r.get(4)?,
+                        tenant_id: r.get(5)?,
+                    })
+                })
+                .map_err(sql_err)?;
+            rows.collect::<rusqlite::Result<_>>().map_err(sql_err)?
+        };
+        if leased.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut seqs: Vec<i64> = leased.iter().map(|l| l.seq).collect();
+        seqs.sort_unstable();
+        seqs.dedup();
+        let mut events = HashMap::new();
+        for chunk in seqs.chunks(500) {
+            let sql = format!(
+                "SELECT {EVENT_COLS} FROM event WHERE event_seq IN ({})",
+                vec!["?"; chunk.len()].join(", ")
+            );
+            let mut stmt = self.conn.prepare(&sql).map_err(sql_err)?;
+            let rows = stmt
+                .query_map(params_from_iter(chunk), |r| Ok(read_event(r)))
+                .map_err(sql_err)?;
+            for ev in rows {
+                let ev = ev.map_err(sql_err)??;
+                events.insert(ev.seq, ev);
+            }
+        }
+        let mut hooks: HashMap<i64, Option<Webhook>> = HashMap::new();
+        let mut tenants: HashMap<i64, String> = HashMap::new();
+        let mut out = Vec::with_capacity(leased.len());
+        for l in leased {
+            if !hooks.contains_key(&l.webhook_id) {
+                let hook = self.load_webhook(l.webhook_id)?;
+                hooks.insert(l.webhook_id, hook);
+            }
+            if !tenants.contains_key(&l.tenant_id) {
+                let name = self.tenant_name(l.tenant_id)?;
+                tenants.insert(l.tenant_id, name);
+            }
+            let (Some(Some(hook)), Some(event)) = (hooks.get(&l.webhook_id), events.get(&l.seq))
+            else {
+                continue;
+            };
+            out.push(Claimed {
+                delivery_id: l.delivery_id,
+                event_id: Uuid::parse_str(&l.event_id).map_err(|e| {
+                    StoreError::Corrupt(format!("delivery {} event id: {e}", l.delivery_id))
+                })?,
+                attempt_in_cycle: l.attempt_in_cycle,
+                event: event.clone(),
+                tenant: tenants.get(&l.tenant_id).cloned().unwrap_or_default(),
+                webhook: hook.clone(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Every waiting batch of attempt records in one bookkeeping transaction.
+    #[allow(clippy::type_complexity)]
+    fn completes(
+        &mut self,
+        batches: Vec<(
+            Vec<AttemptOutcome>,
+            Ticks,
+            i64,
+            oneshot::Sender<Result<Vec<StateChange>>>,
+        )>,
+    ) {
+        let started = Instant::now();
+        let recorded: usize = batches.iter().map(|b| b.0.len()).sum();
+        let result = self.in_tx(false, |w| {
+            let mut all = Vec::with_capacity(batches.len());
+            for (outcomes, now, max, _) in &batches {
+                all.push(w.complete(outcomes, *now, *max)?);
+            }
+            Ok(all)
+        });
+        tracing::debug!(
+            recorded,
+            total_us = started.elapsed().as_micros() as u64,
+            "complete"
+        );
+        match result {
+            Ok(all) => {
+                for ((_, _, _, reply), changes) in batches.into_iter().zip(all) {
+                    let _ = reply.send(Ok(changes));
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                for (_, _, _, reply) in batches {
+                    let _ = reply.send(Err(StoreError::Unavailable(msg.clone())));
+                }
+            }
+        }
+    }
+
+    fn complete(
+        &mut self,
+        outcomes: &[AttemptOutcome],
+        now: Ticks,
+        max_consecutive_errors: i64,
+    ) -> Result<Vec<StateChange>> {
+        let mut changes = Vec::new();
+        {
+            let mut attempt = self
+                .conn
+                .prepare_cached(
+                    "INSERT INTO attempt (delivery_id, event_id, retry, attempted_at, duration_us, status_code, error, response_excerpt) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                )
+                .map_err(sql_err)?;
+            for o in outcomes {
+                attempt
+                    .execute(params![
+                        o.delivery_id,
+                        o.event_id.to_string(),
+                        o.retry,
+                        o.attempted_at,
+                        o.duration_us,
+                        o.status_code,
+                        o.error,
+                        o.response_excerpt
+                    ])
+                    .map_err(sql_err)?;
+            }
+            let mut delivered = self
+                .conn
+                .prepare_cached(
+                    "UPDATE delivery SET status = 2, completed = ?, attempts = attempts + 1, last_status = ?, \
+                     last_error = NULL, lease_until = NULL, lease_owner = NULL WHERE delivery_id = ? AND status = 1",
+                )
+                .map_err(sql_err)?;
+            for o in outcomes.iter().filter(|o| o.verdict == Verdict::Delivered) {
+                delivered
+                    .execute(params![now, o.status_code, o.delivery_id])
+                    .map_err(sql_err)?;
+            }
+        }
+        // Usage and the state machine, per webhook in attempt order.
+        let mut by_hook: std::collections::BTreeMap<i64, Vec<&AttemptOutcome>> =
+            std::collections::BTreeMap::new();
+        for o in outcomes {
+            by_hook.entry(o.webhook_id).or_default().push(o);
+        }
+        for (webhook_id, list) in by_hook {
+            if list.iter().all(|o| o.verdict == Verdict::Delivered) {
+                self.conn
+                    .prepare_cached("UPDATE webhook_usage SET total_calls = total_calls + ?, consecutive_errors = 0 WHERE webhook_usage_id = ?")
+                    .map_err(sql_err)?
+                    .execute(params![list.len() as i64, webhook_id])
+                    .map_err(sql_err)?;
+                continue;
+            }
+            for o in list {
+                self.complete_one(o, now, max_consecutive_errors, &mut changes)?;
+            }
+        }
+        Ok(changes)
+    }
+
+    /// Usage, delivery state (unless already marked delivered) and the state machine for one
+    /// attempt of a webhook that had a failure in this batch.
+    fn complete_one(
+        &mut self,
+        o: &AttemptOutcome,
+        now: Ticks,
+        max_consecutive_errors: i64,
+        changes: &mut Vec<StateChange>,
+    ) -> Result<()> {
+        let consecutive: Option<i64> = if o.verdict == Verdict::Delivered {
+            self.conn
+                .prepare_cached("UPDATE webhook_usage SET total_calls = total_calls + 1, consecutive_errors = 0 WHERE webhook_usage_id = ?")
+                .map_err(sql_err)?
+                .execute([o.webhook_id])
+                .map_err(sql_err)?;
+            None
+        } else {
+            self.conn
+                .prepare_cached(
+                    "UPDATE webhook_usage SET total_calls = total_calls + 1, total_errors = total_errors + 1, \
+                     consecutive_errors = consecutive_errors + 1, last_error = ?, updated = ? WHERE webhook_usage_id = ? RETURNING consecutive_errors",
+                )
+                .map_err(sql_err)?
+                .query_row(params![usage_last_error(o), now, o.webhook_id], |r| r.get(0))
+                .optional()
+                .map_err(sql_err)?
+        };
+        let status = o.status_code;
+        match &o.verdict {
+            Verdict::Delivered => {}
+            Verdict::RetryAt(at) => {
+                self.conn
+                    .prepare_cached(
+                        "UPDATE delivery SET status = 0, attempt_in_cycle = attempt_in_cycle + 1, next_attempt_at = ?, attempts = attempts + 1, \
+                         last_status = ?, last_error = ?, lease_until = NULL, lease_owner = NULL WHERE delivery_id = ? AND status = 1",
+                    )
+                    .map_err(sql_err)?
+                    .execute(params![at, status, o.error, o.delivery_id])
+                    .map_err(sql_err)?;
+            }
+            Verdict::Requeue(at) => {
+                self.conn
+                    .prepare_cached(
+                        "UPDATE delivery SET status = 0, attempt_in_cycle = 0, cycles = cycles + 1, event_id = ?, queue_pos = ?, next_attempt_at = ?, \
+                         attempts = attempts + 1, last_status = ?, last_error = ?, lease_until = NULL, lease_owner = NULL WHERE delivery_id = ? AND status = 1",
+                    )
+                    .map_err(sql_err)?
+                    .execute(params![
+                        Uuid::new_v4().to_string(),
+                        now,
+                        at,
+                        status,
+                        o.error,
+                        o.delivery_id
+                    ])
+                    .map_err(sql_err)?;
+            }
+            Verdict::Gone => {
+                self.conn
+                    .prepare_cached(
+                        "UPDATE delivery SET status = 3, completed = ?, attempts = attempts + 1, last_status = ?, last_error = ?, \
+                         lease_until = NULL, lease_owner = NULL WHERE delivery_id = ? AND status = 1",
+                    )
+                    .map_err(sql_err)?
+                    .execute(params![now, status, o.error, o.delivery_id])
+                    .map_err(sql_err)?;
+            }
+        }
+        let disable =
+            o.verdict == Verdict::Gone || consecutive.is_some_and(|n| n >= max_consecutive_errors);
+        if disable {
+            if let Some(mut hook) = self.load_webhook(o.webhook_id)? {
+                if hook.state == WebhookState::Active {
+                    let from = hook.state;
+                    let tenant = self.tenant_name(hook.tenant_id)?;
+                    let actor = Actor::system(hook.tenant_id, &tenant);
+                    self.set_state(&mut hook, WebhookState::TooManyErrors, &actor, now)?;
+                    changes.push(StateChange {
+                        webhook: hook,
+                        from,
+                        reason: Some(disable_reason(o)),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets a webhook's state and fires its state event.
+    fn set_state(
+        &mut self,
+        hook: &mut Webhook,
+        state: WebhookState,
+        actor: &Actor,
+        now: Ticks,
+    ) -> Result<()> {
+        hook.state = state;
+        hook.updated = now;
+        hook.updated_associate_id = actor.associate_id;
+        self.conn
+            .prepare_cached("UPDATE webhook SET state = ?, updated = ?, updated_associate_id = ?, \"updatedCount\" = \"updatedCount\" + 1 WHERE webhook_id = ?")
+            .map_err(sql_err)?
+            .execute(params![state as i64, now, actor.associate_id, hook.id])
+            .map_err(sql_err)?;
+        let calls: i64 = self
+            .conn
+            .prepare_cached(
+                "SELECT COALESCE((SELECT total_calls FROM webhook_usage WHERE webhook_usage_id = ?), 0)",
+            )
+            .map_err(sql_err)?
+            .query_row([hook.id], |r| r.get(0))
+            .map_err(sql_err)?;
+        if let Some(ev) = state_event(hook, calls, self.options.local_offset) {
+            self.insert_event(actor, &ev, now)?;
+        }
+        Ok(())
+    }
+}
+
+fn sql_value(v: &Value) -> SqlValue {
+    match v {
+        Value::Null => SqlValue::Null,
+        Value::Int(i) | Value::Date(i) => SqlValue::Integer(*i),
+        Value::Text(s) => SqlValue::Text(s.clone()),
+    }
+}
+
+/// Maps a rusqlite error: a busy or locked database, I/O failures and a full disk are
+/// `Unavailable` (503), the rest a database error.
+pub(crate) fn sql_err(e: rusqlite::Error) -> StoreError {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(
+                f.code,
+                ErrorCode::DatabaseBusy
+                    | ErrorCode::DatabaseLocked
+                    | ErrorCode::SystemIoFailure
+                    | ErrorCode::DiskFull
+                    | ErrorCode::CannotOpen
+                    | ErrorCode::ReadOnly
+            ) =>
+        {
+            StoreError::Unavailable(e.to_string())
+        }
+        _ => StoreError::Engine(e.to_string()),
+    }
+}
+
+impl DbRow for rusqlite::Row<'_> {
+    fn int(&self, i: usize) -> Result<i64> {
+        self.get(i).map_err(sql_err)
+    }
+    fn opt_int(&self, i: usize) -> Result<Option<i64>> {
+        self.get(i).map_err(sql_err)
+    }
+    fn text(&self, i: usize) -> Result<String> {
+        self.get(i).map_err(sql_err)
+    }
+    fn opt_text(&self, i: usize) -> Result<Option<String>> {
+        self.get(i).map_err(sql_err)
+    }
+}
