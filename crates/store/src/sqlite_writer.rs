@@ -122,7 +122,10 @@ pub(crate) fn spawn(path: &Path, options: WriterOptions) -> Result<mpsc::Sender<
 }
 
 /// Answers to a committed batch of changes, owed once the WAL is on disk.
-type Answers = Vec<(oneshot::Sender<Result<ChangeOutcome>>, Result<ChangeOutcome>)>;
+type Answers = Vec<(
+    oneshot::Sender<Result<ChangeOutcome>>,
+    Result<ChangeOutcome>,
+)>;
 
 /// A committed batch waiting for its fsync: its answers and the highest delivery id it may
 /// have written.
@@ -629,44 +632,97 @@ impl Writer {
     /// Leases due deliveries: the oldest first, never one whose contact has an earlier
     /// delivery still open for the same webhook, at most `max_per_webhook` of one webhook.
     fn claim(&mut self, req: &ClaimRequest) -> Result<Vec<Claimed>> {
-        let mut sql = String::from(
+        // Candidates, oldest first: expired leases (a node died mid-send; rare, one index seek
+        // when there are none), then pending rows whose contact has no earlier open delivery
+        // to the same webhook. Both walks read only their partial indexes.
+        let window = req.limit.saturating_mul(4);
+        let mut candidates: Vec<(i64, i64, i64)> = Vec::new();
+        let mut skip = String::new();
+        let mut skip_args: Vec<SqlValue> = Vec::new();
+        if !req.skip_webhooks.is_empty() {
+            skip.push_str(" AND d.webhook_id NOT IN (");
+            skip.push_str(&vec!["?"; req.skip_webhooks.len()].join(", "));
+            skip.push(')');
+            skip_args.extend(req.skip_webhooks.iter().map(|id| SqlValue::Integer(*id)));
+        }
+        {
+            let sql = format!(
+                "SELECT d.delivery_id, d.webhook_id, d.queue_pos FROM delivery d JOIN webhook w ON w.webhook_id = d.webhook_id \
+                 WHERE d.status = 1 AND d.lease_until < ? AND w.state = 1{skip} ORDER BY d.lease_until LIMIT ?"
+            );
+            let args = std::iter::once(SqlValue::Integer(req.now))
+                .chain(skip_args.iter().cloned())
+                .chain(std::iter::once(SqlValue::Integer(window)));
+            let mut stmt = self.conn.prepare_cached(&sql).map_err(sql_err)?;
+            let rows = stmt
+                .query_map(params_from_iter(args), |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .map_err(sql_err)?;
+            for row in rows {
+                candidates.push(row.map_err(sql_err)?);
+            }
+        }
+        {
+            // Deliveries of a batch whose fsync is still running wait for it.
+            let synced = self.synced_upto.load(Ordering::SeqCst);
+            let unsynced = if synced < self.handed_upto {
+                " AND d.delivery_id <= ?"
+            } else {
+                ""
+            };
+            let sql = format!(
+                "SELECT d.delivery_id, d.webhook_id, d.queue_pos FROM delivery d INDEXED BY delivery_pending \
+                 JOIN webhook w ON w.webhook_id = d.webhook_id \
+                 WHERE d.status = 0 AND d.next_attempt_at <= ? AND w.state = 1{unsynced}{skip} \
+                 AND NOT EXISTS (SELECT 1 FROM delivery p WHERE p.webhook_id = d.webhook_id \
+                 AND p.order_key = d.order_key AND p.status IN (0, 1) AND p.delivery_id < d.delivery_id) \
+                 ORDER BY d.queue_pos, d.delivery_id LIMIT ?"
+            );
+            let args = std::iter::once(SqlValue::Integer(req.now))
+                .chain((!unsynced.is_empty()).then_some(SqlValue::Integer(synced)))
+                .chain(skip_args.iter().cloned())
+                .chain(std::iter::once(SqlValue::Integer(window)));
+            let mut stmt = self.conn.prepare_cached(&sql).map_err(sql_err)?;
+            let rows = stmt
+                .query_map(params_from_iter(args), |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .map_err(sql_err)?;
+            for row in rows {
+                candidates.push(row.map_err(sql_err)?);
+            }
+        }
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Oldest first, at most max_per_webhook of one webhook, at most limit in all.
+        candidates.sort_by_key(|&(id, _, pos)| (pos, id));
+        let mut per_hook: HashMap<i64, i64> = HashMap::new();
+        let mut chosen: Vec<i64> = Vec::new();
+        for (id, hook, _) in candidates {
+            if chosen.len() as i64 >= req.limit {
+                break;
+            }
+            let n = per_hook.entry(hook).or_insert(0);
+            if *n < req.max_per_webhook {
+                *n += 1;
+                chosen.push(id);
+            }
+        }
+        let sql = format!(
             "UPDATE delivery SET status = 1, lease_until = ?, lease_owner = ? \
-             WHERE delivery_id IN (SELECT r.delivery_id FROM (SELECT c.delivery_id, c.queue_pos, \
-             ROW_NUMBER() OVER (PARTITION BY c.webhook_id ORDER BY c.queue_pos, c.delivery_id) AS rn \
-             FROM (SELECT d.delivery_id, d.webhook_id, d.queue_pos FROM delivery d JOIN webhook w ON w.webhook_id = d.webhook_id \
-             WHERE d.status IN (0, 1) AND ((d.status = 0 AND d.next_attempt_at <= ?) OR (d.status = 1 AND d.lease_until < ?)) \
-             AND w.state = 1 AND NOT EXISTS (SELECT 1 FROM delivery p WHERE p.webhook_id = d.webhook_id \
-             AND p.order_key = d.order_key AND p.status IN (0, 1) AND p.delivery_id < d.delivery_id)",
+             WHERE delivery_id IN ({}) AND status IN (0, 1) \
+             RETURNING delivery_id, event_id, attempt_in_cycle, event_seq, webhook_id, tenant_id",
+            vec!["?"; chosen.len()].join(", ")
         );
-        let mut args = vec![
+        let args: Vec<SqlValue> = [
             SqlValue::Integer(req.lease_until),
             SqlValue::Text(req.owner.clone()),
-            SqlValue::Integer(req.now),
-            SqlValue::Integer(req.now),
-        ];
-        // Deliveries of a batch whose fsync is still running wait for it.
-        let synced = self.synced_upto.load(Ordering::SeqCst);
-        if synced < self.handed_upto {
-            sql.push_str(" AND d.delivery_id <= ?");
-            args.push(SqlValue::Integer(synced));
-        }
-        if !req.skip_webhooks.is_empty() {
-            sql.push_str(" AND d.webhook_id NOT IN (");
-            sql.push_str(&vec!["?"; req.skip_webhooks.len()].join(", "));
-            sql.push(')');
-            args.extend(req.skip_webhooks.iter().map(|id| SqlValue::Integer(*id)));
-        }
-        // Rank within a window of candidates so one webhook never takes more than its share.
-        sql.push_str(
-            " ORDER BY d.queue_pos, d.delivery_id LIMIT ?) c) r WHERE r.rn <= ? \
-             ORDER BY r.queue_pos, r.delivery_id LIMIT ?) \
-             RETURNING delivery_id, event_id, attempt_in_cycle, event_seq, webhook_id, tenant_id",
-        );
-        args.extend([
-            SqlValue::Integer(req.limit.saturating_mul(4)),
-            SqlValue::Integer(req.max_per_webhook),
-            SqlValue::Integer(req.limit),
-        ]);
+        ]
+        .into_iter()
+        .chain(chosen.iter().map(|id| SqlValue::Integer(*id)))
+        .collect();
         struct Leased {
             delivery_id: i64,
             event_id: String,
@@ -676,7 +732,7 @@ impl Writer {
             tenant_id: i64,
         }
         let leased: Vec<Leased> = {
-            let mut stmt = self.conn.prepare_cached(&sql).map_err(sql_err)?;
+            let mut stmt = self.conn.prepare(&sql).map_err(sql_err)?;
             let rows = stmt
                 .query_map(params_from_iter(args), |r| {
                     Ok(Leased {
@@ -716,13 +772,11 @@ impl Writer {
         let mut tenants: HashMap<i64, String> = HashMap::new();
         let mut out = Vec::with_capacity(leased.len());
         for l in leased {
-            if !hooks.contains_key(&l.webhook_id) {
-                let hook = self.load_webhook(l.webhook_id)?;
-                hooks.insert(l.webhook_id, hook);
+            if let std::collections::hash_map::Entry::Vacant(slot) = hooks.entry(l.webhook_id) {
+                slot.insert(self.load_webhook(l.webhook_id)?);
             }
-            if !tenants.contains_key(&l.tenant_id) {
-                let name = self.tenant_name(l.tenant_id)?;
-                tenants.insert(l.tenant_id, name);
+            if let std::collections::hash_map::Entry::Vacant(slot) = tenants.entry(l.tenant_id) {
+                slot.insert(self.tenant_name(l.tenant_id)?);
             }
             let (Some(Some(hook)), Some(event)) = (hooks.get(&l.webhook_id), events.get(&l.seq))
             else {

@@ -136,7 +136,43 @@ both_backends!(
     delete_webhook_cancels_its_deliveries,
     two_nodes_never_claim_the_same_delivery,
     listen_for_work_wakes_other_nodes,
+    an_answered_change_is_claimable_at_once,
 );
+
+/// A change is answered only once it is durable, and from then on its deliveries can be
+/// claimed (on SQLite the WAL fsync runs on its own thread, and a claim must not wait for a
+/// later batch's fsync nor take a delivery before its own). Concurrent changes form group
+/// commits of several; every one must be claimable right after its answer.
+async fn an_answered_change_is_claimable_at_once(ctx: &Ctx) {
+    let store = &ctx.store;
+    let a = actor(store, "acme", 1).await;
+    hook(store, &a, &["contact.created"]).await;
+    for round in 0..20 {
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let store = store.clone();
+            let a = a.clone();
+            tasks.push(tokio::spawn(async move {
+                create(&store, &a, &format!("Round {round} #{i}")).await.0
+            }));
+        }
+        let mut ids = HashSet::new();
+        for t in tasks {
+            ids.insert(t.await.unwrap());
+        }
+        let claimed = store.claim(&req("n1", now_ticks(), 100)).await.unwrap();
+        let got: HashSet<i64> = claimed.iter().map(|c| c.event.primary_key).collect();
+        assert_eq!(
+            got, ids,
+            "round {round}: every answered change is claimable"
+        );
+        let outcomes: Vec<_> = claimed
+            .iter()
+            .map(|c| outcome(c, Verdict::Delivered))
+            .collect();
+        store.complete(&outcomes, now_ticks(), 9).await.unwrap();
+    }
+}
 
 // --- helpers
 
