@@ -308,12 +308,12 @@ impl Dispatcher {
                 break;
             }
             let free = self.slots.available_permits();
-            let mut claimed_any = false;
+            let mut claimed_full = false;
             if free > 0 {
                 let limit = i64::try_from(free).unwrap_or(i64::MAX).min(self.cfg.batch);
                 match self.claim(limit).await {
                     Ok(claimed) => {
-                        claimed_any = !claimed.is_empty();
+                        claimed_full = claimed.len() as i64 >= limit;
                         for c in claimed {
                             let Ok(permit) = self.slots.clone().try_acquire_owned() else {
                                 break;
@@ -335,13 +335,15 @@ impl Dispatcher {
                     }
                 }
             }
-            if claimed_any && self.slots.available_permits() > 0 {
+            // A full batch may have left more behind; a short one took all there was (a commit
+            // or a completion wakes the loop when that changes).
+            if claimed_full && self.slots.available_permits() > 0 {
                 continue;
             }
             // Nothing claimable now. Sleep until the next retry is due; when work exists but is
             // blocked (all slots busy, or later events waiting for an earlier one of the same
             // contact), a completion wakes the loop, and the poll interval is the fallback.
-            let wait = if free == 0 || claimed_any {
+            let wait = if free == 0 {
                 self.cfg.poll_interval
             } else {
                 match self.store.next_due().await {

@@ -76,6 +76,19 @@ impl SqliteStore {
             .run(&writer)
             .await
             .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
+        // Heads of delivery chains that lost their mark (see migration 0004) are marked again.
+        let repaired = sqlx::query(
+            "UPDATE delivery SET ready = 1 WHERE status = 0 AND ready = 0 AND NOT EXISTS (\
+             SELECT 1 FROM delivery p WHERE p.webhook_id = delivery.webhook_id AND p.order_key = delivery.order_key \
+             AND p.status IN (0, 1) AND p.delivery_id < delivery.delivery_id)",
+        )
+        .execute(&writer)
+        .await
+        .map_err(db)?
+        .rows_affected();
+        if repaired > 0 {
+            tracing::warn!(repaired, "marked delivery chain heads that were not marked");
+        }
         let reader = SqlitePoolOptions::new()
             .test_before_acquire(false)
             .max_connections(options.max_connections.max(1))

@@ -633,8 +633,9 @@ impl Writer {
     /// delivery still open for the same webhook, at most `max_per_webhook` of one webhook.
     fn claim(&mut self, req: &ClaimRequest) -> Result<Vec<Claimed>> {
         // Candidates, oldest first: expired leases (a node died mid-send; rare, one index seek
-        // when there are none), then pending rows whose contact has no earlier open delivery
-        // to the same webhook. Both walks read only their partial indexes.
+        // when there are none), then pending heads: rows whose contact has no earlier open
+        // delivery to the same webhook (`ready`, kept by triggers; checked again here). Both
+        // walks read only their partial indexes.
         let window = req.limit.saturating_mul(4);
         let mut candidates: Vec<(i64, i64, i64)> = Vec::new();
         let mut skip = String::new();
@@ -644,6 +645,23 @@ impl Writer {
             skip.push_str(&vec!["?"; req.skip_webhooks.len()].join(", "));
             skip.push(')');
             skip_args.extend(req.skip_webhooks.iter().map(|id| SqlValue::Integer(*id)));
+        }
+        if !skip.is_empty() {
+            // Every Active webhook skipped (its requests in flight are at the cap): nothing to
+            // claim, and the walk below would visit every head of its backlog to learn that.
+            let sql = format!(
+                "SELECT EXISTS (SELECT 1 FROM webhook w WHERE w.state = 1{})",
+                skip.replace("d.webhook_id", "w.webhook_id")
+            );
+            let any: bool = self
+                .conn
+                .prepare_cached(&sql)
+                .map_err(sql_err)?
+                .query_row(params_from_iter(skip_args.iter()), |r| r.get(0))
+                .map_err(sql_err)?;
+            if !any {
+                return Ok(Vec::new());
+            }
         }
         {
             let sql = format!(
@@ -672,9 +690,9 @@ impl Writer {
                 ""
             };
             let sql = format!(
-                "SELECT d.delivery_id, d.webhook_id, d.queue_pos FROM delivery d INDEXED BY delivery_pending \
+                "SELECT d.delivery_id, d.webhook_id, d.queue_pos FROM delivery d INDEXED BY delivery_ready \
                  JOIN webhook w ON w.webhook_id = d.webhook_id \
-                 WHERE d.status = 0 AND d.next_attempt_at <= ? AND w.state = 1{unsynced}{skip} \
+                 WHERE d.status = 0 AND d.ready = 1 AND d.next_attempt_at <= ? AND w.state = 1{unsynced}{skip} \
                  AND NOT EXISTS (SELECT 1 FROM delivery p WHERE p.webhook_id = d.webhook_id \
                  AND p.order_key = d.order_key AND p.status IN (0, 1) AND p.delivery_id < d.delivery_id) \
                  ORDER BY d.queue_pos, d.delivery_id LIMIT ?"
