@@ -75,6 +75,15 @@ pub struct BenchArgs {
     /// Print exactly one JSON object on stdout instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Store this many contacts before the load (written straight into the database), to
+    /// measure whether the cost per event grows with the size of the data.
+    #[arg(long, default_value_t = 0)]
+    pub preload_contacts: u64,
+    /// Also define this many Active webhooks subscribed only to `contact.deleted` (the load
+    /// fires none), so the server holds many definitions while each event still goes to
+    /// `--webhooks` of them.
+    #[arg(long, default_value_t = 0)]
+    pub idle_webhooks: usize,
 }
 
 impl BenchArgs {
@@ -154,6 +163,11 @@ struct Report {
     max_ms: Option<f64>,
     peak_rss_mb: Option<f64>,
     cpu_seconds: Option<f64>,
+    /// Server CPU per committed event, microseconds (load plus drain).
+    cpu_us_per_event: Option<f64>,
+    /// Contacts stored before the load, and idle webhook definitions.
+    preload_contacts: u64,
+    idle_webhooks: usize,
     /// Seconds the CPU figure covers (load plus drain, or the backlog drain).
     window_seconds: f64,
     /// CPU seconds of this process (clients and receiver) over the same window: both share the
@@ -255,6 +269,12 @@ impl Report {
                     .map(|c| format!(" ({:.2} cores)", c / self.window_seconds))
                     .unwrap_or_default()
             );
+            if let Some(c) = self.cpu_us_per_event {
+                println!(
+                    "  cost               {c:.0} µs of server CPU per event ({} stored contacts before the load, {} idle webhooks)",
+                    self.preload_contacts, self.idle_webhooks
+                );
+            }
             if let Some(c) = self.bench_cpu_seconds {
                 println!("  bench process      CPU {c:.2} s over the same window (clients and receiver share the machine)");
             }
@@ -339,6 +359,9 @@ async fn measure(args: &BenchArgs, db: &BenchDatabase, dir: &Path) -> anyhow::Re
         max_ms: None,
         peak_rss_mb: None,
         cpu_seconds: None,
+        cpu_us_per_event: None,
+        preload_contacts: args.preload_contacts,
+        idle_webhooks: args.idle_webhooks,
         window_seconds: 0.0,
         bench_cpu_seconds: None,
         drain_seconds: 0.0,
@@ -379,6 +402,14 @@ async fn load_phase(
     report.server_start_seconds = round(server.ready.as_secs_f64(), 3);
     let api = Api::new(&server.base, key, args.clients)?;
     api.create_webhooks(receiver, args.webhooks).await?;
+    api.create_idle_webhooks(receiver, args.idle_webhooks)
+        .await?;
+    if args.preload_contacts > 0 {
+        if !args.json {
+            eprintln!("storing {} contacts …", args.preload_contacts);
+        }
+        db.preload_contacts(args.preload_contacts).await?;
+    }
     receiver.tally.reset();
 
     let cpu_before = server.cpu_seconds();
@@ -436,6 +467,10 @@ async fn load_phase(
     report.max_ms = latencies.last().map(|&us| round(f64::from(us) / 1000.0, 3));
     report.peak_rss_mb = peak_kb.map(kb_to_mb);
     report.cpu_seconds = cpu_after.zip(cpu_before).map(|(a, b)| round(a - b, 2));
+    report.cpu_us_per_event = report
+        .cpu_seconds
+        .filter(|_| committed > 0)
+        .map(|c| round(c * 1e6 / committed as f64, 1));
     report.bench_cpu_seconds = bench_cpu_after
         .zip(bench_cpu_before)
         .map(|(a, b)| round(a - b, 2));
@@ -1243,6 +1278,24 @@ impl Api {
         Ok(())
     }
 
+    /// Webhooks that exist but receive nothing from the load.
+    async fn create_idle_webhooks(&self, receiver: &Receiver, n: usize) -> anyhow::Result<()> {
+        for k in 1..=n {
+            self.send(
+                reqwest::Method::POST,
+                "/api/v1/Webhook",
+                json!({
+                    "Name": format!("idle {k}"),
+                    "Events": ["contact.deleted"],
+                    "TargetUrl": receiver.url(&format!("/idle/{k}")),
+                }),
+            )
+            .await
+            .context("cannot create the idle webhooks")?;
+        }
+        Ok(())
+    }
+
     /// Creates a contact; its id.
     async fn create_contact(&self, name: &str) -> anyhow::Result<i64> {
         let body = self
@@ -1479,6 +1532,42 @@ impl BenchDatabase {
             });
         }
         bail!("unsupported --database {url:?}: use sqlite://PATH or postgres://…")
+    }
+
+    /// Stores `n` contacts of the benchmark's tenant in one statement (no events: this is data
+    /// that was there before).
+    async fn preload_contacts(&self, n: u64) -> anyhow::Result<()> {
+        use sqlx::Connection as _;
+        let n = i64::try_from(n).context("--preload-contacts is too large")?;
+        let now = crmhooks_store::now_ticks();
+        let cols = "tenant_id, name, business_idx, category_idx, country_id, registered_associate_id, registered, updated_associate_id, updated, \"updatedCount\", department";
+        if self.postgres.is_some() {
+            let mut conn = sqlx::PgConnection::connect(&self.url).await?;
+            sqlx::query(&format!(
+                "INSERT INTO contact ({cols}) SELECT (SELECT MIN(tenant_id) FROM api_key), 'Stored ' || i, 0, 0, 0, 1, $1, 1, $1, 0, 'Sales' \
+                 FROM generate_series(1, $2) AS i"
+            ))
+            .bind(now)
+            .bind(n)
+            .execute(&mut conn)
+            .await
+            .context("cannot store the preloaded contacts")?;
+            let _ = sqlx::query("ANALYZE").execute(&mut conn).await;
+            let _ = conn.close().await;
+        } else {
+            let mut conn = sqlx::SqliteConnection::connect(&self.url).await?;
+            sqlx::query(&format!(
+                "WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < ?2) \
+                 INSERT INTO contact ({cols}) SELECT (SELECT MIN(tenant_id) FROM api_key), 'Stored ' || i, 0, 0, 0, 1, ?1, 1, ?1, 0, 'Sales' FROM seq"
+            ))
+            .bind(now)
+            .bind(n)
+            .execute(&mut conn)
+            .await
+            .context("cannot store the preloaded contacts")?;
+            let _ = conn.close().await;
+        }
+        Ok(())
     }
 
     fn kind(&self) -> &'static str {
