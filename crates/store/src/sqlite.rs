@@ -76,7 +76,7 @@ impl SqliteStore {
             .run(&writer)
             .await
             .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
-        // Heads of delivery chains that lost their mark (see migration 0004) are marked again.
+        // Heads of delivery chains that lost their mark (see migration 0003) are marked again.
         let repaired = sqlx::query(
             "UPDATE delivery SET ready = 1 WHERE status = 0 AND ready = 0 AND NOT EXISTS (\
              SELECT 1 FROM delivery p WHERE p.webhook_id = delivery.webhook_id AND p.order_key = delivery.order_key \
@@ -184,8 +184,8 @@ async fn insert_event(
          SELECT w.tenant_id, w.webhook_id, ?1, ?2, \
          lower(hex(randomblob(4))) || '-' || lower(hex(randomblob(2))) || '-4' || substr(lower(hex(randomblob(2))), 2) || '-' || \
          substr('89ab', 1 + (abs(random()) % 4), 1) || substr(lower(hex(randomblob(2))), 2) || '-' || lower(hex(randomblob(6))), \
-         ?3, ?3, ?3 FROM webhook_event we JOIN webhook w ON w.webhook_id = we.webhook_id \
-         WHERE we.event = ?4 AND w.tenant_id = ?5 AND w.state = 1 AND w.type = 'webhook' ORDER BY w.webhook_id",
+         ?3, ?3, ?3 FROM webhook_event we CROSS JOIN webhook w ON w.webhook_id = we.webhook_id \
+         WHERE we.event = ?4 AND w.tenant_id = ?5 AND w.state = 1 AND w.type = 'webhook' ORDER BY we.webhook_id",
     )
     .bind(seq)
     .bind(&ev.order_key)

@@ -589,16 +589,18 @@ impl Writer {
             )
             .map_err(sql_err)?;
         // Fan-out in one statement: a delivery per Active subscribed webhook of the tenant, each
-        // with a random version-4 EventId made by SQLite.
+        // with a random version-4 EventId made by SQLite, marked as the head of its chain when
+        // nothing of the same contact is open for that webhook.
         let deliveries = self
             .conn
             .prepare_cached(
-                "INSERT INTO delivery (tenant_id, webhook_id, event_seq, order_key, event_id, queue_pos, next_attempt_at, created) \
+                "INSERT INTO delivery (tenant_id, webhook_id, event_seq, order_key, event_id, queue_pos, next_attempt_at, created, ready) \
                  SELECT w.tenant_id, w.webhook_id, ?1, ?2, \
                  lower(hex(randomblob(4))) || '-' || lower(hex(randomblob(2))) || '-4' || substr(lower(hex(randomblob(2))), 2) || '-' || \
                  substr('89ab', 1 + (abs(random()) % 4), 1) || substr(lower(hex(randomblob(2))), 2) || '-' || lower(hex(randomblob(6))), \
-                 ?3, ?3, ?3 FROM webhook_event we JOIN webhook w ON w.webhook_id = we.webhook_id \
-                 WHERE we.event = ?4 AND w.tenant_id = ?5 AND w.state = 1 AND w.type = 'webhook' ORDER BY w.webhook_id",
+                 ?3, ?3, ?3, NOT EXISTS (SELECT 1 FROM delivery p WHERE p.webhook_id = w.webhook_id AND p.order_key = ?2 AND p.status IN (0, 1)) \
+                 FROM webhook_event we CROSS JOIN webhook w ON w.webhook_id = we.webhook_id \
+                 WHERE we.event = ?4 AND w.tenant_id = ?5 AND w.state = 1 AND w.type = 'webhook' ORDER BY we.webhook_id",
             )
             .map_err(sql_err)?
             .execute(params![seq, ev.order_key, now, ev.event, actor.tenant_id])
