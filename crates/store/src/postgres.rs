@@ -961,13 +961,27 @@ impl Store for PgStore {
                     .join(", ")
             )
         };
+        // With webhooks skipped (at their cap), first ask whether any Active one is left: when
+        // none is, the walk would visit every pending row of theirs to find nothing.
+        let any_left = if req.skip_webhooks.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " AND EXISTS (SELECT 1 FROM webhook a WHERE a.state = 1{})",
+                skip.replace("d.webhook_id", "a.webhook_id")
+            )
+        };
         let sql = format!(
             "DO $$BEGIN PERFORM set_config('synchronous_commit', 'off', true); PERFORM pg_advisory_xact_lock({CLAIM_LOCK}); END$$; \
-             WITH cand AS (SELECT d.delivery_id, d.webhook_id, d.queue_pos FROM delivery d JOIN webhook w ON w.webhook_id = d.webhook_id \
-             WHERE d.status IN (0, 1) AND ((d.status = 0 AND d.next_attempt_at <= {now}) OR (d.status = 1 AND d.lease_until < {now})) \
+             WITH pending AS (SELECT d.delivery_id, d.webhook_id, d.queue_pos FROM delivery d JOIN webhook w ON w.webhook_id = d.webhook_id \
+             WHERE d.status = 0 AND d.next_attempt_at <= {now} \
              AND w.state = 1 AND NOT EXISTS (SELECT 1 FROM delivery p WHERE p.webhook_id = d.webhook_id \
-             AND p.order_key = d.order_key AND p.status IN (0, 1) AND p.delivery_id < d.delivery_id){skip} \
+             AND p.order_key = d.order_key AND p.status IN (0, 1) AND p.delivery_id < d.delivery_id){skip}{any_left} \
              ORDER BY d.queue_pos, d.delivery_id LIMIT {window} FOR UPDATE OF d SKIP LOCKED), \
+             expired AS (SELECT d.delivery_id, d.webhook_id, d.queue_pos FROM delivery d JOIN webhook w ON w.webhook_id = d.webhook_id \
+             WHERE d.status = 1 AND d.lease_until < {now} AND w.state = 1{skip} \
+             ORDER BY d.lease_until LIMIT {window} FOR UPDATE OF d SKIP LOCKED), \
+             cand AS (SELECT * FROM pending UNION ALL SELECT * FROM expired), \
              ranked AS (SELECT c.delivery_id, c.queue_pos, \
              ROW_NUMBER() OVER (PARTITION BY c.webhook_id ORDER BY c.queue_pos, c.delivery_id) AS rn \
              FROM cand c), \
