@@ -5,9 +5,9 @@
 //! the thread and one back, whatever number of statements it runs; through sqlx every statement
 //! was a hop, and under load those hops, not SQLite, set the pace.
 //!
-//! Each loop takes every command that is waiting: the attempt records first (so a claim sees
-//! the deliveries they finished), then all changes in one durable transaction (one fsync for
-//! the lot), then the claims. Writes that stay on sqlx (webhook definitions, keys, replay) take
+//! Each loop takes every command that is waiting: all changes in one transaction (group
+//! commit), then the attempt records and the claims in another (the claims see the deliveries
+//! the records finished). Writes that stay on sqlx (webhook definitions, keys, replay) take
 //! the same [`WriteGate`], so the two connections never wait on SQLite's lock.
 //!
 //! Durability without stalling the writer: with `synchronous=FULL` configured, a batch of
@@ -70,6 +70,17 @@ pub(crate) enum Cmd {
         reply: oneshot::Sender<Result<Vec<StateChange>>>,
     },
 }
+
+/// Attempt records waiting: outcomes, now, the error threshold, and who waits.
+type CompleteJob = (
+    Vec<AttemptOutcome>,
+    Ticks,
+    i64,
+    oneshot::Sender<Result<Vec<StateChange>>>,
+);
+
+/// A claim waiting, and who waits.
+type ClaimJob = (ClaimRequest, oneshot::Sender<Result<Vec<Claimed>>>);
 
 /// Settings of the writer thread.
 pub(crate) struct WriterOptions {
@@ -225,23 +236,56 @@ impl Writer {
             }
             let gate = self.options.gate.clone();
             let _held = gate.blocking_lock();
-            if !completes.is_empty() {
-                self.completes(completes);
-            }
+            // Changes first: their deliveries become claimable once their fsync is done.
             if !changes.is_empty() {
                 self.changes(changes);
             }
-            for (req, reply) in claims {
-                let started = Instant::now();
-                let result = self.in_tx(false, |w| w.claim(&req));
-                if let Ok(c) = &result {
-                    tracing::debug!(
-                        claimed = c.len(),
-                        total_us = started.elapsed().as_micros() as u64,
-                        "claim"
-                    );
+            if !completes.is_empty() || !claims.is_empty() {
+                self.bookkeeping(completes, claims);
+            }
+        }
+    }
+
+    /// Attempt records, then claims (which see them), in one bookkeeping transaction: one
+    /// commit for both. When it fails, each part is redone on its own so that one failing part
+    /// does not fail the other.
+    fn bookkeeping(&mut self, completes: Vec<CompleteJob>, claims: Vec<ClaimJob>) {
+        let started = Instant::now();
+        let together = self.in_tx(false, |w| {
+            let mut recorded = Vec::with_capacity(completes.len());
+            for (outcomes, now, max, _) in &completes {
+                recorded.push(w.complete(outcomes, *now, *max)?);
+            }
+            let mut claimed = Vec::with_capacity(claims.len());
+            for (req, _) in &claims {
+                claimed.push(w.claim(req)?);
+            }
+            Ok((recorded, claimed))
+        });
+        match together {
+            Ok((recorded, claimed)) => {
+                tracing::debug!(
+                    recorded = completes.iter().map(|c| c.0.len()).sum::<usize>(),
+                    claimed = claimed.iter().map(Vec::len).sum::<usize>(),
+                    total_us = started.elapsed().as_micros() as u64,
+                    "bookkeeping"
+                );
+                for ((_, _, _, reply), changes) in completes.into_iter().zip(recorded) {
+                    let _ = reply.send(Ok(changes));
                 }
-                let _ = reply.send(result);
+                for ((_, reply), c) in claims.into_iter().zip(claimed) {
+                    let _ = reply.send(Ok(c));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "bookkeeping failed; recording and claiming apart");
+                if !completes.is_empty() {
+                    self.completes(completes);
+                }
+                for (req, reply) in claims {
+                    let result = self.in_tx(false, |w| w.claim(&req));
+                    let _ = reply.send(result);
+                }
             }
         }
     }
@@ -817,16 +861,7 @@ impl Writer {
     }
 
     /// Every waiting batch of attempt records in one bookkeeping transaction.
-    #[allow(clippy::type_complexity)]
-    fn completes(
-        &mut self,
-        batches: Vec<(
-            Vec<AttemptOutcome>,
-            Ticks,
-            i64,
-            oneshot::Sender<Result<Vec<StateChange>>>,
-        )>,
-    ) {
+    fn completes(&mut self, batches: Vec<CompleteJob>) {
         let started = Instant::now();
         let recorded: usize = batches.iter().map(|b| b.0.len()).sum();
         let result = self.in_tx(false, |w| {
