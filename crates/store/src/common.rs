@@ -388,3 +388,118 @@ pub(crate) fn read_actor(r: &impl DbRow) -> Result<Actor> {
         associate_id: r.int(2)?,
     })
 }
+
+/// A decided change, ready to write: everything but the SQL, which each backend runs itself.
+pub(crate) enum Planned {
+    /// Nothing to write; answer with this row.
+    Nothing(Option<Row>),
+    /// Insert this row (its key column is Null); the event follows from [`created_event`] once
+    /// the key is known.
+    Insert(Row),
+    /// Replace the stored row with `row`, firing `event`.
+    Update { row: Row, event: NewEvent },
+    /// Delete the stored row, firing `event`.
+    Delete { event: NewEvent },
+}
+
+/// Turns what a change function decided into the row to write and its event: bookkeeping set
+/// by the store (never by the caller), validation, and the `Changes` of an update; an update
+/// that changes nothing but bookkeeping writes nothing.
+pub(crate) fn plan_change(
+    def: &'static EntityDef,
+    actor: &Actor,
+    current: Option<Row>,
+    decided: crate::Change,
+    now: Ticks,
+    offset: time::UtcOffset,
+) -> Result<Planned> {
+    use crate::Change;
+    let set_bookkeeping = |row: &mut Row, count: i64| {
+        row.set(def, "updated", Value::Date(now));
+        row.set(def, "updated_associate_id", Value::Int(actor.associate_id));
+        row.set(def, "updatedCount", Value::Int(count));
+    };
+    match decided {
+        Change::Nothing => Ok(Planned::Nothing(current)),
+        Change::Create(mut row) => {
+            row.values[0] = Value::Null;
+            row.set(
+                def,
+                "registered",
+                Value::Date(now - now % crate::entity::TICKS_PER_SECOND),
+            );
+            row.set(
+                def,
+                "registered_associate_id",
+                Value::Int(actor.associate_id),
+            );
+            set_bookkeeping(&mut row, 0);
+            crate::entity::validate(def, &row)?;
+            Ok(Planned::Insert(row))
+        }
+        Change::Update { mut row, verb } => {
+            let before = current.ok_or(StoreError::NotFound)?;
+            row.values[0] = before.values[0].clone();
+            for name in def
+                .bookkeeping
+                .iter()
+                .chain(["registered", "registered_associate_id"].iter())
+            {
+                row.set(def, name, before.get(def, name).clone());
+            }
+            if def.diff(&before, &row).is_empty() {
+                return Ok(Planned::Nothing(Some(before)));
+            }
+            let count = (before.get(def, "updatedCount").as_i64() + 1) % 65536;
+            set_bookkeeping(&mut row, count);
+            crate::entity::validate(def, &row)?;
+            let changes = def.diff(&before, &row);
+            let pk = row.values[0].as_i64();
+            let event = NewEvent {
+                event: format!("{}.{verb}", def.entity),
+                entity: def.entity.to_owned(),
+                primary_key: pk,
+                changes,
+                values: None,
+                field_values: Some(field_values(def, &row, offset)),
+                order_key: format!("{}:{pk}", def.entity),
+            };
+            Ok(Planned::Update { row, event })
+        }
+        Change::Delete => {
+            let before = current.ok_or(StoreError::NotFound)?;
+            let pk = before.values[0].as_i64();
+            let mut values = Map::new();
+            for name in def.deleted_values {
+                values.insert(
+                    (*name).to_owned(),
+                    Json::from(before.get(def, name).as_i64()),
+                );
+            }
+            let event = NewEvent {
+                event: format!("{}.deleted", def.entity),
+                entity: def.entity.to_owned(),
+                primary_key: pk,
+                changes: Vec::new(),
+                values: Some(values),
+                field_values: Some(field_values(def, &before, offset)),
+                order_key: format!("{}:{pk}", def.entity),
+            };
+            Ok(Planned::Delete { event })
+        }
+    }
+}
+
+/// The `{entity}.created` event of an inserted row (its key set).
+pub(crate) fn created_event(def: &EntityDef, row: &Row, offset: time::UtcOffset) -> NewEvent {
+    let id = row.values[0].as_i64();
+    NewEvent {
+        event: format!("{}.created", def.entity),
+        entity: def.entity.to_owned(),
+        primary_key: id,
+        changes: def.created_changes(),
+        values: None,
+        field_values: Some(field_values(def, row, offset)),
+        order_key: format!("{}:{id}", def.entity),
+    }
+}

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde_json::{Map, Value as Json};
+use serde_json::Value as Json;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, Postgres};
 use sqlx::{Connection as _, QueryBuilder, Row as _, Transaction};
 use tokio::sync::{watch, Notify};
@@ -27,15 +27,16 @@ use uuid::Uuid;
 
 use crate::common::read_actor;
 use crate::common::{
-    column_list, count_cols, disable_reason, field_values, list_deliveries_query,
-    list_webhooks_query, local_offset, map_text, qualified, read_attempt, read_delivery,
-    read_event, read_row, read_webhook, replay_order_key, state_event, usage_last_error, At,
-    DbRow as _, ATTEMPT_COLS, DELIVERY_COLS, EVENT_COLS, WEBHOOK_COLS,
+    column_list, count_cols, disable_reason, list_deliveries_query, list_webhooks_query,
+    local_offset, map_text, qualified, read_attempt, read_delivery, read_event, read_row,
+    read_webhook, replay_order_key, state_event, usage_last_error, At, DbRow as _, ATTEMPT_COLS,
+    DELIVERY_COLS, EVENT_COLS, WEBHOOK_COLS,
 };
-use crate::entity::{validate, ColumnKind, EntityDef, Row, Ticks, Value};
+use crate::common::{created_event, plan_change, Planned};
+use crate::entity::{ColumnKind, EntityDef, Row, Ticks, Value};
 use crate::model::*;
 use crate::{
-    hash_key, now_ticks, Change, ChangeFn, ChangeOutcome, ClaimRequest, OpenOptions, Result, Store,
+    hash_key, now_ticks, ChangeFn, ChangeOutcome, ClaimRequest, OpenOptions, Result, Store,
     StoreError,
 };
 
@@ -385,32 +386,15 @@ impl PgStore {
         };
         let now = now_ticks();
         let decided = change(current.as_ref())?;
-        let set_bookkeeping = |row: &mut Row, count: i64| {
-            row.set(def, "updated", Value::Date(now));
-            row.set(def, "updated_associate_id", Value::Int(actor.associate_id));
-            row.set(def, "updatedCount", Value::Int(count));
-        };
-        let (after, event) = match decided {
-            Change::Nothing => {
+        let planned = plan_change(def, actor, current, decided, now, self.local_offset)?;
+        let (after, event) = match planned {
+            Planned::Nothing(row) => {
                 return Ok(ChangeOutcome {
-                    row: current,
+                    row,
                     committed: Committed::default(),
                 })
             }
-            Change::Create(mut row) => {
-                row.values[0] = Value::Null;
-                row.set(
-                    def,
-                    "registered",
-                    Value::Date(now - now % crate::entity::TICKS_PER_SECOND),
-                );
-                row.set(
-                    def,
-                    "registered_associate_id",
-                    Value::Int(actor.associate_id),
-                );
-                set_bookkeeping(&mut row, 0);
-                validate(def, &row)?;
+            Planned::Insert(mut row) => {
                 // The key is assigned by the sequence: leave it out of the insert.
                 let cols = def
                     .columns
@@ -436,38 +420,10 @@ impl PgStore {
                     .await
                     .map_err(db)?;
                 row.values[0] = Value::Int(id);
-                let ev = NewEvent {
-                    event: format!("{}.created", def.entity),
-                    entity: def.entity.to_owned(),
-                    primary_key: id,
-                    changes: def.created_changes(),
-                    values: None,
-                    field_values: Some(field_values(def, &row, self.local_offset)),
-                    order_key: format!("{}:{id}", def.entity),
-                };
-                (Some(row), ev)
+                let event = created_event(def, &row, self.local_offset);
+                (Some(row), event)
             }
-            Change::Update { mut row, verb } => {
-                let before = current.ok_or(StoreError::NotFound)?;
-                row.values[0] = before.values[0].clone();
-                // Bookkeeping comes from the stored row; the caller cannot set it.
-                for name in def
-                    .bookkeeping
-                    .iter()
-                    .chain(["registered", "registered_associate_id"].iter())
-                {
-                    row.set(def, name, before.get(def, name).clone());
-                }
-                if def.diff(&before, &row).is_empty() {
-                    return Ok(ChangeOutcome {
-                        row: Some(before),
-                        committed: Committed::default(),
-                    });
-                }
-                let count = (before.get(def, "updatedCount").as_i64() + 1) % 65536;
-                set_bookkeeping(&mut row, count);
-                validate(def, &row)?;
-                let changes = def.diff(&before, &row);
+            Planned::Update { row, event } => {
                 let mut qb = QueryBuilder::<Postgres>::new(format!("UPDATE {} SET ", def.table));
                 {
                     let mut sep = qb.separated(", ");
@@ -483,53 +439,25 @@ impl PgStore {
                         };
                     }
                 }
-                let pk_value = before.values[0].as_i64();
                 qb.push(" WHERE tenant_id = ");
                 qb.push_bind(actor.tenant_id);
                 qb.push(format!(" AND \"{}\" = ", def.pk()));
-                qb.push_bind(pk_value);
+                qb.push_bind(event.primary_key);
                 qb.build().execute(&mut **tx).await.map_err(db)?;
-                let ev = NewEvent {
-                    event: format!("{}.{verb}", def.entity),
-                    entity: def.entity.to_owned(),
-                    primary_key: pk_value,
-                    changes,
-                    values: None,
-                    field_values: Some(field_values(def, &row, self.local_offset)),
-                    order_key: format!("{}:{pk_value}", def.entity),
-                };
-                (Some(row), ev)
+                (Some(row), event)
             }
-            Change::Delete => {
-                let before = current.ok_or(StoreError::NotFound)?;
-                let pk_value = before.values[0].as_i64();
+            Planned::Delete { event } => {
                 sqlx::query(&format!(
                     "DELETE FROM {} WHERE tenant_id = $1 AND \"{}\" = $2",
                     def.table,
                     def.pk()
                 ))
                 .bind(actor.tenant_id)
-                .bind(pk_value)
+                .bind(event.primary_key)
                 .execute(&mut **tx)
                 .await
                 .map_err(db)?;
-                let mut values = Map::new();
-                for name in def.deleted_values {
-                    values.insert(
-                        (*name).to_owned(),
-                        Json::from(before.get(def, name).as_i64()),
-                    );
-                }
-                let ev = NewEvent {
-                    event: format!("{}.deleted", def.entity),
-                    entity: def.entity.to_owned(),
-                    primary_key: pk_value,
-                    changes: Vec::new(),
-                    values: Some(values),
-                    field_values: Some(field_values(def, &before, self.local_offset)),
-                    order_key: format!("{}:{pk_value}", def.entity),
-                };
-                (None, ev)
+                (None, event)
             }
         };
         let committed = insert_event(tx, actor, &event, now).await?;

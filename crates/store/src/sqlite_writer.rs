@@ -28,17 +28,17 @@ use std::time::{Duration, Instant};
 
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, params_from_iter, Connection, ErrorCode, OptionalExtension};
-use serde_json::{Map, Value as Json};
+use serde_json::Value as Json;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::common::{
-    column_list, disable_reason, field_values, map_text, read_event, read_row, read_webhook,
-    state_event, usage_last_error, DbRow, EVENT_COLS, WEBHOOK_COLS,
+    column_list, created_event, disable_reason, map_text, plan_change, read_event, read_row,
+    read_webhook, state_event, usage_last_error, DbRow, Planned, EVENT_COLS, WEBHOOK_COLS,
 };
-use crate::entity::{validate, EntityDef, Row, Ticks, Value};
+use crate::entity::{EntityDef, Ticks, Value};
 use crate::model::*;
-use crate::{now_ticks, Change, ChangeFn, ChangeOutcome, ClaimRequest, Result, StoreError};
+use crate::{now_ticks, ChangeFn, ChangeOutcome, ClaimRequest, Result, StoreError};
 
 /// Serializes every write transaction of the process: the writer thread holds it for each of
 /// its transactions, sqlx writes hold it around theirs. Fair (FIFO), so neither side starves.
@@ -485,32 +485,14 @@ impl Writer {
         };
         let now = now_ticks();
         let decided = change(current.as_ref())?;
-        let set_bookkeeping = |row: &mut Row, count: i64| {
-            row.set(def, "updated", Value::Date(now));
-            row.set(def, "updated_associate_id", Value::Int(actor.associate_id));
-            row.set(def, "updatedCount", Value::Int(count));
-        };
-        let (after, event) = match decided {
-            Change::Nothing => {
+        let (after, event) = match plan_change(def, actor, current, decided, now, offset)? {
+            Planned::Nothing(row) => {
                 return Ok(ChangeOutcome {
-                    row: current,
+                    row,
                     committed: Committed::default(),
                 })
             }
-            Change::Create(mut row) => {
-                row.values[0] = Value::Null;
-                row.set(
-                    def,
-                    "registered",
-                    Value::Date(now - now % crate::entity::TICKS_PER_SECOND),
-                );
-                row.set(
-                    def,
-                    "registered_associate_id",
-                    Value::Int(actor.associate_id),
-                );
-                set_bookkeeping(&mut row, 0);
-                validate(def, &row)?;
+            Planned::Insert(mut row) => {
                 let args = std::iter::once(SqlValue::Integer(actor.tenant_id))
                     .chain(row.values.iter().map(sql_value));
                 let id: i64 = self
@@ -520,84 +502,28 @@ impl Writer {
                     .query_row(params_from_iter(args), |r| r.get(0))
                     .map_err(sql_err)?;
                 row.values[0] = Value::Int(id);
-                let ev = NewEvent {
-                    event: format!("{}.created", def.entity),
-                    entity: def.entity.to_owned(),
-                    primary_key: id,
-                    changes: def.created_changes(),
-                    values: None,
-                    field_values: Some(field_values(def, &row, offset)),
-                    order_key: format!("{}:{id}", def.entity),
-                };
-                (Some(row), ev)
+                let event = created_event(def, &row, offset);
+                (Some(row), event)
             }
-            Change::Update { mut row, verb } => {
-                let before = current.ok_or(StoreError::NotFound)?;
-                row.values[0] = before.values[0].clone();
-                // Bookkeeping comes from the stored row; the caller cannot set it.
-                for name in def
-                    .bookkeeping
-                    .iter()
-                    .chain(["registered", "registered_associate_id"].iter())
-                {
-                    row.set(def, name, before.get(def, name).clone());
-                }
-                if def.diff(&before, &row).is_empty() {
-                    return Ok(ChangeOutcome {
-                        row: Some(before),
-                        committed: Committed::default(),
-                    });
-                }
-                let count = (before.get(def, "updatedCount").as_i64() + 1) % 65536;
-                set_bookkeeping(&mut row, count);
-                validate(def, &row)?;
-                let changes = def.diff(&before, &row);
-                let pk_value = before.values[0].as_i64();
+            Planned::Update { row, event } => {
                 let args = row.values.iter().skip(1).map(sql_value).chain([
                     SqlValue::Integer(actor.tenant_id),
-                    SqlValue::Integer(pk_value),
+                    SqlValue::Integer(event.primary_key),
                 ]);
                 self.conn
                     .prepare_cached(&sql.update)
                     .map_err(sql_err)?
                     .execute(params_from_iter(args))
                     .map_err(sql_err)?;
-                let ev = NewEvent {
-                    event: format!("{}.{verb}", def.entity),
-                    entity: def.entity.to_owned(),
-                    primary_key: pk_value,
-                    changes,
-                    values: None,
-                    field_values: Some(field_values(def, &row, offset)),
-                    order_key: format!("{}:{pk_value}", def.entity),
-                };
-                (Some(row), ev)
+                (Some(row), event)
             }
-            Change::Delete => {
-                let before = current.ok_or(StoreError::NotFound)?;
-                let pk_value = before.values[0].as_i64();
+            Planned::Delete { event } => {
                 self.conn
                     .prepare_cached(&sql.delete)
                     .map_err(sql_err)?
-                    .execute(params![actor.tenant_id, pk_value])
+                    .execute(params![actor.tenant_id, event.primary_key])
                     .map_err(sql_err)?;
-                let mut values = Map::new();
-                for name in def.deleted_values {
-                    values.insert(
-                        (*name).to_owned(),
-                        Json::from(before.get(def, name).as_i64()),
-                    );
-                }
-                let ev = NewEvent {
-                    event: format!("{}.deleted", def.entity),
-                    entity: def.entity.to_owned(),
-                    primary_key: pk_value,
-                    changes: Vec::new(),
-                    values: Some(values),
-                    field_values: Some(field_values(def, &before, offset)),
-                    order_key: format!("{}:{pk_value}", def.entity),
-                };
-                (None, ev)
+                (None, event)
             }
         };
         let committed = self.insert_event(actor, &event, now)?;
