@@ -189,6 +189,23 @@ struct Report {
 }
 
 impl Report {
+    /// The counts of a run: events committed, deliveries expected and received, failed API
+    /// calls, and the average delivery body.
+    fn counts(&mut self, committed: u64, expected: u64, load: &LoadTally, t: &Tally) {
+        let delivered = t.deliveries.load(Ordering::SeqCst);
+        self.committed = committed;
+        self.api_errors = load.errors.load(Ordering::SeqCst);
+        self.first_api_error = load.first_error();
+        self.delivered = delivered;
+        self.expected = expected;
+        self.delivery_body_bytes = (delivered > 0).then(|| {
+            round(
+                t.delivery_bytes.load(Ordering::SeqCst) as f64 / delivered as f64,
+                0,
+            )
+        });
+    }
+
     fn print(&self) {
         let per = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.0}/s"));
         let ms = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1} ms"));
@@ -480,17 +497,7 @@ async fn load_phase(
     } else {
         0.0
     };
-    report.committed = committed;
-    report.api_errors = load.errors.load(Ordering::SeqCst);
-    report.first_api_error = load.first_error();
-    report.delivered = delivered;
-    report.expected = expected;
-    report.delivery_body_bytes = (delivered > 0).then(|| {
-        round(
-            t.delivery_bytes.load(Ordering::SeqCst) as f64 / delivered as f64,
-            0,
-        )
-    });
+    report.counts(committed, expected, &load, t);
     Ok(())
 }
 
@@ -581,17 +588,7 @@ async fn backlog_phase(
         .map(|(a, b)| round(a - b, 2));
     report.window_seconds = round(window_secs, 3);
     report.drain_seconds = round(drain_secs, 3);
-    report.committed = committed;
-    report.api_errors = load.errors.load(Ordering::SeqCst);
-    report.first_api_error = load.first_error();
-    report.delivered = delivered;
-    report.expected = expected;
-    report.delivery_body_bytes = (delivered > 0).then(|| {
-        round(
-            t.delivery_bytes.load(Ordering::SeqCst) as f64 / delivered as f64,
-            0,
-        )
-    });
+    report.counts(committed, expected, &load, t);
     Ok(())
 }
 

@@ -877,26 +877,22 @@ impl Store for PgStore {
         // statement, so waiting for one is short; batches keep the rate up. The simple
         // protocol takes no parameters: every value is an integer, and the owner goes in
         // hex-encoded.
-        let skip = if req.skip_webhooks.is_empty() {
-            String::new()
+        let (skip, any_left) = if req.skip_webhooks.is_empty() {
+            (String::new(), String::new())
         } else {
-            format!(
-                " AND d.webhook_id NOT IN ({})",
-                req.skip_webhooks
-                    .iter()
-                    .map(i64::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        };
-        // With webhooks skipped (at their cap), first ask whether any Active one is left: when
-        // none is, the walk would visit every pending row of theirs to find nothing.
-        let any_left = if req.skip_webhooks.is_empty() {
-            String::new()
-        } else {
-            format!(
-                " AND EXISTS (SELECT 1 FROM webhook a WHERE a.state = 1{})",
-                skip.replace("d.webhook_id", "a.webhook_id")
+            let ids = req
+                .skip_webhooks
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ");
+            // With webhooks skipped (at their cap), first ask whether any Active one is left:
+            // when none is, the walk would visit every pending row of theirs to find nothing.
+            (
+                format!(" AND d.webhook_id NOT IN ({ids})"),
+                format!(
+                    " AND EXISTS (SELECT 1 FROM webhook a WHERE a.state = 1 AND a.webhook_id NOT IN ({ids}))"
+                ),
             )
         };
         let sql = format!(

@@ -95,8 +95,10 @@ pub(crate) fn spawn(path: &Path, options: WriterOptions) -> Result<mpsc::Sender<
     let conn = Connection::open(path).map_err(sql_err)?;
     conn.busy_timeout(Duration::from_secs(10))
         .map_err(sql_err)?;
-    conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON;")
-        .map_err(sql_err)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;",
+    )
+    .map_err(sql_err)?;
     conn.set_prepared_statement_cache_capacity(64);
     let (tx, rx) = mpsc::channel(TAKE_MAX * 4);
     let synced_upto = Arc::new(AtomicI64::new(0));
@@ -121,7 +123,6 @@ pub(crate) fn spawn(path: &Path, options: WriterOptions) -> Result<mpsc::Sender<
                 conn,
                 options,
                 sql: HashMap::new(),
-                synchronous: None,
                 syncer,
                 synced_upto,
                 handed_upto: 0,
@@ -201,8 +202,6 @@ struct Writer {
     conn: Connection,
     options: WriterOptions,
     sql: HashMap<&'static str, Arc<EntitySql>>,
-    /// The `synchronous` setting in force (switched per transaction kind).
-    synchronous: Option<bool>,
     /// The syncer, when changes must be durable before they are answered.
     syncer: Option<std::sync::mpsc::Sender<SyncJob>>,
     /// Deliveries up to this id are durable (set by the syncer).
@@ -251,7 +250,7 @@ impl Writer {
     /// does not fail the other.
     fn bookkeeping(&mut self, completes: Vec<CompleteJob>, claims: Vec<ClaimJob>) {
         let started = Instant::now();
-        let together = self.in_tx(false, |w| {
+        let together = self.in_tx(|w| {
             let mut recorded = Vec::with_capacity(completes.len());
             for (outcomes, now, max, _) in &completes {
                 recorded.push(w.complete(outcomes, *now, *max)?);
@@ -283,28 +282,18 @@ impl Writer {
                     self.completes(completes);
                 }
                 for (req, reply) in claims {
-                    let result = self.in_tx(false, |w| w.claim(&req));
+                    let result = self.in_tx(|w| w.claim(&req));
                     let _ = reply.send(result);
                 }
             }
         }
     }
 
-    /// Begins an immediate transaction: durable (`synchronous` as configured) or bookkeeping
-    /// (`NORMAL`: no fsync of its own; a crash of the process loses nothing, a power loss may
-    /// roll back the last few, which at worst sends a delivery again).
-    fn begin(&mut self, durable: bool) -> Result<()> {
-        let full = durable && self.options.synchronous_full;
-        if self.synchronous != Some(full) {
-            self.conn
-                .execute_batch(if full {
-                    "PRAGMA synchronous = FULL"
-                } else {
-                    "PRAGMA synchronous = NORMAL"
-                })
-                .map_err(sql_err)?;
-            self.synchronous = Some(full);
-        }
+    /// Begins an immediate transaction. Every transaction here runs with
+    /// `synchronous=NORMAL` (set when the connection opens): commits write the WAL without an
+    /// fsync of their own; the syncer makes changes durable before they are answered, and a
+    /// power loss can at worst roll back the last bookkeeping (a delivery sent again).
+    fn begin(&mut self) -> Result<()> {
         self.conn.execute_batch("BEGIN IMMEDIATE").map_err(sql_err)
     }
 
@@ -324,8 +313,8 @@ impl Writer {
     }
 
     /// Runs `f` in a transaction; rolls back when it fails.
-    fn in_tx<T>(&mut self, durable: bool, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
-        self.begin(durable)?;
+    fn in_tx<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        self.begin()?;
         match f(self) {
             Ok(v) => self.commit().map(|()| v),
             Err(e) => {
@@ -342,9 +331,8 @@ impl Writer {
     fn changes(&mut self, jobs: Vec<Job>) {
         let started = Instant::now();
         let batch = jobs.len();
-        // With a syncer the commit itself need not fsync: the syncer does, before answering.
-        let durable_commit = self.syncer.is_none();
-        if let Err(e) = self.begin(durable_commit) {
+        // The commit itself does not fsync: with a syncer, the syncer does, before answering.
+        if let Err(e) = self.begin() {
             let why = e.to_string();
             for job in jobs {
                 let _ = job.reply.send(Err(StoreError::Unavailable(why.clone())));
@@ -609,21 +597,27 @@ impl Writer {
         // delivery to the same webhook (`ready`, kept by triggers; checked again here). Both
         // walks read only their partial indexes.
         let window = req.limit.saturating_mul(4);
-        let mut candidates: Vec<(i64, i64, i64)> = Vec::new();
-        let mut skip = String::new();
-        let mut skip_args: Vec<SqlValue> = Vec::new();
-        if !req.skip_webhooks.is_empty() {
-            skip.push_str(" AND d.webhook_id NOT IN (");
-            skip.push_str(&vec!["?"; req.skip_webhooks.len()].join(", "));
-            skip.push(')');
-            skip_args.extend(req.skip_webhooks.iter().map(|id| SqlValue::Integer(*id)));
-        }
-        if !skip.is_empty() {
+        let skip_args: Vec<SqlValue> = req
+            .skip_webhooks
+            .iter()
+            .map(|id| SqlValue::Integer(*id))
+            .collect();
+        let skip = |col: &str| {
+            if skip_args.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " AND {col} NOT IN ({})",
+                    vec!["?"; skip_args.len()].join(", ")
+                )
+            }
+        };
+        if !skip_args.is_empty() {
             // Every Active webhook skipped (its requests in flight are at the cap): nothing to
             // claim, and the walk below would visit every head of its backlog to learn that.
             let sql = format!(
                 "SELECT EXISTS (SELECT 1 FROM webhook w WHERE w.state = 1{})",
-                skip.replace("d.webhook_id", "w.webhook_id")
+                skip("w.webhook_id")
             );
             let any: bool = self
                 .conn
@@ -635,54 +629,38 @@ impl Writer {
                 return Ok(Vec::new());
             }
         }
-        {
-            let sql = format!(
+        let mut candidates: Vec<(i64, i64, i64)> = Vec::new();
+        self.candidates(
+            &format!(
                 "SELECT d.delivery_id, d.webhook_id, d.queue_pos FROM delivery d JOIN webhook w ON w.webhook_id = d.webhook_id \
-                 WHERE d.status = 1 AND d.lease_until < ? AND w.state = 1{skip} ORDER BY d.lease_until LIMIT ?"
-            );
-            let args = std::iter::once(SqlValue::Integer(req.now))
+                 WHERE d.status = 1 AND d.lease_until < ? AND w.state = 1{} ORDER BY d.lease_until LIMIT ?",
+                skip("d.webhook_id")
+            ),
+            std::iter::once(SqlValue::Integer(req.now))
                 .chain(skip_args.iter().cloned())
-                .chain(std::iter::once(SqlValue::Integer(window)));
-            let mut stmt = self.conn.prepare_cached(&sql).map_err(sql_err)?;
-            let rows = stmt
-                .query_map(params_from_iter(args), |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })
-                .map_err(sql_err)?;
-            for row in rows {
-                candidates.push(row.map_err(sql_err)?);
-            }
-        }
-        {
-            // Deliveries of a batch whose fsync is still running wait for it.
-            let synced = self.synced_upto.load(Ordering::SeqCst);
-            let unsynced = if synced < self.handed_upto {
-                " AND d.delivery_id <= ?"
-            } else {
-                ""
-            };
-            let sql = format!(
+                .chain(std::iter::once(SqlValue::Integer(window))),
+            &mut candidates,
+        )?;
+        // Deliveries of a batch whose fsync is still running wait for it.
+        let synced = self.synced_upto.load(Ordering::SeqCst);
+        let unsynced = (synced < self.handed_upto).then_some(SqlValue::Integer(synced));
+        self.candidates(
+            &format!(
                 "SELECT d.delivery_id, d.webhook_id, d.queue_pos FROM delivery d INDEXED BY delivery_ready \
                  JOIN webhook w ON w.webhook_id = d.webhook_id \
-                 WHERE d.status = 0 AND d.ready = 1 AND d.next_attempt_at <= ? AND w.state = 1{unsynced}{skip} \
+                 WHERE d.status = 0 AND d.ready = 1 AND d.next_attempt_at <= ? AND w.state = 1{}{} \
                  AND NOT EXISTS (SELECT 1 FROM delivery p WHERE p.webhook_id = d.webhook_id \
                  AND p.order_key = d.order_key AND p.status IN (0, 1) AND p.delivery_id < d.delivery_id) \
-                 ORDER BY d.queue_pos, d.delivery_id LIMIT ?"
-            );
-            let args = std::iter::once(SqlValue::Integer(req.now))
-                .chain((!unsynced.is_empty()).then_some(SqlValue::Integer(synced)))
+                 ORDER BY d.queue_pos, d.delivery_id LIMIT ?",
+                if unsynced.is_some() { " AND d.delivery_id <= ?" } else { "" },
+                skip("d.webhook_id")
+            ),
+            std::iter::once(SqlValue::Integer(req.now))
+                .chain(unsynced)
                 .chain(skip_args.iter().cloned())
-                .chain(std::iter::once(SqlValue::Integer(window)));
-            let mut stmt = self.conn.prepare_cached(&sql).map_err(sql_err)?;
-            let rows = stmt
-                .query_map(params_from_iter(args), |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })
-                .map_err(sql_err)?;
-            for row in rows {
-                candidates.push(row.map_err(sql_err)?);
-            }
-        }
+                .chain(std::iter::once(SqlValue::Integer(window))),
+            &mut candidates,
+        )?;
         if candidates.is_empty() {
             return Ok(Vec::new());
         }
@@ -786,11 +764,30 @@ impl Writer {
         Ok(out)
     }
 
+    /// Appends the `(delivery_id, webhook_id, queue_pos)` rows of a candidate query to `out`.
+    fn candidates(
+        &mut self,
+        sql: &str,
+        args: impl Iterator<Item = SqlValue>,
+        out: &mut Vec<(i64, i64, i64)>,
+    ) -> Result<()> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(sql_err)?;
+        let rows = stmt
+            .query_map(params_from_iter(args), |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .map_err(sql_err)?;
+        for row in rows {
+            out.push(row.map_err(sql_err)?);
+        }
+        Ok(())
+    }
+
     /// Every waiting batch of attempt records in one bookkeeping transaction.
     fn completes(&mut self, batches: Vec<CompleteJob>) {
         let started = Instant::now();
         let recorded: usize = batches.iter().map(|b| b.0.len()).sum();
-        let result = self.in_tx(false, |w| {
+        let result = self.in_tx(|w| {
             let mut all = Vec::with_capacity(batches.len());
             for (outcomes, now, max, _) in &batches {
                 all.push(w.complete(outcomes, *now, *max)?);
