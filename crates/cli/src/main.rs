@@ -7,6 +7,11 @@ mod serve;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of glibc malloc: the server allocates per request, per event and per
+/// delivery, and glibc's malloc/free/consolidate took about 15 % of its CPU under load.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "crmhooks",
