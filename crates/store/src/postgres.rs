@@ -12,7 +12,10 @@
 //!   the TooManyErrors state event;
 //! - claims and attempt records commit asynchronously (a lost one means a delivery is sent
 //!   again); changes, their events and deliveries commit durably;
-//! - commits that queue work `NOTIFY crmhooks_work`, which wakes every node's dispatcher.
+//! - after a commit that queued work, `NOTIFY crmhooks_work` wakes every node's dispatcher. It
+//!   is sent outside the transaction, by one task per node that folds a burst of commits into
+//!   one notification: PostgreSQL serializes the commits of notifying transactions on a global
+//!   lock held across their WAL flush, which capped changes at about one per fsync.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -51,8 +54,11 @@ pub struct PgStore {
     pool: PgPool,
     connect: PgConnectOptions,
     local_offset: time::UtcOffset,
-    /// Dropped with the store, which ends the listener task.
+    /// Dropped with the store, which ends the listener and notifier tasks.
     alive: watch::Sender<()>,
+    /// Asks the notifier task for a `NOTIFY` (signals that arrive while one is being sent
+    /// fold into the next).
+    notify: Arc<Notify>,
 }
 
 type Tx<'a> = Transaction<'a, Postgres>;
@@ -162,12 +168,20 @@ impl PgStore {
             .await
             .map_err(db)?;
         let (alive, _) = watch::channel(());
+        let notify = Arc::new(Notify::new());
+        tokio::spawn(notify_loop(pool.clone(), notify.clone(), alive.subscribe()));
         Ok(PgStore {
             pool,
             connect,
             local_offset: local_offset(),
             alive,
+            notify,
         })
+    }
+
+    /// Wakes every node's dispatcher soon: call after committing work that is due now.
+    fn wake_nodes(&self) {
+        self.notify.notify_one();
     }
 
     async fn begin(&self) -> Result<Tx<'_>> {
@@ -175,15 +189,23 @@ impl PgStore {
     }
 }
 
-/// Wakes every node's dispatcher when the transaction commits (NOTIFY is transactional, and
-/// repeated identical notifications in one transaction are delivered once).
-async fn notify_work(tx: &mut Tx<'_>) -> Result<()> {
-    sqlx::query("SELECT pg_notify($1, '')")
-        .bind(WORK_CHANNEL)
-        .execute(&mut **tx)
-        .await
-        .map_err(db)?;
-    Ok(())
+/// Sends `NOTIFY crmhooks_work` whenever [`PgStore::wake_nodes`] asked for it, until `alive`
+/// closes. Each is a statement of its own: a transaction without writes, so no WAL flush and
+/// no hold on the notify lock across one. A failure costs only latency (nodes also poll).
+async fn notify_loop(pool: PgPool, signal: Arc<Notify>, mut alive: watch::Receiver<()>) {
+    loop {
+        tokio::select! {
+            _ = signal.notified() => {}
+            _ = alive.changed() => return,
+        }
+        if let Err(e) = sqlx::query("SELECT pg_notify($1, '')")
+            .bind(WORK_CHANNEL)
+            .execute(&pool)
+            .await
+        {
+            tracing::debug!(error = %e, "cannot NOTIFY other nodes; they will poll");
+        }
+    }
 }
 
 /// A text value as an SQL expression that no setting or content can break out of (for the
@@ -217,8 +239,7 @@ async fn insert_event(
 ) -> Result<Committed> {
     let changes = Json::from(ev.changes.clone()).to_string();
     // KEY SHARE: a webhook deleted concurrently waits for this commit, then cancels these
-    // deliveries too; state changes (NO KEY UPDATE) do not wait. The NOTIFY runs only when a
-    // delivery was queued.
+    // deliveries too; state changes (NO KEY UPDATE) do not wait.
     let row = sqlx::query(
         "WITH ev AS (INSERT INTO event (tenant_id, event, entity, primary_key, changes, \"values\", field_values, changed_by, occurred) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING event_seq), \
@@ -226,8 +247,7 @@ async fn insert_event(
          WHERE we.event = $2 AND w.tenant_id = $1 AND w.state = 1 AND w.type = 'webhook' ORDER BY w.webhook_id FOR KEY SHARE OF w), \
          ins AS (INSERT INTO delivery (tenant_id, webhook_id, event_seq, order_key, event_id, queue_pos, next_attempt_at, created) \
          SELECT $1, h.webhook_id, ev.event_seq, $10, gen_random_uuid()::text, $9, $9, $9 FROM hooks h, ev RETURNING 1) \
-         SELECT (SELECT event_seq FROM ev), (SELECT COUNT(*) FROM ins), \
-         (SELECT COUNT(*) FROM (SELECT pg_notify($11, '') FROM ins LIMIT 1) n)",
+         SELECT (SELECT event_seq FROM ev), (SELECT COUNT(*) FROM ins)",
     )
     .bind(actor.tenant_id)
     .bind(&ev.event)
@@ -239,7 +259,6 @@ async fn insert_event(
     .bind(actor.associate_id)
     .bind(now)
     .bind(&ev.order_key)
-    .bind(WORK_CHANNEL)
     .fetch_one(&mut **tx)
     .await
     .map_err(db)?;
@@ -281,7 +300,7 @@ async fn insert_deliveries(
         });
         qb.build().execute(&mut **tx).await.map_err(db)?;
     }
-    notify_work(tx).await
+    Ok(())
 }
 
 async fn load_webhook(tx: &mut Tx<'_>, id: i64, lock: Lock) -> Result<Option<Webhook>> {
@@ -626,6 +645,9 @@ impl Store for PgStore {
         let outcome = self.apply_in(&mut tx, actor, def, pk, change).await?;
         if outcome.committed.event_seq.is_some() {
             tx.commit().await.map_err(db)?;
+            if outcome.committed.deliveries > 0 {
+                self.wake_nodes();
+            }
         } else {
             // Nothing was written: only the row lock to let go of.
             let _ = tx.rollback().await;
@@ -772,8 +794,6 @@ impl Store for PgStore {
                         .execute(&mut *tx)
                         .await
                         .map_err(db)?;
-                    // Its parked deliveries are due again, on whichever node.
-                    notify_work(&mut tx).await?;
                 }
                 self.fire_state_event(&mut tx, &hook, actor, now).await?;
                 change = Some(StateChange {
@@ -784,6 +804,11 @@ impl Store for PgStore {
             }
         }
         tx.commit().await.map_err(db)?;
+        if change.is_some() {
+            // Reactivated: its parked deliveries are due again, on whichever node; a state
+            // event may have queued deliveries too.
+            self.wake_nodes();
+        }
         Ok((hook, change))
     }
 
@@ -861,6 +886,9 @@ impl Store for PgStore {
         let mut tx = self.begin().await?;
         let c = insert_event(&mut tx, actor, &event, now_ticks()).await?;
         tx.commit().await.map_err(db)?;
+        if c.deliveries > 0 {
+            self.wake_nodes();
+        }
         Ok(c)
     }
 
@@ -1105,10 +1133,11 @@ impl Store for PgStore {
                 }
             }
         }
-        if requeued {
-            notify_work(&mut tx).await?;
-        }
         tx.commit().await.map_err(db)?;
+        if requeued || !changes.is_empty() {
+            // Retries due on any node; a state event may have queued deliveries.
+            self.wake_nodes();
+        }
         Ok(changes)
     }
 
@@ -1134,11 +1163,18 @@ impl Store for PgStore {
             .await
             .map_err(db)?
             .rows_affected();
-        if n > 0 {
-            // Another node can take them over now rather than at its next poll.
-            notify_work(&mut tx).await?;
-        }
         tx.commit().await.map_err(db)?;
+        if n > 0 {
+            // Another node can take them over now rather than at its next poll. Sent here,
+            // not by the notifier task: this runs at shutdown, just before the store goes.
+            if let Err(e) = sqlx::query("SELECT pg_notify($1, '')")
+                .bind(WORK_CHANNEL)
+                .execute(&self.pool)
+                .await
+            {
+                tracing::debug!(error = %e, "cannot NOTIFY other nodes; they will poll");
+            }
+        }
         Ok(n)
     }
 
@@ -1235,6 +1271,9 @@ impl Store for PgStore {
             report.queued += 1;
         }
         tx.commit().await.map_err(db)?;
+        if report.queued > 0 {
+            self.wake_nodes();
+        }
         Ok(report)
     }
 
