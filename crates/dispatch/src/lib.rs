@@ -139,10 +139,15 @@ impl Dispatcher {
         &self.cfg
     }
 
+    /// Webhooks this node holds enough leases of: twice `max_per_webhook`. The receiver still
+    /// sees at most `max_per_webhook` requests (a semaphore per webhook); the other half are
+    /// claimed ahead, so a webhook's next requests start as soon as a slot frees instead of
+    /// after its finished attempts are recorded and another claim round trip.
     fn saturated(&self) -> Vec<i64> {
+        let window = self.cfg.max_per_webhook.saturating_mul(2);
         let map = self.per_webhook.lock().unwrap_or_else(|p| p.into_inner());
         map.iter()
-            .filter(|(_, w)| w.claimed >= self.cfg.max_per_webhook)
+            .filter(|(_, w)| w.claimed >= window)
             .map(|(id, _)| *id)
             .collect()
     }
