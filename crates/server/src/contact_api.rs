@@ -304,7 +304,7 @@ async fn create(
             &auth.actor,
             &CONTACT,
             None,
-            Box::new(move |_| Ok(Change::Create(row))),
+            Box::new(move |_| Ok(Change::Create(row.clone()))),
         )
         .await
         .map_err(|e| Rejection::default().into_api(e))?;

@@ -99,7 +99,9 @@ pub enum Change {
 }
 
 /// Decides a [`Change`] from the current row (None when creating or when it does not exist).
-pub type ChangeFn = Box<dyn FnOnce(Option<&Row>) -> Result<Change> + Send>;
+/// A store may call it more than once for one change (PostgreSQL decides against a snapshot
+/// and decides again when the row changed meanwhile); only the last decision is written.
+pub type ChangeFn = Box<dyn FnMut(Option<&Row>) -> Result<Change> + Send>;
 
 /// The outcome of [`Store::apply_change`].
 #[derive(Clone, Debug, Default)]

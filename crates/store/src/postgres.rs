@@ -49,6 +49,20 @@ const WORK_CHANNEL: &str = "crmhooks_work";
 /// Advisory lock key that serializes claims across nodes ("crmhooks" in ASCII).
 const CLAIM_LOCK: i64 = 0x6372_6d68_6f6f_6b73;
 
+/// Optimistic attempts of a change before it takes the row lock for a transaction instead
+/// (a row changed by others that often is contended; the lock queues its writers).
+const OPTIMISTIC_TRIES: usize = 3;
+
+/// What an optimistic change came to.
+enum Optimistic {
+    /// Written and committed, or nothing to write.
+    Done(ChangeOutcome),
+    /// The row changed between the read and the write: decide again.
+    Changed,
+    /// Not a change this path makes (an insert): take the locking path.
+    NeedsLock,
+}
+
 /// PostgreSQL implementation of [`Store`].
 pub struct PgStore {
     pool: PgPool,
@@ -237,37 +251,82 @@ async fn insert_event(
     ev: &NewEvent,
     now: Ticks,
 ) -> Result<Committed> {
-    let changes = Json::from(ev.changes.clone()).to_string();
-    // KEY SHARE: a webhook deleted concurrently waits for this commit, then cancels these
-    // deliveries too; state changes (NO KEY UPDATE) do not wait.
-    let row = sqlx::query(
-        "WITH ev AS (INSERT INTO event (tenant_id, event, entity, primary_key, changes, \"values\", field_values, changed_by, occurred) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING event_seq), \
-         hooks AS (SELECT w.webhook_id FROM webhook_event we JOIN webhook w ON w.webhook_id = we.webhook_id \
-         WHERE we.event = $2 AND w.tenant_id = $1 AND w.state = 1 AND w.type = 'webhook' ORDER BY w.webhook_id FOR KEY SHARE OF w), \
-         ins AS (INSERT INTO delivery (tenant_id, webhook_id, event_seq, order_key, event_id, queue_pos, next_attempt_at, created) \
-         SELECT $1, h.webhook_id, ev.event_seq, $10, gen_random_uuid()::text, $9, $9, $9 FROM hooks h, ev RETURNING 1) \
-         SELECT (SELECT event_seq FROM ev), (SELECT COUNT(*) FROM ins)",
-    )
-    .bind(actor.tenant_id)
-    .bind(&ev.event)
-    .bind(&ev.entity)
-    .bind(ev.primary_key)
-    .bind(changes)
-    .bind(map_text(&ev.values))
-    .bind(map_text(&ev.field_values))
-    .bind(actor.associate_id)
-    .bind(now)
-    .bind(&ev.order_key)
-    .fetch_one(&mut **tx)
-    .await
-    .map_err(db)?;
+    let mut qb = QueryBuilder::<Postgres>::new("WITH ");
+    push_event_tail(&mut qb, actor, ev, now, None);
+    let row = qb.build().fetch_one(&mut **tx).await.map_err(db)?;
     let seq = row.int(0)?;
     let deliveries = row.int(1)?;
     Ok(Committed {
         event_seq: Some(seq),
         deliveries: u64::try_from(deliveries).unwrap_or(0),
     })
+}
+
+/// Appends to a `WITH` the event (`ev`), the Active webhooks of the tenant subscribed to it
+/// (`hooks`) and a delivery for each (`ins`), then selects the event's sequence number and the
+/// number of deliveries. With `source`, the event is written only when that earlier CTE
+/// produced a row (the sequence number is NULL otherwise).
+fn push_event_tail(
+    qb: &mut QueryBuilder<'_, Postgres>,
+    actor: &Actor,
+    ev: &NewEvent,
+    now: Ticks,
+    source: Option<&str>,
+) {
+    qb.push(
+        "ev AS (INSERT INTO event (tenant_id, event, entity, primary_key, changes, \"values\", field_values, changed_by, occurred) SELECT ",
+    );
+    {
+        let mut sep = qb.separated(", ");
+        sep.push_bind(actor.tenant_id)
+            .push_bind(ev.event.clone())
+            .push_bind(ev.entity.clone())
+            .push_bind(ev.primary_key)
+            .push_bind(Json::from(ev.changes.clone()).to_string())
+            .push_bind(map_text(&ev.values))
+            .push_bind(map_text(&ev.field_values))
+            .push_bind(actor.associate_id)
+            .push_bind(now);
+    }
+    if let Some(source) = source {
+        qb.push(" FROM ").push(source);
+    }
+    // KEY SHARE: a webhook deleted concurrently waits for this commit, then cancels these
+    // deliveries too; state changes (NO KEY UPDATE) do not wait.
+    qb.push(
+        " RETURNING event_seq), hooks AS (SELECT w.webhook_id FROM webhook_event we JOIN webhook w ON w.webhook_id = we.webhook_id WHERE we.event = ",
+    )
+    .push_bind(ev.event.clone())
+    .push(" AND w.tenant_id = ")
+    .push_bind(actor.tenant_id)
+    .push(
+        " AND w.state = 1 AND w.type = 'webhook' ORDER BY w.webhook_id FOR KEY SHARE OF w), \
+         ins AS (INSERT INTO delivery (tenant_id, webhook_id, event_seq, order_key, event_id, queue_pos, next_attempt_at, created) SELECT ",
+    )
+    .push_bind(actor.tenant_id)
+    .push(", h.webhook_id, ev.event_seq, ")
+    .push_bind(ev.order_key.clone())
+    .push(", gen_random_uuid()::text, ")
+    .push_bind(now)
+    .push(", ")
+    .push_bind(now)
+    .push(", ")
+    .push_bind(now)
+    .push(" FROM hooks h, ev RETURNING 1) SELECT (SELECT event_seq FROM ev), (SELECT COUNT(*) FROM ins)");
+}
+
+/// `"col" = value, …` for every column but the key.
+fn push_set_list(qb: &mut QueryBuilder<'_, Postgres>, def: &EntityDef, row: &Row) {
+    let mut sep = qb.separated(", ");
+    for (col, v) in def.columns.iter().zip(&row.values).skip(1) {
+        sep.push(format!("\"{}\" = ", col.name));
+        match (col.kind, v) {
+            (ColumnKind::Text { .. }, Value::Null) => sep.push_bind_unseparated(None::<String>),
+            (_, Value::Null) => sep.push_bind_unseparated(None::<i64>),
+            (_, Value::Int(i) | Value::Date(i)) => sep.push_bind_unseparated(*i),
+            (_, Value::Text(s)) => sep.push_bind_unseparated(s.clone()),
+        };
+    }
 }
 
 async fn insert_deliveries(
@@ -374,6 +433,83 @@ impl PgStore {
         Ok(())
     }
 
+    /// A change of an existing row in two round trips and no explicit transaction: read the
+    /// row, decide, then one statement writes the row (only if its `updatedCount` and
+    /// `updated` are still what was read), its event and deliveries, and commits. Another
+    /// change that committed in between makes the write match nothing: [`Optimistic::Changed`],
+    /// and the caller decides again. The row lock the write takes keeps one row's events in
+    /// commit order, as `FOR UPDATE` does in [`PgStore::apply_in`].
+    async fn apply_optimistic(
+        &self,
+        actor: &Actor,
+        def: &'static EntityDef,
+        pk: i64,
+        change: &mut ChangeFn,
+    ) -> Result<Optimistic> {
+        let current = self.get_row(actor.tenant_id, def, pk, true).await?;
+        let version = current.as_ref().map(|r| {
+            (
+                r.get(def, "updatedCount").as_i64(),
+                r.get(def, "updated").as_i64(),
+            )
+        });
+        let now = now_ticks();
+        let decided = change(current.as_ref())?;
+        let planned = plan_change(def, actor, current, decided, now, self.local_offset)?;
+        let Some((count, updated)) = version else {
+            return Ok(match planned {
+                Planned::Nothing(row) => Optimistic::Done(ChangeOutcome {
+                    row,
+                    committed: Committed::default(),
+                }),
+                _ => Optimistic::NeedsLock,
+            });
+        };
+        let (mut qb, after, event) = match planned {
+            Planned::Nothing(row) => {
+                return Ok(Optimistic::Done(ChangeOutcome {
+                    row,
+                    committed: Committed::default(),
+                }))
+            }
+            Planned::Insert(_) => return Ok(Optimistic::NeedsLock),
+            Planned::Update { row, event } => {
+                let mut qb =
+                    QueryBuilder::<Postgres>::new(format!("WITH w AS (UPDATE {} SET ", def.table));
+                push_set_list(&mut qb, def, &row);
+                (qb, Some(row), event)
+            }
+            Planned::Delete { event } => (
+                QueryBuilder::<Postgres>::new(format!("WITH w AS (DELETE FROM {}", def.table)),
+                None,
+                event,
+            ),
+        };
+        qb.push(" WHERE tenant_id = ")
+            .push_bind(actor.tenant_id)
+            .push(format!(" AND \"{}\" = ", def.pk()))
+            .push_bind(pk)
+            .push(" AND \"updatedCount\" = ")
+            .push_bind(count)
+            .push(" AND \"updated\" = ")
+            .push_bind(updated)
+            .push(" RETURNING 1), ");
+        push_event_tail(&mut qb, actor, &event, now, Some("w"));
+        let row = qb.build().fetch_one(&self.pool).await.map_err(db)?;
+        let seq: Option<i64> = row.try_get(0).map_err(db)?;
+        let Some(seq) = seq else {
+            return Ok(Optimistic::Changed);
+        };
+        let deliveries = row.int(1)?;
+        Ok(Optimistic::Done(ChangeOutcome {
+            row: after,
+            committed: Committed {
+                event_seq: Some(seq),
+                deliveries: u64::try_from(deliveries).unwrap_or(0),
+            },
+        }))
+    }
+
     /// Decides and writes one change inside `tx`.
     async fn apply_in(
         &self,
@@ -381,7 +517,7 @@ impl PgStore {
         actor: &Actor,
         def: &'static EntityDef,
         pk: Option<i64>,
-        change: ChangeFn,
+        mut change: ChangeFn,
     ) -> Result<ChangeOutcome> {
         let current = match pk {
             Some(pk) => {
@@ -444,20 +580,7 @@ impl PgStore {
             }
             Planned::Update { row, event } => {
                 let mut qb = QueryBuilder::<Postgres>::new(format!("UPDATE {} SET ", def.table));
-                {
-                    let mut sep = qb.separated(", ");
-                    for (col, v) in def.columns.iter().zip(&row.values).skip(1) {
-                        sep.push(format!("\"{}\" = ", col.name));
-                        match (col.kind, v) {
-                            (ColumnKind::Text { .. }, Value::Null) => {
-                                sep.push_bind_unseparated(None::<String>)
-                            }
-                            (_, Value::Null) => sep.push_bind_unseparated(None::<i64>),
-                            (_, Value::Int(i) | Value::Date(i)) => sep.push_bind_unseparated(*i),
-                            (_, Value::Text(s)) => sep.push_bind_unseparated(s.clone()),
-                        };
-                    }
-                }
+                push_set_list(&mut qb, def, &row);
                 qb.push(" WHERE tenant_id = ");
                 qb.push_bind(actor.tenant_id);
                 qb.push(format!(" AND \"{}\" = ", def.pk()));
@@ -639,8 +762,22 @@ impl Store for PgStore {
         actor: &Actor,
         def: &'static EntityDef,
         pk: Option<i64>,
-        change: ChangeFn,
+        mut change: ChangeFn,
     ) -> Result<ChangeOutcome> {
+        if let Some(pk) = pk {
+            for _ in 0..OPTIMISTIC_TRIES {
+                match self.apply_optimistic(actor, def, pk, &mut change).await? {
+                    Optimistic::Done(outcome) => {
+                        if outcome.committed.deliveries > 0 {
+                            self.wake_nodes();
+                        }
+                        return Ok(outcome);
+                    }
+                    Optimistic::Changed => continue,
+                    Optimistic::NeedsLock => break,
+                }
+            }
+        }
         let mut tx = self.begin().await?;
         let outcome = self.apply_in(&mut tx, actor, def, pk, change).await?;
         if outcome.committed.event_seq.is_some() {

@@ -456,7 +456,7 @@ impl Writer {
         actor: &Actor,
         def: &'static EntityDef,
         pk: Option<i64>,
-        change: ChangeFn,
+        mut change: ChangeFn,
     ) -> Result<ChangeOutcome> {
         let sql = self.entity_sql(def);
         let offset = self.options.local_offset;

@@ -137,6 +137,7 @@ both_backends!(
     two_nodes_never_claim_the_same_delivery,
     listen_for_work_wakes_other_nodes,
     an_answered_change_is_claimable_at_once,
+    concurrent_changes_of_one_row_lose_none,
 );
 
 /// A change is answered only once it is durable, and from then on its deliveries can be
@@ -225,7 +226,7 @@ async fn create(store: &DynStore, actor: &Actor, name: &str) -> (i64, ChangeOutc
             actor,
             &CONTACT,
             None,
-            Box::new(move |_| Ok(Change::Create(row))),
+            Box::new(move |_| Ok(Change::Create(row.clone()))),
         )
         .await
         .unwrap();
@@ -252,7 +253,7 @@ async fn set_department(
             Some(pk),
             Box::new(move |cur| {
                 let mut row = cur.ok_or(StoreError::NotFound)?.clone();
-                row.set(&CONTACT, "department", Value::Text(department));
+                row.set(&CONTACT, "department", Value::Text(department.clone()));
                 Ok(Change::Update {
                     row,
                     verb: "changed",
@@ -1246,6 +1247,92 @@ async fn listen_for_work_wakes_other_nodes(ctx: &Ctx) {
             .is_err(),
         "no work queued, no wake-up"
     );
+}
+
+/// Many writers, on two nodes where the backend has them, increment one row's `source` at once: each
+/// change decides from the row it is given, so a store that wrote a decision made from a
+/// stale row would lose increments. None is lost, every change fires its event, and the
+/// events follow commit order (PostgreSQL writes optimistically and decides again when the
+/// row changed under it, then falls back to the row lock; SQLite has one writer).
+async fn concurrent_changes_of_one_row_lose_none(ctx: &Ctx) {
+    let s = &ctx.store;
+    let other = match ctx.backend {
+        Backend::Sqlite => s.clone(),
+        Backend::Postgres => ctx.another_node().await,
+    };
+    let me = actor(s, "Default", 1).await;
+    hook(s, &me, &["contact.changed"]).await;
+    let (pk, _) = create(s, &me, "Counter").await;
+    const TASKS: usize = 12;
+    const EACH: usize = 5;
+    let mut tasks = Vec::new();
+    for t in 0..TASKS {
+        let store = if t % 2 == 0 { s.clone() } else { other.clone() };
+        let me = me.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..EACH {
+                store
+                    .apply_change(
+                        &me,
+                        &CONTACT,
+                        Some(pk),
+                        Box::new(|cur| {
+                            let mut row = cur.ok_or(StoreError::NotFound)?.clone();
+                            let n = row.get(&CONTACT, "source").as_i64();
+                            row.set(&CONTACT, "source", Value::Int(n + 1));
+                            Ok(Change::Update {
+                                row,
+                                verb: "changed",
+                            })
+                        }),
+                    )
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let total = TASKS * EACH;
+    let row = s
+        .get_row(me.tenant_id, &CONTACT, pk, true)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        row.get(&CONTACT, "source").as_i64(),
+        total as i64,
+        "an increment was lost"
+    );
+    // The events, one at a time (per-contact order), carry 1, 2, … in sequence order.
+    let mut last_seq = 0;
+    for expected in 1..=total {
+        let claimed = s.claim(&req("n1", now_ticks(), 10)).await.unwrap();
+        assert_eq!(claimed.len(), 1, "one event of the contact at a time");
+        let c = &claimed[0];
+        assert!(c.event.seq > last_seq, "events out of commit order");
+        last_seq = c.event.seq;
+        let source = c
+            .event
+            .field_values
+            .as_ref()
+            .and_then(|f| f.get("source"))
+            .cloned();
+        assert_eq!(
+            source,
+            Some(serde_json::Value::from(expected)),
+            "event {expected} carries the wrong value"
+        );
+        s.complete(&[outcome(c, Verdict::Delivered)], now_ticks(), 9)
+            .await
+            .unwrap();
+    }
+    assert!(s
+        .claim(&req("n1", now_ticks(), 10))
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 #[tokio::test]
