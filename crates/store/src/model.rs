@@ -301,12 +301,13 @@ pub struct Claimed {
     pub event_id: uuid::Uuid,
     /// 0, 1, 2 within the cycle (`X-SuperOffice-Retry`).
     pub attempt_in_cycle: i64,
-    /// The event.
-    pub event: StoredEvent,
+    /// The event (shared by the deliveries of one claim that carry it: a fan-out to K
+    /// webhooks reads and parses it once).
+    pub event: std::sync::Arc<StoredEvent>,
     /// The tenant name (`ContextIdentifier`).
     pub tenant: String,
-    /// The target.
-    pub webhook: Webhook,
+    /// The target (shared by the deliveries of one claim that go to it).
+    pub webhook: std::sync::Arc<Webhook>,
 }
 
 /// How an attempt ended.

@@ -1107,9 +1107,9 @@ impl Store for PgStore {
                         StoreError::Corrupt(format!("delivery {delivery_id} event id: {e}"))
                     })?,
                     attempt_in_cycle: r.int(2)?,
-                    event: read_event(&At(r, event_at))?,
+                    event: Arc::new(read_event(&At(r, event_at))?),
                     tenant: r.text(4)?,
-                    webhook: read_webhook(&At(r, webhook_at))?,
+                    webhook: Arc::new(read_webhook(&At(r, webhook_at))?),
                 },
             ));
         }

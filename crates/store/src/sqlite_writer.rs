@@ -733,15 +733,15 @@ impl Writer {
                 .map_err(sql_err)?;
             for ev in rows {
                 let ev = ev.map_err(sql_err)??;
-                events.insert(ev.seq, ev);
+                events.insert(ev.seq, Arc::new(ev));
             }
         }
-        let mut hooks: HashMap<i64, Option<Webhook>> = HashMap::new();
+        let mut hooks: HashMap<i64, Option<Arc<Webhook>>> = HashMap::new();
         let mut tenants: HashMap<i64, String> = HashMap::new();
         let mut out = Vec::with_capacity(leased.len());
         for l in leased {
             if let std::collections::hash_map::Entry::Vacant(slot) = hooks.entry(l.webhook_id) {
-                slot.insert(self.load_webhook(l.webhook_id)?);
+                slot.insert(self.load_webhook(l.webhook_id)?.map(Arc::new));
             }
             if let std::collections::hash_map::Entry::Vacant(slot) = tenants.entry(l.tenant_id) {
                 slot.insert(self.tenant_name(l.tenant_id)?);
@@ -756,9 +756,9 @@ impl Writer {
                     StoreError::Corrupt(format!("delivery {} event id: {e}", l.delivery_id))
                 })?,
                 attempt_in_cycle: l.attempt_in_cycle,
-                event: event.clone(),
+                event: Arc::clone(event),
                 tenant: tenants.get(&l.tenant_id).cloned().unwrap_or_default(),
-                webhook: hook.clone(),
+                webhook: Arc::clone(hook),
             });
         }
         Ok(out)
