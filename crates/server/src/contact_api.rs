@@ -164,52 +164,91 @@ fn apply_entity(row: &mut Row, body: &Map<String, Json_>) -> ApiResult<()> {
             .find(|(k, _)| k.eq_ignore_ascii_case(fd.json))
             .map(|(_, v)| v)
             .unwrap_or(&Json_::Null);
-        let value = match fd.shape {
-            Shape::Text => match v {
-                Json_::Null => Value::Text(String::new()),
-                Json_::String(s) => Value::Text(s.clone()),
-                _ => return Err(ApiError::invalid_field(fd.json, "must be a string")),
-            },
-            Shape::Int => match v {
-                Json_::Null => Value::Int(0),
-                Json_::Number(n) => Value::Int(
-                    n.as_i64()
-                        .ok_or_else(|| ApiError::invalid_field(fd.json, "must be an integer"))?,
-                ),
-                _ => return Err(ApiError::invalid_field(fd.json, "must be an integer")),
-            },
-            Shape::Bool => match v {
-                Json_::Null => Value::Int(0),
-                Json_::Bool(b) => Value::Int(i64::from(*b)),
-                _ => return Err(ApiError::invalid_field(fd.json, "must be true or false")),
-            },
-            Shape::Date => match v {
-                Json_::Null => Value::Null,
-                Json_::String(s) => {
-                    let d = crmhooks_payload::NetDateTime::parse(s)
-                        .map_err(|e| ApiError::invalid_field(fd.json, e))?;
-                    // .NET's MinValue means "no date".
-                    match d.to_offset_date_time() {
-                        Some(t) if !d.is_min() => {
-                            Value::Date((t.unix_timestamp_nanos() / 100) as i64)
-                        }
-                        _ => Value::Null,
-                    }
-                }
-                _ => return Err(ApiError::invalid_field(fd.json, "must be a date string")),
-            },
-            Shape::Associate => Value::Int(carrier_id(fd.json, v, "AssociateId")?),
-            Shape::List => Value::Int(carrier_id(fd.json, v, "Id")?),
-            Shape::Country => Value::Int(carrier_id(fd.json, v, "CountryId")?),
-        };
-        row.set(&CONTACT, fd.column, value);
+        row.set(&CONTACT, fd.column, field_value(fd, v)?);
     }
+    set_soundex(row);
+    Ok(())
+}
+
+/// The stored value of one field from its JSON (null = default).
+fn field_value(fd: &Field, v: &Json_) -> ApiResult<Value> {
+    Ok(match fd.shape {
+        Shape::Text => match v {
+            Json_::Null => Value::Text(String::new()),
+            Json_::String(s) => Value::Text(s.clone()),
+            _ => return Err(ApiError::invalid_field(fd.json, "must be a string")),
+        },
+        Shape::Int => match v {
+            Json_::Null => Value::Int(0),
+            Json_::Number(n) => Value::Int(
+                n.as_i64()
+                    .ok_or_else(|| ApiError::invalid_field(fd.json, "must be an integer"))?,
+            ),
+            _ => return Err(ApiError::invalid_field(fd.json, "must be an integer")),
+        },
+        Shape::Bool => match v {
+            Json_::Null => Value::Int(0),
+            Json_::Bool(b) => Value::Int(i64::from(*b)),
+            _ => return Err(ApiError::invalid_field(fd.json, "must be true or false")),
+        },
+        Shape::Date => match v {
+            Json_::Null => Value::Null,
+            Json_::String(s) => {
+                let d = crmhooks_payload::NetDateTime::parse(s)
+                    .map_err(|e| ApiError::invalid_field(fd.json, e))?;
+                // .NET's MinValue means "no date".
+                match d.to_offset_date_time() {
+                    Some(t) if !d.is_min() => Value::Date((t.unix_timestamp_nanos() / 100) as i64),
+                    _ => Value::Null,
+                }
+            }
+            _ => return Err(ApiError::invalid_field(fd.json, "must be a date string")),
+        },
+        Shape::Associate => Value::Int(carrier_id(fd.json, v, "AssociateId")?),
+        Shape::List => Value::Int(carrier_id(fd.json, v, "Id")?),
+        Shape::Country => Value::Int(carrier_id(fd.json, v, "CountryId")?),
+    })
+}
+
+/// `soundEx` follows the name.
+fn set_soundex(row: &mut Row) {
     let name = row
         .get(&CONTACT, "name")
         .as_str()
         .unwrap_or_default()
         .to_owned();
     row.set(&CONTACT, "soundEx", Value::Text(soundex(&name)));
+}
+
+/// A Merge Patch whose values are all strings, numbers or booleans (the usual one: "set these
+/// fields"). It changes exactly the fields it names, so it is applied to the row directly,
+/// without rendering the whole entity as JSON, merging, and parsing it back (the same result;
+/// `scalar_merge_patch_matches_the_document_route` checks it).
+fn scalar_merge(patch: &Json_) -> Option<&Map<String, Json_>> {
+    match patch {
+        Json_::Object(m)
+            if m.values()
+                .all(|v| matches!(v, Json_::String(_) | Json_::Number(_) | Json_::Bool(_))) =>
+        {
+            Some(m)
+        }
+        _ => None,
+    }
+}
+
+/// Applies a [`scalar_merge`] patch: each writable field it names (case-insensitively; of
+/// several spellings the last wins, as in the merge) takes the value; the rest stay.
+fn apply_fields(row: &mut Row, patch: &Map<String, Json_>) -> ApiResult<()> {
+    for fd in FIELDS.iter().filter(|f| f.writable) {
+        if let Some((_, v)) = patch
+            .iter()
+            .rev()
+            .find(|(k, _)| k.eq_ignore_ascii_case(fd.json))
+        {
+            row.set(&CONTACT, fd.column, field_value(fd, v)?);
+        }
+    }
+    set_soundex(row);
     Ok(())
 }
 
@@ -368,6 +407,14 @@ async fn patch_one(
             Some(id),
             Box::new(move |current| {
                 let current = live(current)?;
+                if let Some(fields) = scalar_merge(&body) {
+                    let mut row = current.clone();
+                    apply_fields(&mut row, fields).map_err(|e| r.reject(e))?;
+                    return Ok(Change::Update {
+                        row,
+                        verb: "changed",
+                    });
+                }
                 let mut doc = entity_json(current, offset, &base);
                 patch::apply(&mut doc, &body).map_err(|e| {
                     r.reject(match e {
@@ -486,4 +533,97 @@ pub fn router() -> Router<AppState> {
             get(get_one).put(put).patch(patch_one).delete(delete),
         )
         .route("/Contact/{id}/Restore", post(restore))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A JSON value for a field, valid or not for its shape.
+    fn any_value() -> impl Strategy<Value = Json_> {
+        prop_oneof![
+            "[a-zA-Z0-9 ]{0,12}".prop_map(Json_::from),
+            any::<i64>().prop_map(Json_::from),
+            (0i64..5).prop_map(Json_::from),
+            any::<bool>().prop_map(Json_::from),
+            (-1e9f64..1e9).prop_map(Json_::from),
+            Just(Json_::from("2024-02-29T13:45:10")),
+            Just(Json_::from("2001-01-01T00:00:00Z")),
+            Just(Json_::from("not a date")),
+        ]
+    }
+
+    /// A key: a field's name in any case, or an unknown one.
+    fn any_key() -> impl Strategy<Value = String> {
+        (0..FIELDS.len() + 1, any::<bool>()).prop_map(|(i, lower)| {
+            let name = FIELDS.get(i).map_or("NoSuchField", |f| f.json);
+            if lower {
+                name.to_ascii_lowercase()
+            } else {
+                name.to_owned()
+            }
+        })
+    }
+
+    fn any_patch() -> impl Strategy<Value = Map<String, Json_>> {
+        proptest::collection::vec((any_key(), any_value()), 1..6)
+            .prop_map(|kv| kv.into_iter().collect())
+    }
+
+    /// A stored row as the API writes them: defaults, then a valid entity over them.
+    fn any_row() -> impl Strategy<Value = Row> {
+        proptest::collection::vec((any_key(), any_value()), 0..12).prop_map(|kv| {
+            let mut row = default_row();
+            for (k, v) in kv {
+                let mut one = Map::new();
+                one.insert(k, v);
+                // Only values valid for their field land; the rest would be refused anyway.
+                let mut next = row.clone();
+                if apply_fields(&mut next, &one).is_ok() {
+                    row = next;
+                }
+            }
+            row.set(&CONTACT, "contact_id", Value::Int(7));
+            row
+        })
+    }
+
+    /// The general route: render the entity, merge, parse it all back.
+    fn document_route(row: &Row, patch: &Json_) -> Result<Row, String> {
+        let offset = time::UtcOffset::UTC;
+        let mut doc = entity_json(row, offset, "http://x");
+        patch::apply(&mut doc, patch).map_err(|e| format!("{e:?}"))?;
+        let obj = object(doc).map_err(|e| format!("{e:?}"))?;
+        let mut out = row.clone();
+        apply_entity(&mut out, &obj).map_err(|e| format!("{e:?}"))?;
+        Ok(out)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #[test]
+        fn scalar_merge_patch_matches_the_document_route(row in any_row(), patch in any_patch()) {
+            let patch = Json_::Object(patch);
+            let fields = scalar_merge(&patch).expect("scalar values only");
+            let mut fast = row.clone();
+            let fast = apply_fields(&mut fast, fields).map(|()| fast).map_err(|e| format!("{e:?}"));
+            prop_assert_eq!(fast, document_route(&row, &patch));
+        }
+    }
+
+    #[test]
+    fn only_scalar_objects_take_the_direct_route() {
+        assert!(
+            scalar_merge(&serde_json::json!({"Department": "x", "Source": 3, "Xstop": true}))
+                .is_some()
+        );
+        assert!(scalar_merge(&serde_json::json!({"Department": null})).is_none());
+        assert!(scalar_merge(&serde_json::json!({"Associate": {"AssociateId": 5}})).is_none());
+        assert!(scalar_merge(
+            &serde_json::json!([{"op": "replace", "path": "/Department", "value": "x"}])
+        )
+        .is_none());
+    }
 }
