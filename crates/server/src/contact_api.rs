@@ -10,9 +10,9 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use crmhooks_store::contact::{soundex, CONTACT};
-use crmhooks_store::{now_ticks, render_date, Change, Row, StoreError, Ticks, Value};
+use crmhooks_store::{now_ticks, render_date, Change, Row, StoreError, Value};
 use serde::Deserialize;
-use serde_json::{json, Map, Value as Json_};
+use serde_json::{Map, Value as Json_};
 
 use crate::auth::Auth;
 use crate::body::{ApiPath, ApiQuery, JsonBody};
@@ -95,38 +95,136 @@ static FIELDS: [Field; 35] = [
     f("Userdef2Id", "userdef2_id", Shape::Int, true),
 ];
 
-fn date_json(ticks: Option<Ticks>, offset: time::UtcOffset) -> Json_ {
-    match ticks {
-        Some(t) => Json_::String(render_date(Some(t), Some(offset))),
-        None => Json_::Null,
+/// A ContactEntity to answer with, serialized straight from the row (no JSON tree).
+pub struct Entity {
+    row: Row,
+    offset: time::UtcOffset,
+    base_url: String,
+}
+
+impl Entity {
+    fn new(row: Row, state: &AppState) -> Entity {
+        Entity {
+            row,
+            offset: state.offset,
+            base_url: state.base_url.clone(),
+        }
     }
 }
 
-/// The ContactEntity of a row.
+impl serde::Serialize for Entity {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        EntityRef {
+            row: &self.row,
+            offset: self.offset,
+            base_url: &self.base_url,
+        }
+        .serialize(s)
+    }
+}
+
+/// The ContactEntity of a borrowed row: the fields of [`FIELDS`] in order, then `_Links`.
+struct EntityRef<'a> {
+    row: &'a Row,
+    offset: time::UtcOffset,
+    base_url: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct AssociateJson {
+    #[serde(rename = "AssociateId")]
+    id: i64,
+    #[serde(rename = "Name")]
+    name: &'static str,
+    #[serde(rename = "FullName")]
+    full_name: &'static str,
+}
+
+#[derive(serde::Serialize)]
+struct ListItemJson {
+    #[serde(rename = "Id")]
+    id: i64,
+    #[serde(rename = "Value")]
+    value: &'static str,
+    #[serde(rename = "Tooltip")]
+    tooltip: &'static str,
+}
+
+#[derive(serde::Serialize)]
+struct CountryJson {
+    #[serde(rename = "CountryId")]
+    id: i64,
+    #[serde(rename = "Name")]
+    name: &'static str,
+}
+
+#[derive(serde::Serialize)]
+struct LinksJson {
+    #[serde(rename = "Self")]
+    this: String,
+    #[serde(rename = "Archive")]
+    archive: String,
+}
+
+impl serde::Serialize for EntityRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let id = self.row.get(&CONTACT, "contact_id").as_i64();
+        let mut m = s.serialize_map(Some(FIELDS.len() + usize::from(id != 0)))?;
+        for fd in &FIELDS {
+            let v = self.row.get(&CONTACT, fd.column);
+            let n = v.as_i64();
+            match fd.shape {
+                Shape::Text => m.serialize_entry(fd.json, v.as_str().unwrap_or_default())?,
+                Shape::Int => m.serialize_entry(fd.json, &n)?,
+                Shape::Bool => m.serialize_entry(fd.json, &(n != 0))?,
+                Shape::Date => match v.as_ticks() {
+                    Some(t) => {
+                        m.serialize_entry(fd.json, &render_date(Some(t), Some(self.offset)))?
+                    }
+                    None => m.serialize_entry(fd.json, &())?,
+                },
+                Shape::Associate => m.serialize_entry(
+                    fd.json,
+                    &AssociateJson {
+                        id: n,
+                        name: "",
+                        full_name: "",
+                    },
+                )?,
+                Shape::List => m.serialize_entry(
+                    fd.json,
+                    &ListItemJson {
+                        id: n,
+                        value: "",
+                        tooltip: "",
+                    },
+                )?,
+                Shape::Country => m.serialize_entry(fd.json, &CountryJson { id: n, name: "" })?,
+            }
+        }
+        if id != 0 {
+            let link = format!("{}/api/v1/Contact/{id}", self.base_url);
+            m.serialize_entry(
+                "_Links",
+                &LinksJson {
+                    this: link.clone(),
+                    archive: link,
+                },
+            )?;
+        }
+        m.end()
+    }
+}
+
+/// The ContactEntity of a row as a JSON tree (to patch it).
 pub fn entity_json(row: &Row, offset: time::UtcOffset, base_url: &str) -> Json_ {
-    let mut m = Map::new();
-    for fd in &FIELDS {
-        let v = row.get(&CONTACT, fd.column);
-        let id = v.as_i64();
-        let j = match fd.shape {
-            Shape::Text => Json_::String(v.as_str().unwrap_or_default().to_owned()),
-            Shape::Int => Json_::from(id),
-            Shape::Bool => Json_::Bool(id != 0),
-            Shape::Date => date_json(v.as_ticks(), offset),
-            Shape::Associate => json!({"AssociateId": id, "Name": "", "FullName": ""}),
-            Shape::List => json!({"Id": id, "Value": "", "Tooltip": ""}),
-            Shape::Country => json!({"CountryId": id, "Name": ""}),
-        };
-        m.insert(fd.json.to_owned(), j);
-    }
-    let id = row.get(&CONTACT, "contact_id").as_i64();
-    if id != 0 {
-        m.insert(
-            "_Links".into(),
-            json!({"Self": format!("{base_url}/api/v1/Contact/{id}"), "Archive": format!("{base_url}/api/v1/Contact/{id}")}),
-        );
-    }
-    Json_::Object(m)
+    serde_json::to_value(EntityRef {
+        row,
+        offset,
+        base_url,
+    })
+    .unwrap_or(Json_::Null)
 }
 
 fn carrier_id(field: &str, v: &Json_, key: &str) -> ApiResult<i64> {
@@ -298,13 +396,13 @@ impl Rejection {
     }
 }
 
-fn respond(state: &AppState, row: Option<Row>) -> ApiResult<Json<Json_>> {
+fn respond(state: &AppState, row: Option<Row>) -> ApiResult<Json<Entity>> {
     let row = row.ok_or_else(|| ApiError::not_found("contact not found"))?;
-    Ok(Json(entity_json(&row, state.offset, &state.base_url)))
+    Ok(Json(Entity::new(row, state)))
 }
 
-async fn get_default(State(state): State<AppState>, _auth: Auth) -> Json<Json_> {
-    Json(entity_json(&default_row(), state.offset, &state.base_url))
+async fn get_default(State(state): State<AppState>, _auth: Auth) -> Json<Entity> {
+    Json(Entity::new(default_row(), &state))
 }
 
 fn parse_id(raw: &str) -> ApiResult<i64> {
@@ -317,7 +415,7 @@ async fn get_one(
     State(state): State<AppState>,
     auth: Auth,
     ApiPath(id): ApiPath<String>,
-) -> ApiResult<Json<Json_>> {
+) -> ApiResult<Json<Entity>> {
     let id = parse_id(&id)?;
     let row = state
         .store
@@ -330,7 +428,7 @@ async fn create(
     State(state): State<AppState>,
     auth: Auth,
     JsonBody(body): JsonBody,
-) -> ApiResult<Json<Json_>> {
+) -> ApiResult<Json<Entity>> {
     let body = object(body)?;
     if !body.keys().any(|k| k.eq_ignore_ascii_case("Name")) {
         return Err(ApiError::invalid_field("Name", "is required"));
@@ -363,7 +461,7 @@ async fn put(
     auth: Auth,
     ApiPath(id): ApiPath<String>,
     JsonBody(body): JsonBody,
-) -> ApiResult<Json<Json_>> {
+) -> ApiResult<Json<Entity>> {
     let id = parse_id(&id)?;
     let body = object(body)?;
     let rej = Rejection::default();
@@ -394,7 +492,7 @@ async fn patch_one(
     auth: Auth,
     ApiPath(id): ApiPath<String>,
     JsonBody(body): JsonBody,
-) -> ApiResult<Json<Json_>> {
+) -> ApiResult<Json<Entity>> {
     let id = parse_id(&id)?;
     let (offset, base) = (state.offset, state.base_url.clone());
     let rej = Rejection::default();
@@ -491,7 +589,7 @@ async fn restore(
     State(state): State<AppState>,
     auth: Auth,
     ApiPath(id): ApiPath<String>,
-) -> ApiResult<Json<Json_>> {
+) -> ApiResult<Json<Entity>> {
     let id = parse_id(&id)?;
     let rej = Rejection::default();
     let r = rej.clone();
@@ -601,8 +699,64 @@ mod tests {
         Ok(out)
     }
 
+    use crmhooks_store::Ticks;
+    use serde_json::json;
+
+    fn date_json(ticks: Option<Ticks>, offset: time::UtcOffset) -> Json_ {
+        match ticks {
+            Some(t) => Json_::String(render_date(Some(t), Some(offset))),
+            None => Json_::Null,
+        }
+    }
+
+    /// The JSON-tree rendering the serializer replaced: the reference it must match.
+    fn tree_entity_json(row: &Row, offset: time::UtcOffset, base_url: &str) -> Json_ {
+        let mut m = Map::new();
+        for fd in &FIELDS {
+            let v = row.get(&CONTACT, fd.column);
+            let id = v.as_i64();
+            let j = match fd.shape {
+                Shape::Text => Json_::String(v.as_str().unwrap_or_default().to_owned()),
+                Shape::Int => Json_::from(id),
+                Shape::Bool => Json_::Bool(id != 0),
+                Shape::Date => date_json(v.as_ticks(), offset),
+                Shape::Associate => json!({"AssociateId": id, "Name": "", "FullName": ""}),
+                Shape::List => json!({"Id": id, "Value": "", "Tooltip": ""}),
+                Shape::Country => json!({"CountryId": id, "Name": ""}),
+            };
+            m.insert(fd.json.to_owned(), j);
+        }
+        let id = row.get(&CONTACT, "contact_id").as_i64();
+        if id != 0 {
+            m.insert(
+                "_Links".into(),
+                json!({"Self": format!("{base_url}/api/v1/Contact/{id}"), "Archive": format!("{base_url}/api/v1/Contact/{id}")}),
+            );
+        }
+        Json_::Object(m)
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
+        #[test]
+        fn serialized_entity_matches_the_json_tree(
+            row in any_row(),
+            id in prop_oneof![Just(0i64), 1i64..100_000],
+            deleted in prop_oneof![Just(None), (0i64..5_000_000_000_000_000).prop_map(Some)],
+            east in any::<bool>(),
+        ) {
+            let mut row = row;
+            row.set(&CONTACT, "contact_id", Value::Int(id));
+            row.set(&CONTACT, "DeletedDate", deleted.map_or(Value::Null, Value::Date));
+            let offset = if east { time::UtcOffset::from_hms(2, 0, 0).unwrap() } else { time::UtcOffset::UTC };
+            let entity = EntityRef { row: &row, offset, base_url: "http://h:1" };
+            // Same keys, same order, same values, byte for byte.
+            prop_assert_eq!(
+                serde_json::to_string(&entity).unwrap(),
+                tree_entity_json(&row, offset, "http://h:1").to_string()
+            );
+        }
+
         #[test]
         fn scalar_merge_patch_matches_the_document_route(row in any_row(), patch in any_patch()) {
             let patch = Json_::Object(patch);
