@@ -16,7 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crmhooks_store::{
-    now_ticks, AttemptOutcome, ClaimRequest, Claimed, DynStore, StateChange, StoreError, Webhook,
+    now_ticks, AttemptOutcome, ClaimRequest, Claimed, DynStore, StateChange, StoreError, Ticks,
+    Verdict, Webhook,
 };
 use tokio::sync::{mpsc, Notify, Semaphore};
 use uuid::Uuid;
@@ -71,6 +72,10 @@ impl Default for DispatchConfig {
         }
     }
 }
+
+/// How long a `next_due` answer is reused while wake-ups keep coming (a retry scheduled by this
+/// node in the meantime is known without asking).
+const NEXT_DUE_TTL: Duration = Duration::from_millis(100);
 
 /// The delivery engine.
 pub struct Dispatcher {
@@ -279,6 +284,9 @@ impl Dispatcher {
             tracing::warn!(error = %e, "cannot listen for work from other nodes; polling only");
         }
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<AttemptOutcome>();
+        // The earliest retry this node scheduled since `next_due` was last read (i64::MAX: none).
+        let local_due = Arc::new(std::sync::atomic::AtomicI64::new(i64::MAX));
+        let scheduled = local_due.clone();
         // Completion writer: batches whatever has finished.
         let this = self.clone();
         let writer = tokio::spawn(async move {
@@ -303,11 +311,17 @@ impl Dispatcher {
                 }
                 for o in &batch {
                     this.track_done(o.webhook_id);
+                    if let Verdict::RetryAt(t) | Verdict::Requeue(t) = o.verdict {
+                        scheduled.fetch_min(t, std::sync::atomic::Ordering::Relaxed);
+                    }
                 }
                 this.slots.add_permits(batch.len());
                 this.wake.notify_one();
             }
         });
+        // The last `next_due` answer and when it was read: under load every commit wakes the
+        // loop, and reading it at every wake-up cost two queries per event.
+        let mut due_cache: Option<(tokio::time::Instant, Option<Ticks>)> = None;
         loop {
             if *shutdown.borrow() {
                 break;
@@ -351,7 +365,30 @@ impl Dispatcher {
             let wait = if free == 0 {
                 self.cfg.poll_interval
             } else {
-                match self.store.next_due().await {
+                // Read again when the answer is older than NEXT_DUE_TTL, or names a time already
+                // past (something due that this claim could not take); retries this node
+                // scheduled meanwhile are folded in from `local_due`.
+                let now = now_ticks();
+                let fresh = due_cache
+                    .filter(|(at, due)| at.elapsed() < NEXT_DUE_TTL && due.is_none_or(|d| d > now));
+                let known = match fresh {
+                    Some((_, due)) => Ok(due),
+                    None => {
+                        local_due.store(i64::MAX, std::sync::atomic::Ordering::Relaxed);
+                        let read = self.store.next_due().await;
+                        if let Ok(due) = &read {
+                            due_cache = Some((tokio::time::Instant::now(), *due));
+                        }
+                        read
+                    }
+                };
+                let local = local_due.load(std::sync::atomic::Ordering::Relaxed);
+                let known = known.map(|due| match (due, local) {
+                    (_, i64::MAX) => due,
+                    (Some(d), l) => Some(d.min(l)),
+                    (None, l) => Some(l),
+                });
+                match known {
                     Ok(Some(due)) if due > now_ticks() => {
                         let ms = (due - now_ticks()) / 10_000 + 1;
                         Duration::from_millis(u64::try_from(ms).unwrap_or(0))

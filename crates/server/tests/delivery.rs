@@ -24,6 +24,39 @@ fn event_ids(got: &[crmhooks_listen::Received]) -> Vec<String> {
         .collect()
 }
 
+/// With polling all but off, a retry still goes out at its time: the dispatcher sleeps until
+/// the earliest due time it knows, and it knows the retries it scheduled itself even while it
+/// reuses a recent answer of the store's `next_due` (which it reads at most every 100 ms under
+/// load). Forgetting them would make each retry wait for the 30 s poll.
+async fn retries_are_on_time_without_polling() {
+    let app = TestApp::start_with(|t| {
+        let d = t.get_mut("delivery").unwrap().as_table_mut().unwrap();
+        d.insert("poll_ms".into(), 30_000.into());
+        d.insert(
+            "superoffice_delays_ms".into(),
+            toml::Value::Array(vec![300.into(), 600.into()]),
+        );
+    })
+    .await;
+    let rx = receiver(None).await;
+    app.create_hook(&rx, &["contact.created"], None).await;
+    rx.script([500, 500, 200]);
+    app.create_contact("A").await;
+    let got = wait_deliveries(&rx, 3, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 3, "the retries did not come in time");
+    let gap1 = got[1].at.duration_since(got[0].at);
+    let gap2 = got[2].at.duration_since(got[1].at);
+    assert!(
+        gap1 >= Duration::from_millis(280) && gap1 < Duration::from_millis(1500),
+        "{gap1:?}"
+    );
+    assert!(
+        gap2 >= Duration::from_millis(580) && gap2 < Duration::from_millis(1800),
+        "{gap2:?}"
+    );
+    assert_eq!(retry_headers(&got), ["0", "1", "2"]);
+}
+
 async fn real_superoffice_schedule_1s_then_4s_same_event_id_then_a_new_one() {
     // The real schedule: delays of 1 s and 4 s.
     let app = TestApp::start_with(|t| {
@@ -653,6 +686,7 @@ impl SmtpSink {
 
 both_backends!(
     real_superoffice_schedule_1s_then_4s_same_event_id_then_a_new_one,
+    retries_are_on_time_without_polling,
     nine_failures_make_too_many_errors_fire_the_state_event_and_mail,
     gone_410_disables_at_once,
     per_contact_order_holds_while_one_contact_is_failing,
