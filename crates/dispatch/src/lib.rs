@@ -112,7 +112,7 @@ impl Dispatcher {
         store: DynStore,
         cfg: DispatchConfig,
     ) -> Result<(Arc<Self>, mpsc::UnboundedReceiver<StateChange>), DispatchError> {
-        let client = target::build_client(cfg.target_policy, cfg.timeouts)?;
+        let client = target::build_client(cfg.target_policy, cfg.timeouts, cfg.max_in_flight)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let slots = Arc::new(Semaphore::new(cfg.max_in_flight.max(1)));
         Ok((
