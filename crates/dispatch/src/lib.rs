@@ -365,12 +365,15 @@ impl Dispatcher {
             let wait = if free == 0 {
                 self.cfg.poll_interval
             } else {
-                // Read again when the answer is older than NEXT_DUE_TTL, or names a time already
-                // past (something due that this claim could not take); retries this node
+                // Read again when the answer is older than NEXT_DUE_TTL, or when it or a retry
+                // this node scheduled names a time already past (something due that this claim
+                // could not take, or that the answer may not know the successor of); retries
                 // scheduled meanwhile are folded in from `local_due`.
                 let now = now_ticks();
-                let fresh = due_cache
-                    .filter(|(at, due)| at.elapsed() < NEXT_DUE_TTL && due.is_none_or(|d| d > now));
+                let local = local_due.load(std::sync::atomic::Ordering::Relaxed);
+                let fresh = due_cache.filter(|(at, due)| {
+                    at.elapsed() < NEXT_DUE_TTL && due.is_none_or(|d| d > now) && local > now
+                });
                 let known = match fresh {
                     Some((_, due)) => Ok(due),
                     None => {
