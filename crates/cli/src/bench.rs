@@ -1257,38 +1257,46 @@ impl Api {
         Ok(text)
     }
 
+    /// The load's webhooks: subscribed to what the load fires, each its own path, signed.
     async fn create_webhooks(&self, receiver: &Receiver, n: usize) -> anyhow::Result<()> {
-        for k in 1..=n {
-            self.send(
-                reqwest::Method::POST,
-                "/api/v1/Webhook",
-                json!({
-                    "Name": format!("bench {k}"),
-                    "Events": ["contact.created", "contact.changed"],
-                    "TargetUrl": receiver.url(&format!("/hook/{k}")),
-                    "Secret": BENCH_SECRET,
-                }),
-            )
-            .await
-            .context("cannot create the benchmark's webhooks")?;
-        }
-        Ok(())
+        self.define_webhooks(
+            receiver,
+            n,
+            ("bench", "hook"),
+            &["contact.created", "contact.changed"],
+            true,
+        )
+        .await
+        .context("cannot create the benchmark's webhooks")
     }
 
     /// Webhooks that exist but receive nothing from the load.
     async fn create_idle_webhooks(&self, receiver: &Receiver, n: usize) -> anyhow::Result<()> {
-        for k in 1..=n {
-            self.send(
-                reqwest::Method::POST,
-                "/api/v1/Webhook",
-                json!({
-                    "Name": format!("idle {k}"),
-                    "Events": ["contact.deleted"],
-                    "TargetUrl": receiver.url(&format!("/idle/{k}")),
-                }),
-            )
+        self.define_webhooks(receiver, n, ("idle", "idle"), &["contact.deleted"], false)
             .await
-            .context("cannot create the idle webhooks")?;
+            .context("cannot create the idle webhooks")
+    }
+
+    /// Defines `n` Active webhooks named `{name} k` at `/{path}/k` on the receiver, k = 1..n.
+    async fn define_webhooks(
+        &self,
+        receiver: &Receiver,
+        n: usize,
+        (name, path): (&str, &str),
+        events: &[&str],
+        signed: bool,
+    ) -> anyhow::Result<()> {
+        for k in 1..=n {
+            let mut body = json!({
+                "Name": format!("{name} {k}"),
+                "Events": events,
+                "TargetUrl": receiver.url(&format!("/{path}/{k}")),
+            });
+            if signed {
+                body["Secret"] = json!(BENCH_SECRET);
+            }
+            self.send(reqwest::Method::POST, "/api/v1/Webhook", body)
+                .await?;
         }
         Ok(())
     }

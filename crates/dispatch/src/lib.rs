@@ -77,6 +77,55 @@ impl Default for DispatchConfig {
 /// node in the meantime is known without asking).
 const NEXT_DUE_TTL: Duration = Duration::from_millis(100);
 
+/// The earliest time something may become due, as the dispatcher's loop sleeps until it. Under
+/// load every commit wakes the loop, and asking the store's `next_due` at every wake-up cost
+/// two queries per event: an answer is reused for [`NEXT_DUE_TTL`], with the retries this node
+/// scheduled since folded in.
+struct NextDue {
+    /// The last answer and when it was read.
+    read: Option<(tokio::time::Instant, Option<Ticks>)>,
+    /// The earliest retry this node scheduled since the last read (i64::MAX: none).
+    local: Arc<std::sync::atomic::AtomicI64>,
+}
+
+impl Default for NextDue {
+    fn default() -> Self {
+        NextDue {
+            read: None,
+            local: Arc::new(std::sync::atomic::AtomicI64::new(i64::MAX)),
+        }
+    }
+}
+
+impl NextDue {
+    /// The earliest due time known. Reads the store again when the answer is older than
+    /// [`NEXT_DUE_TTL`], or when it or a retry of this node names a time already past
+    /// (something due that the last claim could not take, or whose successor the answer may
+    /// not know).
+    async fn earliest(&mut self, store: &DynStore) -> Result<Option<Ticks>, StoreError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = now_ticks();
+        let local = self.local.load(Relaxed);
+        let fresh = self.read.filter(|(at, due)| {
+            at.elapsed() < NEXT_DUE_TTL && due.is_none_or(|d| d > now) && local > now
+        });
+        let due = match fresh {
+            Some((_, due)) => due,
+            None => {
+                self.local.store(i64::MAX, Relaxed);
+                let due = store.next_due().await?;
+                self.read = Some((tokio::time::Instant::now(), due));
+                due
+            }
+        };
+        Ok(match (due, self.local.load(Relaxed)) {
+            (_, i64::MAX) => due,
+            (Some(d), l) => Some(d.min(l)),
+            (None, l) => Some(l),
+        })
+    }
+}
+
 /// The delivery engine.
 pub struct Dispatcher {
     store: DynStore,
@@ -284,9 +333,8 @@ impl Dispatcher {
             tracing::warn!(error = %e, "cannot listen for work from other nodes; polling only");
         }
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<AttemptOutcome>();
-        // The earliest retry this node scheduled since `next_due` was last read (i64::MAX: none).
-        let local_due = Arc::new(std::sync::atomic::AtomicI64::new(i64::MAX));
-        let scheduled = local_due.clone();
+        let mut next_due = NextDue::default();
+        let scheduled = next_due.local.clone();
         // Completion writer: batches whatever has finished.
         let this = self.clone();
         let writer = tokio::spawn(async move {
@@ -319,9 +367,6 @@ impl Dispatcher {
                 this.wake.notify_one();
             }
         });
-        // The last `next_due` answer and when it was read: under load every commit wakes the
-        // loop, and reading it at every wake-up cost two queries per event.
-        let mut due_cache: Option<(tokio::time::Instant, Option<Ticks>)> = None;
         loop {
             if *shutdown.borrow() {
                 break;
@@ -365,33 +410,7 @@ impl Dispatcher {
             let wait = if free == 0 {
                 self.cfg.poll_interval
             } else {
-                // Read again when the answer is older than NEXT_DUE_TTL, or when it or a retry
-                // this node scheduled names a time already past (something due that this claim
-                // could not take, or that the answer may not know the successor of); retries
-                // scheduled meanwhile are folded in from `local_due`.
-                let now = now_ticks();
-                let local = local_due.load(std::sync::atomic::Ordering::Relaxed);
-                let fresh = due_cache.filter(|(at, due)| {
-                    at.elapsed() < NEXT_DUE_TTL && due.is_none_or(|d| d > now) && local > now
-                });
-                let known = match fresh {
-                    Some((_, due)) => Ok(due),
-                    None => {
-                        local_due.store(i64::MAX, std::sync::atomic::Ordering::Relaxed);
-                        let read = self.store.next_due().await;
-                        if let Ok(due) = &read {
-                            due_cache = Some((tokio::time::Instant::now(), *due));
-                        }
-                        read
-                    }
-                };
-                let local = local_due.load(std::sync::atomic::Ordering::Relaxed);
-                let known = known.map(|due| match (due, local) {
-                    (_, i64::MAX) => due,
-                    (Some(d), l) => Some(d.min(l)),
-                    (None, l) => Some(l),
-                });
-                match known {
+                match next_due.earliest(&self.store).await {
                     Ok(Some(due)) if due > now_ticks() => {
                         let ms = (due - now_ticks()) / 10_000 + 1;
                         Duration::from_millis(u64::try_from(ms).unwrap_or(0))

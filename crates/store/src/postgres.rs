@@ -214,6 +214,13 @@ impl PgStore {
         self.notify.notify_one();
     }
 
+    /// [`PgStore::wake_nodes`] when a committed change queued deliveries.
+    fn wake_for(&self, committed: &Committed) {
+        if committed.deliveries > 0 {
+            self.wake_nodes();
+        }
+    }
+
     async fn begin(&self) -> Result<Tx<'_>> {
         self.pool.begin().await.map_err(db)
     }
@@ -221,20 +228,26 @@ impl PgStore {
 
 /// Sends `NOTIFY crmhooks_work` whenever [`PgStore::wake_nodes`] asked for it, until `alive`
 /// closes. Each is a statement of its own: a transaction without writes, so no WAL flush and
-/// no hold on the notify lock across one. A failure costs only latency (nodes also poll).
+/// no hold on the notify lock across one.
 async fn notify_loop(pool: PgPool, signal: Arc<Notify>, mut alive: watch::Receiver<()>) {
     loop {
         tokio::select! {
             _ = signal.notified() => {}
             _ = alive.changed() => return,
         }
-        if let Err(e) = sqlx::query("SELECT pg_notify($1, '')")
-            .bind(WORK_CHANNEL)
-            .execute(&pool)
-            .await
-        {
-            tracing::debug!(error = %e, "cannot NOTIFY other nodes; they will poll");
-        }
+        notify_nodes(&pool).await;
+    }
+}
+
+/// `NOTIFY crmhooks_work`, as a statement of its own; a failure is logged and otherwise costs
+/// only latency (nodes also poll).
+async fn notify_nodes(pool: &PgPool) {
+    if let Err(e) = sqlx::query("SELECT pg_notify($1, '')")
+        .bind(WORK_CHANNEL)
+        .execute(pool)
+        .await
+    {
+        tracing::debug!(error = %e, "cannot NOTIFY other nodes; they will poll");
     }
 }
 
@@ -472,15 +485,6 @@ impl PgStore {
         let now = now_ticks();
         let decided = change(current.as_ref())?;
         let planned = plan_change(def, actor, current, decided, now, self.local_offset)?;
-        let Some((count, updated)) = version else {
-            return Ok(match planned {
-                Planned::Nothing(row) => Optimistic::Done(ChangeOutcome {
-                    row,
-                    committed: Committed::default(),
-                }),
-                _ => Optimistic::NeedsLock,
-            });
-        };
         let (mut qb, after, event) = match planned {
             Planned::Nothing(row) => {
                 return Ok(Optimistic::Done(ChangeOutcome {
@@ -500,6 +504,10 @@ impl PgStore {
                 None,
                 event,
             ),
+        };
+        // (An update or delete always has a row it was decided from.)
+        let Some((count, updated)) = version else {
+            return Ok(Optimistic::NeedsLock);
         };
         qb.push(" WHERE tenant_id = ")
             .push_bind(actor.tenant_id)
@@ -784,9 +792,7 @@ impl Store for PgStore {
             for _ in 0..OPTIMISTIC_TRIES {
                 match self.apply_optimistic(actor, def, pk, &mut change).await? {
                     Optimistic::Done(outcome) => {
-                        if outcome.committed.deliveries > 0 {
-                            self.wake_nodes();
-                        }
+                        self.wake_for(&outcome.committed);
                         return Ok(outcome);
                     }
                     Optimistic::Changed => continue,
@@ -798,9 +804,7 @@ impl Store for PgStore {
         let outcome = self.apply_in(&mut tx, actor, def, pk, change).await?;
         if outcome.committed.event_seq.is_some() {
             tx.commit().await.map_err(db)?;
-            if outcome.committed.deliveries > 0 {
-                self.wake_nodes();
-            }
+            self.wake_for(&outcome.committed);
         } else {
             // Nothing was written: only the row lock to let go of.
             let _ = tx.rollback().await;
@@ -1039,9 +1043,7 @@ impl Store for PgStore {
         let mut tx = self.begin().await?;
         let c = insert_event(&mut tx, actor, &event, now_ticks()).await?;
         tx.commit().await.map_err(db)?;
-        if c.deliveries > 0 {
-            self.wake_nodes();
-        }
+        self.wake_for(&c);
         Ok(c)
     }
 
@@ -1338,13 +1340,7 @@ impl Store for PgStore {
         if n > 0 {
             // Another node can take them over now rather than at its next poll. Sent here,
             // not by the notifier task: this runs at shutdown, just before the store goes.
-            if let Err(e) = sqlx::query("SELECT pg_notify($1, '')")
-                .bind(WORK_CHANNEL)
-                .execute(&self.pool)
-                .await
-            {
-                tracing::debug!(error = %e, "cannot NOTIFY other nodes; they will poll");
-            }
+            notify_nodes(&self.pool).await;
         }
         Ok(n)
     }

@@ -192,16 +192,7 @@ fn syncer(wal: &Path, synced_upto: &AtomicI64, rx: &std::sync::mpsc::Receiver<Sy
 
 /// Integers as a JSON array, for `IN (SELECT value FROM json_each(?))`.
 fn json_ids(ids: &[i64]) -> String {
-    let mut out = String::with_capacity(ids.len() * 8 + 2);
-    out.push('[');
-    for (i, id) in ids.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(&id.to_string());
-    }
-    out.push(']');
-    out
+    Json::from(ids).to_string()
 }
 
 /// The SQL of one entity table, built once.
