@@ -82,10 +82,19 @@ const NEXT_DUE_TTL: Duration = Duration::from_millis(100);
 /// two queries per event: an answer is reused for [`NEXT_DUE_TTL`], with the retries this node
 /// scheduled since folded in.
 struct NextDue {
-    /// The last answer and when it was read.
-    read: Option<(tokio::time::Instant, Option<Ticks>)>,
+    /// The last answer, when it was read, and whether it named a future time then.
+    read: Option<Read>,
     /// The earliest retry this node scheduled since the last read (i64::MAX: none).
     local: Arc<std::sync::atomic::AtomicI64>,
+}
+
+/// One `next_due` answer.
+#[derive(Clone, Copy)]
+struct Read {
+    at: tokio::time::Instant,
+    due: Option<Ticks>,
+    /// The answer named a time still to come when it was read.
+    future: bool,
 }
 
 impl Default for NextDue {
@@ -99,22 +108,33 @@ impl Default for NextDue {
 
 impl NextDue {
     /// The earliest due time known. Reads the store again when the answer is older than
-    /// [`NEXT_DUE_TTL`], or when it or a retry of this node names a time already past
-    /// (something due that the last claim could not take, or whose successor the answer may
-    /// not know).
+    /// [`NEXT_DUE_TTL`], or when a time it or a retry of this node named has come since (what
+    /// follows it is not known).
+    ///
+    /// An answer that was already past when it was read is reused like any other: under load
+    /// there is always such a row (a later event of a contact waiting behind an earlier one,
+    /// or a batch waiting for its fsync), the claim that ran just before could not take it,
+    /// and reading it again at every wake-up cost 5 % of the server's CPU to learn the same.
+    /// The loop then sleeps until a wake-up, the poll interval, or a retry of this node.
     async fn earliest(&mut self, store: &DynStore) -> Result<Option<Ticks>, StoreError> {
         use std::sync::atomic::Ordering::Relaxed;
         let now = now_ticks();
         let local = self.local.load(Relaxed);
-        let fresh = self.read.filter(|(at, due)| {
-            at.elapsed() < NEXT_DUE_TTL && due.is_none_or(|d| d > now) && local > now
+        let fresh = self.read.filter(|r| {
+            r.at.elapsed() < NEXT_DUE_TTL
+                && !(r.future && r.due.is_some_and(|d| d <= now))
+                && local > now
         });
         let due = match fresh {
-            Some((_, due)) => due,
+            Some(r) => r.due,
             None => {
                 self.local.store(i64::MAX, Relaxed);
                 let due = store.next_due().await?;
-                self.read = Some((tokio::time::Instant::now(), due));
+                self.read = Some(Read {
+                    at: tokio::time::Instant::now(),
+                    due,
+                    future: due.is_some_and(|d| d > now_ticks()),
+                });
                 due
             }
         };
@@ -291,7 +311,7 @@ impl Dispatcher {
             response_excerpt: if success {
                 None
             } else {
-                resp.excerpt.or(error)
+                resp.excerpt().or(error)
             },
             verdict,
         }
@@ -464,7 +484,7 @@ impl Dispatcher {
             associate_id,
             &hook.name,
         );
-        let out = send::build(hook, &payload, 0, true);
+        let out = send::build(hook, &payload.as_ref(), 0, true);
         let resp = send::send(&self.client, out).await;
         let rule = hook
             .success_status
@@ -472,7 +492,7 @@ impl Dispatcher {
             .and_then(SuccessRule::parse)
             .unwrap_or(self.cfg.success);
         let ok = resp.status.is_some_and(|s| rule.is_success(s));
-        let message = resp.excerpt.or(resp.error).unwrap_or_default();
+        let message = resp.excerpt().or(resp.error).unwrap_or_default();
         (ok, message)
     }
 }
