@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use crmhooks_payload::{headers, sign, NetDateTime, WebhookPayload};
+use crmhooks_payload::{headers, sign, NetDateTime, PayloadRef};
 use crmhooks_store::{StoredEvent, Webhook};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use uuid::Uuid;
@@ -31,30 +31,30 @@ pub const RESERVED_HEADERS: [&str; 9] = [
     "content-length",
 ];
 
-/// The payload of `event` for `hook`.
-pub fn payload_for(
-    event: &StoredEvent,
-    tenant: &str,
-    hook: &Webhook,
+/// The payload of `event` for `hook`, borrowing from both.
+pub fn payload_for<'a>(
+    event: &'a StoredEvent,
+    tenant: &'a str,
+    hook: &'a Webhook,
     event_id: Uuid,
-) -> WebhookPayload {
+) -> PayloadRef<'a> {
     let timestamp =
         time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(event.occurred) * 100)
             .map(NetDateTime::utc)
             .unwrap_or(NetDateTime::MIN);
-    WebhookPayload {
+    PayloadRef {
         event_id,
         timestamp,
-        changes: event.changes.clone(),
-        values: event.values.clone(),
-        event: event.event.clone(),
+        changes: &event.changes,
+        values: event.values.as_ref(),
+        event: &event.event,
         primary_key: event.primary_key,
-        entity: event.entity.clone(),
-        context_identifier: tenant.to_owned(),
+        entity: &event.entity,
+        context_identifier: tenant,
         changed_by_associate_id: event.changed_by,
-        webhook_name: hook.name.clone(),
-        field_values: event.field_values.clone(),
-        properties: hook.properties.clone().filter(|p| !p.is_empty()),
+        webhook_name: &hook.name,
+        field_values: event.field_values.as_ref(),
+        properties: hook.properties.as_ref().filter(|p| !p.is_empty()),
     }
 }
 
@@ -70,20 +70,19 @@ pub struct Outgoing {
 }
 
 /// Builds the request of spec 2 for a payload.
-pub fn build(hook: &Webhook, payload: &WebhookPayload, retry: i64, test: bool) -> Outgoing {
+pub fn build(hook: &Webhook, payload: &PayloadRef<'_>, retry: i64, test: bool) -> Outgoing {
     let body = payload.to_bytes();
     let mut h = HeaderMap::new();
     h.insert(
         reqwest::header::CONTENT_TYPE,
         HeaderValue::from_static(headers::CONTENT_TYPE_JSON),
     );
-    if let Ok(v) = HeaderValue::from_str(&user_agent()) {
-        h.insert(reqwest::header::USER_AGENT, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&payload.event) {
+    h.insert(reqwest::header::USER_AGENT, user_agent_value());
+    if let Ok(v) = HeaderValue::from_str(payload.event) {
         h.insert(HeaderName::from_static("x-superoffice-event"), v);
     }
-    if let Ok(v) = HeaderValue::from_str(&payload.event_id.to_string()) {
+    let mut id = Uuid::encode_buffer();
+    if let Ok(v) = HeaderValue::from_str(payload.event_id.hyphenated().encode_lower(&mut id)) {
         h.insert(HeaderName::from_static("x-superoffice-eventid"), v);
     }
     if let Some(secret) = hook.secret.as_deref().filter(|s| !s.is_empty()) {
@@ -133,15 +132,53 @@ pub struct Response {
     pub status: Option<u16>,
     /// Transport error, when none did.
     pub error: Option<String>,
-    /// Status line, headers and body (at most 4000 characters).
-    pub excerpt: Option<String>,
+    /// The response as received (status, headers, the start of the body), when one arrived.
+    head: Option<Head>,
     /// `Retry-After`, if sent.
     pub retry_after: Option<Duration>,
     /// How long it took.
     pub elapsed: Duration,
 }
 
+#[derive(Debug, Clone)]
+struct Head {
+    status: reqwest::StatusCode,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Response {
+    /// Status line, headers and body, at most 4000 characters; built only when asked for
+    /// (the log keeps it for failed attempts, a success needs none).
+    pub fn excerpt(&self) -> Option<String> {
+        let head = self.head.as_ref()?;
+        let mut excerpt = format!(
+            "HTTP/1.1 {} {}\r\n",
+            head.status.as_u16(),
+            head.status.canonical_reason().unwrap_or("")
+        );
+        for (k, v) in &head.headers {
+            excerpt.push_str(k.as_str());
+            excerpt.push_str(": ");
+            excerpt.push_str(&String::from_utf8_lossy(v.as_bytes()));
+            excerpt.push_str("\r\n");
+        }
+        excerpt.push_str("\r\n");
+        excerpt.push_str(&String::from_utf8_lossy(&head.body));
+        Some(excerpt.chars().take(EXCERPT_MAX).collect())
+    }
+}
+
 const EXCERPT_MAX: usize = 4000;
+
+/// `User-Agent`, made once.
+fn user_agent_value() -> HeaderValue {
+    static VALUE: std::sync::OnceLock<Option<HeaderValue>> = std::sync::OnceLock::new();
+    VALUE
+        .get_or_init(|| HeaderValue::from_str(&user_agent()).ok())
+        .clone()
+        .unwrap_or_else(|| HeaderValue::from_static(headers::USER_AGENT_PRODUCT))
+}
 
 /// Sends a request; never fails (errors are part of the [`Response`]).
 pub async fn send(client: &reqwest::Client, out: Outgoing) -> Response {
@@ -156,31 +193,19 @@ pub async fn send(client: &reqwest::Client, out: Outgoing) -> Response {
         Err(e) => Response {
             status: None,
             error: Some(describe(&e)),
-            excerpt: None,
+            head: None,
             retry_after: None,
             elapsed: start.elapsed(),
         },
-        Ok(resp) => {
+        Ok(mut resp) => {
             let status = resp.status();
-            let mut excerpt = format!(
-                "HTTP/1.1 {} {}\r\n",
-                status.as_u16(),
-                status.canonical_reason().unwrap_or("")
-            );
-            for (k, v) in resp.headers() {
-                excerpt.push_str(k.as_str());
-                excerpt.push_str(": ");
-                excerpt.push_str(&String::from_utf8_lossy(v.as_bytes()));
-                excerpt.push_str("\r\n");
-            }
-            excerpt.push_str("\r\n");
             let retry_after = resp
                 .headers()
                 .get(reqwest::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(crate::policy::parse_retry_after);
+            let headers = std::mem::take(resp.headers_mut());
             // The body is ignored but kept for diagnosis; read at most what the excerpt holds.
-            let mut resp = resp;
             let mut body = Vec::new();
             while body.len() < EXCERPT_MAX {
                 match resp.chunk().await {
@@ -188,12 +213,14 @@ pub async fn send(client: &reqwest::Client, out: Outgoing) -> Response {
                     _ => break,
                 }
             }
-            excerpt.push_str(&String::from_utf8_lossy(&body));
-            let excerpt: String = excerpt.chars().take(EXCERPT_MAX).collect();
             Response {
                 status: Some(status.as_u16()),
                 error: None,
-                excerpt: Some(excerpt),
+                head: Some(Head {
+                    status,
+                    headers,
+                    body,
+                }),
                 retry_after,
                 elapsed: start.elapsed(),
             }

@@ -60,7 +60,42 @@ pub struct WebhookPayload {
     pub properties: Option<Map<String, Value>>,
 }
 
-impl WebhookPayload {
+/// A [`WebhookPayload`] made of borrowed parts: what the dispatcher serializes, straight from
+/// the stored event and the webhook definition, without copying their maps for every delivery.
+/// [`WebhookPayload::to_bytes`] goes through it, so both give the same bytes by construction.
+#[derive(Clone, Copy, Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PayloadRef<'a> {
+    /// `EventId`.
+    pub event_id: Uuid,
+    /// `Timestamp`.
+    pub timestamp: NetDateTime,
+    /// `Changes`.
+    pub changes: &'a [String],
+    /// `Values`, left out when `None`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub values: Option<&'a Map<String, Value>>,
+    /// `Event`.
+    pub event: &'a str,
+    /// `PrimaryKey`.
+    pub primary_key: i64,
+    /// `Entity`.
+    pub entity: &'a str,
+    /// `ContextIdentifier`.
+    pub context_identifier: &'a str,
+    /// `ChangedByAssociateId`.
+    pub changed_by_associate_id: i64,
+    /// `WebhookName`.
+    pub webhook_name: &'a str,
+    /// `FieldValues`, left out when `None`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field_values: Option<&'a Map<String, Value>>,
+    /// `Properties`, left out when `None`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub properties: Option<&'a Map<String, Value>>,
+}
+
+impl PayloadRef<'_> {
     /// The compact JSON body, exactly as sent on the wire and signed.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(1024);
@@ -71,6 +106,31 @@ impl WebhookPayload {
             Ok(()) => out,
             Err(_) => Vec::new(),
         }
+    }
+}
+
+impl WebhookPayload {
+    /// The payload as borrowed parts.
+    pub fn as_ref(&self) -> PayloadRef<'_> {
+        PayloadRef {
+            event_id: self.event_id,
+            timestamp: self.timestamp,
+            changes: &self.changes,
+            values: self.values.as_ref(),
+            event: &self.event,
+            primary_key: self.primary_key,
+            entity: &self.entity,
+            context_identifier: &self.context_identifier,
+            changed_by_associate_id: self.changed_by_associate_id,
+            webhook_name: &self.webhook_name,
+            field_values: self.field_values.as_ref(),
+            properties: self.properties.as_ref(),
+        }
+    }
+
+    /// The compact JSON body, exactly as sent on the wire and signed.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.as_ref().to_bytes()
     }
 
     /// Parses a body. Properties may come in any order; unknown properties are ignored.
