@@ -12,12 +12,13 @@ pub mod send;
 pub mod target;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crmhooks_store::{
-    now_ticks, AttemptOutcome, ClaimRequest, Claimed, DynStore, StateChange, StoreError, Ticks,
-    Verdict, Webhook,
+    now_ticks, AttemptOutcome, ClaimRequest, Claimed, DynStore, Intake, StateChange, StoreError,
+    Ticks, Verdict, Webhook,
 };
 use tokio::sync::{mpsc, Notify, Semaphore};
 use uuid::Uuid;
@@ -155,6 +156,56 @@ pub struct Dispatcher {
     per_webhook: Mutex<HashMap<i64, WebhookSlots>>,
     slots: Arc<Semaphore>,
     state_changes: mpsc::UnboundedSender<StateChange>,
+    /// Whether [`Intake::reserve`] may take room (while [`Dispatcher::run`] runs).
+    accepting: AtomicBool,
+    /// Deliveries the store handed over ([`Intake::take`]), for `run` to start.
+    handed_tx: mpsc::UnboundedSender<Vec<Claimed>>,
+    handed_rx: Mutex<Option<mpsc::UnboundedReceiver<Vec<Claimed>>>>,
+}
+
+/// The store hands fresh deliveries to the running dispatcher with the same limits a claim
+/// has: a slot of `max_in_flight`, and at most [`Dispatcher::window`] held per webhook.
+impl Intake for Dispatcher {
+    fn owner(&self) -> &str {
+        &self.cfg.owner
+    }
+
+    fn lease_ticks(&self) -> Ticks {
+        i64::try_from(self.cfg.lease.as_nanos() / 100).unwrap_or(i64::MAX)
+    }
+
+    fn reserve(&self, webhook_id: i64) -> bool {
+        if !self.accepting.load(Ordering::SeqCst) {
+            return false;
+        }
+        let mut map = self.per_webhook.lock().unwrap_or_else(|p| p.into_inner());
+        if map
+            .get(&webhook_id)
+            .is_some_and(|w| w.claimed >= self.window())
+        {
+            return false;
+        }
+        let Ok(permit) = self.slots.try_acquire() else {
+            return false;
+        };
+        permit.forget();
+        self.slots_of(&mut map, webhook_id).claimed += 1;
+        true
+    }
+
+    fn unreserve(&self, webhook_id: i64) {
+        self.track_done(webhook_id);
+        self.slots.add_permits(1);
+    }
+
+    fn take(&self, handed: Vec<Claimed>) {
+        if let Err(lost) = self.handed_tx.send(handed) {
+            // Not running any more: give the room back; the leases end by release or expiry.
+            for c in lost.0 {
+                self.unreserve(c.webhook.id);
+            }
+        }
+    }
 }
 
 /// Deliveries of one webhook claimed by this node and not yet recorded, and the semaphore that
@@ -184,6 +235,7 @@ impl Dispatcher {
         let client = target::build_client(cfg.target_policy, cfg.timeouts, cfg.max_in_flight)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let slots = Arc::new(Semaphore::new(cfg.max_in_flight.max(1)));
+        let (handed_tx, handed_rx) = mpsc::unbounded_channel();
         Ok((
             Arc::new(Dispatcher {
                 store,
@@ -193,6 +245,9 @@ impl Dispatcher {
                 per_webhook: Mutex::new(HashMap::new()),
                 slots,
                 state_changes: tx,
+                accepting: AtomicBool::new(false),
+                handed_tx,
+                handed_rx: Mutex::new(Some(handed_rx)),
             }),
             rx,
         ))
@@ -218,7 +273,7 @@ impl Dispatcher {
     /// claimed ahead, so a webhook's next requests start as soon as a slot frees instead of
     /// after its finished attempts are recorded and another claim round trip.
     fn saturated(&self) -> Vec<i64> {
-        let window = self.cfg.max_per_webhook.saturating_mul(2);
+        let window = self.window();
         let map = self.per_webhook.lock().unwrap_or_else(|p| p.into_inner());
         map.iter()
             .filter(|(_, w)| w.claimed >= window)
@@ -226,15 +281,44 @@ impl Dispatcher {
             .collect()
     }
 
-    /// Counts a claimed delivery of `webhook_id`; returns the webhook's request semaphore.
-    fn track_claimed(&self, webhook_id: i64) -> Arc<Semaphore> {
-        let mut map = self.per_webhook.lock().unwrap_or_else(|p| p.into_inner());
-        let slots = map.entry(webhook_id).or_insert_with(|| WebhookSlots {
+    /// The leases this node may hold of one webhook: twice `max_per_webhook` (see
+    /// [`Dispatcher::saturated`]).
+    fn window(&self) -> usize {
+        self.cfg.max_per_webhook.saturating_mul(2)
+    }
+
+    /// The slots of `webhook_id`, made when it has none.
+    fn slots_of<'m>(
+        &self,
+        map: &'m mut HashMap<i64, WebhookSlots>,
+        webhook_id: i64,
+    ) -> &'m mut WebhookSlots {
+        map.entry(webhook_id).or_insert_with(|| WebhookSlots {
             claimed: 0,
             requests: Arc::new(Semaphore::new(self.cfg.max_per_webhook.max(1))),
+        })
+    }
+
+    /// Counts a claimed delivery of `webhook_id`.
+    fn track_claimed(&self, webhook_id: i64) {
+        let mut map = self.per_webhook.lock().unwrap_or_else(|p| p.into_inner());
+        self.slots_of(&mut map, webhook_id).claimed += 1;
+    }
+
+    /// Starts sending a delivery this node holds (claimed or handed, already counted), at
+    /// most `max_per_webhook` requests per webhook at a time.
+    fn launch(self: &Arc<Self>, c: Claimed, done: &mpsc::UnboundedSender<AttemptOutcome>) {
+        let requests = {
+            let mut map = self.per_webhook.lock().unwrap_or_else(|p| p.into_inner());
+            self.slots_of(&mut map, c.webhook.id).requests.clone()
+        };
+        let this = self.clone();
+        let done = done.clone();
+        tokio::spawn(async move {
+            let _slot = requests.acquire_owned().await;
+            let outcome = this.attempt(&c).await;
+            let _ = done.send(outcome);
         });
-        slots.claimed += 1;
-        slots.requests.clone()
     }
 
     fn track_done(&self, webhook_id: i64) {
@@ -353,6 +437,26 @@ impl Dispatcher {
             tracing::warn!(error = %e, "cannot listen for work from other nodes; polling only");
         }
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<AttemptOutcome>();
+        // Deliveries handed over by the store at commit start here.
+        let launcher = {
+            let handed = self
+                .handed_rx
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            let (this, done) = (self.clone(), done_tx.clone());
+            tokio::spawn(async move {
+                let Some(mut handed) = handed else { return };
+                while let Some(list) = handed.recv().await {
+                    for c in list {
+                        this.launch(c, &done);
+                    }
+                }
+            })
+        };
+        self.accepting.store(true, Ordering::SeqCst);
+        self.store
+            .set_intake(Some(self.clone() as Arc<dyn Intake + 'static>));
         let mut next_due = NextDue::default();
         let scheduled = next_due.local.clone();
         // Completion writer: batches whatever has finished.
@@ -393,28 +497,26 @@ impl Dispatcher {
             }
             let free = self.slots.available_permits();
             let mut claimed_full = false;
-            if free > 0 {
-                let limit = i64::try_from(free).unwrap_or(i64::MAX).min(self.cfg.batch);
-                match self.claim(limit).await {
+            let want = free.min(usize::try_from(self.cfg.batch).unwrap_or(usize::MAX));
+            // The room is taken before the claim: the store hands deliveries over at commit
+            // concurrently (Intake::reserve), and every delivery claimed must have its slot.
+            let room = u32::try_from(want)
+                .ok()
+                .filter(|n| *n > 0)
+                .and_then(|n| self.slots.try_acquire_many(n).ok());
+            if let Some(room) = room {
+                room.forget();
+                match self.claim(i64::try_from(want).unwrap_or(i64::MAX)).await {
                     Ok(claimed) => {
-                        claimed_full = claimed.len() as i64 >= limit;
+                        claimed_full = claimed.len() >= want;
+                        self.slots.add_permits(want.saturating_sub(claimed.len()));
                         for c in claimed {
-                            let Ok(permit) = self.slots.clone().try_acquire_owned() else {
-                                break;
-                            };
-                            permit.forget();
-                            let requests = self.track_claimed(c.webhook.id);
-                            let this = self.clone();
-                            let done = done_tx.clone();
-                            tokio::spawn(async move {
-                                // At most max_per_webhook requests per webhook at a time.
-                                let _slot = requests.acquire_owned().await;
-                                let outcome = this.attempt(&c).await;
-                                let _ = done.send(outcome);
-                            });
+                            self.track_claimed(c.webhook.id);
+                            self.launch(c, &done_tx);
                         }
                     }
                     Err(e) => {
+                        self.slots.add_permits(want);
                         tracing::error!(error = %e, "claiming deliveries failed");
                     }
                 }
@@ -449,12 +551,17 @@ impl Dispatcher {
                 _ = shutdown.changed() => {}
             }
         }
-        // Shutdown: let requests in flight finish within the grace period.
+        // Shutdown: nothing more is handed over (the store drops its reference, which also
+        // ends the cycle store -> dispatcher -> store); let requests in flight, handed ones
+        // included, finish within the grace period.
+        self.accepting.store(false, Ordering::SeqCst);
+        self.store.set_intake(None);
         let total = self.cfg.max_in_flight.max(1);
         let deadline = tokio::time::Instant::now() + grace;
         while self.slots.available_permits() < total && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        launcher.abort();
         drop(done_tx);
         let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
         match self.store.release(&self.cfg.owner).await {

@@ -49,9 +49,10 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Wakes the dispatcher after a commit that queued deliveries.
+    /// Wakes the dispatcher after a commit that queued deliveries it has to claim (those
+    /// handed to it at commit need no wake-up).
     pub fn committed(&self, c: &Committed) {
-        if c.deliveries > 0 {
+        if c.deliveries > c.handed {
             self.wake();
         }
     }

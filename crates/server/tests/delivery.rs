@@ -293,6 +293,97 @@ async fn gone_410_disables_at_once() {
     app.stop().await;
 }
 
+/// Deliveries handed over at commit and deliveries claimed share the same slots. With few
+/// slots and many webhooks, the two paths race for them all the time; a claimed delivery must
+/// never find its slot taken (it would sit leased and unsent until its lease of two minutes
+/// ran out), and every event must reach every webhook in commit order per contact, at once.
+async fn handed_and_claimed_deliveries_share_few_slots_without_losing_any() {
+    let app = TestApp::start_with(|t| {
+        let d = t.get_mut("delivery").unwrap().as_table_mut().unwrap();
+        d.insert("max_in_flight".into(), 8.into());
+        d.insert("max_per_webhook".into(), 2.into());
+        d.insert("batch".into(), 4.into());
+    })
+    .await;
+    let rx = receiver(None).await;
+    let hooks = 6;
+    for k in 0..hooks {
+        let key = app.key.clone();
+        app.create_hook_as(
+            &key,
+            &rx,
+            &["contact.created", "contact.changed"],
+            None,
+            json!({"Name": format!("hook {k}")}),
+        )
+        .await;
+    }
+    // Eight clients, each creating contacts and changing each twice, so that commits (which
+    // hand deliveries over) keep coming while claims are on their way.
+    let (workers, per_worker, changes) = (8, 8, 2);
+    let contacts = workers * per_worker;
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let (http, base, key) = (app.http.clone(), app.base.clone(), app.key.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in 0..per_worker {
+                let created: serde_json::Value = http
+                    .post(format!("{base}/api/v1/Contact"))
+                    .bearer_auth(&key)
+                    .json(&json!({"Name": format!("C{w}-{i}")}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                let id = created["ContactId"].as_i64().unwrap();
+                for j in 0..changes {
+                    let s = http
+                        .patch(format!("{base}/api/v1/Contact/{id}"))
+                        .bearer_auth(&key)
+                        .json(&json!({"Department": format!("d{j}")}))
+                        .send()
+                        .await
+                        .unwrap()
+                        .status();
+                    assert_eq!(s, StatusCode::OK);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let want = hooks * contacts * (1 + changes);
+    let got = wait_deliveries(&rx, want, Duration::from_secs(20)).await;
+    assert_eq!(
+        got.len(),
+        want,
+        "deliveries missing (left leased without a slot?)"
+    );
+    // Per webhook and contact: created, then the changes in commit order.
+    let mut seen: std::collections::BTreeMap<(String, i64), Vec<(String, String)>> =
+        Default::default();
+    for r in &got {
+        let p = r.payload.as_ref().unwrap();
+        let updated = p.field_values.as_ref().unwrap()["updated"].to_string();
+        seen.entry((p.webhook_name.clone(), p.primary_key))
+            .or_default()
+            .push((updated, p.event.clone()));
+    }
+    assert_eq!(seen.len(), hooks * contacts);
+    for ((hook, pk), calls) in &seen {
+        assert_eq!(calls.len(), 1 + changes, "{hook} {pk}: {calls:?}");
+        assert_eq!(calls[0].1, "contact.created", "{hook} {pk}: {calls:?}");
+        let mut sorted = calls.clone();
+        sorted.sort();
+        sorted.dedup_by(|a, b| a.0 == b.0);
+        assert_eq!(&sorted, calls, "{hook} {pk}: out of order or twice");
+    }
+    app.stop().await;
+}
+
 async fn per_contact_order_holds_while_one_contact_is_failing() {
     let app = TestApp::start().await;
     let rx = receiver(None).await;
@@ -695,4 +786,5 @@ both_backends!(
     test_endpoint_and_signal_event,
     replay_delivers_exactly_the_missed_events,
     exponential_policy_grows_delays_and_accepts_2xx,
+    handed_and_claimed_deliveries_share_few_slots_without_losing_any,
 );

@@ -238,6 +238,34 @@ pub trait Store: Send + Sync + 'static {
         let _ = wake;
         Ok(())
     }
+
+    /// Hands new deliveries to this node's dispatcher as they are committed (see [`Intake`]);
+    /// `None` stops it. The default ignores it: the dispatcher claims everything.
+    fn set_intake(&self, intake: Option<Arc<dyn Intake>>) {
+        let _ = intake;
+    }
+}
+
+/// A dispatcher that takes deliveries straight from the commit that creates them.
+///
+/// A fresh delivery that is the head of its chain (nothing of the same contact open for that
+/// webhook) is written already leased to the intake's owner when [`Intake::reserve`] says
+/// there is room, and passed to [`Intake::take`] once the commit is durable: no claim has to
+/// find it, read its event back and lease it in another transaction. The lease makes this as
+/// safe as a claim: if the node dies before it records the attempt, the lease runs out and
+/// any node claims the delivery again. Everything else (later events of a contact, retries,
+/// deliveries that found no room) is claimed as before.
+pub trait Intake: Send + Sync {
+    /// The lease owner written on handed deliveries.
+    fn owner(&self) -> &str;
+    /// The lease length, in ticks.
+    fn lease_ticks(&self) -> Ticks;
+    /// Takes room for one delivery of `webhook_id`; false when there is none.
+    fn reserve(&self, webhook_id: i64) -> bool;
+    /// Gives back room taken by [`Intake::reserve`] for a delivery that was not committed.
+    fn unreserve(&self, webhook_id: i64);
+    /// Committed, durable deliveries leased to [`Intake::owner`], each reserved before.
+    fn take(&self, handed: Vec<Claimed>);
 }
 
 /// A shared store.

@@ -238,6 +238,9 @@ pub struct Committed {
     pub event_seq: Option<i64>,
     /// How many deliveries were queued.
     pub deliveries: u64,
+    /// How many of them went straight to this node's dispatcher (see [`crate::Intake`]);
+    /// the rest wait for a claim.
+    pub handed: u64,
 }
 
 /// Delivery status.

@@ -288,6 +288,7 @@ async fn insert_event(
     Ok(Committed {
         event_seq: Some(seq),
         deliveries: u64::try_from(deliveries).unwrap_or(0),
+        handed: 0,
     })
 }
 
@@ -530,6 +531,7 @@ impl PgStore {
             committed: Committed {
                 event_seq: Some(seq),
                 deliveries: u64::try_from(deliveries).unwrap_or(0),
+                handed: 0,
             },
         }))
     }

@@ -23,7 +23,7 @@ use crate::common::{
 };
 use crate::entity::{EntityDef, Row, Ticks};
 use crate::model::*;
-use crate::sqlite_writer::{Cmd, Job, WriteGate, WriterOptions};
+use crate::sqlite_writer::{Cmd, Job, SharedHandOff, WriteGate, WriterOptions};
 use crate::{
     hash_key, now_ticks, ChangeFn, ChangeOutcome, ClaimRequest, OpenOptions, Result, Store,
     StoreError,
@@ -39,6 +39,8 @@ pub struct SqliteStore {
     /// Held around every write transaction of this process.
     gate: WriteGate,
     durable_begin: &'static str,
+    /// Fresh deliveries straight to this node's dispatcher.
+    handoff: SharedHandOff,
 }
 
 fn writer_stopped() -> StoreError {
@@ -103,6 +105,7 @@ impl SqliteStore {
             "PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE"
         };
         let gate: WriteGate = Arc::new(tokio::sync::Mutex::new(()));
+        let handoff = SharedHandOff::default();
         let writer_thread = crate::sqlite_writer::spawn(
             connect.get_filename(),
             WriterOptions {
@@ -110,6 +113,7 @@ impl SqliteStore {
                 local_offset: offset,
                 gate: gate.clone(),
             },
+            handoff.clone(),
         )?;
         Ok(SqliteStore {
             writer,
@@ -118,6 +122,7 @@ impl SqliteStore {
             writer_thread,
             gate,
             durable_begin,
+            handoff,
         })
     }
 
@@ -199,6 +204,7 @@ async fn insert_event(
     Ok(Committed {
         event_seq: Some(seq),
         deliveries,
+        handed: 0,
     })
 }
 
@@ -581,6 +587,10 @@ impl Store for SqliteStore {
         let c = insert_event(&mut tx, actor, &event, now_ticks()).await?;
         tx.commit().await.map_err(db)?;
         Ok(c)
+    }
+
+    fn set_intake(&self, intake: Option<Arc<dyn crate::Intake>>) {
+        crate::sqlite_writer::set_intake(&self.handoff, intake);
     }
 
     async fn claim(&self, req: &ClaimRequest) -> Result<Vec<Claimed>> {

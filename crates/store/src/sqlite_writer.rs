@@ -38,7 +38,7 @@ use crate::common::{
 };
 use crate::entity::{EntityDef, Ticks, Value};
 use crate::model::*;
-use crate::{now_ticks, ChangeFn, ChangeOutcome, ClaimRequest, Result, StoreError};
+use crate::{now_ticks, ChangeFn, ChangeOutcome, ClaimRequest, Intake, Result, StoreError};
 
 /// Serializes every write transaction of the process: the writer thread holds it for each of
 /// its transactions, sqlx writes hold it around theirs. Fair (FIFO), so neither side starves.
@@ -89,9 +89,38 @@ pub(crate) struct WriterOptions {
     pub gate: WriteGate,
 }
 
+/// The hand-off of fresh deliveries to this node's dispatcher (see [`Intake`]), shared by the
+/// store (which sets the intake) and the writer thread (whose SQL function reserves room).
+#[derive(Default)]
+pub(crate) struct HandOff {
+    /// The dispatcher, when one runs on this node.
+    intake: Option<Arc<dyn Intake>>,
+    /// The intake of the group commit in progress; `None` outside of one, so that only
+    /// changes hand deliveries over (events written by bookkeeping wait for a claim).
+    batch: Option<Arc<dyn Intake>>,
+    /// Webhook ids reserved in the group commit in progress: given back if it does not commit.
+    reserved: Vec<i64>,
+}
+
+/// Shared [`HandOff`].
+pub(crate) type SharedHandOff = Arc<std::sync::Mutex<HandOff>>;
+
+fn lock(h: &SharedHandOff) -> std::sync::MutexGuard<'_, HandOff> {
+    h.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Sets or clears the intake.
+pub(crate) fn set_intake(h: &SharedHandOff, intake: Option<Arc<dyn Intake>>) {
+    lock(h).intake = intake;
+}
+
 /// Opens the writer connection on `path` and starts its thread. The thread ends when every
 /// sender is dropped.
-pub(crate) fn spawn(path: &Path, options: WriterOptions) -> Result<mpsc::Sender<Cmd>> {
+pub(crate) fn spawn(
+    path: &Path,
+    options: WriterOptions,
+    handoff: SharedHandOff,
+) -> Result<mpsc::Sender<Cmd>> {
     let conn = Connection::open(path).map_err(sql_err)?;
     conn.busy_timeout(Duration::from_secs(10))
         .map_err(sql_err)?;
@@ -100,6 +129,28 @@ pub(crate) fn spawn(path: &Path, options: WriterOptions) -> Result<mpsc::Sender<
     )
     .map_err(sql_err)?;
     conn.set_prepared_statement_cache_capacity(64);
+    // `crmhooks_reserve(webhook_id)`: 1 when the dispatcher of the group commit in progress
+    // took room for one more delivery of that webhook (the fan-out then writes it leased).
+    let h = handoff.clone();
+    conn.create_scalar_function(
+        "crmhooks_reserve",
+        1,
+        rusqlite::functions::FunctionFlags::SQLITE_UTF8,
+        move |ctx| {
+            let webhook_id: i64 = ctx.get(0)?;
+            let mut h = lock(&h);
+            let Some(intake) = h.batch.clone() else {
+                return Ok(0i64);
+            };
+            if intake.reserve(webhook_id) {
+                h.reserved.push(webhook_id);
+                Ok(1)
+            } else {
+                Ok(0)
+            }
+        },
+    )
+    .map_err(sql_err)?;
     let (tx, rx) = mpsc::channel(TAKE_MAX * 4);
     let synced_upto = Arc::new(AtomicI64::new(0));
     let syncer = if options.synchronous_full {
@@ -126,6 +177,10 @@ pub(crate) fn spawn(path: &Path, options: WriterOptions) -> Result<mpsc::Sender<
                 syncer,
                 synced_upto,
                 handed_upto: 0,
+                handoff,
+                lease: None,
+                handed: Vec::new(),
+                hooks: HashMap::new(),
             }
             .run(rx)
         })
@@ -139,11 +194,29 @@ type Answers = Vec<(
     Result<ChangeOutcome>,
 )>;
 
-/// A committed batch waiting for its fsync: its answers and the highest delivery id it may
-/// have written.
+/// A committed batch waiting for its fsync: its answers, the highest delivery id it may
+/// have written, and the deliveries it handed to the dispatcher.
 struct SyncJob {
     answers: Answers,
     upto: i64,
+    handed: Handed,
+}
+
+/// Deliveries a group commit wrote leased, for the intake they were reserved with.
+#[derive(Default)]
+struct Handed {
+    intake: Option<Arc<dyn Intake>>,
+    claimed: Vec<Claimed>,
+}
+
+impl Handed {
+    fn give(self) {
+        if let Some(intake) = self.intake {
+            if !self.claimed.is_empty() {
+                intake.take(self.claimed);
+            }
+        }
+    }
 }
 
 /// The syncer thread: takes every batch waiting, makes the WAL durable with one `fdatasync`,
@@ -167,6 +240,7 @@ fn syncer(wal: &Path, synced_upto: &AtomicI64, rx: &std::sync::mpsc::Receiver<Sy
             Ok(()) => {
                 synced_upto.fetch_max(upto, Ordering::SeqCst);
                 for job in jobs {
+                    job.handed.give();
                     for (reply, result) in job.answers {
                         let _ = reply.send(result);
                     }
@@ -179,6 +253,7 @@ fn syncer(wal: &Path, synced_upto: &AtomicI64, rx: &std::sync::mpsc::Receiver<Sy
                 tracing::error!(error = %e, wal = %wal.display(), "fsync of the WAL failed");
                 synced_upto.fetch_max(upto, Ordering::SeqCst);
                 for job in jobs {
+                    job.handed.give();
                     for (reply, result) in job.answers {
                         let _ = reply.send(result.and(Err(StoreError::Unavailable(format!(
                             "the change was committed but could not be made durable: {e}"
@@ -213,6 +288,14 @@ struct Writer {
     synced_upto: Arc<AtomicI64>,
     /// The highest delivery id a batch handed to the syncer may have written.
     handed_upto: i64,
+    /// The hand-off to the dispatcher.
+    handoff: SharedHandOff,
+    /// Lease owner and end for deliveries handed in the group commit in progress.
+    lease: Option<(String, Ticks)>,
+    /// Deliveries the group commit in progress wrote leased.
+    handed: Vec<Claimed>,
+    /// Webhooks read for handed deliveries in the group commit in progress.
+    hooks: HashMap<i64, Arc<Webhook>>,
 }
 
 impl Writer {
@@ -351,6 +434,7 @@ impl Writer {
             }
             return;
         }
+        self.open_handoff();
         let mut done: Answers = Vec::with_capacity(jobs.len());
         let mut broken: Option<String> = None;
         for job in jobs {
@@ -382,8 +466,10 @@ impl Writer {
             }
             None => self.commit().err().map(|e| e.to_string()),
         };
+        let handed = self.close_handoff(failed.is_none());
         tracing::debug!(
             batch,
+            handed = handed.claimed.len(),
             total_us = started.elapsed().as_micros() as u64,
             commit_us = commit_started.elapsed().as_micros() as u64,
             "group commit"
@@ -396,17 +482,25 @@ impl Writer {
                         match syncer.send(SyncJob {
                             answers: done,
                             upto,
+                            handed,
                         }) {
                             Ok(()) => return,
                             Err(lost) => {
                                 tracing::error!("the WAL syncer stopped");
+                                // Committed all the same: the handed deliveries exist.
+                                lost.0.handed.give();
                                 done = lost.0.answers;
                                 failed = Some("the WAL syncer stopped".into());
                             }
                         }
                     }
-                    Err(e) => failed = Some(e.to_string()),
+                    Err(e) => {
+                        handed.give();
+                        failed = Some(e.to_string());
+                    }
                 }
+            } else {
+                handed.give();
             }
         }
         for (reply, result) in done {
@@ -416,6 +510,61 @@ impl Writer {
                     "the change was not saved: {why}"
                 ))),
             });
+        }
+    }
+
+    /// Lets the fan-out of the group commit about to run reserve room with the intake, if
+    /// there is one.
+    fn open_handoff(&mut self) {
+        let mut h = lock(&self.handoff);
+        h.reserved.clear();
+        h.batch = h.intake.clone();
+        self.lease = h.batch.as_ref().map(|i| {
+            (
+                i.owner().to_owned(),
+                now_ticks().saturating_add(i.lease_ticks()),
+            )
+        });
+        self.handed.clear();
+        self.hooks.clear();
+    }
+
+    /// Ends the hand-off of a group commit: what it handed when it committed, and otherwise
+    /// the room it reserved given back.
+    fn close_handoff(&mut self, committed: bool) -> Handed {
+        let (intake, reserved) = {
+            let mut h = lock(&self.handoff);
+            (h.batch.take(), std::mem::take(&mut h.reserved))
+        };
+        self.lease = None;
+        self.hooks.clear();
+        let claimed = std::mem::take(&mut self.handed);
+        let Some(intake) = intake else {
+            return Handed::default();
+        };
+        if committed {
+            if claimed.len() != reserved.len() {
+                // Every reservation is a row written leased; should a statement ever reserve
+                // without writing, give the difference back rather than lose the room.
+                let mut left = reserved;
+                for c in &claimed {
+                    if let Some(i) = left.iter().position(|w| *w == c.webhook.id) {
+                        left.swap_remove(i);
+                    }
+                }
+                for w in left {
+                    intake.unreserve(w);
+                }
+            }
+            Handed {
+                intake: Some(intake),
+                claimed,
+            }
+        } else {
+            for w in reserved {
+                intake.unreserve(w);
+            }
+            Handed::default()
         }
     }
 
@@ -559,25 +708,100 @@ impl Writer {
             )
             .map_err(sql_err)?;
         // Fan-out in one statement: a delivery per Active subscribed webhook of the tenant, each
-        // with a random version-4 EventId made by SQLite, marked as the head of its chain when
-        // nothing of the same contact is open for that webhook.
-        let deliveries = self
-            .conn
-            .prepare_cached(
-                "INSERT INTO delivery (tenant_id, webhook_id, event_seq, order_key, event_id, queue_pos, next_attempt_at, created, ready) \
-                 SELECT w.tenant_id, w.webhook_id, ?1, ?2, \
-                 lower(hex(randomblob(4))) || '-' || lower(hex(randomblob(2))) || '-4' || substr(lower(hex(randomblob(2))), 2) || '-' || \
-                 substr('89ab', 1 + (abs(random()) % 4), 1) || substr(lower(hex(randomblob(2))), 2) || '-' || lower(hex(randomblob(6))), \
-                 ?3, ?3, ?3, NOT EXISTS (SELECT 1 FROM delivery p WHERE p.webhook_id = w.webhook_id AND p.order_key = ?2 AND p.status IN (0, 1)) \
-                 FROM webhook_event we CROSS JOIN webhook w ON w.webhook_id = we.webhook_id \
-                 WHERE we.event = ?4 AND w.tenant_id = ?5 AND w.state = 1 AND w.type = 'webhook' ORDER BY we.webhook_id",
-            )
-            .map_err(sql_err)?
-            .execute(params![seq, ev.order_key, now, ev.event, actor.tenant_id])
-            .map_err(sql_err)?;
+        // with a random version-4 EventId made by SQLite. `s` is 0 when something of the same
+        // contact is still open for that webhook (the delivery waits behind it), 1 when it is
+        // the head of its chain (`ready`), 2 when it is the head and the dispatcher of the
+        // group commit took room for it: then it is written leased and handed over after the
+        // commit. The CTE is materialized so that the reservation runs exactly once per row,
+        // however the three columns that depend on it are computed.
+        let (owner, lease_until) = match &self.lease {
+            Some((owner, until)) => (Some(owner.clone()), Some(*until)),
+            None => (None, None),
+        };
+        let rows: Vec<(i64, i64, String, i64)> = {
+            let mut stmt = self
+                .conn
+                .prepare_cached(
+                    "WITH t AS MATERIALIZED ( \
+                     SELECT w.tenant_id, w.webhook_id, \
+                     CASE WHEN EXISTS (SELECT 1 FROM delivery p WHERE p.webhook_id = w.webhook_id AND p.order_key = ?2 AND p.status IN (0, 1)) \
+                     THEN 0 ELSE 1 + crmhooks_reserve(w.webhook_id) END AS s \
+                     FROM webhook_event we CROSS JOIN webhook w ON w.webhook_id = we.webhook_id \
+                     WHERE we.event = ?4 AND w.tenant_id = ?5 AND w.state = 1 AND w.type = 'webhook') \
+                     INSERT INTO delivery (tenant_id, webhook_id, event_seq, order_key, event_id, queue_pos, next_attempt_at, created, ready, status, lease_until, lease_owner) \
+                     SELECT tenant_id, webhook_id, ?1, ?2, \
+                     lower(hex(randomblob(4))) || '-' || lower(hex(randomblob(2))) || '-4' || substr(lower(hex(randomblob(2))), 2) || '-' || \
+                     substr('89ab', 1 + (abs(random()) % 4), 1) || substr(lower(hex(randomblob(2))), 2) || '-' || lower(hex(randomblob(6))), \
+                     ?3, ?3, ?3, s > 0, s = 2, CASE WHEN s = 2 THEN ?6 END, CASE WHEN s = 2 THEN ?7 END \
+                     FROM t ORDER BY webhook_id \
+                     RETURNING delivery_id, webhook_id, event_id, status",
+                )
+                .map_err(sql_err)?;
+            let rows = stmt
+                .query_map(
+                    params![
+                        seq,
+                        ev.order_key,
+                        now,
+                        ev.event,
+                        actor.tenant_id,
+                        lease_until,
+                        owner
+                    ],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+                .map_err(sql_err)?;
+            rows.collect::<rusqlite::Result<_>>().map_err(sql_err)?
+        };
+        let mut handed = 0u64;
+        let mut event: Option<Arc<StoredEvent>> = None;
+        for (delivery_id, webhook_id, event_id, status) in &rows {
+            if *status != 1 {
+                continue;
+            }
+            let webhook = match self.hooks.get(webhook_id) {
+                Some(w) => Arc::clone(w),
+                None => {
+                    let Some(w) = self.load_webhook(*webhook_id)? else {
+                        continue;
+                    };
+                    let w = Arc::new(w);
+                    self.hooks.insert(*webhook_id, Arc::clone(&w));
+                    w
+                }
+            };
+            let event = event
+                .get_or_insert_with(|| {
+                    Arc::new(StoredEvent {
+                        seq,
+                        tenant_id: actor.tenant_id,
+                        event: ev.event.clone(),
+                        entity: ev.entity.clone(),
+                        primary_key: ev.primary_key,
+                        changes: ev.changes.clone(),
+                        values: ev.values.clone(),
+                        field_values: ev.field_values.clone(),
+                        changed_by: actor.associate_id,
+                        occurred: now,
+                    })
+                })
+                .clone();
+            self.handed.push(Claimed {
+                delivery_id: *delivery_id,
+                event_id: Uuid::parse_str(event_id).map_err(|e| {
+                    StoreError::Corrupt(format!("delivery {delivery_id} event id: {e}"))
+                })?,
+                attempt_in_cycle: 0,
+                event,
+                tenant: actor.tenant.clone(),
+                webhook,
+            });
+            handed += 1;
+        }
         Ok(Committed {
             event_seq: Some(seq),
-            deliveries: deliveries as u64,
+            deliveries: rows.len() as u64,
+            handed,
         })
     }
 

@@ -1349,3 +1349,151 @@ async fn postgres_unreachable_is_unavailable() {
         Ok(_) => panic!("connected to port 1?"),
     }
 }
+
+// --- the hand-off at commit (SQLite: the writer thread leases fresh heads for the dispatcher)
+
+/// An intake with a fixed amount of room per webhook, keeping what it is handed.
+struct RoomIntake {
+    room: std::sync::Mutex<BTreeMap<i64, usize>>,
+    taken: std::sync::Mutex<Vec<Claimed>>,
+    reserved: std::sync::atomic::AtomicUsize,
+}
+
+impl RoomIntake {
+    fn new(room: &[(i64, usize)]) -> Arc<Self> {
+        Arc::new(RoomIntake {
+            room: std::sync::Mutex::new(room.iter().copied().collect()),
+            taken: std::sync::Mutex::new(Vec::new()),
+            reserved: std::sync::atomic::AtomicUsize::new(0),
+        })
+    }
+
+    fn taken(&self) -> Vec<Claimed> {
+        std::mem::take(&mut *self.taken.lock().unwrap())
+    }
+}
+
+impl crmhooks_store::Intake for RoomIntake {
+    fn owner(&self) -> &str {
+        "intake-node"
+    }
+    fn lease_ticks(&self) -> Ticks {
+        60 * SEC
+    }
+    fn reserve(&self, webhook_id: i64) -> bool {
+        let mut room = self.room.lock().unwrap();
+        match room.get_mut(&webhook_id) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                self.reserved
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                true
+            }
+            _ => false,
+        }
+    }
+    fn unreserve(&self, webhook_id: i64) {
+        *self.room.lock().unwrap().entry(webhook_id).or_default() += 1;
+        self.reserved
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+    fn take(&self, handed: Vec<Claimed>) {
+        self.taken.lock().unwrap().extend(handed);
+    }
+}
+
+/// A fresh delivery that heads its chain goes to the dispatcher at commit, leased to it and
+/// with the same event a claim would read; one behind an open delivery of the same contact,
+/// or one the intake has no room for, waits for a claim. A handed delivery whose node died
+/// is claimed again after its lease, like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_hands_fresh_heads_to_the_dispatcher() {
+    let ctx = Ctx::new(Backend::Sqlite).await.unwrap();
+    let s = &ctx.store;
+    let me = actor(s, "Default", 7).await;
+    let h1 = hook(s, &me, &["contact.created", "contact.changed"]).await;
+    let h2 = hook(s, &me, &["contact.created", "contact.changed"]).await;
+    let intake = RoomIntake::new(&[(h1.id, 2)]);
+    s.set_intake(Some(intake.clone()));
+
+    // c1: h1 has room, h2 has none.
+    let (c1, out) = create(s, &me, "One").await;
+    assert_eq!(
+        (out.committed.deliveries, out.committed.handed),
+        (2, 1),
+        "one of two handed"
+    );
+    let handed = intake.taken();
+    assert_eq!(handed.len(), 1, "handed before the change is answered");
+    let first = &handed[0];
+    assert_eq!(
+        (
+            first.webhook.id,
+            first.event.primary_key,
+            first.attempt_in_cycle
+        ),
+        (h1.id, c1, 0)
+    );
+    assert_eq!(first.tenant, "Default");
+    assert_eq!(first.webhook.name, h1.name);
+    // h1's delivery is leased to the intake's node: a claim finds only h2's, whose event is
+    // the very same as the handed one (so are the payloads built from them).
+    let claimed = s.claim(&req("n1", now_ticks(), 100)).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].webhook.id, h2.id);
+    assert_eq!(*claimed[0].event, *first.event);
+    assert_eq!(
+        serde_json::to_string(&claimed[0].event.field_values).unwrap(),
+        serde_json::to_string(&first.event.field_values).unwrap(),
+        "FieldValues in the same order"
+    );
+    assert_eq!(claimed[0].event.changed_by, 7);
+
+    // c1 changed: its created deliveries are open, so nothing is handed (h1 still has room).
+    let changed = set_department(s, &me, c1, "d").await.unwrap();
+    assert_eq!(
+        (changed.committed.deliveries, changed.committed.handed),
+        (2, 0)
+    );
+    assert!(intake.taken().is_empty());
+    // c2 takes h1's last room; c3 finds none.
+    let (c2, out2) = create(s, &me, "Two").await;
+    let (c3, out3) = create(s, &me, "Three").await;
+    assert_eq!((out2.committed.handed, out3.committed.handed), (1, 0));
+    let handed2 = intake.taken();
+    assert_eq!(keys(&handed2), vec![(c2, "contact.created".into())]);
+    assert_eq!(intake.reserved.load(std::sync::atomic::Ordering::SeqCst), 2);
+    let claimed2 = s.claim(&req("n1", now_ticks(), 100)).await.unwrap();
+    let mut got: Vec<_> = claimed2
+        .iter()
+        .map(|c| (c.webhook.id, c.event.primary_key))
+        .collect();
+    got.sort();
+    assert_eq!(got, vec![(h1.id, c3), (h2.id, c2), (h2.id, c3)]);
+
+    // The intake's node records c1's handed delivery: c1's change to h1 is next, by claim.
+    s.complete(&[outcome(first, Verdict::Delivered)], now_ticks(), 9)
+        .await
+        .unwrap();
+    let next = s.claim(&req("n1", now_ticks(), 100)).await.unwrap();
+    assert_eq!(keys(&next), vec![(c1, "contact.changed".into())]);
+    assert_eq!(next[0].webhook.id, h1.id);
+    assert_eq!(Some(next[0].event.seq), changed.committed.event_seq);
+
+    // The intake's node dies holding c2's delivery: after the lease it is claimed again,
+    // with the same EventId.
+    let later = now_ticks() + 61 * SEC;
+    let again = s.claim(&req("n2", later, 100)).await.unwrap();
+    let c2_again: Vec<_> = again
+        .iter()
+        .filter(|c| c.delivery_id == handed2[0].delivery_id)
+        .collect();
+    assert_eq!(c2_again.len(), 1, "the handed delivery's lease ran out");
+    assert_eq!(c2_again[0].event_id, handed2[0].event_id);
+
+    // Without an intake nothing is handed.
+    s.set_intake(None);
+    let (_, out4) = create(s, &me, "Four").await;
+    assert_eq!((out4.committed.deliveries, out4.committed.handed), (2, 0));
+    ctx.finish().await;
+}
