@@ -150,7 +150,7 @@ impl NextDue {
 /// The delivery engine.
 pub struct Dispatcher {
     store: DynStore,
-    client: reqwest::Client,
+    client: target::HttpClient,
     cfg: DispatchConfig,
     wake: Arc<Notify>,
     per_webhook: Mutex<HashMap<i64, WebhookSlots>>,
@@ -223,7 +223,7 @@ pub enum DispatchError {
     Store(#[from] StoreError),
     /// The HTTP client could not be built.
     #[error("HTTP client: {0}")]
-    Client(#[from] reqwest::Error),
+    Client(#[from] std::io::Error),
 }
 
 impl Dispatcher {
@@ -259,7 +259,7 @@ impl Dispatcher {
     }
 
     /// The HTTP client (also used for test events).
-    pub fn client(&self) -> &reqwest::Client {
+    pub fn client(&self) -> &target::HttpClient {
         &self.client
     }
 

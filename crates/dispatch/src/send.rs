@@ -2,16 +2,20 @@
 
 use std::time::{Duration, Instant};
 
-use crmhooks_payload::{headers, sign, NetDateTime, PayloadRef};
+use bytes::Bytes;
+use crmhooks_payload::{headers as wire, sign, NetDateTime, PayloadRef};
 use crmhooks_store::{StoredEvent, Webhook};
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http_body_util::{BodyExt, Full};
+
+use crate::target::HttpClient;
 use uuid::Uuid;
 
 /// `User-Agent`: SuperOffice's product name and our version as four numbers.
 pub fn user_agent() -> String {
     format!(
         "{}/{}.{}.{}.0",
-        headers::USER_AGENT_PRODUCT,
+        wire::USER_AGENT_PRODUCT,
         env!("CARGO_PKG_VERSION_MAJOR"),
         env!("CARGO_PKG_VERSION_MINOR"),
         env!("CARGO_PKG_VERSION_PATCH")
@@ -74,10 +78,10 @@ pub fn build(hook: &Webhook, payload: &PayloadRef<'_>, retry: i64, test: bool) -
     let body = payload.to_bytes();
     let mut h = HeaderMap::new();
     h.insert(
-        reqwest::header::CONTENT_TYPE,
-        HeaderValue::from_static(headers::CONTENT_TYPE_JSON),
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(wire::CONTENT_TYPE_JSON),
     );
-    h.insert(reqwest::header::USER_AGENT, user_agent_value());
+    h.insert(header::USER_AGENT, user_agent_value());
     if let Ok(v) = HeaderValue::from_str(payload.event) {
         h.insert(HeaderName::from_static("x-superoffice-event"), v);
     }
@@ -142,7 +146,7 @@ pub struct Response {
 
 #[derive(Debug, Clone)]
 struct Head {
-    status: reqwest::StatusCode,
+    status: http::StatusCode,
     headers: HeaderMap,
     body: Vec<u8>,
 }
@@ -177,75 +181,65 @@ fn user_agent_value() -> HeaderValue {
     VALUE
         .get_or_init(|| HeaderValue::from_str(&user_agent()).ok())
         .clone()
-        .unwrap_or_else(|| HeaderValue::from_static(headers::USER_AGENT_PRODUCT))
+        .unwrap_or_else(|| HeaderValue::from_static(wire::USER_AGENT_PRODUCT))
 }
 
 /// Sends a request; never fails (errors are part of the [`Response`]).
-pub async fn send(client: &reqwest::Client, out: Outgoing) -> Response {
+pub async fn send(client: &HttpClient, out: Outgoing) -> Response {
     let start = Instant::now();
-    let result = client
-        .post(&out.url)
-        .headers(out.headers)
-        .body(out.body)
-        .send()
-        .await;
-    match result {
-        Err(e) => Response {
-            status: None,
-            error: Some(describe(&e)),
-            head: None,
-            retry_after: None,
-            elapsed: start.elapsed(),
-        },
-        Ok(mut resp) => {
-            let status = resp.status();
-            let retry_after = resp
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(crate::policy::parse_retry_after);
-            let headers = std::mem::take(resp.headers_mut());
-            // The body is ignored but kept for diagnosis; read at most what the excerpt holds.
-            let mut body = Vec::new();
-            while body.len() < EXCERPT_MAX {
-                match resp.chunk().await {
-                    Ok(Some(chunk)) => body.extend_from_slice(&chunk),
-                    _ => break,
+    let failed = |error: String| Response {
+        status: None,
+        error: Some(error),
+        head: None,
+        retry_after: None,
+        elapsed: start.elapsed(),
+    };
+    // Through the url crate, as when the webhook was saved: it percent-encodes what a URI may
+    // not hold.
+    let uri = match url::Url::parse(&out.url)
+        .map_err(|e| e.to_string())
+        .and_then(|u| u.as_str().parse::<http::Uri>().map_err(|e| e.to_string()))
+    {
+        Ok(uri) => uri,
+        Err(e) => return failed(format!("request error: TargetUrl {:?}: {e}", out.url)),
+    };
+    let mut req = http::Request::new(Full::new(Bytes::from(out.body)));
+    *req.method_mut() = http::Method::POST;
+    *req.uri_mut() = uri;
+    *req.headers_mut() = out.headers;
+    let resp = match client.request(req).await {
+        Ok(resp) => resp,
+        Err(e) => return failed(e.describe()),
+    };
+    let (parts, mut body) = resp.into_parts();
+    let retry_after = parts
+        .headers
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::policy::parse_retry_after);
+    // The body is ignored but kept for diagnosis: read at most what the excerpt holds, within
+    // what is left of the total timeout.
+    let mut kept = Vec::new();
+    let deadline = tokio::time::Instant::from_std(start) + client.total;
+    while kept.len() < EXCERPT_MAX {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    kept.extend_from_slice(&data);
                 }
             }
-            Response {
-                status: Some(status.as_u16()),
-                error: None,
-                head: Some(Head {
-                    status,
-                    headers,
-                    body,
-                }),
-                retry_after,
-                elapsed: start.elapsed(),
-            }
+            _ => break,
         }
     }
-}
-
-/// A readable transport error: the chain of causes, which tells timeouts, refused connections
-/// and TLS failures apart.
-fn describe(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timeout"
-    } else if e.is_connect() {
-        "connect error"
-    } else if e.is_redirect() {
-        "redirect refused"
-    } else {
-        "request error"
-    };
-    let mut msg = format!("{kind}: {e}");
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        source = s.source();
+    Response {
+        status: Some(parts.status.as_u16()),
+        error: None,
+        head: Some(Head {
+            status: parts.status,
+            headers: parts.headers,
+            body: kept,
+        }),
+        retry_after,
+        elapsed: start.elapsed(),
     }
-    msg
 }
