@@ -306,36 +306,31 @@ mod tests {
         assert!(check_url(TargetPolicy::Dev, "ftp://127.0.0.1/").is_err());
     }
 
-    #[tokio::test]
-    async fn strict_client_refuses_names_that_resolve_to_loopback() {
+    /// What the strict client answers for a POST to `url`.
+    async fn strict_error(url: &str) -> String {
         let client = build_client(TargetPolicy::Strict, Timeouts::default(), 8)
             .unwrap_or_else(|e| panic!("{e}"));
-        let req = http::Request::post("https://localhost:1/")
+        let req = http::Request::post(url)
             .body(Full::new(Bytes::new()))
             .unwrap_or_else(|e| panic!("{e}"));
-        let err = client
+        client
             .request(req)
             .await
             .err()
             .map(|e| e.describe())
-            .unwrap_or_default();
+            .unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn strict_client_refuses_names_that_resolve_to_loopback() {
+        let err = strict_error("https://localhost:1/").await;
         assert!(err.contains("refused by target policy"), "{err}");
         assert!(err.starts_with("connect error"), "{err}");
     }
 
     #[tokio::test]
     async fn strict_client_refuses_plain_http() {
-        let client = build_client(TargetPolicy::Strict, Timeouts::default(), 8)
-            .unwrap_or_else(|e| panic!("{e}"));
-        let req = http::Request::post("http://example.com/")
-            .body(Full::new(Bytes::new()))
-            .unwrap_or_else(|e| panic!("{e}"));
-        let err = client
-            .request(req)
-            .await
-            .err()
-            .map(|e| e.describe())
-            .unwrap_or_default();
+        let err = strict_error("http://example.com/").await;
         assert!(err.contains("unsupported scheme http"), "{err}");
     }
 }
