@@ -79,7 +79,14 @@ pub(crate) fn parse_json_map(s: Option<String>) -> Result<Option<Map<String, Jso
 }
 
 pub(crate) fn map_text(m: &Option<Map<String, Json>>) -> Option<String> {
-    m.as_ref().map(|m| Json::Object(m.clone()).to_string())
+    m.as_ref().map(json_text)
+}
+
+/// A value as JSON text, serialized in place (no copy into a `serde_json::Value` first).
+pub(crate) fn json_text<T: serde::Serialize + ?Sized>(v: &T) -> String {
+    // Maps with string keys, string lists and numbers always serialize; the fallback only
+    // keeps a panic path out.
+    serde_json::to_string(v).unwrap_or_else(|_| "null".to_owned())
 }
 
 /// The state event of spec 6.1 for `hook`, which just entered `hook.state`.

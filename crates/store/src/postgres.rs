@@ -22,7 +22,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde_json::Value as Json;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, Postgres};
 use sqlx::{Connection as _, QueryBuilder, Row as _, Transaction};
 use tokio::sync::{watch, Notify};
@@ -30,7 +29,7 @@ use uuid::Uuid;
 
 use crate::common::read_actor;
 use crate::common::{
-    column_list, count_cols, disable_reason, list_deliveries_query, list_webhooks_query,
+    column_list, count_cols, disable_reason, json_text, list_deliveries_query, list_webhooks_query,
     local_offset, map_text, qualified, read_attempt, read_delivery, read_event, read_row,
     read_webhook, replay_order_key, state_event, usage_last_error, At, DbRow as _, ATTEMPT_COLS,
     DELIVERY_COLS, EVENT_COLS, WEBHOOK_COLS,
@@ -312,7 +311,7 @@ fn push_event_tail(
             .push_bind(ev.event.clone())
             .push_bind(ev.entity.clone())
             .push_bind(ev.primary_key)
-            .push_bind(Json::from(ev.changes.clone()).to_string())
+            .push_bind(json_text(&ev.changes))
             .push_bind(map_text(&ev.values))
             .push_bind(map_text(&ev.field_values))
             .push_bind(actor.associate_id)

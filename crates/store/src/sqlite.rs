@@ -5,7 +5,6 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde_json::Value as Json;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -17,9 +16,9 @@ use uuid::Uuid;
 
 use crate::common::read_actor;
 use crate::common::{
-    column_list, list_deliveries_query, list_webhooks_query, local_offset, map_text, read_attempt,
-    read_delivery, read_row, read_webhook, replay_order_key, state_event, ATTEMPT_COLS,
-    DELIVERY_COLS, WEBHOOK_COLS,
+    column_list, json_text, list_deliveries_query, list_webhooks_query, local_offset, map_text,
+    read_attempt, read_delivery, read_row, read_webhook, replay_order_key, state_event,
+    ATTEMPT_COLS, DELIVERY_COLS, WEBHOOK_COLS,
 };
 use crate::entity::{EntityDef, Row, Ticks};
 use crate::model::*;
@@ -165,7 +164,7 @@ async fn insert_event(
     ev: &NewEvent,
     now: Ticks,
 ) -> Result<Committed> {
-    let changes = Json::from(ev.changes.clone()).to_string();
+    let changes = json_text(&ev.changes);
     let seq: i64 = sqlx::query_scalar(
         "INSERT INTO event (tenant_id, event, entity, primary_key, changes, \"values\", field_values, changed_by, occurred) \
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING event_seq",

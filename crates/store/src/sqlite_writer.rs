@@ -33,8 +33,9 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::common::{
-    column_list, created_event, disable_reason, map_text, plan_change, read_event, read_row,
-    read_webhook, state_event, usage_last_error, DbRow, Planned, EVENT_COLS, WEBHOOK_COLS,
+    column_list, created_event, disable_reason, json_text, map_text, plan_change, read_event,
+    read_row, read_webhook, state_event, usage_last_error, DbRow, Planned, EVENT_COLS,
+    WEBHOOK_COLS,
 };
 use crate::entity::{EntityDef, Ticks, Value};
 use crate::model::*;
@@ -684,7 +685,7 @@ impl Writer {
 
     /// Appends an event and one delivery per Active webhook of the tenant subscribed to it.
     fn insert_event(&mut self, actor: &Actor, ev: &NewEvent, now: Ticks) -> Result<Committed> {
-        let changes = Json::from(ev.changes.clone()).to_string();
+        let changes = json_text(&ev.changes);
         let seq: i64 = self
             .conn
             .prepare_cached(
