@@ -454,13 +454,15 @@ pub(crate) fn plan_change(
             {
                 row.set(def, name, before.get(def, name).clone());
             }
-            if def.diff(&before, &row).is_empty() {
+            // The bookkeeping columns are not compared and always listed, so setting them
+            // below leaves this list as it is.
+            let changes = def.diff(&before, &row);
+            if changes.is_empty() {
                 return Ok(Planned::Nothing(Some(before)));
             }
             let count = (before.get(def, "updatedCount").as_i64() + 1) % 65536;
             set_bookkeeping(&mut row, count);
             crate::entity::validate(def, &row)?;
-            let changes = def.diff(&before, &row);
             let pk = row.values[0].as_i64();
             let event = NewEvent {
                 event: format!("{}.{verb}", def.entity),

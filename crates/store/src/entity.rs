@@ -134,28 +134,30 @@ impl EntityDef {
     /// primary key, every column whose value differs, and the bookkeeping columns. Empty when
     /// nothing but bookkeeping differs (a save that changes nothing fires nothing).
     pub fn diff(&self, before: &Row, after: &Row) -> Vec<String> {
+        // Column positions, not names, in the loops: this runs for every change, and comparing
+        // every column's name with the bookkeeping names showed in profiles.
+        let bookkeeping: Vec<usize> = self
+            .bookkeeping
+            .iter()
+            .filter_map(|n| self.index(n))
+            .collect();
         let touched: Vec<usize> = (1..self.columns.len())
-            .filter(|&i| {
-                !self.bookkeeping.contains(&self.columns[i].name)
-                    && before.values.get(i) != after.values.get(i)
-            })
+            .filter(|&i| !bookkeeping.contains(&i) && before.values.get(i) != after.values.get(i))
             .collect();
         if touched.is_empty() {
             return Vec::new();
         }
-        let derived = |name: &str| {
-            self.derived.iter().any(|(source, d)| {
-                *d == name && touched.iter().any(|&i| self.columns[i].name == *source)
-            })
-        };
+        let derived: Vec<usize> = self
+            .derived
+            .iter()
+            .filter(|(source, _)| self.index(source).is_some_and(|s| touched.contains(&s)))
+            .filter_map(|(_, d)| self.index(d))
+            .collect();
         self.columns
             .iter()
             .enumerate()
-            .filter(|(i, c)| {
-                *i == 0
-                    || touched.contains(i)
-                    || self.bookkeeping.contains(&c.name)
-                    || derived(c.name)
+            .filter(|(i, _)| {
+                *i == 0 || touched.contains(i) || bookkeeping.contains(i) || derived.contains(i)
             })
             .map(|(_, c)| c.name.to_owned())
             .collect()
