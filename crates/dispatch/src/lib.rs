@@ -333,12 +333,11 @@ impl Dispatcher {
 
     async fn claim(&self, limit: i64) -> Result<Vec<Claimed>, StoreError> {
         let now = now_ticks();
-        let lease = i64::try_from(self.cfg.lease.as_nanos() / 100).unwrap_or(i64::MAX);
         self.store
             .claim(&ClaimRequest {
                 owner: self.cfg.owner.clone(),
                 now,
-                lease_until: now.saturating_add(lease),
+                lease_until: now.saturating_add(self.lease_ticks()),
                 limit,
                 skip_webhooks: self.saturated(),
                 max_per_webhook: i64::try_from(self.cfg.max_per_webhook).unwrap_or(i64::MAX),
