@@ -221,9 +221,9 @@ pub enum DispatchError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// The HTTP client could not be built.
+    /// The HTTP client could not be built (its TLS configuration).
     #[error("HTTP client: {0}")]
-    Client(#[from] std::io::Error),
+    Client(#[from] rustls::Error),
 }
 
 impl Dispatcher {
@@ -256,11 +256,6 @@ impl Dispatcher {
     /// Wakes the loop (call after a commit that queued deliveries).
     pub fn waker(&self) -> Arc<Notify> {
         self.wake.clone()
-    }
-
-    /// The HTTP client (also used for test events).
-    pub fn client(&self) -> &target::HttpClient {
-        &self.client
     }
 
     /// The settings.
@@ -483,7 +478,7 @@ impl Dispatcher {
                 for o in &batch {
                     this.track_done(o.webhook_id);
                     if let Verdict::RetryAt(t) | Verdict::Requeue(t) = o.verdict {
-                        scheduled.fetch_min(t, std::sync::atomic::Ordering::Relaxed);
+                        scheduled.fetch_min(t, Ordering::Relaxed);
                     }
                 }
                 this.slots.add_permits(batch.len());

@@ -198,12 +198,14 @@ pub struct HttpClient {
     pub total: Duration,
 }
 
-/// Builds the HTTP client for a policy.
+/// Builds the HTTP client for a policy. The crypto provider is named (ring) rather than taken
+/// from the process default, which rustls cannot pick, and panics over, when a dependency
+/// compiles in a second one.
 pub fn build_client(
     policy: TargetPolicy,
     timeouts: Timeouts,
     max_in_flight: usize,
-) -> std::io::Result<HttpClient> {
+) -> Result<HttpClient, rustls::Error> {
     let strict = policy == TargetPolicy::Strict;
     let mut http = HttpConnector::new_with_resolver(TargetResolver {
         public_only: strict,
@@ -211,7 +213,8 @@ pub fn build_client(
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_connect_timeout(Some(timeouts.connect));
-    let tls = hyper_rustls::HttpsConnectorBuilder::new().with_webpki_roots();
+    let tls = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())?;
     let https = if strict {
         tls.https_only()
     } else {

@@ -322,32 +322,22 @@ async fn handed_and_claimed_deliveries_share_few_slots_without_losing_any() {
     // hand deliveries over) keep coming while claims are on their way.
     let (workers, per_worker, changes) = (8, 8, 2);
     let contacts = workers * per_worker;
+    let app = std::sync::Arc::new(app);
     let mut tasks = Vec::new();
     for w in 0..workers {
-        let (http, base, key) = (app.http.clone(), app.base.clone(), app.key.clone());
+        let app = app.clone();
         tasks.push(tokio::spawn(async move {
             for i in 0..per_worker {
-                let created: serde_json::Value = http
-                    .post(format!("{base}/api/v1/Contact"))
-                    .bearer_auth(&key)
-                    .json(&json!({"Name": format!("C{w}-{i}")}))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
-                let id = created["ContactId"].as_i64().unwrap();
+                let id = app.create_contact(&format!("C{w}-{i}")).await;
                 for j in 0..changes {
-                    let s = http
-                        .patch(format!("{base}/api/v1/Contact/{id}"))
-                        .bearer_auth(&key)
-                        .json(&json!({"Department": format!("d{j}")}))
-                        .send()
-                        .await
-                        .unwrap()
-                        .status();
-                    assert_eq!(s, StatusCode::OK);
+                    let (s, v) = app
+                        .call(
+                            Method::PATCH,
+                            &format!("/api/v1/Contact/{id}"),
+                            Some(json!({"Department": format!("d{j}")})),
+                        )
+                        .await;
+                    assert_eq!(s, StatusCode::OK, "{v}");
                 }
             }
         }));
@@ -355,6 +345,7 @@ async fn handed_and_claimed_deliveries_share_few_slots_without_losing_any() {
     for t in tasks {
         t.await.unwrap();
     }
+    let app = std::sync::Arc::into_inner(app).expect("every client task has ended");
     let want = hooks * contacts * (1 + changes);
     let got = wait_deliveries(&rx, want, Duration::from_secs(20)).await;
     assert_eq!(

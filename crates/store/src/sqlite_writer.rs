@@ -715,11 +715,9 @@ impl Writer {
         // group commit took room for it: then it is written leased and handed over after the
         // commit. The CTE is materialized so that the reservation runs exactly once per row,
         // however the three columns that depend on it are computed.
-        let (owner, lease_until) = match &self.lease {
-            Some((owner, until)) => (Some(owner.clone()), Some(*until)),
-            None => (None, None),
-        };
         let rows: Vec<(i64, i64, String, i64)> = {
+            let owner = self.lease.as_ref().map(|(owner, _)| owner.as_str());
+            let lease_until = self.lease.as_ref().map(|(_, until)| *until);
             let mut stmt = self
                 .conn
                 .prepare_cached(
