@@ -1208,15 +1208,13 @@ fn proc_cpu_seconds(pid: u32) -> Option<f64> {
     Some((utime + stime) as f64 / 100.0)
 }
 
-/// A pooled HTTP client for the server's REST API: reqwest for the setup calls, a bare hyper
-/// client (the raw baseline's stack) for the load's contact calls, so that the load generator,
-/// which shares the two cores with the server, spends as little of them as it can.
+/// A pooled HTTP client for the server's REST API: a bare hyper client (the raw baseline's
+/// stack), so that the load generator, which shares the two cores with the server, spends as
+/// little of them as it can.
 #[derive(Clone)]
 struct Api {
-    http: reqwest::Client,
-    fast: HyperClient<HttpConnector, Full<Bytes>>,
+    http: HyperClient<HttpConnector, Full<Bytes>>,
     base: String,
-    key: Arc<str>,
     bearer: hyper::header::HeaderValue,
 }
 
@@ -1229,26 +1227,20 @@ struct CreatedContact {
 
 impl Api {
     fn new(base: &str, key: &str, clients: usize) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(clients)
-            .timeout(Duration::from_secs(60))
-            .build()?;
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        let fast = HyperClient::builder(TokioExecutor::new())
+        let http = HyperClient::builder(TokioExecutor::new())
             .pool_max_idle_per_host(clients)
             .build::<_, Full<Bytes>>(connector);
         Ok(Api {
             http,
-            fast,
             base: base.to_owned(),
-            key: key.into(),
             bearer: hyper::header::HeaderValue::from_str(&format!("Bearer {key}"))
                 .context("the API key is not a valid header value")?,
         })
     }
 
-    /// One JSON call of the load through the hyper client; the response body.
+    /// One JSON call; the response body.
     async fn call(
         &self,
         method: hyper::Method,
@@ -1262,7 +1254,7 @@ impl Api {
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(body)))
             .with_context(|| format!("{method} {path}"))?;
-        let resp = tokio::time::timeout(Duration::from_secs(60), self.fast.request(req))
+        let resp = tokio::time::timeout(Duration::from_secs(60), self.http.request(req))
             .await
             .with_context(|| format!("{method} {path}: no answer in 60 s"))?
             .with_context(|| format!("{method} {path}"))?;
@@ -1273,34 +1265,6 @@ impl Api {
             .await
             .with_context(|| format!("{method} {path}"))?
             .to_bytes();
-        if !status.is_success() {
-            bail!(
-                "{method} {path} answered {status}: {}",
-                String::from_utf8_lossy(&text)
-            );
-        }
-        Ok(text)
-    }
-
-    async fn send(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: serde_json::Value,
-    ) -> anyhow::Result<bytes::Bytes> {
-        let resp = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.base))
-            .bearer_auth(&*self.key)
-            .json(&body)
-            .send()
-            .await
-            .with_context(|| format!("{method} {path}"))?;
-        let status = resp.status();
-        let text = resp
-            .bytes()
-            .await
-            .with_context(|| format!("{method} {path}"))?;
         if !status.is_success() {
             bail!(
                 "{method} {path} answered {status}: {}",
@@ -1348,8 +1312,12 @@ impl Api {
             if signed {
                 body["Secret"] = json!(BENCH_SECRET);
             }
-            self.send(reqwest::Method::POST, "/api/v1/Webhook", body)
-                .await?;
+            self.call(
+                hyper::Method::POST,
+                "/api/v1/Webhook",
+                serde_json::to_vec(&body)?,
+            )
+            .await?;
         }
         Ok(())
     }

@@ -676,7 +676,7 @@ impl Writer {
                 (None, event)
             }
         };
-        let committed = self.insert_event(actor, &event, now)?;
+        let committed = self.insert_event(actor, event, now)?;
         Ok(ChangeOutcome {
             row: after,
             committed,
@@ -684,7 +684,7 @@ impl Writer {
     }
 
     /// Appends an event and one delivery per Active webhook of the tenant subscribed to it.
-    fn insert_event(&mut self, actor: &Actor, ev: &NewEvent, now: Ticks) -> Result<Committed> {
+    fn insert_event(&mut self, actor: &Actor, ev: NewEvent, now: Ticks) -> Result<Committed> {
         let changes = json_text(&ev.changes);
         let seq: i64 = self
             .conn
@@ -752,46 +752,46 @@ impl Writer {
                 .map_err(sql_err)?;
             rows.collect::<rusqlite::Result<_>>().map_err(sql_err)?
         };
+        // The event the handed deliveries carry, as a claim would read it back; the NewEvent
+        // is moved into it, not copied.
+        let deliveries = rows.len() as u64;
+        let event = rows.iter().any(|r| r.3 == 1).then(|| {
+            Arc::new(StoredEvent {
+                seq,
+                tenant_id: actor.tenant_id,
+                event: ev.event,
+                entity: ev.entity,
+                primary_key: ev.primary_key,
+                changes: ev.changes,
+                values: ev.values,
+                field_values: ev.field_values,
+                changed_by: actor.associate_id,
+                occurred: now,
+            })
+        });
         let mut handed = 0u64;
-        let mut event: Option<Arc<StoredEvent>> = None;
-        for (delivery_id, webhook_id, event_id, status) in &rows {
-            if *status != 1 {
+        for (delivery_id, webhook_id, event_id, status) in rows {
+            let (1, Some(event)) = (status, event.as_ref()) else {
                 continue;
-            }
-            let webhook = match self.hooks.get(webhook_id) {
+            };
+            let webhook = match self.hooks.get(&webhook_id) {
                 Some(w) => Arc::clone(w),
                 None => {
-                    let Some(w) = self.load_webhook(*webhook_id)? else {
+                    let Some(w) = self.load_webhook(webhook_id)? else {
                         continue;
                     };
                     let w = Arc::new(w);
-                    self.hooks.insert(*webhook_id, Arc::clone(&w));
+                    self.hooks.insert(webhook_id, Arc::clone(&w));
                     w
                 }
             };
-            let event = event
-                .get_or_insert_with(|| {
-                    Arc::new(StoredEvent {
-                        seq,
-                        tenant_id: actor.tenant_id,
-                        event: ev.event.clone(),
-                        entity: ev.entity.clone(),
-                        primary_key: ev.primary_key,
-                        changes: ev.changes.clone(),
-                        values: ev.values.clone(),
-                        field_values: ev.field_values.clone(),
-                        changed_by: actor.associate_id,
-                        occurred: now,
-                    })
-                })
-                .clone();
             self.handed.push(Claimed {
-                delivery_id: *delivery_id,
-                event_id: Uuid::parse_str(event_id).map_err(|e| {
+                delivery_id,
+                event_id: Uuid::parse_str(&event_id).map_err(|e| {
                     StoreError::Corrupt(format!("delivery {delivery_id} event id: {e}"))
                 })?,
                 attempt_in_cycle: 0,
-                event,
+                event: Arc::clone(event),
                 tenant: actor.tenant.clone(),
                 webhook,
             });
@@ -799,7 +799,7 @@ impl Writer {
         }
         Ok(Committed {
             event_seq: Some(seq),
-            deliveries: rows.len() as u64,
+            deliveries,
             handed,
         })
     }
@@ -1220,7 +1220,7 @@ impl Writer {
             .query_row([hook.id], |r| r.get(0))
             .map_err(sql_err)?;
         if let Some(ev) = state_event(hook, calls, self.options.local_offset) {
-            self.insert_event(actor, &ev, now)?;
+            self.insert_event(actor, ev, now)?;
         }
         Ok(())
     }
