@@ -69,6 +69,14 @@ impl Ctx {
         open(&self.url, &OpenOptions::default()).await.unwrap()
     }
 
+    /// Another node where the backend has them; on SQLite (one writer per file) this store.
+    async fn second_node(&self) -> DynStore {
+        match self.backend {
+            Backend::Sqlite => self.store.clone(),
+            Backend::Postgres => self.another_node().await,
+        }
+    }
+
     async fn finish(self) {
         let Ctx { store, pg, .. } = self;
         drop(store);
@@ -1135,10 +1143,7 @@ async fn delete_webhook_cancels_its_deliveries(ctx: &Ctx) {
 async fn two_nodes_never_claim_the_same_delivery(ctx: &Ctx) {
     let s = &ctx.store;
     // SQLite serves one node (one writer per file): there, four claimers share one store.
-    let other = match ctx.backend {
-        Backend::Sqlite => s.clone(),
-        Backend::Postgres => ctx.another_node().await,
-    };
+    let other = ctx.second_node().await;
     let me = actor(s, "Default", 1).await;
     hook(s, &me, &["contact.created", "contact.changed"]).await;
     hook(s, &me, &["contact.changed"]).await;
@@ -1256,10 +1261,7 @@ async fn listen_for_work_wakes_other_nodes(ctx: &Ctx) {
 /// row changed under it, then falls back to the row lock; SQLite has one writer).
 async fn concurrent_changes_of_one_row_lose_none(ctx: &Ctx) {
     let s = &ctx.store;
-    let other = match ctx.backend {
-        Backend::Sqlite => s.clone(),
-        Backend::Postgres => ctx.another_node().await,
-    };
+    let other = ctx.second_node().await;
     let me = actor(s, "Default", 1).await;
     hook(s, &me, &["contact.changed"]).await;
     let (pk, _) = create(s, &me, "Counter").await;
