@@ -182,13 +182,14 @@ async fn insert_event(
     .await
     .map_err(db)?;
     // Fan-out in one statement: a delivery per Active subscribed webhook of the tenant, each with
-    // a random version-4 EventId made by SQLite.
+    // a random version-4 EventId made by SQLite, marked `ready` when it heads its chain.
     let deliveries = sqlx::query(
-        "INSERT INTO delivery (tenant_id, webhook_id, event_seq, order_key, event_id, queue_pos, next_attempt_at, created) \
+        "INSERT INTO delivery (tenant_id, webhook_id, event_seq, order_key, event_id, queue_pos, next_attempt_at, created, ready) \
          SELECT w.tenant_id, w.webhook_id, ?1, ?2, \
          lower(hex(randomblob(4))) || '-' || lower(hex(randomblob(2))) || '-4' || substr(lower(hex(randomblob(2))), 2) || '-' || \
          substr('89ab', 1 + (abs(random()) % 4), 1) || substr(lower(hex(randomblob(2))), 2) || '-' || lower(hex(randomblob(6))), \
-         ?3, ?3, ?3 FROM webhook_event we CROSS JOIN webhook w ON w.webhook_id = we.webhook_id \
+         ?3, ?3, ?3, NOT EXISTS (SELECT 1 FROM delivery p WHERE p.webhook_id = w.webhook_id AND p.order_key = ?2 \
+         AND p.status IN (0, 1)) FROM webhook_event we CROSS JOIN webhook w ON w.webhook_id = we.webhook_id \
          WHERE we.event = ?4 AND w.tenant_id = ?5 AND w.state = 1 AND w.type = 'webhook' ORDER BY we.webhook_id",
     )
     .bind(seq)
@@ -216,10 +217,11 @@ async fn insert_deliveries(
     now: Ticks,
     replay_of: Option<i64>,
 ) -> Result<()> {
-    // 9 parameters a row; stay well under SQLite's 32766.
+    // 11 parameters a row; stay well under SQLite's 32766. Each row is `ready` when nothing of
+    // its chain is open (the hooks are distinct, so the rows do not see each other).
     for chunk in hooks.chunks(1000) {
         let mut qb = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO delivery (tenant_id, webhook_id, event_seq, order_key, event_id, queue_pos, next_attempt_at, created, replay_of) ",
+            "INSERT INTO delivery (tenant_id, webhook_id, event_seq, order_key, event_id, queue_pos, next_attempt_at, created, replay_of, ready) ",
         );
         qb.push_values(chunk, |mut b, hook| {
             b.push_bind(tenant_id)
@@ -230,7 +232,12 @@ async fn insert_deliveries(
                 .push_bind(now)
                 .push_bind(now)
                 .push_bind(now)
-                .push_bind(replay_of);
+                .push_bind(replay_of)
+                .push("NOT EXISTS (SELECT 1 FROM delivery p WHERE p.webhook_id = ")
+                .push_bind_unseparated(*hook)
+                .push_unseparated(" AND p.order_key = ")
+                .push_bind_unseparated(order_key.to_owned())
+                .push_unseparated(" AND p.status IN (0, 1))");
         });
         qb.build().execute(&mut **tx).await.map_err(db)?;
     }

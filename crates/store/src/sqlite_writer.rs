@@ -91,16 +91,24 @@ pub(crate) struct WriterOptions {
 }
 
 /// The hand-off of fresh deliveries to this node's dispatcher (see [`Intake`]), shared by the
-/// store (which sets the intake) and the writer thread (whose SQL function reserves room).
+/// store (which sets the intake) and the writer thread (which reserves room with it).
 #[derive(Default)]
 pub(crate) struct HandOff {
     /// The dispatcher, when one runs on this node.
     intake: Option<Arc<dyn Intake>>,
-    /// The intake of the group commit in progress; `None` outside of one, so that only
-    /// changes hand deliveries over (events written by bookkeeping wait for a claim).
-    batch: Option<Arc<dyn Intake>>,
-    /// Webhook ids reserved in the group commit in progress: given back if it does not commit.
-    reserved: Vec<i64>,
+}
+
+/// The hand-off of the group commit in progress: the intake it reserves room with, the lease
+/// it writes, and what it wrote leased. Only changes hand deliveries over (events written by
+/// bookkeeping wait for a claim).
+struct Batch {
+    intake: Arc<dyn Intake>,
+    owner: String,
+    lease_until: Ticks,
+    /// Deliveries written leased, each reserved with `intake`.
+    handed: Vec<Claimed>,
+    /// Webhooks read for them.
+    hooks: HashMap<i64, Arc<Webhook>>,
 }
 
 /// Shared [`HandOff`].
@@ -130,28 +138,6 @@ pub(crate) fn spawn(
     )
     .map_err(sql_err)?;
     conn.set_prepared_statement_cache_capacity(64);
-    // `crmhooks_reserve(webhook_id)`: 1 when the dispatcher of the group commit in progress
-    // took room for one more delivery of that webhook (the fan-out then writes it leased).
-    let h = handoff.clone();
-    conn.create_scalar_function(
-        "crmhooks_reserve",
-        1,
-        rusqlite::functions::FunctionFlags::SQLITE_UTF8,
-        move |ctx| {
-            let webhook_id: i64 = ctx.get(0)?;
-            let mut h = lock(&h);
-            let Some(intake) = h.batch.clone() else {
-                return Ok(0i64);
-            };
-            if intake.reserve(webhook_id) {
-                h.reserved.push(webhook_id);
-                Ok(1)
-            } else {
-                Ok(0)
-            }
-        },
-    )
-    .map_err(sql_err)?;
     let (tx, rx) = mpsc::channel(TAKE_MAX * 4);
     let synced_upto = Arc::new(AtomicI64::new(0));
     let syncer = if options.synchronous_full {
@@ -179,9 +165,7 @@ pub(crate) fn spawn(
                 synced_upto,
                 handed_upto: 0,
                 handoff,
-                lease: None,
-                handed: Vec::new(),
-                hooks: HashMap::new(),
+                batch: None,
             }
             .run(rx)
         })
@@ -291,12 +275,8 @@ struct Writer {
     handed_upto: i64,
     /// The hand-off to the dispatcher.
     handoff: SharedHandOff,
-    /// Lease owner and end for deliveries handed in the group commit in progress.
-    lease: Option<(String, Ticks)>,
-    /// Deliveries the group commit in progress wrote leased.
-    handed: Vec<Claimed>,
-    /// Webhooks read for handed deliveries in the group commit in progress.
-    hooks: HashMap<i64, Arc<Webhook>>,
+    /// The hand-off of the group commit in progress.
+    batch: Option<Batch>,
 }
 
 impl Writer {
@@ -517,53 +497,30 @@ impl Writer {
     /// Lets the fan-out of the group commit about to run reserve room with the intake, if
     /// there is one.
     fn open_handoff(&mut self) {
-        let mut h = lock(&self.handoff);
-        h.reserved.clear();
-        h.batch = h.intake.clone();
-        self.lease = h.batch.as_ref().map(|i| {
-            (
-                i.owner().to_owned(),
-                now_ticks().saturating_add(i.lease_ticks()),
-            )
+        let intake = lock(&self.handoff).intake.clone();
+        self.batch = intake.map(|intake| Batch {
+            owner: intake.owner().to_owned(),
+            lease_until: now_ticks().saturating_add(intake.lease_ticks()),
+            intake,
+            handed: Vec::new(),
+            hooks: HashMap::new(),
         });
-        self.handed.clear();
-        self.hooks.clear();
     }
 
     /// Ends the hand-off of a group commit: what it handed when it committed, and otherwise
     /// the room it reserved given back.
     fn close_handoff(&mut self, committed: bool) -> Handed {
-        let (intake, reserved) = {
-            let mut h = lock(&self.handoff);
-            (h.batch.take(), std::mem::take(&mut h.reserved))
-        };
-        self.lease = None;
-        self.hooks.clear();
-        let claimed = std::mem::take(&mut self.handed);
-        let Some(intake) = intake else {
+        let Some(batch) = self.batch.take() else {
             return Handed::default();
         };
         if committed {
-            if claimed.len() != reserved.len() {
-                // Every reservation is a row written leased; should a statement ever reserve
-                // without writing, give the difference back rather than lose the room.
-                let mut left = reserved;
-                for c in &claimed {
-                    if let Some(i) = left.iter().position(|w| *w == c.webhook.id) {
-                        left.swap_remove(i);
-                    }
-                }
-                for w in left {
-                    intake.unreserve(w);
-                }
-            }
             Handed {
-                intake: Some(intake),
-                claimed,
+                intake: Some(batch.intake),
+                claimed: batch.handed,
             }
         } else {
-            for w in reserved {
-                intake.unreserve(w);
+            for c in &batch.handed {
+                batch.intake.unreserve(c.webhook.id);
             }
             Handed::default()
         }
@@ -600,9 +557,7 @@ impl Writer {
                     select: format!(
                         "SELECT {cols} FROM {table} WHERE tenant_id = ? AND \"{pk}\" = ?"
                     ),
-                    insert: format!(
-                        "INSERT INTO {table} (tenant_id, {cols}) VALUES ({marks}) RETURNING \"{pk}\""
-                    ),
+                    insert: format!("INSERT INTO {table} (tenant_id, {cols}) VALUES ({marks})"),
                     update: format!(
                         "UPDATE {table} SET {sets} WHERE tenant_id = ? AND \"{pk}\" = ?"
                     ),
@@ -645,12 +600,12 @@ impl Writer {
             Planned::Insert(mut row) => {
                 let args = std::iter::once(SqlValue::Integer(actor.tenant_id))
                     .chain(row.values.iter().map(sql_value));
-                let id: i64 = self
-                    .conn
+                self.conn
                     .prepare_cached(&sql.insert)
                     .map_err(sql_err)?
-                    .query_row(params_from_iter(args), |r| r.get(0))
+                    .execute(params_from_iter(args))
                     .map_err(sql_err)?;
+                let id = self.conn.last_insert_rowid();
                 row.values[0] = Value::Int(id);
                 let event = created_event(def, &row, offset);
                 (Some(row), event)
@@ -686,14 +641,14 @@ impl Writer {
     /// Appends an event and one delivery per Active webhook of the tenant subscribed to it.
     fn insert_event(&mut self, actor: &Actor, ev: NewEvent, now: Ticks) -> Result<Committed> {
         let changes = json_text(&ev.changes);
-        let seq: i64 = self
-            .conn
+        // No RETURNING (SQLite buffers its rows in a temporary table): the rowid is the key.
+        self.conn
             .prepare_cached(
                 "INSERT INTO event (tenant_id, event, entity, primary_key, changes, \"values\", field_values, changed_by, occurred) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING event_seq",
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .map_err(sql_err)?
-            .query_row(
+            .execute(
                 params![
                     actor.tenant_id,
                     ev.event,
@@ -705,58 +660,88 @@ impl Writer {
                     actor.associate_id,
                     now
                 ],
-                |r| r.get(0),
             )
             .map_err(sql_err)?;
-        // Fan-out in one statement: a delivery per Active subscribed webhook of the tenant, each
-        // with a random version-4 EventId made by SQLite. `s` is 0 when something of the same
-        // contact is still open for that webhook (the delivery waits behind it), 1 when it is
-        // the head of its chain (`ready`), 2 when it is the head and the dispatcher of the
-        // group commit took room for it: then it is written leased and handed over after the
-        // commit. The CTE is materialized so that the reservation runs exactly once per row,
-        // however the three columns that depend on it are computed.
-        let rows: Vec<(i64, i64, String, i64)> = {
-            let owner = self.lease.as_ref().map(|(owner, _)| owner.as_str());
-            let lease_until = self.lease.as_ref().map(|(_, until)| *until);
+        let seq = self.conn.last_insert_rowid();
+        // Fan-out: a delivery per Active subscribed webhook of the tenant, with a random
+        // version-4 EventId. `open` says something of the same contact is still open for that
+        // webhook: the delivery waits behind it (`ready` = 0). A head of its chain is written
+        // leased when the dispatcher of the group commit has room for it, and handed over after
+        // the commit. Plain statements: one fan-out statement with a materialized CTE (for the
+        // reservation) opened and closed a temporary B-tree per event, and cost more than the
+        // rest of the event put together.
+        let targets: Vec<(i64, bool)> = {
             let mut stmt = self
                 .conn
                 .prepare_cached(
-                    "WITH t AS MATERIALIZED ( \
-                     SELECT w.tenant_id, w.webhook_id, \
-                     CASE WHEN EXISTS (SELECT 1 FROM delivery p WHERE p.webhook_id = w.webhook_id AND p.order_key = ?2 AND p.status IN (0, 1)) \
-                     THEN 0 ELSE 1 + crmhooks_reserve(w.webhook_id) END AS s \
+                    "SELECT w.webhook_id, EXISTS (SELECT 1 FROM delivery p WHERE p.webhook_id = w.webhook_id \
+                     AND p.order_key = ?1 AND p.status IN (0, 1)) \
                      FROM webhook_event we CROSS JOIN webhook w ON w.webhook_id = we.webhook_id \
-                     WHERE we.event = ?4 AND w.tenant_id = ?5 AND w.state = 1 AND w.type = 'webhook') \
-                     INSERT INTO delivery (tenant_id, webhook_id, event_seq, order_key, event_id, queue_pos, next_attempt_at, created, ready, status, lease_until, lease_owner) \
-                     SELECT tenant_id, webhook_id, ?1, ?2, \
-                     lower(hex(randomblob(4))) || '-' || lower(hex(randomblob(2))) || '-4' || substr(lower(hex(randomblob(2))), 2) || '-' || \
-                     substr('89ab', 1 + (abs(random()) % 4), 1) || substr(lower(hex(randomblob(2))), 2) || '-' || lower(hex(randomblob(6))), \
-                     ?3, ?3, ?3, s > 0, s = 2, CASE WHEN s = 2 THEN ?6 END, CASE WHEN s = 2 THEN ?7 END \
-                     FROM t ORDER BY webhook_id \
-                     RETURNING delivery_id, webhook_id, event_id, status",
+                     WHERE we.event = ?2 AND w.tenant_id = ?3 AND w.state = 1 AND w.type = 'webhook' \
+                     ORDER BY w.webhook_id",
                 )
                 .map_err(sql_err)?;
             let rows = stmt
-                .query_map(
-                    params![
-                        seq,
-                        ev.order_key,
-                        now,
-                        ev.event,
-                        actor.tenant_id,
-                        lease_until,
-                        owner
-                    ],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-                )
+                .query_map(params![ev.order_key, ev.event, actor.tenant_id], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
                 .map_err(sql_err)?;
             rows.collect::<rusqlite::Result<_>>().map_err(sql_err)?
         };
+        let deliveries = targets.len() as u64;
+        let mut leased: Vec<(i64, Uuid, Arc<Webhook>)> = Vec::new();
+        for (webhook_id, open) in targets {
+            let webhook = if open {
+                None
+            } else {
+                self.reserve(webhook_id)?
+            };
+            let (owner, until) = match (&webhook, &self.batch) {
+                (Some(_), Some(b)) => (Some(b.owner.as_str()), Some(b.lease_until)),
+                _ => (None, None),
+            };
+            let event_id = Uuid::new_v4();
+            let inserted = self
+                .conn
+                .prepare_cached(
+                    "INSERT INTO delivery (tenant_id, webhook_id, event_seq, order_key, event_id, queue_pos, \
+                     next_attempt_at, created, ready, status, lease_until, lease_owner) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?6, ?7, ?8, ?9, ?10)",
+                )
+                .and_then(|mut stmt| {
+                    stmt.execute(
+                        params![
+                            actor.tenant_id,
+                            webhook_id,
+                            seq,
+                            ev.order_key,
+                            event_id.hyphenated().to_string(),
+                            now,
+                            !open,
+                            owner.is_some(),
+                            until,
+                            owner
+                        ],
+                    )
+                })
+                .map(|_| self.conn.last_insert_rowid())
+                .map_err(sql_err);
+            match (inserted, webhook) {
+                (Ok(delivery_id), Some(webhook)) => leased.push((delivery_id, event_id, webhook)),
+                (Ok(_), None) => {}
+                (Err(e), webhook) => {
+                    if let (Some(_), Some(b)) = (webhook, &self.batch) {
+                        b.intake.unreserve(webhook_id);
+                    }
+                    return Err(e);
+                }
+            }
+        }
         // The event the handed deliveries carry, as a claim would read it back; the NewEvent
         // is moved into it, not copied.
-        let deliveries = rows.len() as u64;
-        let event = rows.iter().any(|r| r.3 == 1).then(|| {
-            Arc::new(StoredEvent {
+        let handed = leased.len() as u64;
+        if let (Some(batch), false) = (self.batch.as_mut(), leased.is_empty()) {
+            let event = Arc::new(StoredEvent {
                 seq,
                 tenant_id: actor.tenant_id,
                 event: ev.event,
@@ -767,41 +752,49 @@ impl Writer {
                 field_values: ev.field_values,
                 changed_by: actor.associate_id,
                 occurred: now,
-            })
-        });
-        let mut handed = 0u64;
-        for (delivery_id, webhook_id, event_id, status) in rows {
-            let (1, Some(event)) = (status, event.as_ref()) else {
-                continue;
-            };
-            let webhook = match self.hooks.get(&webhook_id) {
-                Some(w) => Arc::clone(w),
-                None => {
-                    let Some(w) = self.load_webhook(webhook_id)? else {
-                        continue;
-                    };
-                    let w = Arc::new(w);
-                    self.hooks.insert(webhook_id, Arc::clone(&w));
-                    w
-                }
-            };
-            self.handed.push(Claimed {
-                delivery_id,
-                event_id: Uuid::parse_str(&event_id).map_err(|e| {
-                    StoreError::Corrupt(format!("delivery {delivery_id} event id: {e}"))
-                })?,
-                attempt_in_cycle: 0,
-                event: Arc::clone(event),
-                tenant: actor.tenant.clone(),
-                webhook,
             });
-            handed += 1;
+            for (delivery_id, event_id, webhook) in leased {
+                batch.handed.push(Claimed {
+                    delivery_id,
+                    event_id,
+                    attempt_in_cycle: 0,
+                    event: Arc::clone(&event),
+                    tenant: actor.tenant.clone(),
+                    webhook,
+                });
+            }
         }
         Ok(Committed {
             event_seq: Some(seq),
             deliveries,
             handed,
         })
+    }
+
+    /// Room with the dispatcher of the group commit in progress for one more delivery of
+    /// `webhook_id`, and the webhook it will carry; `None` without a hand-off or without room.
+    fn reserve(&mut self, webhook_id: i64) -> Result<Option<Arc<Webhook>>> {
+        let Some(batch) = self.batch.as_ref() else {
+            return Ok(None);
+        };
+        let webhook = match batch.hooks.get(&webhook_id) {
+            Some(w) => Arc::clone(w),
+            None => {
+                let Some(w) = self.load_webhook(webhook_id)? else {
+                    return Ok(None);
+                };
+                let w = Arc::new(w);
+                if let Some(b) = self.batch.as_mut() {
+                    b.hooks.insert(webhook_id, Arc::clone(&w));
+                }
+                w
+            }
+        };
+        Ok(self
+            .batch
+            .as_ref()
+            .is_some_and(|b| b.intake.reserve(webhook_id))
+            .then_some(webhook))
     }
 
     fn load_webhook(&mut self, id: i64) -> Result<Option<Webhook>> {
@@ -1080,9 +1073,13 @@ impl Writer {
                 )
                 .map_err(sql_err)?;
             for o in outcomes.iter().filter(|o| o.verdict == Verdict::Delivered) {
-                delivered
+                if delivered
                     .execute(params![now, o.status_code, o.delivery_id])
-                    .map_err(sql_err)?;
+                    .map_err(sql_err)?
+                    > 0
+                {
+                    self.next_head(o.delivery_id)?;
+                }
             }
         }
         // Usage and the state machine, per webhook in attempt order.
@@ -1105,6 +1102,21 @@ impl Writer {
             }
         }
         Ok(changes)
+    }
+
+    /// Marks the next head of the chain of `closed`, a delivery just closed: the oldest open
+    /// delivery of the same webhook and contact, which may now be sent.
+    fn next_head(&self, closed: i64) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "UPDATE delivery SET ready = 1 WHERE delivery_id = (SELECT p.delivery_id FROM delivery d \
+                 JOIN delivery p ON p.webhook_id = d.webhook_id AND p.order_key = d.order_key AND p.status IN (0, 1) \
+                 WHERE d.delivery_id = ? ORDER BY p.delivery_id LIMIT 1) AND ready = 0",
+            )
+            .map_err(sql_err)?
+            .execute([closed])
+            .map_err(sql_err)?;
+        Ok(())
     }
 
     /// Usage, delivery state (unless already marked delivered) and the state machine for one
@@ -1165,14 +1177,19 @@ impl Writer {
                     .map_err(sql_err)?;
             }
             Verdict::Gone => {
-                self.conn
+                if self
+                    .conn
                     .prepare_cached(
                         "UPDATE delivery SET status = 3, completed = ?, attempts = attempts + 1, last_status = ?, last_error = ?, \
                          lease_until = NULL, lease_owner = NULL WHERE delivery_id = ? AND status = 1",
                     )
                     .map_err(sql_err)?
                     .execute(params![now, status, o.error, o.delivery_id])
-                    .map_err(sql_err)?;
+                    .map_err(sql_err)?
+                    > 0
+                {
+                    self.next_head(o.delivery_id)?;
+                }
             }
         }
         let disable =
