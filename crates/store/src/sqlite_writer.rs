@@ -98,9 +98,11 @@ pub(crate) struct HandOff {
     intake: Option<Arc<dyn Intake>>,
 }
 
-/// The hand-off of the group commit in progress: the intake it reserves room with, the lease
-/// it writes, and what it wrote leased. Only changes hand deliveries over (events written by
-/// bookkeeping wait for a claim).
+/// A hand-off in progress: the intake it reserves room with, the lease it writes, and what it
+/// wrote leased. A group commit hands the heads it inserts (after their fsync); a bookkeeping
+/// transaction hands the next delivery of each chain it closes (already durable), so that the
+/// later events of a contact need no claim. Events written by bookkeeping are not handed (their
+/// commit has no fsync of its own): they wait for a claim.
 struct Batch {
     intake: Arc<dyn Intake>,
     owner: String,
@@ -109,6 +111,74 @@ struct Batch {
     handed: Vec<Claimed>,
     /// Webhooks read for them.
     hooks: HashMap<i64, Arc<Webhook>>,
+}
+
+impl Batch {
+    fn open(handoff: &SharedHandOff) -> Option<Batch> {
+        let intake = lock(handoff).intake.clone()?;
+        Some(Batch {
+            owner: intake.owner().to_owned(),
+            lease_until: now_ticks().saturating_add(intake.lease_ticks()),
+            intake,
+            handed: Vec::new(),
+            hooks: HashMap::new(),
+        })
+    }
+
+    /// What was handed when the transaction committed; otherwise the room given back.
+    fn close(self, committed: bool) -> Handed {
+        if committed {
+            Handed {
+                intake: Some(self.intake),
+                claimed: self.handed,
+            }
+        } else {
+            for c in &self.handed {
+                self.intake.unreserve(c.webhook.id);
+            }
+            Handed::default()
+        }
+    }
+}
+
+/// How many recent events the writer keeps for claims.
+const RECENT_EVENTS: usize = 4096;
+
+/// The events committed lately, newest last: nearly every delivery a claim takes was written a
+/// few milliseconds before, and reading its event back (and parsing its JSON) was a quarter of
+/// the claim. Events never change once written; the ones of a transaction in progress are
+/// staged and only kept when it commits.
+#[derive(Default)]
+struct RecentEvents {
+    by_seq: HashMap<i64, Arc<StoredEvent>>,
+    order: std::collections::VecDeque<i64>,
+    staged: Vec<Arc<StoredEvent>>,
+}
+
+impl RecentEvents {
+    fn get(&self, seq: i64) -> Option<Arc<StoredEvent>> {
+        self.by_seq.get(&seq).cloned()
+    }
+
+    fn stage(&mut self, event: Arc<StoredEvent>) {
+        self.staged.push(event);
+    }
+
+    fn publish(&mut self) {
+        for event in self.staged.drain(..) {
+            self.order.push_back(event.seq);
+            self.by_seq.insert(event.seq, event);
+        }
+        while self.order.len() > RECENT_EVENTS {
+            if let Some(old) = self.order.pop_front() {
+                self.by_seq.remove(&old);
+            }
+        }
+    }
+
+    fn discard(&mut self) {
+        self.staged.clear();
+    }
 }
 
 /// Shared [`HandOff`].
@@ -166,6 +236,8 @@ pub(crate) fn spawn(
                 handed_upto: 0,
                 handoff,
                 batch: None,
+                successors: None,
+                recent: RecentEvents::default(),
             }
             .run(rx)
         })
@@ -277,6 +349,10 @@ struct Writer {
     handoff: SharedHandOff,
     /// The hand-off of the group commit in progress.
     batch: Option<Batch>,
+    /// The hand-off of the bookkeeping in progress (next deliveries of closed chains).
+    successors: Option<Batch>,
+    /// Events committed lately, for claims.
+    recent: RecentEvents,
 }
 
 impl Writer {
@@ -319,6 +395,7 @@ impl Writer {
     /// does not fail the other.
     fn bookkeeping(&mut self, completes: Vec<CompleteJob>, claims: Vec<ClaimJob>) {
         let started = Instant::now();
+        self.successors = Batch::open(&self.handoff);
         let together = self.in_tx(|w| {
             let mut recorded = Vec::with_capacity(completes.len());
             for (outcomes, now, max, _) in &completes {
@@ -330,6 +407,9 @@ impl Writer {
             }
             Ok((recorded, claimed))
         });
+        if let Some(b) = self.successors.take() {
+            b.close(together.is_ok()).give();
+        }
         match together {
             Ok((recorded, claimed)) => {
                 tracing::debug!(
@@ -367,13 +447,20 @@ impl Writer {
     }
 
     fn commit(&mut self) -> Result<()> {
-        self.run_cached("COMMIT").map_err(|e| {
-            self.rollback();
-            StoreError::Unavailable(format!("commit failed: {e}"))
-        })
+        match self.run_cached("COMMIT") {
+            Ok(()) => {
+                self.recent.publish();
+                Ok(())
+            }
+            Err(e) => {
+                self.rollback();
+                Err(StoreError::Unavailable(format!("commit failed: {e}")))
+            }
+        }
     }
 
     fn rollback(&mut self) {
+        self.recent.discard();
         if !self.conn.is_autocommit() {
             if let Err(e) = self.run_cached("ROLLBACK") {
                 tracing::error!(error = %e, "rollback failed");
@@ -497,33 +584,16 @@ impl Writer {
     /// Lets the fan-out of the group commit about to run reserve room with the intake, if
     /// there is one.
     fn open_handoff(&mut self) {
-        let intake = lock(&self.handoff).intake.clone();
-        self.batch = intake.map(|intake| Batch {
-            owner: intake.owner().to_owned(),
-            lease_until: now_ticks().saturating_add(intake.lease_ticks()),
-            intake,
-            handed: Vec::new(),
-            hooks: HashMap::new(),
-        });
+        self.batch = Batch::open(&self.handoff);
     }
 
     /// Ends the hand-off of a group commit: what it handed when it committed, and otherwise
     /// the room it reserved given back.
     fn close_handoff(&mut self, committed: bool) -> Handed {
-        let Some(batch) = self.batch.take() else {
-            return Handed::default();
-        };
-        if committed {
-            Handed {
-                intake: Some(batch.intake),
-                claimed: batch.handed,
-            }
-        } else {
-            for c in &batch.handed {
-                batch.intake.unreserve(c.webhook.id);
-            }
-            Handed::default()
-        }
+        self.batch
+            .take()
+            .map(|b| b.close(committed))
+            .unwrap_or_default()
     }
 
     /// The highest delivery id ever assigned (AUTOINCREMENT keeps them rising).
@@ -737,22 +807,22 @@ impl Writer {
                 }
             }
         }
-        // The event the handed deliveries carry, as a claim would read it back; the NewEvent
-        // is moved into it, not copied.
+        // The event as a claim would read it back (the NewEvent is moved into it, not copied):
+        // the handed deliveries carry it, and claims find it among the recent events.
         let handed = leased.len() as u64;
-        if let (Some(batch), false) = (self.batch.as_mut(), leased.is_empty()) {
-            let event = Arc::new(StoredEvent {
-                seq,
-                tenant_id: actor.tenant_id,
-                event: ev.event,
-                entity: ev.entity,
-                primary_key: ev.primary_key,
-                changes: ev.changes,
-                values: ev.values,
-                field_values: ev.field_values,
-                changed_by: actor.associate_id,
-                occurred: now,
-            });
+        let event = Arc::new(StoredEvent {
+            seq,
+            tenant_id: actor.tenant_id,
+            event: ev.event,
+            entity: ev.entity,
+            primary_key: ev.primary_key,
+            changes: ev.changes,
+            values: ev.values,
+            field_values: ev.field_values,
+            changed_by: actor.associate_id,
+            occurred: now,
+        });
+        if let Some(batch) = self.batch.as_mut() {
             for (delivery_id, event_id, webhook) in leased {
                 batch.handed.push(Claimed {
                     delivery_id,
@@ -763,6 +833,9 @@ impl Writer {
                     webhook,
                 });
             }
+        }
+        if deliveries > 0 {
+            self.recent.stage(event);
         }
         Ok(Committed {
             event_seq: Some(seq),
@@ -906,12 +979,8 @@ impl Writer {
                 chosen.push(id);
             }
         }
-        // The ids go in as one JSON array, so the statement is the same whatever their number
-        // and stays in the statement cache.
-        let sql = "UPDATE delivery SET status = 1, lease_until = ?1, lease_owner = ?2 \
-             WHERE delivery_id IN (SELECT value FROM json_each(?3)) AND status IN (0, 1) \
-             RETURNING delivery_id, event_id, attempt_in_cycle, event_seq, webhook_id, tenant_id";
-        let args = params![req.lease_until, req.owner, json_ids(&chosen)];
+        // One plain statement per row: an UPDATE with RETURNING over a json_each list of ids
+        // buffered its rows in a temporary table, and cost more than the rest of the claim.
         struct Leased {
             delivery_id: i64,
             event_id: String,
@@ -920,30 +989,64 @@ impl Writer {
             webhook_id: i64,
             tenant_id: i64,
         }
-        let leased: Vec<Leased> = {
-            let mut stmt = self.conn.prepare_cached(sql).map_err(sql_err)?;
-            let rows = stmt
-                .query_map(args, |r| {
-                    Ok(Leased {
-                        delivery_id: r.get(0)?,
-                        event_id: r.get(1)?,
-                        attempt_in_cycle: r.get(2)?,
-                        seq: r.get(3)?,
-                        webhook_id: r.get(4)?,
-                        tenant_id: r.get(5)?,
-                    })
-                })
+        let mut leased: Vec<Leased> = Vec::with_capacity(chosen.len());
+        {
+            let mut lease = self
+                .conn
+                .prepare_cached(
+                    "UPDATE delivery SET status = 1, lease_until = ?1, lease_owner = ?2 \
+                     WHERE delivery_id = ?3 AND status IN (0, 1)",
+                )
                 .map_err(sql_err)?;
-            rows.collect::<rusqlite::Result<_>>().map_err(sql_err)?
-        };
+            let mut read = self
+                .conn
+                .prepare_cached(
+                    "SELECT event_id, attempt_in_cycle, event_seq, webhook_id, tenant_id FROM delivery WHERE delivery_id = ?",
+                )
+                .map_err(sql_err)?;
+            for id in chosen {
+                if lease
+                    .execute(params![req.lease_until, req.owner, id])
+                    .map_err(sql_err)?
+                    == 0
+                {
+                    continue;
+                }
+                leased.push(
+                    read.query_row([id], |r| {
+                        Ok(Leased {
+                            delivery_id: id,
+                            event_id: r.get(0)?,
+                            attempt_in_cycle: r.get(1)?,
+                            seq: r.get(2)?,
+                            webhook_id: r.get(3)?,
+                            tenant_id: r.get(4)?,
+                        })
+                    })
+                    .map_err(sql_err)?,
+                );
+            }
+        }
         if leased.is_empty() {
             return Ok(Vec::new());
         }
-        let mut seqs: Vec<i64> = leased.iter().map(|l| l.seq).collect();
-        seqs.sort_unstable();
-        seqs.dedup();
-        let mut events = HashMap::new();
-        {
+        // Events from the recent ones the writer keeps, the others read back.
+        let mut events: HashMap<i64, Arc<StoredEvent>> = HashMap::new();
+        let mut missing: Vec<i64> = Vec::new();
+        for l in &leased {
+            if events.contains_key(&l.seq) {
+                continue;
+            }
+            match self.recent.get(l.seq) {
+                Some(ev) => {
+                    events.insert(l.seq, ev);
+                }
+                None => missing.push(l.seq),
+            }
+        }
+        if !missing.is_empty() {
+            missing.sort_unstable();
+            missing.dedup();
             let mut stmt = self
                 .conn
                 .prepare_cached(&format!(
@@ -951,7 +1054,7 @@ impl Writer {
                 ))
                 .map_err(sql_err)?;
             let rows = stmt
-                .query_map([json_ids(&seqs)], |r| Ok(read_event(r)))
+                .query_map([json_ids(&missing)], |r| Ok(read_event(r)))
                 .map_err(sql_err)?;
             for ev in rows {
                 let ev = ev.map_err(sql_err)??;
@@ -1009,6 +1112,7 @@ impl Writer {
     fn completes(&mut self, batches: Vec<CompleteJob>) {
         let started = Instant::now();
         let recorded: usize = batches.iter().map(|b| b.0.len()).sum();
+        self.successors = Batch::open(&self.handoff);
         let result = self.in_tx(|w| {
             let mut all = Vec::with_capacity(batches.len());
             for (outcomes, now, max, _) in &batches {
@@ -1016,6 +1120,9 @@ impl Writer {
             }
             Ok(all)
         });
+        if let Some(b) = self.successors.take() {
+            b.close(result.is_ok()).give();
+        }
         tracing::debug!(
             recorded,
             total_us = started.elapsed().as_micros() as u64,
@@ -1043,6 +1150,7 @@ impl Writer {
         max_consecutive_errors: i64,
     ) -> Result<Vec<StateChange>> {
         let mut changes = Vec::new();
+        let mut closed = Vec::new();
         {
             let mut attempt = self
                 .conn
@@ -1078,10 +1186,11 @@ impl Writer {
                     .map_err(sql_err)?
                     > 0
                 {
-                    self.next_head(o.delivery_id)?;
+                    closed.push(o.delivery_id);
                 }
             }
         }
+
         // Usage and the state machine, per webhook in attempt order.
         let mut by_hook: std::collections::BTreeMap<i64, Vec<&AttemptOutcome>> =
             std::collections::BTreeMap::new();
@@ -1098,25 +1207,184 @@ impl Writer {
                 continue;
             }
             for o in list {
-                self.complete_one(o, now, max_consecutive_errors, &mut changes)?;
+                self.complete_one(o, now, max_consecutive_errors, &mut changes, &mut closed)?;
             }
+        }
+        // Next heads last: a webhook the state machine just disabled hands nothing over.
+        for id in closed {
+            self.next_head(id, now)?;
         }
         Ok(changes)
     }
 
     /// Marks the next head of the chain of `closed`, a delivery just closed: the oldest open
-    /// delivery of the same webhook and contact, which may now be sent.
-    fn next_head(&self, closed: i64) -> Result<()> {
-        self.conn
+    /// delivery of the same webhook and contact, which may now be sent. When it is due and
+    /// durable and the dispatcher has room, it is leased and handed over after the commit
+    /// instead (no claim round trip for the later events of a contact).
+    fn next_head(&mut self, closed: i64, now: Ticks) -> Result<()> {
+        struct Next {
+            id: i64,
+            webhook_id: i64,
+            status: i64,
+            ready: bool,
+            due: Ticks,
+            seq: i64,
+            event_id: String,
+            attempt_in_cycle: i64,
+            tenant_id: i64,
+        }
+        let next = self
+            .conn
             .prepare_cached(
-                "UPDATE delivery SET ready = 1 WHERE delivery_id = (SELECT p.delivery_id FROM delivery d \
+                "SELECT p.delivery_id, p.webhook_id, p.status, p.ready, p.next_attempt_at, p.event_seq, p.event_id, \
+                 p.attempt_in_cycle, p.tenant_id FROM delivery d \
                  JOIN delivery p ON p.webhook_id = d.webhook_id AND p.order_key = d.order_key AND p.status IN (0, 1) \
-                 WHERE d.delivery_id = ? ORDER BY p.delivery_id LIMIT 1) AND ready = 0",
+                 WHERE d.delivery_id = ? ORDER BY p.delivery_id LIMIT 1",
             )
             .map_err(sql_err)?
-            .execute([closed])
+            .query_row([closed], |r| {
+                Ok(Next {
+                    id: r.get(0)?,
+                    webhook_id: r.get(1)?,
+                    status: r.get(2)?,
+                    ready: r.get(3)?,
+                    due: r.get(4)?,
+                    seq: r.get(5)?,
+                    event_id: r.get(6)?,
+                    attempt_in_cycle: r.get(7)?,
+                    tenant_id: r.get(8)?,
+                })
+            })
+            .optional()
             .map_err(sql_err)?;
+        let Some(n) = next else {
+            return Ok(());
+        };
+        let synced = self.synced_upto.load(Ordering::SeqCst);
+        let durable = synced >= self.handed_upto || n.id <= synced;
+        if n.status == 0 && n.due <= now && durable && self.successors.is_some() {
+            if let Some(webhook) = self.reserve_successor(n.webhook_id)? {
+                let leased = self
+                    .successors
+                    .as_ref()
+                    .map(|b| (b.lease_until, b.owner.clone()));
+                let written = match leased {
+                    Some((until, owner)) => self
+                        .conn
+                        .prepare_cached(
+                            "UPDATE delivery SET ready = 1, status = 1, lease_until = ?, lease_owner = ? \
+                             WHERE delivery_id = ? AND status = 0",
+                        )
+                        .map_err(sql_err)?
+                        .execute(params![until, owner, n.id])
+                        .map_err(sql_err),
+                    None => Ok(0),
+                };
+                let claimed = match written {
+                    Ok(1) => self.successor_claim(
+                        n.id,
+                        n.seq,
+                        &n.event_id,
+                        n.attempt_in_cycle,
+                        n.tenant_id,
+                        webhook,
+                    ),
+                    Ok(_) => Ok(None),
+                    Err(e) => Err(e),
+                };
+                match (claimed, self.successors.as_mut()) {
+                    (Ok(Some(c)), Some(b)) => {
+                        b.handed.push(c);
+                        return Ok(());
+                    }
+                    (result, b) => {
+                        if let Some(b) = b {
+                            b.intake.unreserve(n.webhook_id);
+                        }
+                        result?;
+                        // Not written (or its event is gone): marked ready below, claimed later.
+                    }
+                }
+            }
+        }
+        if !n.ready {
+            self.conn
+                .prepare_cached("UPDATE delivery SET ready = 1 WHERE delivery_id = ? AND ready = 0")
+                .map_err(sql_err)?
+                .execute([n.id])
+                .map_err(sql_err)?;
+        }
         Ok(())
+    }
+
+    /// Room with the dispatcher for one more delivery of `webhook_id` in the bookkeeping's
+    /// hand-off, and the webhook (only an Active one is sent).
+    fn reserve_successor(&mut self, webhook_id: i64) -> Result<Option<Arc<Webhook>>> {
+        let cached = self
+            .successors
+            .as_ref()
+            .and_then(|b| b.hooks.get(&webhook_id).cloned());
+        let webhook = match cached {
+            Some(w) => w,
+            None => {
+                let Some(w) = self.load_webhook(webhook_id)? else {
+                    return Ok(None);
+                };
+                let w = Arc::new(w);
+                if let Some(b) = self.successors.as_mut() {
+                    b.hooks.insert(webhook_id, Arc::clone(&w));
+                }
+                w
+            }
+        };
+        if webhook.state != WebhookState::Active {
+            return Ok(None);
+        }
+        Ok(self
+            .successors
+            .as_ref()
+            .is_some_and(|b| b.intake.reserve(webhook_id))
+            .then_some(webhook))
+    }
+
+    /// A successor just leased, as a claim would give it.
+    fn successor_claim(
+        &mut self,
+        delivery_id: i64,
+        seq: i64,
+        event_id: &str,
+        attempt_in_cycle: i64,
+        tenant_id: i64,
+        webhook: Arc<Webhook>,
+    ) -> Result<Option<Claimed>> {
+        let event = match self.recent.get(seq) {
+            Some(e) => e,
+            None => {
+                let read = self
+                    .conn
+                    .prepare_cached(&format!(
+                        "SELECT {EVENT_COLS} FROM event WHERE event_seq = ?"
+                    ))
+                    .map_err(sql_err)?
+                    .query_row([seq], |r| Ok(read_event(r)))
+                    .optional()
+                    .map_err(sql_err)?;
+                match read {
+                    Some(ev) => Arc::new(ev?),
+                    None => return Ok(None),
+                }
+            }
+        };
+        Ok(Some(Claimed {
+            delivery_id,
+            event_id: Uuid::parse_str(event_id).map_err(|e| {
+                StoreError::Corrupt(format!("delivery {delivery_id} event id: {e}"))
+            })?,
+            attempt_in_cycle,
+            event,
+            tenant: self.tenant_name(tenant_id)?,
+            webhook,
+        }))
     }
 
     /// Usage, delivery state (unless already marked delivered) and the state machine for one
@@ -1127,6 +1395,7 @@ impl Writer {
         now: Ticks,
         max_consecutive_errors: i64,
         changes: &mut Vec<StateChange>,
+        closed: &mut Vec<i64>,
     ) -> Result<()> {
         let consecutive: Option<i64> = if o.verdict == Verdict::Delivered {
             self.conn
@@ -1188,7 +1457,7 @@ impl Writer {
                     .map_err(sql_err)?
                     > 0
                 {
-                    self.next_head(o.delivery_id)?;
+                    closed.push(o.delivery_id);
                 }
             }
         }
@@ -1220,6 +1489,9 @@ impl Writer {
         actor: &Actor,
         now: Ticks,
     ) -> Result<()> {
+        if let Some(b) = self.successors.as_mut() {
+            b.hooks.remove(&hook.id);
+        }
         hook.state = state;
         hook.updated = now;
         hook.updated_associate_id = actor.associate_id;

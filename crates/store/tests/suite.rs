@@ -1404,6 +1404,76 @@ impl crmhooks_store::Intake for RoomIntake {
     }
 }
 
+/// When a delivery is recorded delivered, the next one of its chain (a later event of the same
+/// contact that waited behind it) goes to the dispatcher with that bookkeeping, leased, when
+/// there is room: no claim round trip for it. Without room it is marked ready and claimed. A
+/// failed attempt keeps the chain closed, so nothing behind it moves.
+#[tokio::test]
+async fn sqlite_hands_the_next_delivery_of_a_chain_when_one_is_recorded() {
+    let ctx = Ctx::new(Backend::Sqlite).await.unwrap();
+    let s = &ctx.store;
+    let me = actor(s, "Default", 7).await;
+    let h1 = hook(s, &me, &["contact.created", "contact.changed"]).await;
+    let intake = RoomIntake::new(&[(h1.id, 2)]);
+    s.set_intake(Some(intake.clone()));
+
+    let (c1, _) = create(s, &me, "One").await;
+    let head = intake.taken();
+    assert_eq!(keys(&head), vec![(c1, "contact.created".into())]);
+    let first = set_department(s, &me, c1, "d1").await.unwrap();
+    let second = set_department(s, &me, c1, "d2").await.unwrap();
+    assert_eq!((first.committed.handed, second.committed.handed), (0, 0));
+    assert!(intake.taken().is_empty(), "behind an open delivery");
+
+    // The created event is delivered: the first change is handed with that commit.
+    s.complete(&[outcome(&head[0], Verdict::Delivered)], now_ticks(), 9)
+        .await
+        .unwrap();
+    let next = intake.taken();
+    assert_eq!(keys(&next), vec![(c1, "contact.changed".into())]);
+    assert_eq!(Some(next[0].event.seq), first.committed.event_seq);
+    assert_eq!((next[0].webhook.id, next[0].attempt_in_cycle), (h1.id, 0));
+    assert_eq!(next[0].tenant, "Default");
+    assert_eq!(intake.reserved.load(std::sync::atomic::Ordering::SeqCst), 2);
+    // Leased to the intake's node, so no claim takes it, nor the second change behind it.
+    let claimed = s.claim(&req("n1", now_ticks(), 100)).await.unwrap();
+    assert!(claimed.is_empty(), "{:?}", keys(&claimed));
+
+    // It fails: the chain stays closed, nothing is handed, nothing is claimable now.
+    s.complete(
+        &[outcome(
+            &next[0],
+            Verdict::RetryAt(now_ticks() + 3600 * SEC),
+        )],
+        now_ticks(),
+        9,
+    )
+    .await
+    .unwrap();
+    assert!(intake.taken().is_empty());
+    assert!(s
+        .claim(&req("n1", now_ticks(), 100))
+        .await
+        .unwrap()
+        .is_empty());
+    // Its retry comes (claimed by the clock) and succeeds; the intake has no room left, so
+    // the second change is marked ready and claimed, with its own event.
+    let retry = s
+        .claim(&req("n1", now_ticks() + 3601 * SEC, 100))
+        .await
+        .unwrap();
+    assert_eq!(retry.len(), 1);
+    assert_eq!(retry[0].delivery_id, next[0].delivery_id);
+    s.complete(&[outcome(&retry[0], Verdict::Delivered)], now_ticks(), 9)
+        .await
+        .unwrap();
+    assert!(intake.taken().is_empty(), "no room: nothing handed");
+    let last = s.claim(&req("n1", now_ticks(), 100)).await.unwrap();
+    assert_eq!(keys(&last), vec![(c1, "contact.changed".into())]);
+    assert_eq!(Some(last[0].event.seq), second.committed.event_seq);
+    ctx.finish().await;
+}
+
 /// A fresh delivery that heads its chain goes to the dispatcher at commit, leased to it and
 /// with the same event a claim would read; one behind an open delivery of the same contact,
 /// or one the intake has no room for, waits for a claim. A handed delivery whose node died
