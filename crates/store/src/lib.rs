@@ -253,8 +253,11 @@ pub trait Store: Send + Sync + 'static {
 /// there is room, and passed to [`Intake::take`] once the commit is durable: no claim has to
 /// find it, read its event back and lease it in another transaction. The lease makes this as
 /// safe as a claim: if the node dies before it records the attempt, the lease runs out and
-/// any node claims the delivery again. Everything else (later events of a contact, retries,
-/// deliveries that found no room) is claimed as before.
+/// any node claims the delivery again. The same goes for the next delivery of a chain when the
+/// intake's node records the one before it (delivered or given up): it is leased in that
+/// bookkeeping and taken after its commit, so the later events of a contact need no claim
+/// either. Everything else (retries, deliveries that found no room, deliveries whose chain
+/// another node closed) is claimed as before. (SQLite; PostgreSQL claims everything.)
 pub trait Intake: Send + Sync {
     /// The lease owner written on handed deliveries.
     fn owner(&self) -> &str;
@@ -264,7 +267,8 @@ pub trait Intake: Send + Sync {
     fn reserve(&self, webhook_id: i64) -> bool;
     /// Gives back room taken by [`Intake::reserve`] for a delivery that was not committed.
     fn unreserve(&self, webhook_id: i64);
-    /// Committed, durable deliveries leased to [`Intake::owner`], each reserved before.
+    /// Committed deliveries (their inserts durable) leased to [`Intake::owner`], each reserved
+    /// before.
     fn take(&self, handed: Vec<Claimed>);
 }
 

@@ -142,7 +142,7 @@ impl Batch {
 }
 
 /// How many recent events the writer keeps for claims.
-const RECENT_EVENTS: usize = 4096;
+const RECENT_EVENTS: usize = 1024;
 
 /// The events committed lately, newest last: nearly every delivery a claim takes was written a
 /// few milliseconds before, and reading its event back (and parsing its JSON) was a quarter of
