@@ -101,6 +101,9 @@ struct Shared {
     script: Mutex<VecDeque<u16>>,
     by_key: Mutex<std::collections::HashMap<i64, VecDeque<u16>>>,
     delay_nanos: AtomicU64,
+    /// Requests being handled now, and the most at once.
+    in_flight: AtomicUsize,
+    peak_in_flight: AtomicUsize,
     record: AtomicBool,
     records: Mutex<Vec<Received>>,
     count: AtomicUsize,
@@ -146,6 +149,8 @@ impl Receiver {
             script: Mutex::new(VecDeque::new()),
             by_key: Mutex::new(std::collections::HashMap::new()),
             delay_nanos: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            peak_in_flight: AtomicUsize::new(0),
             record: AtomicBool::new(true),
             records: Mutex::new(Vec::new()),
             count: AtomicUsize::new(0),
@@ -240,6 +245,11 @@ impl Receiver {
     /// recording on (the payload is parsed then).
     pub fn script_primary_key(&self, primary_key: i64, statuses: impl IntoIterator<Item = u16>) {
         lock(&self.inner.shared.by_key).insert(primary_key, statuses.into_iter().collect());
+    }
+
+    /// The most requests this receiver was handling at the same time.
+    pub fn peak_in_flight(&self) -> usize {
+        self.inner.shared.peak_in_flight.load(Ordering::Acquire)
     }
 
     /// Sleeps this long before answering each request (the request is recorded at once).
@@ -482,7 +492,25 @@ fn wire_notes(h: &HeaderMap, payload: &WebhookPayload, notes: &mut Vec<String>) 
     }
 }
 
+/// Counts a request in [`Shared::in_flight`] while it lives.
+struct InFlight(Arc<Shared>);
+
+impl InFlight {
+    fn new(shared: &Arc<Shared>) -> Self {
+        let now = shared.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
+        shared.peak_in_flight.fetch_max(now, Ordering::AcqRel);
+        InFlight(shared.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
+    let _in_flight = InFlight::new(&shared);
     let at = Instant::now();
     let received_at = OffsetDateTime::now_utc();
     let (parts, body) = req.into_parts();

@@ -299,6 +299,10 @@ async fn handed_and_claimed_deliveries_share_few_slots_without_losing_any() {
     })
     .await;
     let rx = receiver(None).await;
+    // Slow answers, so that requests pile up: six webhooks of two requests each could have
+    // twelve in flight, and the node holds up to sixteen deliveries; only eight may be sent
+    // at once.
+    rx.set_delay(Duration::from_millis(5));
     let hooks = 6;
     for k in 0..hooks {
         let key = app.key.clone();
@@ -346,6 +350,12 @@ async fn handed_and_claimed_deliveries_share_few_slots_without_losing_any() {
         want,
         "deliveries missing (left leased without a slot?)"
     );
+    assert!(
+        rx.peak_in_flight() <= 8,
+        "max_in_flight is 8, the receiver saw {} at once",
+        rx.peak_in_flight()
+    );
+    assert!(rx.peak_in_flight() >= 2, "the load never overlapped");
     // Per webhook and contact: created, then the changes in commit order.
     let mut seen: std::collections::BTreeMap<(String, i64), Vec<(String, String)>> =
         Default::default();
