@@ -895,8 +895,8 @@ impl Writer {
     fn claim(&mut self, req: &ClaimRequest) -> Result<Vec<Claimed>> {
         // Candidates, oldest first: expired leases (a node died mid-send; rare, one index seek
         // when there are none), then pending heads: rows whose contact has no earlier open
-        // delivery to the same webhook (`ready`, kept by triggers; checked again here). Both
-        // walks read only their partial indexes.
+        // delivery to the same webhook (`ready`, kept by the inserts and by next_head; checked
+        // again here). Both walks read only their partial indexes.
         let window = req.limit.saturating_mul(4);
         let skip_args: Vec<SqlValue> = req
             .skip_webhooks
