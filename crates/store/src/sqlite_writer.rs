@@ -181,6 +181,13 @@ impl RecentEvents {
     }
 }
 
+/// Which hand-off: of a group commit (fresh heads) or of a bookkeeping (next heads).
+#[derive(Clone, Copy)]
+enum Kind {
+    Commit,
+    Record,
+}
+
 /// Shared [`HandOff`].
 pub(crate) type SharedHandOff = Arc<std::sync::Mutex<HandOff>>;
 
@@ -764,7 +771,7 @@ impl Writer {
             let webhook = if open {
                 None
             } else {
-                self.reserve(webhook_id)?
+                self.reserve(Kind::Commit, webhook_id)?
             };
             let (owner, until) = match (&webhook, &self.batch) {
                 (Some(_), Some(b)) => (Some(b.owner.as_str()), Some(b.lease_until)),
@@ -844,27 +851,39 @@ impl Writer {
         })
     }
 
-    /// Room with the dispatcher of the group commit in progress for one more delivery of
-    /// `webhook_id`, and the webhook it will carry; `None` without a hand-off or without room.
-    fn reserve(&mut self, webhook_id: i64) -> Result<Option<Arc<Webhook>>> {
-        let Some(batch) = self.batch.as_ref() else {
+    /// The hand-off of a kind, when one is in progress.
+    fn handoff_of(&mut self, kind: Kind) -> &mut Option<Batch> {
+        match kind {
+            Kind::Commit => &mut self.batch,
+            Kind::Record => &mut self.successors,
+        }
+    }
+
+    /// Room with the dispatcher, in the hand-off of `kind` in progress, for one more delivery
+    /// of `webhook_id`, and the webhook it will carry (only an Active one is sent); `None`
+    /// without that hand-off or without room.
+    fn reserve(&mut self, kind: Kind, webhook_id: i64) -> Result<Option<Arc<Webhook>>> {
+        let Some(batch) = self.handoff_of(kind).as_ref() else {
             return Ok(None);
         };
-        let webhook = match batch.hooks.get(&webhook_id) {
-            Some(w) => Arc::clone(w),
+        let webhook = match batch.hooks.get(&webhook_id).cloned() {
+            Some(w) => w,
             None => {
                 let Some(w) = self.load_webhook(webhook_id)? else {
                     return Ok(None);
                 };
                 let w = Arc::new(w);
-                if let Some(b) = self.batch.as_mut() {
+                if let Some(b) = self.handoff_of(kind).as_mut() {
                     b.hooks.insert(webhook_id, Arc::clone(&w));
                 }
                 w
             }
         };
+        if webhook.state != WebhookState::Active {
+            return Ok(None);
+        }
         Ok(self
-            .batch
+            .handoff_of(kind)
             .as_ref()
             .is_some_and(|b| b.intake.reserve(webhook_id))
             .then_some(webhook))
@@ -1263,7 +1282,7 @@ impl Writer {
         let synced = self.synced_upto.load(Ordering::SeqCst);
         let durable = synced >= self.handed_upto || n.id <= synced;
         if n.status == 0 && n.due <= now && durable && self.successors.is_some() {
-            if let Some(webhook) = self.reserve_successor(n.webhook_id)? {
+            if let Some(webhook) = self.reserve(Kind::Record, n.webhook_id)? {
                 let leased = self
                     .successors
                     .as_ref()
@@ -1315,36 +1334,6 @@ impl Writer {
                 .map_err(sql_err)?;
         }
         Ok(())
-    }
-
-    /// Room with the dispatcher for one more delivery of `webhook_id` in the bookkeeping's
-    /// hand-off, and the webhook (only an Active one is sent).
-    fn reserve_successor(&mut self, webhook_id: i64) -> Result<Option<Arc<Webhook>>> {
-        let cached = self
-            .successors
-            .as_ref()
-            .and_then(|b| b.hooks.get(&webhook_id).cloned());
-        let webhook = match cached {
-            Some(w) => w,
-            None => {
-                let Some(w) = self.load_webhook(webhook_id)? else {
-                    return Ok(None);
-                };
-                let w = Arc::new(w);
-                if let Some(b) = self.successors.as_mut() {
-                    b.hooks.insert(webhook_id, Arc::clone(&w));
-                }
-                w
-            }
-        };
-        if webhook.state != WebhookState::Active {
-            return Ok(None);
-        }
-        Ok(self
-            .successors
-            .as_ref()
-            .is_some_and(|b| b.intake.reserve(webhook_id))
-            .then_some(webhook))
     }
 
     /// A successor just leased, as a claim would give it.
