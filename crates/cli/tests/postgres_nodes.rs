@@ -379,22 +379,31 @@ async fn a_node_killed_mid_delivery_is_taken_over_after_its_lease() {
     create_hook(&nodes[0], &rx, &["contact.created"]).await;
     // Slow receiver: every node has requests in flight when one dies.
     rx.set_delay(Duration::from_millis(300));
-    let http = reqwest::Client::new();
-    let none = std::sync::atomic::AtomicUsize::new(0);
-    let mut committed = BTreeSet::new();
     // Enough work that the moment with all three nodes busy lasts, even on a loaded machine.
-    for i in 0..300 {
-        let v = call(
-            &http,
-            &nodes[i % 3].base,
-            Method::POST,
-            "/api/v1/Contact",
-            json!({"Name": format!("f{i}")}),
-            &none,
-        )
-        .await;
-        committed.insert(v["ContactId"].as_i64().unwrap());
-    }
+    // The contacts go in through nodes 1 and 2 while the test watches, so that node 0 can be
+    // killed whenever that moment comes, even before the last one is created (under a full
+    // test run, creating them one by one could outlast the deliveries).
+    let creating = {
+        let bases = [nodes[1].base.clone(), nodes[2].base.clone()];
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let none = std::sync::atomic::AtomicUsize::new(0);
+            let mut committed = BTreeSet::new();
+            for i in 0..300 {
+                let v = call(
+                    &http,
+                    &bases[i % 2],
+                    Method::POST,
+                    "/api/v1/Contact",
+                    json!({"Name": format!("f{i}")}),
+                    &none,
+                )
+                .await;
+                committed.insert(v["ContactId"].as_i64().unwrap());
+            }
+            committed
+        })
+    };
     let keys = |rx: &Receiver| -> BTreeSet<i64> {
         delivered(rx)
             .iter()
@@ -418,6 +427,7 @@ async fn a_node_killed_mid_delivery_is_taken_over_after_its_lease() {
     eprintln!(
         "node 0 killed; deliveries by status (0 pending, 1 in flight, 2 delivered): {at_kill:?}"
     );
+    let committed = creating.await.expect("the contacts were created");
     assert!(
         at_kill.get(&2).copied().unwrap_or(0) < committed.len() as i64,
         "the kill came too late"
