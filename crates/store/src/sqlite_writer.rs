@@ -245,6 +245,7 @@ pub(crate) fn spawn(
                 batch: None,
                 successors: None,
                 recent: RecentEvents::default(),
+                tenants: HashMap::new(),
             }
             .run(rx)
         })
@@ -329,6 +330,12 @@ fn syncer(wal: &Path, synced_upto: &AtomicI64, rx: &std::sync::mpsc::Receiver<Sy
     }
 }
 
+/// A delivery's stored EventId.
+fn event_id(delivery_id: i64, text: &str) -> Result<Uuid> {
+    Uuid::parse_str(text)
+        .map_err(|e| StoreError::Corrupt(format!("delivery {delivery_id} event id: {e}")))
+}
+
 /// Integers as a JSON array, for `IN (SELECT value FROM json_each(?))`.
 fn json_ids(ids: &[i64]) -> String {
     Json::from(ids).to_string()
@@ -360,6 +367,8 @@ struct Writer {
     successors: Option<Batch>,
     /// Events committed lately, for claims.
     recent: RecentEvents,
+    /// Tenant names read so far.
+    tenants: HashMap<i64, String>,
 }
 
 impl Writer {
@@ -901,12 +910,20 @@ impl Writer {
             .transpose()
     }
 
+    /// A tenant's name, read once: tenants are never renamed or removed, and every claim and
+    /// hand-over at record needs the name for the payload.
     fn tenant_name(&mut self, tenant_id: i64) -> Result<String> {
-        self.conn
+        if let Some(name) = self.tenants.get(&tenant_id) {
+            return Ok(name.clone());
+        }
+        let name: String = self
+            .conn
             .prepare_cached("SELECT name FROM tenant WHERE tenant_id = ?")
             .map_err(sql_err)?
             .query_row([tenant_id], |r| r.get(0))
-            .map_err(sql_err)
+            .map_err(sql_err)?;
+        self.tenants.insert(tenant_id, name.clone());
+        Ok(name)
     }
 
     /// Leases due deliveries: the oldest first, never one whose contact has an earlier
@@ -1081,14 +1098,10 @@ impl Writer {
             }
         }
         let mut hooks: HashMap<i64, Option<Arc<Webhook>>> = HashMap::new();
-        let mut tenants: HashMap<i64, String> = HashMap::new();
         let mut out = Vec::with_capacity(leased.len());
         for l in leased {
             if let std::collections::hash_map::Entry::Vacant(slot) = hooks.entry(l.webhook_id) {
                 slot.insert(self.load_webhook(l.webhook_id)?.map(Arc::new));
-            }
-            if let std::collections::hash_map::Entry::Vacant(slot) = tenants.entry(l.tenant_id) {
-                slot.insert(self.tenant_name(l.tenant_id)?);
             }
             let (Some(Some(hook)), Some(event)) = (hooks.get(&l.webhook_id), events.get(&l.seq))
             else {
@@ -1096,12 +1109,10 @@ impl Writer {
             };
             out.push(Claimed {
                 delivery_id: l.delivery_id,
-                event_id: Uuid::parse_str(&l.event_id).map_err(|e| {
-                    StoreError::Corrupt(format!("delivery {} event id: {e}", l.delivery_id))
-                })?,
+                event_id: event_id(l.delivery_id, &l.event_id)?,
                 attempt_in_cycle: l.attempt_in_cycle,
                 event: Arc::clone(event),
-                tenant: tenants.get(&l.tenant_id).cloned().unwrap_or_default(),
+                tenant: self.tenant_name(l.tenant_id)?,
                 webhook: Arc::clone(hook),
             });
         }
@@ -1283,19 +1294,15 @@ impl Writer {
         let durable = synced >= self.handed_upto || n.id <= synced;
         if n.status == 0 && n.due <= now && durable && self.successors.is_some() {
             if let Some(webhook) = self.reserve(Kind::Record, n.webhook_id)? {
-                let leased = self
-                    .successors
-                    .as_ref()
-                    .map(|b| (b.lease_until, b.owner.clone()));
-                let written = match leased {
-                    Some((until, owner)) => self
+                let written = match self.successors.as_ref() {
+                    Some(b) => self
                         .conn
                         .prepare_cached(
                             "UPDATE delivery SET ready = 1, status = 1, lease_until = ?, lease_owner = ? \
                              WHERE delivery_id = ? AND status = 0",
                         )
                         .map_err(sql_err)?
-                        .execute(params![until, owner, n.id])
+                        .execute(params![b.lease_until, b.owner, n.id])
                         .map_err(sql_err),
                     None => Ok(0),
                 };
@@ -1366,9 +1373,7 @@ impl Writer {
         };
         Ok(Some(Claimed {
             delivery_id,
-            event_id: Uuid::parse_str(event_id).map_err(|e| {
-                StoreError::Corrupt(format!("delivery {delivery_id} event id: {e}"))
-            })?,
+            event_id: self::event_id(delivery_id, event_id)?,
             attempt_in_cycle,
             event,
             tenant: self.tenant_name(tenant_id)?,
