@@ -310,12 +310,36 @@ impl Default for OpenOptions {
 /// is enough; the plain key is never stored.
 pub fn hash_key(key: &str) -> String {
     use sha2::Digest;
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = sha2::Sha256::digest(key.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    // Every API request hashes its key: a `format!` per byte was 1.4 % of the server's CPU.
+    let mut hex = String::with_capacity(64);
+    for b in digest {
+        hex.push(char::from(HEX[usize::from(b >> 4)]));
+        hex.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    hex
 }
 
 /// Now, in ticks.
 pub fn now_ticks() -> Ticks {
     let now = time::OffsetDateTime::now_utc();
     (now.unix_timestamp_nanos() / 100) as i64
+}
+
+#[cfg(test)]
+mod tests {
+    /// Stored key hashes are lowercase hex SHA-256: a key saved by any earlier version must
+    /// still be found.
+    #[test]
+    fn key_hashes_are_lowercase_hex_sha256() {
+        assert_eq!(
+            super::hash_key("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(
+            super::hash_key(""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
 }
