@@ -100,15 +100,20 @@ pub(crate) struct HandOff {
 
 /// A hand-off in progress: the intake it reserves room with, the lease it writes, and what it
 /// wrote leased. A group commit hands the heads it inserts (after their fsync); a bookkeeping
-/// transaction hands the next delivery of each chain it closes (already durable), so that the
-/// later events of a contact need no claim. Events written by bookkeeping are not handed (their
-/// commit has no fsync of its own): they wait for a claim.
+/// transaction hands the next delivery of each chain it closes, so that the later events of a
+/// contact need no claim: at once when its insert is durable, after the fsync that makes it so
+/// otherwise. Events written by bookkeeping are not handed (their commit has no fsync of its
+/// own): they wait for a claim.
 struct Batch {
     intake: Arc<dyn Intake>,
     owner: String,
     lease_until: Ticks,
     /// Deliveries written leased, each reserved with `intake`.
     handed: Vec<Claimed>,
+    /// Deliveries written leased whose insert is not durable yet: handed by the syncer once
+    /// deliveries up to `after_upto` are.
+    after_sync: Vec<Claimed>,
+    after_upto: i64,
     /// Webhooks read for them.
     hooks: HashMap<i64, Arc<Webhook>>,
 }
@@ -121,22 +126,32 @@ impl Batch {
             lease_until: now_ticks().saturating_add(intake.lease_ticks()),
             intake,
             handed: Vec::new(),
+            after_sync: Vec::new(),
+            after_upto: 0,
             hooks: HashMap::new(),
         })
     }
 
-    /// What was handed when the transaction committed; otherwise the room given back.
-    fn close(self, committed: bool) -> Handed {
+    /// What was handed when the transaction committed (now, and once deliveries up to the id
+    /// are durable); otherwise the room given back.
+    fn close(self, committed: bool) -> (Handed, Handed, i64) {
         if committed {
-            Handed {
-                intake: Some(self.intake),
-                claimed: self.handed,
-            }
+            (
+                Handed {
+                    intake: Some(self.intake.clone()),
+                    claimed: self.handed,
+                },
+                Handed {
+                    intake: Some(self.intake),
+                    claimed: self.after_sync,
+                },
+                self.after_upto,
+            )
         } else {
-            for c in &self.handed {
+            for c in self.handed.iter().chain(&self.after_sync) {
                 self.intake.unreserve(c.webhook.id);
             }
-            Handed::default()
+            (Handed::default(), Handed::default(), 0)
         }
     }
 }
@@ -246,6 +261,7 @@ pub(crate) fn spawn(
                 successors: None,
                 recent: RecentEvents::default(),
                 tenants: HashMap::new(),
+                next_heads: NextHeads::default(),
             }
             .run(rx)
         })
@@ -265,6 +281,9 @@ struct SyncJob {
     answers: Answers,
     upto: i64,
     handed: Handed,
+    /// `None`: a group commit, made durable by the next fsync. `Some(id)`: deliveries leased by
+    /// a bookkeeping, given once deliveries up to `id` are durable (no fsync of their own).
+    wait_for: Option<i64>,
 }
 
 /// Deliveries a group commit wrote leased, for the intake they were reserved with.
@@ -291,6 +310,17 @@ fn syncer(wal: &Path, synced_upto: &AtomicI64, rx: &std::sync::mpsc::Receiver<Sy
         let mut jobs = vec![first];
         jobs.extend(rx.try_iter());
         let started = Instant::now();
+        let durable = synced_upto.load(Ordering::SeqCst);
+        if jobs
+            .iter()
+            .all(|j| j.wait_for.is_some_and(|id| id <= durable))
+        {
+            // Only hand-overs waiting for an fsync that is done already.
+            for job in jobs {
+                job.handed.give();
+            }
+            continue;
+        }
         let synced = std::fs::OpenOptions::new()
             .write(true)
             .open(wal)
@@ -369,6 +399,24 @@ struct Writer {
     recent: RecentEvents,
     /// Tenant names read so far.
     tenants: HashMap<i64, String>,
+    /// What became of the next heads of the bookkeeping in progress (in its debug line).
+    next_heads: NextHeads,
+}
+
+/// The next heads a bookkeeping found, by what kept them from being handed over.
+#[derive(Default, Debug)]
+struct NextHeads {
+    /// Already leased (claimed by then).
+    leased: u32,
+    /// A retry not due yet.
+    not_due: u32,
+    /// Written by a group commit whose fsync is not done: handed over after it, if there is
+    /// room.
+    not_durable: u32,
+    /// Durable: handed over now, if there is room.
+    tried: u32,
+    /// Handed over.
+    handed: u32,
 }
 
 impl Writer {
@@ -423,14 +471,13 @@ impl Writer {
             }
             Ok((recorded, claimed))
         });
-        if let Some(b) = self.successors.take() {
-            b.close(together.is_ok()).give();
-        }
+        self.close_successors(together.is_ok());
         match together {
             Ok((recorded, claimed)) => {
                 tracing::debug!(
                     recorded = completes.iter().map(|c| c.0.len()).sum::<usize>(),
                     claimed = claimed.iter().map(Vec::len).sum::<usize>(),
+                    next_heads = ?std::mem::take(&mut self.next_heads),
                     total_us = started.elapsed().as_micros() as u64,
                     "bookkeeping"
                 );
@@ -567,6 +614,7 @@ impl Writer {
                             answers: done,
                             upto,
                             handed,
+                            wait_for: None,
                         }) {
                             Ok(()) => return,
                             Err(lost) => {
@@ -608,8 +656,38 @@ impl Writer {
     fn close_handoff(&mut self, committed: bool) -> Handed {
         self.batch
             .take()
-            .map(|b| b.close(committed))
+            .map(|b| b.close(committed).0)
             .unwrap_or_default()
+    }
+
+    /// Ends the hand-off of a bookkeeping: next heads already durable go to the dispatcher
+    /// now, the others through the syncer once their group commit's fsync is done (the
+    /// syncer takes jobs in order, and that commit's job went first).
+    fn close_successors(&mut self, committed: bool) {
+        let Some(b) = self.successors.take() else {
+            return;
+        };
+        let (now, later, upto) = b.close(committed);
+        now.give();
+        if later.claimed.is_empty() {
+            return;
+        }
+        let job = SyncJob {
+            answers: Vec::new(),
+            upto: 0,
+            handed: later,
+            wait_for: Some(upto),
+        };
+        match &self.syncer {
+            Some(syncer) => {
+                if let Err(lost) = syncer.send(job) {
+                    // As for a group commit: committed all the same, so the leases exist.
+                    tracing::error!("the WAL syncer stopped");
+                    lost.0.handed.give();
+                }
+            }
+            None => job.handed.give(),
+        }
     }
 
     /// The highest delivery id ever assigned (AUTOINCREMENT keeps them rising).
@@ -1150,9 +1228,7 @@ impl Writer {
             }
             Ok(all)
         });
-        if let Some(b) = self.successors.take() {
-            b.close(result.is_ok()).give();
-        }
+        self.close_successors(result.is_ok());
         tracing::debug!(
             recorded,
             total_us = started.elapsed().as_micros() as u64,
@@ -1240,9 +1316,13 @@ impl Writer {
                 self.complete_one(o, now, max_consecutive_errors, &mut changes, &mut closed)?;
             }
         }
-        // Next heads last: a webhook the state machine just disabled hands nothing over.
+        // Next heads last: a webhook the state machine just disabled hands nothing over. Due
+        // by this thread's clock: `now` was read when the attempts finished, and a delivery
+        // written since then (due when it was written) looked not due yet: with ten webhooks,
+        // one next head in six was left to a claim for that reason.
+        let clock = now_ticks().max(now);
         for id in closed {
-            self.next_head(id, now)?;
+            self.next_head(id, clock)?;
         }
         Ok(changes)
     }
@@ -1292,7 +1372,17 @@ impl Writer {
         };
         let synced = self.synced_upto.load(Ordering::SeqCst);
         let durable = synced >= self.handed_upto || n.id <= synced;
-        if n.status == 0 && n.due <= now && durable && self.successors.is_some() {
+        let found = if n.status != 0 {
+            &mut self.next_heads.leased
+        } else if n.due > now {
+            &mut self.next_heads.not_due
+        } else if !durable {
+            &mut self.next_heads.not_durable
+        } else {
+            &mut self.next_heads.tried
+        };
+        *found += 1;
+        if n.status == 0 && n.due <= now && self.successors.is_some() {
             if let Some(webhook) = self.reserve(Kind::Record, n.webhook_id)? {
                 let written = match self.successors.as_ref() {
                     Some(b) => self
@@ -1320,7 +1410,13 @@ impl Writer {
                 };
                 match (claimed, self.successors.as_mut()) {
                     (Ok(Some(c)), Some(b)) => {
-                        b.handed.push(c);
+                        if durable {
+                            b.handed.push(c);
+                        } else {
+                            b.after_sync.push(c);
+                            b.after_upto = b.after_upto.max(n.id);
+                        }
+                        self.next_heads.handed += 1;
                         return Ok(());
                     }
                     (result, b) => {
