@@ -41,8 +41,9 @@ pub struct BenchArgs {
     /// Seconds of load: clients create contacts and change each a few times.
     #[arg(long, default_value_t = 10.0)]
     pub seconds: f64,
-    /// Concurrent API clients.
-    #[arg(long, default_value_t = 32)]
+    /// Concurrent API clients (as many as the raw baseline's connections: with fewer, each
+    /// waiting for its commit's fsync, the load left part of the machine idle).
+    #[arg(long, default_value_t = 64)]
     pub clients: usize,
     /// Changes (PATCH) after each created contact; each create and each change is one event.
     #[arg(long, default_value_t = 3)]
