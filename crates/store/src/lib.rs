@@ -295,6 +295,10 @@ pub struct OpenOptions {
     pub max_connections: u32,
     /// `synchronous=FULL` (durable) when true, `NORMAL` otherwise (SQLite).
     pub synchronous_full: bool,
+    /// Tests only: SQLite's WAL syncer waits this long before each fsync, so that a test can
+    /// act while a commit is not durable yet.
+    #[doc(hidden)]
+    pub sync_delay: std::time::Duration,
 }
 
 impl Default for OpenOptions {
@@ -302,6 +306,7 @@ impl Default for OpenOptions {
         OpenOptions {
             max_connections: 8,
             synchronous_full: true,
+            sync_delay: std::time::Duration::ZERO,
         }
     }
 }

@@ -109,6 +109,7 @@ impl SqliteStore {
             connect.get_filename(),
             WriterOptions {
                 synchronous_full: options.synchronous_full,
+                sync_delay: options.sync_delay,
                 local_offset: offset,
                 gate: gate.clone(),
             },

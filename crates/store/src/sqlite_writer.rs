@@ -86,6 +86,8 @@ type ClaimJob = (ClaimRequest, oneshot::Sender<Result<Vec<Claimed>>>);
 /// Settings of the writer thread.
 pub(crate) struct WriterOptions {
     pub synchronous_full: bool,
+    /// Tests only: the syncer waits this long before each fsync.
+    pub sync_delay: Duration,
     pub local_offset: time::UtcOffset,
     pub gate: WriteGate,
 }
@@ -238,9 +240,10 @@ pub(crate) fn spawn(
         let wal = PathBuf::from(wal);
         let (sync_tx, sync_rx) = std::sync::mpsc::channel();
         let upto = synced_upto.clone();
+        let delay = options.sync_delay;
         std::thread::Builder::new()
             .name("crmhooks-sqlite-sync".into())
-            .spawn(move || syncer(&wal, &upto, &sync_rx))
+            .spawn(move || syncer(&wal, &upto, &sync_rx, delay))
             .map_err(|e| StoreError::Unavailable(format!("cannot start the WAL syncer: {e}")))?;
         Some(sync_tx)
     } else {
@@ -305,7 +308,12 @@ impl Handed {
 
 /// The syncer thread: takes every batch waiting, makes the WAL durable with one `fdatasync`,
 /// marks their deliveries claimable, then answers the callers.
-fn syncer(wal: &Path, synced_upto: &AtomicI64, rx: &std::sync::mpsc::Receiver<SyncJob>) {
+fn syncer(
+    wal: &Path,
+    synced_upto: &AtomicI64,
+    rx: &std::sync::mpsc::Receiver<SyncJob>,
+    delay: Duration,
+) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         jobs.extend(rx.try_iter());
@@ -320,6 +328,9 @@ fn syncer(wal: &Path, synced_upto: &AtomicI64, rx: &std::sync::mpsc::Receiver<Sy
                 job.handed.give();
             }
             continue;
+        }
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
         }
         let synced = std::fs::OpenOptions::new()
             .write(true)

@@ -1474,6 +1474,68 @@ async fn sqlite_hands_the_next_delivery_of_a_chain_when_one_is_recorded() {
     ctx.finish().await;
 }
 
+/// A next head whose own change is not durable yet (its group commit's fsync still running)
+/// is leased by the record that closes the delivery before it, and handed over only once that
+/// fsync is done: never announced before it is on disk, and not left to a claim either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_hands_a_next_head_over_after_its_fsync() {
+    const DELAY: Duration = Duration::from_millis(600);
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("slow.db").display());
+    let s = open(
+        &url,
+        &OpenOptions {
+            sync_delay: DELAY,
+            ..OpenOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let me = actor(&s, "Default", 7).await;
+    let h1 = hook(&s, &me, &["contact.created", "contact.changed"]).await;
+    let intake = RoomIntake::new(&[(h1.id, 4)]);
+    s.set_intake(Some(intake.clone()));
+    let (c1, _) = create(&s, &me, "One").await;
+    let head = intake.taken();
+    assert_eq!(keys(&head), vec![(c1, "contact.created".into())]);
+
+    // A change commits behind the open head; its answer waits for the slow fsync.
+    let change = {
+        let (s, me) = (s.clone(), me.clone());
+        tokio::spawn(async move { set_department(&s, &me, c1, "d1").await })
+    };
+    tokio::time::sleep(DELAY / 4).await;
+    assert!(!change.is_finished(), "answered before its fsync");
+    // The head is recorded meanwhile: the change's delivery is next, not durable yet.
+    s.complete(&[outcome(&head[0], Verdict::Delivered)], now_ticks(), 9)
+        .await
+        .unwrap();
+    assert!(
+        intake.taken().is_empty(),
+        "a next head was handed over before its change was durable"
+    );
+    assert!(
+        s.claim(&req("n1", now_ticks(), 100))
+            .await
+            .unwrap()
+            .is_empty(),
+        "leased to this node's dispatcher, so no claim takes it"
+    );
+    let changed = change.await.unwrap().unwrap();
+    let mut next = Vec::new();
+    for _ in 0..200 {
+        next = intake.taken();
+        if !next.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(keys(&next), vec![(c1, "contact.changed".into())]);
+    assert_eq!(Some(next[0].event.seq), changed.committed.event_seq);
+    assert_eq!(next[0].webhook.id, h1.id);
+    drop(s);
+}
+
 /// A fresh delivery that heads its chain goes to the dispatcher at commit, leased to it and
 /// with the same event a claim would read; one behind an open delivery of the same contact,
 /// or one the intake has no room for, waits for a claim. A handed delivery whose node died
