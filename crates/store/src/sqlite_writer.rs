@@ -471,6 +471,7 @@ impl Writer {
     fn bookkeeping(&mut self, completes: Vec<CompleteJob>, claims: Vec<ClaimJob>) {
         let started = Instant::now();
         self.successors = Batch::open(&self.handoff);
+        self.next_heads = NextHeads::default();
         let together = self.in_tx(|w| {
             let mut recorded = Vec::with_capacity(completes.len());
             for (outcomes, now, max, _) in &completes {
@@ -488,7 +489,7 @@ impl Writer {
                 tracing::debug!(
                     recorded = completes.iter().map(|c| c.0.len()).sum::<usize>(),
                     claimed = claimed.iter().map(Vec::len).sum::<usize>(),
-                    next_heads = ?std::mem::take(&mut self.next_heads),
+                    next_heads = ?self.next_heads,
                     total_us = started.elapsed().as_micros() as u64,
                     "bookkeeping"
                 );
@@ -1232,6 +1233,7 @@ impl Writer {
         let started = Instant::now();
         let recorded: usize = batches.iter().map(|b| b.0.len()).sum();
         self.successors = Batch::open(&self.handoff);
+        self.next_heads = NextHeads::default();
         let result = self.in_tx(|w| {
             let mut all = Vec::with_capacity(batches.len());
             for (outcomes, now, max, _) in &batches {
