@@ -194,12 +194,7 @@ pub async fn send(client: &HttpClient, out: Outgoing) -> Response {
         retry_after: None,
         elapsed: start.elapsed(),
     };
-    // Through the url crate, as when the webhook was saved: it percent-encodes what a URI may
-    // not hold.
-    let uri = match url::Url::parse(&out.url)
-        .map_err(|e| e.to_string())
-        .and_then(|u| u.as_str().parse::<http::Uri>().map_err(|e| e.to_string()))
-    {
+    let uri = match client.uri(&out.url) {
         Ok(uri) => uri,
         Err(e) => return failed(format!("request error: TargetUrl {:?}: {e}", out.url)),
     };

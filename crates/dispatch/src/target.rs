@@ -196,7 +196,12 @@ pub struct HttpClient {
     >,
     /// The whole request, response body included.
     pub total: Duration,
+    /// Target URLs parsed lately (see [`HttpClient::uri`]).
+    uris: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, http::Uri>>>,
 }
+
+/// Target URLs kept parsed at most; the cache starts over beyond.
+const URIS_MAX: usize = 4096;
 
 /// Builds the HTTP client for a policy. The crypto provider is named (ring) rather than taken
 /// from the process default, which rustls cannot pick, and panics over, when a dependency
@@ -228,10 +233,35 @@ pub fn build_client(
     Ok(HttpClient {
         inner,
         total: timeouts.total,
+        uris: std::sync::Arc::default(),
     })
 }
 
 impl HttpClient {
+    /// `url` as a request URI, through the url crate as when the webhook was saved (it
+    /// percent-encodes what a URI may not hold). Parsed once per target: parsing it for every
+    /// request was a tenth of a delivery's send task with ten webhooks.
+    pub fn uri(&self, url: &str) -> Result<http::Uri, String> {
+        let cached = self
+            .uris
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(url)
+            .cloned();
+        if let Some(uri) = cached {
+            return Ok(uri);
+        }
+        let uri = url::Url::parse(url)
+            .map_err(|e| e.to_string())
+            .and_then(|u| u.as_str().parse::<http::Uri>().map_err(|e| e.to_string()))?;
+        let mut uris = self.uris.lock().unwrap_or_else(|p| p.into_inner());
+        if uris.len() >= URIS_MAX {
+            uris.clear();
+        }
+        uris.insert(url.to_owned(), uri.clone());
+        Ok(uri)
+    }
+
     /// Sends a request. The timeout covers the answer's head; reading its body is bounded by
     /// the caller.
     pub async fn request(
@@ -283,6 +313,24 @@ impl SendError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A target is parsed once, as the url crate writes it (percent-encoded), and the cache
+    /// starts over when full; a URL that does not parse is refused every time.
+    #[test]
+    fn target_uris_are_parsed_once_and_encoded() {
+        let client = build_client(TargetPolicy::Strict, Timeouts::default(), 8).unwrap();
+        let uri = client.uri("https://example.com/a b?x=é").unwrap();
+        assert_eq!(uri.to_string(), "https://example.com/a%20b?x=%C3%A9");
+        assert_eq!(client.uris.lock().unwrap().len(), 1);
+        assert_eq!(client.uri("https://example.com/a b?x=é").unwrap(), uri);
+        assert_eq!(client.uris.lock().unwrap().len(), 1);
+        assert!(client.uri("not a url").is_err());
+        assert_eq!(client.uris.lock().unwrap().len(), 1);
+        for i in 0..URIS_MAX {
+            client.uri(&format!("https://example.com/{i}")).unwrap();
+        }
+        assert!(client.uris.lock().unwrap().len() <= URIS_MAX);
+    }
 
     #[test]
     fn strict_refuses_http_loopback_and_private_literals() {
