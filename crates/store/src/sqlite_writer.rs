@@ -278,8 +278,9 @@ type Answers = Vec<(
     Result<ChangeOutcome>,
 )>;
 
-/// A committed batch waiting for its fsync: its answers, the highest delivery id it may
-/// have written, and the deliveries it handed to the dispatcher.
+/// Work for the syncer: a committed batch of changes waiting for its fsync (its answers, the
+/// highest delivery id it may have written, the deliveries it handed to the dispatcher), or
+/// next heads a bookkeeping leased that wait for an earlier batch's fsync (`wait_for`).
 struct SyncJob {
     answers: Answers,
     upto: i64,
@@ -289,7 +290,8 @@ struct SyncJob {
     wait_for: Option<i64>,
 }
 
-/// Deliveries a group commit wrote leased, for the intake they were reserved with.
+/// Deliveries written leased (by a group commit, or next heads by a bookkeeping), for the
+/// intake they were reserved with.
 #[derive(Default)]
 struct Handed {
     intake: Option<Arc<dyn Intake>>,
@@ -306,8 +308,9 @@ impl Handed {
     }
 }
 
-/// The syncer thread: takes every batch waiting, makes the WAL durable with one `fdatasync`,
-/// marks their deliveries claimable, then answers the callers.
+/// The syncer thread: takes every job waiting, makes the WAL durable with one `fdatasync`,
+/// marks their deliveries claimable, hands over what they leased, then answers the callers.
+/// Jobs that only wait for deliveries already durable are handed over without an fsync.
 fn syncer(
     wal: &Path,
     synced_upto: &AtomicI64,
