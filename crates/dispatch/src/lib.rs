@@ -16,9 +16,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crmhooks_payload::PayloadTemplate;
 use crmhooks_store::{
     now_ticks, AttemptOutcome, ClaimRequest, Claimed, DynStore, Intake, StateChange, StoreError,
-    Ticks, Verdict, Webhook,
+    StoredEvent, Ticks, Verdict, Webhook,
 };
 use tokio::sync::{mpsc, Notify, Semaphore};
 use uuid::Uuid;
@@ -158,6 +159,9 @@ impl NextDue {
         })
     }
 }
+
+/// An event and the payload template its deliveries share.
+type Shared = (Arc<StoredEvent>, Arc<PayloadTemplate>);
 
 /// The delivery engine.
 pub struct Dispatcher {
@@ -325,7 +329,23 @@ impl Dispatcher {
 
     /// Starts sending a delivery this node holds (claimed or handed, already counted), at
     /// most `max_per_webhook` requests per webhook and `max_in_flight` in all at a time.
-    fn launch(self: &Arc<Self>, c: Claimed, done: &mpsc::UnboundedSender<AttemptOutcome>) {
+    ///
+    /// `last` is the payload template of the delivery launched before: the deliveries of one
+    /// event come one after the other (a commit hands them over together), and share it.
+    fn launch(
+        self: &Arc<Self>,
+        c: Claimed,
+        last: &mut Option<Shared>,
+        done: &mpsc::UnboundedSender<AttemptOutcome>,
+    ) {
+        let template = match last {
+            Some((event, template)) if Arc::ptr_eq(event, &c.event) => Arc::clone(template),
+            _ => {
+                let template = Arc::new(send::template_for(&c.event, &c.tenant));
+                *last = Some((Arc::clone(&c.event), Arc::clone(&template)));
+                template
+            }
+        };
         let requests = {
             let mut map = self.per_webhook.lock().unwrap_or_else(|p| p.into_inner());
             self.slots_of(&mut map, c.webhook.id).requests.clone()
@@ -336,7 +356,7 @@ impl Dispatcher {
         tokio::spawn(async move {
             let _slot = requests.acquire_owned().await;
             let _sending = sending.acquire_owned().await;
-            let outcome = this.attempt(&c).await;
+            let outcome = this.attempt_with(&c, &template).await;
             let _ = done.send(outcome);
         });
     }
@@ -367,8 +387,22 @@ impl Dispatcher {
 
     /// Sends one claimed delivery and decides what follows; records nothing.
     pub async fn attempt(&self, c: &Claimed) -> AttemptOutcome {
-        let payload = send::payload_for(&c.event, &c.tenant, &c.webhook, c.event_id);
-        let out = send::build(&c.webhook, &payload, c.attempt_in_cycle, false);
+        self.attempt_with(c, &send::template_for(&c.event, &c.tenant))
+            .await
+    }
+
+    /// [`Dispatcher::attempt`] with the payload template of the delivery's event.
+    async fn attempt_with(&self, c: &Claimed, template: &PayloadTemplate) -> AttemptOutcome {
+        let properties = c.webhook.properties.as_ref().filter(|p| !p.is_empty());
+        let body = template.render(c.event_id, &c.webhook.name, properties);
+        let out = send::build_body(
+            &c.webhook,
+            body,
+            &c.event.event,
+            c.event_id,
+            c.attempt_in_cycle,
+            false,
+        );
         let attempted_at = now_ticks();
         let resp = send::send(&self.client, out).await;
         let rule = c
@@ -467,8 +501,9 @@ impl Dispatcher {
             tokio::spawn(async move {
                 let Some(mut handed) = handed else { return };
                 while let Some(list) = handed.recv().await {
+                    let mut last = None;
                     for c in list {
-                        this.launch(c, &done);
+                        this.launch(c, &mut last, &done);
                     }
                 }
             })
@@ -529,9 +564,10 @@ impl Dispatcher {
                     Ok(claimed) => {
                         claimed_full = claimed.len() >= want;
                         self.slots.add_permits(want.saturating_sub(claimed.len()));
+                        let mut last = None;
                         for c in claimed {
                             self.track_claimed(c.webhook.id);
-                            self.launch(c, &done_tx);
+                            self.launch(c, &mut last, &done_tx);
                         }
                     }
                     Err(e) => {

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use crmhooks_payload::{headers as wire, sign, NetDateTime, PayloadRef};
+use crmhooks_payload::{headers as wire, sign, NetDateTime, PayloadRef, PayloadTemplate};
 use crmhooks_store::{StoredEvent, Webhook};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http_body_util::{BodyExt, Full};
@@ -42,12 +42,23 @@ pub fn payload_for<'a>(
     hook: &'a Webhook,
     event_id: Uuid,
 ) -> PayloadRef<'a> {
+    PayloadRef {
+        event_id,
+        webhook_name: &hook.name,
+        properties: hook.properties.as_ref().filter(|p| !p.is_empty()),
+        ..shared_parts(event, tenant)
+    }
+}
+
+/// The payload of `event` with no webhook's parts (an empty name, no `Properties`, a nil
+/// `EventId`).
+fn shared_parts<'a>(event: &'a StoredEvent, tenant: &'a str) -> PayloadRef<'a> {
     let timestamp =
         time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(event.occurred) * 100)
             .map(NetDateTime::utc)
             .unwrap_or(NetDateTime::MIN);
     PayloadRef {
-        event_id,
+        event_id: Uuid::nil(),
         timestamp,
         changes: &event.changes,
         values: event.values.as_ref(),
@@ -56,9 +67,9 @@ pub fn payload_for<'a>(
         entity: &event.entity,
         context_identifier: tenant,
         changed_by_associate_id: event.changed_by,
-        webhook_name: &hook.name,
+        webhook_name: "",
         field_values: event.field_values.as_ref(),
-        properties: hook.properties.as_ref().filter(|p| !p.is_empty()),
+        properties: None,
     }
 }
 
@@ -73,20 +84,45 @@ pub struct Outgoing {
     pub headers: HeaderMap,
 }
 
+/// The shared parts of the payload of `event` (see [`PayloadTemplate`]): one for all the
+/// deliveries of an event.
+pub fn template_for(event: &StoredEvent, tenant: &str) -> PayloadTemplate {
+    PayloadTemplate::new(&shared_parts(event, tenant))
+}
+
 /// Builds the request of spec 2 for a payload.
 pub fn build(hook: &Webhook, payload: &PayloadRef<'_>, retry: i64, test: bool) -> Outgoing {
-    let body = payload.to_bytes();
+    build_body(
+        hook,
+        payload.to_bytes(),
+        payload.event,
+        payload.event_id,
+        retry,
+        test,
+    )
+}
+
+/// Builds the request of spec 2 around a body already made (by [`PayloadTemplate::render`]
+/// or [`PayloadRef::to_bytes`]) of the event named `event` with `EventId` `event_id`.
+pub fn build_body(
+    hook: &Webhook,
+    body: Vec<u8>,
+    event: &str,
+    event_id: Uuid,
+    retry: i64,
+    test: bool,
+) -> Outgoing {
     let mut h = HeaderMap::new();
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(wire::CONTENT_TYPE_JSON),
     );
     h.insert(header::USER_AGENT, user_agent_value());
-    if let Ok(v) = HeaderValue::from_str(payload.event) {
+    if let Ok(v) = HeaderValue::from_str(event) {
         h.insert(HeaderName::from_static("x-superoffice-event"), v);
     }
     let mut id = Uuid::encode_buffer();
-    if let Ok(v) = HeaderValue::from_str(payload.event_id.hyphenated().encode_lower(&mut id)) {
+    if let Ok(v) = HeaderValue::from_str(event_id.hyphenated().encode_lower(&mut id)) {
         h.insert(HeaderName::from_static("x-superoffice-eventid"), v);
     }
     if let Some(secret) = hook.secret.as_deref().filter(|s| !s.is_empty()) {

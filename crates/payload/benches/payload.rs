@@ -5,7 +5,8 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use crmhooks_payload::{
-    sign, verify, ContactEvent, ContactFieldValues, NetDateTime, WebhookPayload, CONTACT_ENTITY,
+    sign, verify, ContactEvent, ContactFieldValues, NetDateTime, PayloadTemplate, WebhookPayload,
+    CONTACT_ENTITY,
 };
 use time::macros::datetime;
 
@@ -90,6 +91,15 @@ fn payload(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(body.len() as u64));
     g.bench_function("to_bytes contact.created", |b| {
         b.iter(|| black_box(&payload).to_bytes())
+    });
+    // What the dispatcher does per delivery: the event's shared parts serialized once
+    // (`PayloadTemplate::new`, paid once per event), then one render per webhook.
+    let template = PayloadTemplate::new(&payload.as_ref());
+    g.bench_function("template render contact.created", |b| {
+        b.iter(|| black_box(&template).render(payload.event_id, &payload.webhook_name, None))
+    });
+    g.bench_function("template new contact.created", |b| {
+        b.iter(|| PayloadTemplate::new(&black_box(&payload).as_ref()))
     });
     g.bench_function("from_slice contact.created", |b| {
         b.iter(|| WebhookPayload::from_slice(black_box(&body)))

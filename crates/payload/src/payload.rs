@@ -109,6 +109,100 @@ impl PayloadRef<'_> {
     }
 }
 
+/// The parts of a payload that one event shares with every webhook it goes to, serialized once:
+/// an event fanned out to ten webhooks is serialized once, not ten times. [`render`] then puts
+/// in what differs per delivery (`EventId`, `WebhookName`, `Properties`) and gives the same
+/// bytes as [`PayloadRef::to_bytes`] (a property test holds the two together).
+///
+/// [`render`]: PayloadTemplate::render
+#[derive(Clone, Debug)]
+pub struct PayloadTemplate {
+    /// `"Timestamp":…` through `"ChangedByAssociateId":…`, without braces.
+    middle: Vec<u8>,
+    /// `,"FieldValues":{…}`, or nothing when the payload has none.
+    field_values: Vec<u8>,
+}
+
+/// The properties between `EventId` and `WebhookName`, in the wire order.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Middle<'a> {
+    timestamp: NetDateTime,
+    changes: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    values: Option<&'a Map<String, Value>>,
+    event: &'a str,
+    primary_key: i64,
+    entity: &'a str,
+    context_identifier: &'a str,
+    changed_by_associate_id: i64,
+}
+
+impl PayloadTemplate {
+    /// The shared parts of `payload`; its `EventId`, `WebhookName` and `Properties` are not
+    /// kept (each [`render`](PayloadTemplate::render) gives its own).
+    pub fn new(payload: &PayloadRef<'_>) -> Self {
+        let mut middle = Vec::with_capacity(512);
+        // As in `to_bytes`: writing these into a Vec cannot fail.
+        let _ = serde_json::to_writer(
+            &mut middle,
+            &Middle {
+                timestamp: payload.timestamp,
+                changes: payload.changes,
+                values: payload.values,
+                event: payload.event,
+                primary_key: payload.primary_key,
+                entity: payload.entity,
+                context_identifier: payload.context_identifier,
+                changed_by_associate_id: payload.changed_by_associate_id,
+            },
+        );
+        // `{…}` -> `…`: the object always has properties, so it is at least `{"T…}`.
+        if middle.first() == Some(&b'{') && middle.last() == Some(&b'}') {
+            middle.pop();
+            middle.remove(0);
+        }
+        let mut field_values = Vec::new();
+        if let Some(fv) = payload.field_values {
+            field_values.extend_from_slice(b",\"FieldValues\":");
+            let _ = serde_json::to_writer(&mut field_values, fv);
+        }
+        PayloadTemplate {
+            middle,
+            field_values,
+        }
+    }
+
+    /// The body of one delivery: the shared parts with this delivery's `EventId`, the
+    /// webhook's name and its `Properties` (left out when `None`).
+    pub fn render(
+        &self,
+        event_id: Uuid,
+        webhook_name: &str,
+        properties: Option<&Map<String, Value>>,
+    ) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.middle.len() + self.field_values.len() + 128);
+        out.extend_from_slice(b"{\"EventId\":\"");
+        out.extend_from_slice(
+            event_id
+                .hyphenated()
+                .encode_lower(&mut Uuid::encode_buffer())
+                .as_bytes(),
+        );
+        out.extend_from_slice(b"\",");
+        out.extend_from_slice(&self.middle);
+        out.extend_from_slice(b",\"WebhookName\":");
+        let _ = serde_json::to_writer(&mut out, webhook_name);
+        out.extend_from_slice(&self.field_values);
+        if let Some(p) = properties {
+            out.extend_from_slice(b",\"Properties\":");
+            let _ = serde_json::to_writer(&mut out, p);
+        }
+        out.push(b'}');
+        out
+    }
+}
+
 impl WebhookPayload {
     /// The payload as borrowed parts.
     pub fn as_ref(&self) -> PayloadRef<'_> {
