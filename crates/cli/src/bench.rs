@@ -85,6 +85,11 @@ pub struct BenchArgs {
     /// `--webhooks` of them.
     #[arg(long, default_value_t = 0)]
     pub idle_webhooks: usize,
+    /// Run the whole measurement (raw baseline, then load or backlog) this many times, each on
+    /// a new database, and report the median of each figure (the worst for max latency and
+    /// memory) beside every run's own: on a noisy machine one run says little.
+    #[arg(long, default_value_t = 1)]
+    pub repeat: usize,
 }
 
 impl BenchArgs {
@@ -114,6 +119,17 @@ impl BenchArgs {
         if self.backlog == Some(0) {
             bail!("--backlog must be at least 1");
         }
+        if self.repeat == 0 {
+            bail!("--repeat must be at least 1");
+        }
+        if self.repeat > 1
+            && self
+                .database
+                .as_deref()
+                .is_some_and(|d| d.starts_with("sqlite:"))
+        {
+            bail!("--repeat needs a new database for every run: leave --database out (a temporary SQLite file each time) or give a postgres:// admin URL");
+        }
         Ok(())
     }
 }
@@ -122,16 +138,23 @@ impl BenchArgs {
 /// failed (after printing what was measured).
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     args.validate()?;
-    let dir = tempfile::Builder::new()
-        .prefix("crmhooks-bench-")
-        .tempdir()
-        .context("cannot create a temporary directory")?;
-    let db = BenchDatabase::prepare(args.database.as_deref(), dir.path()).await?;
-    let result = measure(&args, &db, dir.path()).await;
-    if let Err(e) = db.cleanup().await {
-        eprintln!("warning: {e:#}");
+    let mut runs = Vec::with_capacity(args.repeat);
+    for i in 1..=args.repeat {
+        if args.repeat > 1 && !args.json {
+            eprintln!("run {i} of {}", args.repeat);
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("crmhooks-bench-")
+            .tempdir()
+            .context("cannot create a temporary directory")?;
+        let db = BenchDatabase::prepare(args.database.as_deref(), dir.path()).await?;
+        let result = measure(&args, &db, dir.path()).await;
+        if let Err(e) = db.cleanup().await {
+            eprintln!("warning: {e:#}");
+        }
+        runs.push(result?);
     }
-    let report = result?;
+    let report = Report::median(runs)?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
@@ -187,9 +210,164 @@ struct Report {
     raw_body_bytes: f64,
     delivery_body_bytes: Option<f64>,
     server_start_seconds: f64,
+    /// With `--repeat`: how many runs the figures above are the medians of, and each run's.
+    repeat: usize,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    runs: Vec<RunFigures>,
+}
+
+/// The main figures of one run of several (`--repeat`).
+#[derive(Clone, Debug, Serialize)]
+struct RunFigures {
+    events_per_sec: f64,
+    deliveries_per_sec: Option<f64>,
+    drain_per_sec: Option<f64>,
+    raw_posts_per_sec: Option<f64>,
+    ratio: Option<f64>,
+    p50_ms: Option<f64>,
+    p99_ms: Option<f64>,
+    peak_rss_mb: Option<f64>,
+    cpu_us_per_event: Option<f64>,
+}
+
+/// The median of some figures (the upper one of the middle two for an even count); `None`
+/// when none has one.
+fn median(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
+    let mut v: Vec<f64> = values.flatten().collect();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied()
+}
+
+/// The largest of some figures.
+fn worst(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
+    values.flatten().max_by(f64::total_cmp)
 }
 
 impl Report {
+    /// A report of the parameters and the raw baseline, before the load or the backlog.
+    fn new(
+        args: &BenchArgs,
+        database: &'static str,
+        raw: &RawResult,
+        raw_body_bytes: f64,
+    ) -> Report {
+        Report {
+            mode: if args.backlog.is_some() {
+                "backlog drain"
+            } else {
+                "steady load"
+            },
+            database,
+            clients: args.clients,
+            changes_per_contact: args.changes,
+            webhooks: args.webhooks,
+            seconds: args.seconds,
+            rate: args.rate,
+            connections: args.connections,
+            raw_seconds: args.raw_seconds,
+            drain_timeout: args.drain_timeout,
+            backlog: args.backlog,
+            events_per_sec: 0.0,
+            deliveries_per_sec: None,
+            raw_posts_per_sec: raw.posts_per_sec,
+            ratio: None,
+            p50_ms: None,
+            p99_ms: None,
+            max_ms: None,
+            peak_rss_mb: None,
+            cpu_seconds: None,
+            cpu_us_per_event: None,
+            preload_contacts: args.preload_contacts,
+            idle_webhooks: args.idle_webhooks,
+            window_seconds: 0.0,
+            bench_cpu_seconds: None,
+            drain_seconds: 0.0,
+            drain_per_sec: None,
+            backlog_peak_rss_mb: None,
+            committed: 0,
+            api_errors: 0,
+            first_api_error: None,
+            delivered: 0,
+            expected: 0,
+            raw_posts: raw.ok,
+            raw_errors: raw.failed,
+            raw_body_bytes,
+            delivery_body_bytes: None,
+            server_start_seconds: 0.0,
+            repeat: 1,
+            runs: Vec::new(),
+        }
+    }
+
+    /// One report for several runs: the median of each rate, latency percentile and cost, the
+    /// worst max latency and memory, the counts summed (the verdict holds for all runs), and
+    /// every run's figures in `runs`. A single run is returned as it is.
+    fn median(mut runs: Vec<Report>) -> anyhow::Result<Report> {
+        if runs.len() <= 1 {
+            return runs.pop().context("no run was measured");
+        }
+        let figures: Vec<RunFigures> = runs
+            .iter()
+            .map(|r| RunFigures {
+                events_per_sec: r.events_per_sec,
+                deliveries_per_sec: r.deliveries_per_sec,
+                drain_per_sec: r.drain_per_sec,
+                raw_posts_per_sec: r.raw_posts_per_sec,
+                ratio: r.ratio,
+                p50_ms: r.p50_ms,
+                p99_ms: r.p99_ms,
+                peak_rss_mb: r.peak_rss_mb,
+                cpu_us_per_event: r.cpu_us_per_event,
+            })
+            .collect();
+        macro_rules! med {
+            ($f:ident) => {
+                median(runs.iter().map(|r| r.$f))
+            };
+        }
+        macro_rules! med0 {
+            ($f:ident) => {
+                median(runs.iter().map(|r| Some(r.$f))).unwrap_or_default()
+            };
+        }
+        macro_rules! sum {
+            ($f:ident) => {
+                runs.iter().map(|r| r.$f).sum()
+            };
+        }
+        let n = runs.len();
+        let first_api_error = runs.iter().find_map(|r| r.first_api_error.clone());
+        Ok(Report {
+            events_per_sec: med0!(events_per_sec),
+            deliveries_per_sec: med!(deliveries_per_sec),
+            raw_posts_per_sec: med!(raw_posts_per_sec),
+            ratio: med!(ratio),
+            p50_ms: med!(p50_ms),
+            p99_ms: med!(p99_ms),
+            max_ms: worst(runs.iter().map(|r| r.max_ms)),
+            peak_rss_mb: worst(runs.iter().map(|r| r.peak_rss_mb)),
+            cpu_seconds: med!(cpu_seconds),
+            cpu_us_per_event: med!(cpu_us_per_event),
+            window_seconds: med0!(window_seconds),
+            bench_cpu_seconds: med!(bench_cpu_seconds),
+            drain_seconds: med0!(drain_seconds),
+            drain_per_sec: med!(drain_per_sec),
+            backlog_peak_rss_mb: worst(runs.iter().map(|r| r.backlog_peak_rss_mb)),
+            committed: sum!(committed),
+            api_errors: sum!(api_errors),
+            delivered: sum!(delivered),
+            expected: sum!(expected),
+            raw_posts: sum!(raw_posts),
+            raw_errors: sum!(raw_errors),
+            delivery_body_bytes: med!(delivery_body_bytes),
+            server_start_seconds: med0!(server_start_seconds),
+            first_api_error,
+            repeat: n,
+            runs: figures,
+            ..runs.swap_remove(0)
+        })
+    }
+
     /// The counts of a run: events committed, deliveries expected and received, failed API
     /// calls, and the average delivery body.
     fn counts(&mut self, committed: u64, expected: u64, load: &LoadTally, t: &Tally) {
@@ -216,16 +394,50 @@ impl Report {
             .map_or_else(|| "-".to_owned(), |r| format!("{r:.3}"));
         let raw = per(self.raw_posts_per_sec);
         println!(
-            "crmhooks bench: {} on {}, {} webhook(s), {} client(s){}",
+            "crmhooks bench: {} on {}, {} webhook(s), {} client(s){}{}",
             self.mode,
             self.database,
             self.webhooks,
             self.clients,
             self.rate
                 .map(|r| format!(", paced to {r}/s"))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            if self.repeat > 1 {
+                format!(
+                    ", median of {} runs (worst max latency and RSS, counts summed)",
+                    self.repeat
+                )
+            } else {
+                String::new()
+            }
         );
         println!();
+        for (i, r) in self.runs.iter().enumerate() {
+            let rate = if self.backlog.is_some() {
+                format!("drain {}", per(r.drain_per_sec))
+            } else {
+                format!(
+                    "events {}, deliveries {}",
+                    per(Some(r.events_per_sec)),
+                    per(r.deliveries_per_sec)
+                )
+            };
+            println!(
+                "  run {:<2}  {rate}, raw {}, ratio {}, p50 {}, p99 {}, RSS {}, {} µs/event",
+                i + 1,
+                per(r.raw_posts_per_sec),
+                r.ratio
+                    .map_or_else(|| "-".to_owned(), |v| format!("{v:.3}")),
+                ms(r.p50_ms),
+                ms(r.p99_ms),
+                mb(r.peak_rss_mb),
+                r.cpu_us_per_event
+                    .map_or_else(|| "-".to_owned(), |v| format!("{v:.0}"))
+            );
+        }
+        if !self.runs.is_empty() {
+            println!();
+        }
         println!(
             "  raw baseline       {raw:>10}   bare hyper, {} keep-alive connections, {:.1} s, {} posts ({} failed), {:.0} B bodies",
             self.connections, self.raw_seconds, self.raw_posts, self.raw_errors, self.raw_body_bytes
@@ -253,9 +465,14 @@ impl Report {
             println!("  (backlog mode measures only the drain: {backlog} events, no steady load, no latency)");
         } else {
             println!(
-                "  events             {:>10}   {} committed in {:.1} s ({} per contact), {} API errors",
+                "  events             {:>10}   {} committed in {}{:.1} s ({} per contact), {} API errors",
                 per(Some(self.events_per_sec)),
                 self.committed,
+                if self.repeat > 1 {
+                    format!("{} runs of ", self.repeat)
+                } else {
+                    String::new()
+                },
                 self.seconds,
                 1 + self.changes_per_contact,
                 self.api_errors
@@ -352,53 +569,11 @@ async fn measure(args: &BenchArgs, db: &BenchDatabase, dir: &Path) -> anyhow::Re
     } else {
         RawResult::default()
     };
-    let mut report = Report {
-        mode: if args.backlog.is_some() {
-            "backlog drain"
-        } else {
-            "steady load"
-        },
-        database: db.kind(),
-        clients: args.clients,
-        changes_per_contact: args.changes,
-        webhooks: args.webhooks,
-        seconds: args.seconds,
-        rate: args.rate,
-        connections: args.connections,
-        raw_seconds: args.raw_seconds,
-        drain_timeout: args.drain_timeout,
-        backlog: args.backlog,
-        events_per_sec: 0.0,
-        deliveries_per_sec: None,
-        raw_posts_per_sec: raw.posts_per_sec,
-        ratio: None,
-        p50_ms: None,
-        p99_ms: None,
-        max_ms: None,
-        peak_rss_mb: None,
-        cpu_seconds: None,
-        cpu_us_per_event: None,
-        preload_contacts: args.preload_contacts,
-        idle_webhooks: args.idle_webhooks,
-        window_seconds: 0.0,
-        bench_cpu_seconds: None,
-        drain_seconds: 0.0,
-        drain_per_sec: None,
-        backlog_peak_rss_mb: None,
-        committed: 0,
-        api_errors: 0,
-        first_api_error: None,
-        delivered: 0,
-        expected: 0,
-        raw_posts: raw.ok,
-        raw_errors: raw.failed,
-        raw_body_bytes: round(
-            bodies.iter().map(|b| b.body.len() as f64).sum::<f64>() / bodies.len() as f64,
-            0,
-        ),
-        delivery_body_bytes: None,
-        server_start_seconds: 0.0,
-    };
+    let raw_body_bytes = round(
+        bodies.iter().map(|b| b.body.len() as f64).sum::<f64>() / bodies.len() as f64,
+        0,
+    );
+    let mut report = Report::new(args, db.kind(), &raw, raw_body_bytes);
     let key = format!("bench-{}", uuid::Uuid::new_v4().simple());
     match args.backlog {
         Some(m) => backlog_phase(args, m, db, dir, &key, &receiver, &mut report).await?,
@@ -1629,6 +1804,62 @@ impl BenchDatabase {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser as _;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        bench: BenchArgs,
+    }
+
+    /// A run with these figures.
+    fn run(events: f64, raw: f64, p99: f64, max: f64, rss: f64, delivered: u64) -> Report {
+        let args = Cli::parse_from(["bench", "--repeat", "3"]).bench;
+        let raw_result = RawResult {
+            ok: 10,
+            failed: 0,
+            posts_per_sec: Some(raw),
+        };
+        let mut r = Report::new(&args, "SQLite", &raw_result, 744.0);
+        r.events_per_sec = events;
+        r.deliveries_per_sec = Some(events);
+        r.ratio = Some(events / raw);
+        r.p99_ms = Some(p99);
+        r.max_ms = Some(max);
+        r.peak_rss_mb = Some(rss);
+        r.delivered = delivered;
+        r.expected = 100;
+        r
+    }
+
+    /// Several runs: medians of rates, ratios (each run's own) and percentiles, the worst max
+    /// latency and RSS, counts summed, and each run kept; one run stays as it is.
+    #[test]
+    fn repeated_runs_report_medians() {
+        let runs = vec![
+            run(5_000.0, 50_000.0, 30.0, 50.0, 44.0, 100),
+            run(9_000.0, 45_000.0, 20.0, 90.0, 41.0, 100),
+            run(6_000.0, 40_000.0, 25.0, 40.0, 43.0, 99),
+        ];
+        let m = Report::median(runs).unwrap();
+        assert_eq!(m.repeat, 3);
+        assert_eq!(m.runs.len(), 3);
+        assert_eq!(m.events_per_sec, 6_000.0);
+        assert_eq!(m.raw_posts_per_sec, Some(45_000.0));
+        // 0.1, 0.2, 0.15: the median ratio, not 6,000 / 45,000.
+        assert_eq!(m.ratio, Some(0.15));
+        assert_eq!(m.p99_ms, Some(25.0));
+        assert_eq!(m.max_ms, Some(90.0));
+        assert_eq!(m.peak_rss_mb, Some(44.0));
+        assert_eq!((m.delivered, m.expected), (299, 300));
+        assert!(
+            m.verdict().is_err(),
+            "a delivery missing in one run fails the whole"
+        );
+        let one = Report::median(vec![run(5_000.0, 50_000.0, 30.0, 50.0, 44.0, 100)]).unwrap();
+        assert_eq!((one.repeat, one.runs.len(), one.ratio), (1, 0, Some(0.1)));
+        assert!(Report::median(Vec::new()).is_err());
+    }
 
     #[test]
     fn timestamps_parse_like_the_time_crate() {
