@@ -317,6 +317,7 @@ fn syncer(
     rx: &std::sync::mpsc::Receiver<SyncJob>,
     delay: Duration,
 ) {
+    let mut file: Option<std::fs::File> = None;
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         jobs.extend(rx.try_iter());
@@ -335,10 +336,20 @@ fn syncer(
         if !delay.is_zero() {
             std::thread::sleep(delay);
         }
-        let synced = std::fs::OpenOptions::new()
-            .write(true)
-            .open(wal)
-            .and_then(|f| f.sync_data());
+        // The WAL stays one file while the writer's connection is open (SQLite deletes it only
+        // when the last connection closes; a checkpoint truncates it in place), so it is opened
+        // once, not for every fsync.
+        let synced = match &file {
+            Some(f) => f.sync_data(),
+            None => std::fs::OpenOptions::new()
+                .write(true)
+                .open(wal)
+                .and_then(|f| {
+                    let done = f.sync_data();
+                    file = Some(f);
+                    done
+                }),
+        };
         tracing::debug!(
             batches = jobs.len(),
             sync_us = started.elapsed().as_micros() as u64,
