@@ -230,12 +230,17 @@ struct RunFigures {
     cpu_us_per_event: Option<f64>,
 }
 
-/// The median of some figures (the upper one of the middle two for an even count); `None`
-/// when none has one.
+/// The median of some figures (the mean of the middle two for an even count); `None` when
+/// none has one.
 fn median(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
     let mut v: Vec<f64> = values.flatten().collect();
     v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied()
+    let upper = *v.get(v.len() / 2)?;
+    Some(if v.len() % 2 == 0 {
+        (v[v.len() / 2 - 1] + upper) / 2.0
+    } else {
+        upper
+    })
 }
 
 /// The largest of some figures.
@@ -1856,6 +1861,12 @@ mod tests {
             m.verdict().is_err(),
             "a delivery missing in one run fails the whole"
         );
+        let two = Report::median(vec![
+            run(5_000.0, 50_000.0, 30.0, 50.0, 44.0, 100),
+            run(7_000.0, 50_000.0, 20.0, 50.0, 44.0, 100),
+        ])
+        .unwrap();
+        assert_eq!((two.events_per_sec, two.p99_ms), (6_000.0, Some(25.0)));
         let one = Report::median(vec![run(5_000.0, 50_000.0, 30.0, 50.0, 44.0, 100)]).unwrap();
         assert_eq!((one.repeat, one.runs.len(), one.ratio), (1, 0, Some(0.1)));
         assert!(Report::median(Vec::new()).is_err());
