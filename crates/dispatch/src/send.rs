@@ -35,21 +35,6 @@ pub const RESERVED_HEADERS: [&str; 9] = [
     "content-length",
 ];
 
-/// The payload of `event` for `hook`, borrowing from both.
-pub fn payload_for<'a>(
-    event: &'a StoredEvent,
-    tenant: &'a str,
-    hook: &'a Webhook,
-    event_id: Uuid,
-) -> PayloadRef<'a> {
-    PayloadRef {
-        event_id,
-        webhook_name: &hook.name,
-        properties: hook.properties.as_ref().filter(|p| !p.is_empty()),
-        ..shared_parts(event, tenant)
-    }
-}
-
 /// The payload of `event` with no webhook's parts (an empty name, no `Properties`, a nil
 /// `EventId`).
 fn shared_parts<'a>(event: &'a StoredEvent, tenant: &'a str) -> PayloadRef<'a> {
