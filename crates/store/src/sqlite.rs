@@ -685,8 +685,11 @@ impl Store for SqliteStore {
         .map_err(db)?;
         let Some(row) = row else { return Ok(None) };
         let delivery = read_delivery(&row)?;
+        // A first attempt that succeeded is kept in the delivery's row (migration 0005).
         let rows = sqlx::query(&format!(
-            "SELECT {ATTEMPT_COLS} FROM attempt WHERE delivery_id = ? ORDER BY attempt_id"
+            "SELECT first_attempt_id, event_id, 0, first_attempted_at, first_duration_us, last_status, NULL, \
+             first_response_excerpt FROM delivery WHERE delivery_id = ?1 AND first_attempt_id IS NOT NULL \
+             UNION ALL SELECT {ATTEMPT_COLS} FROM attempt WHERE delivery_id = ?1 ORDER BY 1"
         ))
         .bind(delivery_id)
         .fetch_all(&self.reader)

@@ -265,6 +265,7 @@ pub(crate) fn spawn(
                 recent: RecentEvents::default(),
                 tenants: HashMap::new(),
                 next_heads: NextHeads::default(),
+                attempt_seq: None,
             }
             .run(rx)
         })
@@ -426,6 +427,8 @@ struct Writer {
     tenants: HashMap<i64, String>,
     /// What became of the next heads of the bookkeeping in progress (in its debug line).
     next_heads: NextHeads,
+    /// The last AttemptId handed out in the transaction in progress ([`Writer::attempt_ids`]).
+    attempt_seq: Option<i64>,
 }
 
 /// The next heads a bookkeeping found, by what kept them from being handed over.
@@ -536,6 +539,9 @@ impl Writer {
     }
 
     fn commit(&mut self) -> Result<()> {
+        // The AttemptId counter is read once per transaction, under its write lock: another
+        // connection to the file may write attempts between two.
+        self.attempt_seq = None;
         match self.run_cached("COMMIT") {
             Ok(()) => {
                 self.recent.publish();
@@ -550,6 +556,7 @@ impl Writer {
 
     fn rollback(&mut self) {
         self.recent.discard();
+        self.attempt_seq = None;
         if !self.conn.is_autocommit() {
             if let Err(e) = self.run_cached("ROLLBACK") {
                 tracing::error!(error = %e, "rollback failed");
@@ -1284,17 +1291,62 @@ impl Writer {
     ) -> Result<Vec<StateChange>> {
         let mut changes = Vec::new();
         let mut closed = Vec::new();
+        let first_id = self.attempt_ids(outcomes.len())?;
+        // A success at the first attempt of a delivery still leased is kept in the delivery's
+        // own row (migration 0005); any other attempt is a row of `attempt`. Either way the
+        // AttemptId is the outcome's place in this batch after `first_id`.
+        let mut rows: Vec<(i64, &AttemptOutcome)> = Vec::with_capacity(outcomes.len());
+        let mut settle: Vec<&AttemptOutcome> = Vec::new();
+        let mut folded_any = false;
         {
+            let mut folded = self
+                .conn
+                .prepare_cached(
+                    "UPDATE delivery SET status = 2, completed = ?1, attempts = 1, last_status = ?2, last_error = NULL, \
+                     lease_until = NULL, lease_owner = NULL, first_attempt_id = ?3, first_attempted_at = ?4, \
+                     first_duration_us = ?5, first_response_excerpt = ?6 \
+                     WHERE delivery_id = ?7 AND status = 1 AND attempts = 0 AND event_id = ?8",
+                )
+                .map_err(sql_err)?;
+            for (id, o) in (first_id..).zip(outcomes) {
+                let first_success = o.verdict == Verdict::Delivered && o.retry == 0;
+                if first_success
+                    && folded
+                        .execute(params![
+                            now,
+                            o.status_code,
+                            id,
+                            o.attempted_at,
+                            o.duration_us,
+                            o.response_excerpt,
+                            o.delivery_id,
+                            o.event_id.hyphenated().to_string()
+                        ])
+                        .map_err(sql_err)?
+                        > 0
+                {
+                    closed.push(o.delivery_id);
+                    folded_any = true;
+                    continue;
+                }
+                rows.push((id, o));
+                if o.verdict == Verdict::Delivered {
+                    settle.push(o);
+                }
+            }
+        }
+        if !rows.is_empty() {
             let mut attempt = self
                 .conn
                 .prepare_cached(
-                    "INSERT INTO attempt (delivery_id, event_id, retry, attempted_at, duration_us, status_code, error, response_excerpt) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO attempt (attempt_id, delivery_id, event_id, retry, attempted_at, duration_us, status_code, error, response_excerpt) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 )
                 .map_err(sql_err)?;
-            for o in outcomes {
+            for (id, o) in rows {
                 attempt
                     .execute(params![
+                        id,
                         o.delivery_id,
                         o.event_id.to_string(),
                         o.retry,
@@ -1306,6 +1358,8 @@ impl Writer {
                     ])
                     .map_err(sql_err)?;
             }
+        }
+        if !settle.is_empty() {
             let mut delivered = self
                 .conn
                 .prepare_cached(
@@ -1313,7 +1367,7 @@ impl Writer {
                      last_error = NULL, lease_until = NULL, lease_owner = NULL WHERE delivery_id = ? AND status = 1",
                 )
                 .map_err(sql_err)?;
-            for o in outcomes.iter().filter(|o| o.verdict == Verdict::Delivered) {
+            for o in settle {
                 if delivered
                     .execute(params![now, o.status_code, o.delivery_id])
                     .map_err(sql_err)?
@@ -1322,6 +1376,9 @@ impl Writer {
                     closed.push(o.delivery_id);
                 }
             }
+        }
+        if folded_any {
+            self.attempt_ids_kept(first_id + outcomes.len() as i64 - 1)?;
         }
 
         // Usage and the state machine, per webhook in attempt order.
@@ -1502,6 +1559,51 @@ impl Writer {
             tenant: self.tenant_name(tenant_id)?,
             webhook,
         }))
+    }
+
+    /// The first of `n` new AttemptIds, in the transaction in progress. Every id comes from
+    /// this counter, whether its attempt becomes a row of `attempt` (inserted with it) or stays
+    /// in its delivery's row: the counter starts from `attempt`'s AUTOINCREMENT sequence, which
+    /// [`Self::attempt_ids_kept`] keeps at or above every id a delivery row holds.
+    fn attempt_ids(&mut self, n: usize) -> Result<i64> {
+        let last = match self.attempt_seq {
+            Some(last) => last,
+            None => self
+                .conn
+                .prepare_cached(
+                    "SELECT max(COALESCE((SELECT max(seq) FROM sqlite_sequence WHERE name = 'attempt'), 0), \
+                     COALESCE((SELECT max(attempt_id) FROM attempt), 0))",
+                )
+                .map_err(sql_err)?
+                .query_row([], |r| r.get(0))
+                .map_err(sql_err)?,
+        };
+        self.attempt_seq = Some(last + n as i64);
+        Ok(last + 1)
+    }
+
+    /// Raises `attempt`'s AUTOINCREMENT sequence to `last`, an id that a delivery row now
+    /// holds, in the same transaction: no id is handed out twice, even after a restart.
+    fn attempt_ids_kept(&mut self, last: i64) -> Result<()> {
+        let raised = self
+            .conn
+            .prepare_cached(
+                "UPDATE sqlite_sequence SET seq = ?1 WHERE name = 'attempt' AND seq < ?1",
+            )
+            .map_err(sql_err)?
+            .execute([last])
+            .map_err(sql_err)?;
+        if raised == 0 {
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO sqlite_sequence (name, seq) SELECT 'attempt', ?1 \
+                     WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'attempt')",
+                )
+                .map_err(sql_err)?
+                .execute([last])
+                .map_err(sql_err)?;
+        }
+        Ok(())
     }
 
     /// Usage, delivery state (unless already marked delivered) and the state machine for one

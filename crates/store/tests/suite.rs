@@ -146,6 +146,7 @@ both_backends!(
     listen_for_work_wakes_other_nodes,
     an_answered_change_is_claimable_at_once,
     concurrent_changes_of_one_row_lose_none,
+    attempt_ids_stay_unique_across_stores,
 );
 
 /// A change is answered only once it is durable, and from then on its deliveries can be
@@ -858,6 +859,32 @@ async fn complete_applies_each_verdict(ctx: &Ctx) {
     s.complete(&[outcome(&retry[0], Verdict::Delivered)], now, 9)
         .await
         .unwrap();
+    // The log of a success at the second attempt shows both, in order; AttemptIds are unique
+    // across deliveries (SQLite keeps a first-attempt success in the delivery's row).
+    let (d1, a1) = get(claimed[1].delivery_id).await;
+    assert_eq!((d1.status, d1.attempts), (DeliveryStatus::Delivered, 2));
+    assert_eq!(
+        a1.iter()
+            .map(|a| (a.retry, a.status_code))
+            .collect::<Vec<_>>(),
+        [(0, Some(500)), (1, Some(200))]
+    );
+    assert!(a1[0].attempt_id < a1[1].attempt_id);
+    let (_, a0) = get(claimed[0].delivery_id).await;
+    let (_, a2) = get(claimed[2].delivery_id).await;
+    let mut ids: Vec<i64> = a0
+        .iter()
+        .chain(&a1)
+        .chain(&a2)
+        .map(|a| a.attempt_id)
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 4, "four attempts, four AttemptIds");
+    assert_eq!(
+        (a0[0].retry, a0[0].error.as_deref(), a0[0].duration_us),
+        (0, None, 1000)
+    );
     let usage = s.webhook_usage(me.tenant_id, h.id).await.unwrap().unwrap();
     assert_eq!(
         (
@@ -1224,6 +1251,61 @@ async fn two_nodes_never_claim_the_same_delivery(ctx: &Ctx) {
     }
     let c = counts(s).await;
     assert_eq!(c.get("delivered"), Some(&(expected as i64)));
+}
+
+/// AttemptIds never repeat, whether an attempt is a row of its own or kept in its delivery's
+/// row (SQLite), and whichever store on the database recorded it: here two stores take turns
+/// (on SQLite, as a second process on the file, or a restart, would).
+async fn attempt_ids_stay_unique_across_stores(ctx: &Ctx) {
+    let s = &ctx.store;
+    let other = ctx.another_node().await;
+    let me = actor(s, "Default", 1).await;
+    let h = hook(s, &me, &["contact.created"]).await;
+    let mut seen = Vec::new();
+    for round in 0..4 {
+        let store = if round % 2 == 0 { s } else { &other };
+        create(store, &me, &format!("c{round}")).await;
+        let claimed = store.claim(&req("n1", now_ticks(), 10)).await.unwrap();
+        assert_eq!(claimed.len(), 1, "round {round}");
+        // Odd rounds fail first and succeed at the retry: attempts of both kinds.
+        if round % 2 == 1 {
+            store
+                .complete(
+                    &[outcome(&claimed[0], Verdict::RetryAt(now_ticks()))],
+                    now_ticks(),
+                    9,
+                )
+                .await
+                .unwrap();
+            let retry = store
+                .claim(&req("n1", now_ticks() + SEC, 10))
+                .await
+                .unwrap();
+            assert_eq!(retry.len(), 1, "round {round} retry");
+            store
+                .complete(&[outcome(&retry[0], Verdict::Delivered)], now_ticks(), 9)
+                .await
+                .unwrap();
+        } else {
+            store
+                .complete(&[outcome(&claimed[0], Verdict::Delivered)], now_ticks(), 9)
+                .await
+                .unwrap();
+        }
+        let (d, attempts) = s
+            .get_delivery(me.tenant_id, h.id, claimed[0].delivery_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(d.status, DeliveryStatus::Delivered, "round {round}");
+        assert_eq!(attempts.len(), 1 + round % 2, "round {round}");
+        seen.extend(attempts.iter().map(|a| a.attempt_id));
+    }
+    assert_eq!(seen.len(), 6);
+    assert!(
+        seen.windows(2).all(|w| w[0] < w[1]),
+        "AttemptIds rise and never repeat: {seen:?}"
+    );
 }
 
 async fn listen_for_work_wakes_other_nodes(ctx: &Ctx) {
