@@ -472,12 +472,12 @@ impl Writer {
             }
             let gate = self.options.gate.clone();
             let _held = gate.blocking_lock();
-            // Changes first: their deliveries become claimable once their fsync is done.
-            if !changes.is_empty() {
-                self.changes(changes);
-            }
-            if !completes.is_empty() || !claims.is_empty() {
-                self.bookkeeping(completes, claims);
+            let bookkeeping = !completes.is_empty() || !claims.is_empty();
+            match (changes.is_empty(), bookkeeping) {
+                (false, true) => self.changes_and_bookkeeping(changes, completes, claims),
+                (false, false) => self.changes(changes),
+                (true, true) => self.bookkeeping(completes, claims),
+                (true, false) => {}
             }
         }
     }
@@ -489,33 +489,12 @@ impl Writer {
         let started = Instant::now();
         self.successors = Batch::open(&self.handoff);
         self.next_heads = NextHeads::default();
-        let together = self.in_tx(|w| {
-            let mut recorded = Vec::with_capacity(completes.len());
-            for (outcomes, now, max, _) in &completes {
-                recorded.push(w.complete(outcomes, *now, *max)?);
-            }
-            let mut claimed = Vec::with_capacity(claims.len());
-            for (req, _) in &claims {
-                claimed.push(w.claim(req)?);
-            }
-            Ok((recorded, claimed))
-        });
+        let together = self.in_tx(|w| w.record_and_claim(&completes, &claims));
         self.close_successors(together.is_ok());
         match together {
             Ok((recorded, claimed)) => {
-                tracing::debug!(
-                    recorded = completes.iter().map(|c| c.0.len()).sum::<usize>(),
-                    claimed = claimed.iter().map(Vec::len).sum::<usize>(),
-                    next_heads = ?self.next_heads,
-                    total_us = started.elapsed().as_micros() as u64,
-                    "bookkeeping"
-                );
-                for ((_, _, _, reply), changes) in completes.into_iter().zip(recorded) {
-                    let _ = reply.send(Ok(changes));
-                }
-                for ((_, reply), c) in claims.into_iter().zip(claimed) {
-                    let _ = reply.send(Ok(c));
-                }
+                let took = started.elapsed();
+                self.answer_bookkeeping(completes, claims, recorded, claimed, took);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "bookkeeping failed; recording and claiming apart");
@@ -527,6 +506,48 @@ impl Writer {
                     let _ = reply.send(result);
                 }
             }
+        }
+    }
+
+    /// The attempt records, then the claims, in the transaction in progress.
+    #[allow(clippy::type_complexity)]
+    fn record_and_claim(
+        &mut self,
+        completes: &[CompleteJob],
+        claims: &[ClaimJob],
+    ) -> Result<(Vec<Vec<StateChange>>, Vec<Vec<Claimed>>)> {
+        let mut recorded = Vec::with_capacity(completes.len());
+        for (outcomes, now, max, _) in completes {
+            recorded.push(self.complete(outcomes, *now, *max)?);
+        }
+        let mut claimed = Vec::with_capacity(claims.len());
+        for (req, _) in claims {
+            claimed.push(self.claim(req)?);
+        }
+        Ok((recorded, claimed))
+    }
+
+    /// Answers a committed bookkeeping.
+    fn answer_bookkeeping(
+        &mut self,
+        completes: Vec<CompleteJob>,
+        claims: Vec<ClaimJob>,
+        recorded: Vec<Vec<StateChange>>,
+        claimed: Vec<Vec<Claimed>>,
+        took: Duration,
+    ) {
+        tracing::debug!(
+            recorded = completes.iter().map(|c| c.0.len()).sum::<usize>(),
+            claimed = claimed.iter().map(Vec::len).sum::<usize>(),
+            next_heads = ?self.next_heads,
+            total_us = took.as_micros() as u64,
+            "bookkeeping"
+        );
+        for ((_, _, _, reply), changes) in completes.into_iter().zip(recorded) {
+            let _ = reply.send(Ok(changes));
+        }
+        for ((_, reply), c) in claims.into_iter().zip(claimed) {
+            let _ = reply.send(Ok(c));
         }
     }
 
@@ -598,6 +619,54 @@ impl Writer {
             }
             return;
         }
+        let (done, broken) = self.apply_jobs(jobs);
+        self.end_changes(done, broken, batch, started);
+    }
+
+    /// Bookkeeping and a group commit in one transaction, when both wait: the pages both
+    /// write (the newest deliveries, the open-delivery indexes) go to the WAL once, with one
+    /// commit. The bookkeeping goes first: its input is borrowed, so when the changes fail in
+    /// the database it is redone on its own (as the changes fail in any case then); when it
+    /// fails, nothing of the changes has run yet, and each part runs apart as before.
+    fn changes_and_bookkeeping(
+        &mut self,
+        jobs: Vec<Job>,
+        completes: Vec<CompleteJob>,
+        claims: Vec<ClaimJob>,
+    ) {
+        let started = Instant::now();
+        let batch = jobs.len();
+        if self.begin().is_err() {
+            self.changes(jobs);
+            self.bookkeeping(completes, claims);
+            return;
+        }
+        self.successors = Batch::open(&self.handoff);
+        self.next_heads = NextHeads::default();
+        let kept = self.record_and_claim(&completes, &claims);
+        let Ok((recorded, claimed)) = kept else {
+            self.rollback();
+            self.close_successors(false);
+            self.changes(jobs);
+            self.bookkeeping(completes, claims);
+            return;
+        };
+        // Timed apart in the debug lines: the commit is the group commit's.
+        let bookkeeping_took = started.elapsed();
+        let (done, broken) = self.apply_jobs(jobs);
+        let committed = self.end_changes(done, broken, batch, started + bookkeeping_took);
+        self.close_successors(committed);
+        if !committed {
+            self.bookkeeping(completes, claims);
+            return;
+        }
+        self.answer_bookkeeping(completes, claims, recorded, claimed, bookkeeping_took);
+    }
+
+    /// Applies a group commit's changes in the transaction in progress: their answers, and the
+    /// database error that broke the batch, if one did. Expected refusals (not found, invalid,
+    /// conflict) happen before a change writes anything, so the batch goes on.
+    fn apply_jobs(&mut self, jobs: Vec<Job>) -> (Answers, Option<String>) {
         self.open_handoff();
         let mut done: Answers = Vec::with_capacity(jobs.len());
         let mut broken: Option<String> = None;
@@ -621,6 +690,18 @@ impl Writer {
             }
             done.push((job.reply, result));
         }
+        (done, broken)
+    }
+
+    /// Commits a group commit (or rolls it back when `broken`), hands its answers and
+    /// deliveries to the syncer, or answers the error; whether it committed.
+    fn end_changes(
+        &mut self,
+        mut done: Answers,
+        broken: Option<String>,
+        batch: usize,
+        started: Instant,
+    ) -> bool {
         let commit_started = Instant::now();
         let mut failed = match broken {
             Some(why) => {
@@ -630,7 +711,8 @@ impl Writer {
             }
             None => self.commit().err().map(|e| e.to_string()),
         };
-        let handed = self.close_handoff(failed.is_none());
+        let committed = failed.is_none();
+        let handed = self.close_handoff(committed);
         tracing::debug!(
             batch,
             handed = handed.claimed.len(),
@@ -638,7 +720,7 @@ impl Writer {
             commit_us = commit_started.elapsed().as_micros() as u64,
             "group commit"
         );
-        if failed.is_none() {
+        if committed {
             if let Some(syncer) = self.syncer.clone() {
                 match self.last_delivery_id() {
                     Ok(upto) => {
@@ -649,7 +731,7 @@ impl Writer {
                             handed,
                             wait_for: None,
                         }) {
-                            Ok(()) => return,
+                            Ok(()) => return true,
                             Err(lost) => {
                                 tracing::error!("the WAL syncer stopped");
                                 // Committed all the same: the handed deliveries exist.
@@ -676,6 +758,7 @@ impl Writer {
                 ))),
             });
         }
+        committed
     }
 
     /// Lets the fan-out of the group commit about to run reserve room with the intake, if
