@@ -99,7 +99,7 @@ static FIELDS: [Field; 35] = [
 pub struct Entity {
     row: Row,
     offset: time::UtcOffset,
-    base_url: String,
+    base_url: std::sync::Arc<str>,
 }
 
 impl Entity {

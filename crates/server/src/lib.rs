@@ -43,7 +43,7 @@ pub struct AppState {
     /// Offset for .NET Local-kind dates.
     pub offset: time::UtcOffset,
     /// `http://host:port`, for `_Links`.
-    pub base_url: String,
+    pub base_url: Arc<str>,
     /// Test POST before saving an Active webhook.
     pub test_on_save: bool,
 }
@@ -185,7 +185,7 @@ impl Server {
             dispatcher,
             keys: Arc::new(auth::KeyCache::default()),
             offset: crmhooks_store::local_offset(),
-            base_url: format!("http://{addr}"),
+            base_url: format!("http://{addr}").into(),
             test_on_save: config.test_on_save,
         };
         Ok(Server {
