@@ -974,7 +974,13 @@ impl Writer {
             let webhook = if open {
                 None
             } else {
-                self.reserve(Kind::Commit, webhook_id)?
+                match self.reserve(Kind::Commit, webhook_id) {
+                    Ok(webhook) => webhook,
+                    Err(e) => {
+                        self.give_back(&leased);
+                        return Err(e);
+                    }
+                }
             };
             let (owner, until) = match (&webhook, &self.batch) {
                 (Some(_), Some(b)) => (Some(b.owner.as_str()), Some(b.lease_until)),
@@ -1013,6 +1019,7 @@ impl Writer {
                     if let (Some(_), Some(b)) = (webhook, &self.batch) {
                         b.intake.unreserve(webhook_id);
                     }
+                    self.give_back(&leased);
                     return Err(e);
                 }
             }
@@ -1052,6 +1059,16 @@ impl Writer {
             deliveries,
             handed,
         })
+    }
+
+    /// Gives back the room of deliveries an event reserved before it failed: the batch rolls
+    /// back, and its close only gives back what was handed to it.
+    fn give_back(&self, leased: &[(i64, Uuid, Arc<Webhook>)]) {
+        if let Some(b) = &self.batch {
+            for (_, _, webhook) in leased {
+                b.intake.unreserve(webhook.id);
+            }
+        }
     }
 
     /// The hand-off of a kind, when one is in progress.

@@ -147,6 +147,7 @@ both_backends!(
     an_answered_change_is_claimable_at_once,
     concurrent_changes_of_one_row_lose_none,
     attempt_ids_stay_unique_across_stores,
+    fan_out_to_many_webhooks_and_replays_keep_ids_unique,
 );
 
 /// A change is answered only once it is durable, and from then on its deliveries can be
@@ -1306,6 +1307,79 @@ async fn attempt_ids_stay_unique_across_stores(ctx: &Ctx) {
         seen.windows(2).all(|w| w[0] < w[1]),
         "AttemptIds rise and never repeat: {seen:?}"
     );
+}
+
+/// An event goes to every one of 40 webhooks (more than one multi-row INSERT holds on
+/// SQLite), and delivery ids stay unique and rising when replays (written by another
+/// connection on SQLite) come between events.
+async fn fan_out_to_many_webhooks_and_replays_keep_ids_unique(ctx: &Ctx) {
+    let s = &ctx.store;
+    let me = actor(s, "Default", 1).await;
+    let since = now_ticks() - SEC;
+    let mut hooks = Vec::new();
+    for _ in 0..40 {
+        hooks.push(hook(s, &me, &["contact.created"]).await);
+    }
+    let mut last = 0;
+    for round in 0..3 {
+        create(s, &me, &format!("c{round}")).await;
+        // Everything delivered, so that the replay queues each event again.
+        let claimed = s.claim(&req("n1", now_ticks(), 500)).await.unwrap();
+        assert!(
+            claimed.len() >= 40,
+            "round {round}: claimed {}",
+            claimed.len()
+        );
+        let mut keys: Vec<(i64, i64, i64)> = claimed
+            .iter()
+            .map(|c| (c.webhook.id, c.event.primary_key, c.event.seq))
+            .collect();
+        let n = keys.len();
+        keys.sort_unstable();
+        keys.dedup();
+        assert_eq!(
+            keys.len(),
+            n,
+            "round {round}: one delivery per webhook and event"
+        );
+        let done: Vec<_> = claimed
+            .iter()
+            .map(|c| outcome(c, Verdict::Delivered))
+            .collect();
+        s.complete(&done, now_ticks(), 9).await.unwrap();
+        let r = s
+            .replay(
+                me.tenant_id,
+                hooks[round].id,
+                &ReplayRequest {
+                    since,
+                    until: None,
+                    only_failed: false,
+                    limit: 100,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.queued, round as u64 + 1, "round {round}");
+        let mut ids = Vec::new();
+        for h in &hooks {
+            let log = s
+                .list_deliveries(me.tenant_id, h.id, &filter())
+                .await
+                .unwrap();
+            ids.extend(log.iter().map(|d| d.delivery_id));
+        }
+        let n = ids.len();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), n, "round {round}: no delivery id twice");
+        assert_eq!(
+            ids.iter().filter(|&&id| id > last).count(),
+            40 + round + 1,
+            "round {round}: the event's 40 and the replay's"
+        );
+        last = ids.last().copied().unwrap_or(0);
+    }
 }
 
 async fn listen_for_work_wakes_other_nodes(ctx: &Ctx) {
