@@ -42,6 +42,8 @@ pub struct Config {
     pub smtp: Option<SmtpSection>,
     /// SQLite `synchronous=FULL`.
     pub sqlite_synchronous_full: bool,
+    /// SQLite `wal_autocheckpoint`, in pages.
+    pub sqlite_wal_autocheckpoint: u32,
     /// Connection pool size.
     pub pool_size: u32,
 }
@@ -235,6 +237,9 @@ impl Config {
         if !(0.0..=1.0).contains(&d.exponential_jitter) {
             return fail("delivery.exponential_jitter must be between 0 and 1".into());
         }
+        if self.sqlite_wal_autocheckpoint < 100 {
+            return fail("sqlite_wal_autocheckpoint must be at least 100 (pages)".into());
+        }
         if self.max_body_bytes < 1024 {
             return fail("max_body_bytes must be at least 1024".into());
         }
@@ -280,5 +285,26 @@ impl Config {
             },
             ..DispatchConfig::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wal_checkpoint_default_is_the_stores_and_small_values_are_refused() {
+        let cfg = Config::defaults().expect("defaults parse");
+        assert_eq!(
+            cfg.sqlite_wal_autocheckpoint,
+            crmhooks_store::DEFAULT_WAL_AUTOCHECKPOINT
+        );
+        let mut flags = toml::value::Table::new();
+        flags.insert("sqlite_wal_autocheckpoint".into(), 50.into());
+        let err = Config::load(None, flags).expect_err("50 pages is refused");
+        assert!(
+            err.to_string().contains("sqlite_wal_autocheckpoint"),
+            "{err}"
+        );
     }
 }

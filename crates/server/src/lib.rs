@@ -156,6 +156,7 @@ impl Server {
             &OpenOptions {
                 max_connections: config.pool_size,
                 synchronous_full: config.sqlite_synchronous_full,
+                wal_autocheckpoint: config.sqlite_wal_autocheckpoint,
                 ..OpenOptions::default()
             },
         )

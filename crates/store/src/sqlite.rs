@@ -65,6 +65,7 @@ impl SqliteStore {
                 SqliteSynchronous::Normal
             })
             .busy_timeout(Duration::from_secs(10))
+            .pragma("wal_autocheckpoint", options.wal_autocheckpoint.to_string())
             .foreign_keys(true);
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
@@ -109,6 +110,7 @@ impl SqliteStore {
             connect.get_filename(),
             WriterOptions {
                 synchronous_full: options.synchronous_full,
+                wal_autocheckpoint: options.wal_autocheckpoint,
                 sync_delay: options.sync_delay,
                 local_offset: offset,
                 gate: gate.clone(),

@@ -86,6 +86,7 @@ type ClaimJob = (ClaimRequest, oneshot::Sender<Result<Vec<Claimed>>>);
 /// Settings of the writer thread.
 pub(crate) struct WriterOptions {
     pub synchronous_full: bool,
+    pub wal_autocheckpoint: u32,
     /// Tests only: the syncer waits this long before each fsync.
     pub sync_delay: Duration,
     pub local_offset: time::UtcOffset,
@@ -232,6 +233,9 @@ pub(crate) fn spawn(
     )
     .map_err(sql_err)?;
     conn.set_prepared_statement_cache_capacity(64);
+    // The writer commits nearly everything, so it runs nearly every checkpoint.
+    conn.pragma_update(None, "wal_autocheckpoint", options.wal_autocheckpoint)
+        .map_err(sql_err)?;
     let (tx, rx) = mpsc::channel(TAKE_MAX * 4);
     let synced_upto = Arc::new(AtomicI64::new(0));
     let syncer = if options.synchronous_full {
