@@ -627,10 +627,11 @@ impl Store for SqliteStore {
 
     async fn next_due(&self) -> Result<Option<Ticks>> {
         // Both walk a partial index in time order and stop at the first row of an Active
-        // webhook, so they stay cheap with a large backlog.
+        // webhook, so they stay cheap with a large backlog. Only heads of chains can be due
+        // (migration 0006).
         let due: Option<Ticks> = sqlx::query_scalar(
             "SELECT d.next_attempt_at FROM delivery d JOIN webhook w ON w.webhook_id = d.webhook_id \
-             WHERE d.status = 0 AND w.state = 1 ORDER BY d.next_attempt_at LIMIT 1",
+             WHERE d.status = 0 AND d.ready = 1 AND w.state = 1 ORDER BY d.next_attempt_at LIMIT 1",
         )
         .fetch_optional(&self.reader)
         .await

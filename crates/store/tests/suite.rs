@@ -1612,6 +1612,18 @@ async fn sqlite_hands_the_next_delivery_of_a_chain_when_one_is_recorded() {
         .await
         .unwrap()
         .is_empty());
+    // Nothing is due before the retry either: the second change, written before it, waits
+    // behind it and does not count (a dispatcher asking would otherwise wake for nothing).
+    let due = s
+        .next_due()
+        .await
+        .unwrap()
+        .expect("the retry is due some time");
+    assert!(
+        due > now_ticks() + 3000 * SEC,
+        "due {due}, now {}",
+        now_ticks()
+    );
     // Its retry comes (claimed by the clock) and succeeds; the intake has no room left, so
     // the second change is marked ready and claimed, with its own event.
     let retry = s
