@@ -72,7 +72,13 @@ pub struct Outgoing {
 /// The shared parts of the payload of `event` (see [`PayloadTemplate`]): one for all the
 /// deliveries of an event.
 pub fn template_for(event: &StoredEvent, tenant: &str) -> PayloadTemplate {
-    PayloadTemplate::new(&shared_parts(event, tenant))
+    match &event.field_values_json {
+        // The store's text of the map: not serialized again.
+        Some(json) => {
+            PayloadTemplate::with_field_values_json(&shared_parts(event, tenant), Some(json))
+        }
+        None => PayloadTemplate::new(&shared_parts(event, tenant)),
+    }
 }
 
 /// Builds the request of spec 2 for a payload.

@@ -142,6 +142,19 @@ impl PayloadTemplate {
     /// The shared parts of `payload`; its `EventId`, `WebhookName` and `Properties` are not
     /// kept (each [`render`](PayloadTemplate::render) gives its own).
     pub fn new(payload: &PayloadRef<'_>) -> Self {
+        let field_values = payload
+            .field_values
+            .map(|fv| serde_json::to_string(fv).unwrap_or_else(|_| "{}".to_owned()));
+        Self::with_field_values_json(payload, field_values.as_deref())
+    }
+
+    /// [`new`](PayloadTemplate::new) with `FieldValues` given as JSON text, exactly as
+    /// `serde_json` writes the map (as a store keeps it): the text is put in as it is, not
+    /// parsed or serialized again; `payload.field_values` is not read.
+    pub fn with_field_values_json(
+        payload: &PayloadRef<'_>,
+        field_values_json: Option<&str>,
+    ) -> Self {
         let mut middle = Vec::with_capacity(512);
         // As in `to_bytes`: writing these into a Vec cannot fail.
         let _ = serde_json::to_writer(
@@ -163,9 +176,10 @@ impl PayloadTemplate {
             middle.remove(0);
         }
         let mut field_values = Vec::new();
-        if let Some(fv) = payload.field_values {
+        if let Some(fv) = field_values_json {
+            field_values.reserve(fv.len() + 16);
             field_values.extend_from_slice(b",\"FieldValues\":");
-            let _ = serde_json::to_writer(&mut field_values, fv);
+            field_values.extend_from_slice(fv.as_bytes());
         }
         PayloadTemplate {
             middle,

@@ -76,6 +76,10 @@ proptest! {
         let rendered = template.render(event_id, &name, properties.as_ref());
         let expected = payload.to_bytes();
         prop_assert_eq!(String::from_utf8_lossy(&rendered), String::from_utf8_lossy(&expected));
+        // FieldValues given as serde_json's text of the map (as a store keeps it): the same.
+        let text = field_values.as_ref().map(|m| serde_json::to_string(m).unwrap_or_default());
+        let from_text = PayloadTemplate::with_field_values_json(&payload, text.as_deref());
+        prop_assert_eq!(from_text.render(event_id, &name, properties.as_ref()), expected.clone());
         // The same template for another delivery of the event: another webhook and EventId.
         let other = PayloadRef { event_id: other_id, webhook_name: &other_name, properties: None, ..payload };
         prop_assert_eq!(template.render(other_id, &other_name, None), other.to_bytes());

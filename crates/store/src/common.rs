@@ -240,6 +240,7 @@ pub(crate) const EVENT_COLS: &str =
 
 pub(crate) fn read_event(r: &impl DbRow) -> Result<StoredEvent> {
     let changes = r.text(5)?;
+    let field_values_json = r.opt_text(7)?;
     Ok(StoredEvent {
         seq: r.int(0)?,
         tenant_id: r.int(1)?,
@@ -249,7 +250,8 @@ pub(crate) fn read_event(r: &impl DbRow) -> Result<StoredEvent> {
         changes: serde_json::from_str(&changes)
             .map_err(|e| StoreError::Corrupt(format!("event changes: {e}")))?,
         values: parse_json_map(r.opt_text(6)?)?,
-        field_values: parse_json_map(r.opt_text(7)?)?,
+        field_values: parse_json_map(field_values_json.clone())?,
+        field_values_json: field_values_json.map(std::sync::Arc::from),
         changed_by: r.int(8)?,
         occurred: r.int(9)?,
     })

@@ -225,6 +225,9 @@ pub struct StoredEvent {
     pub values: Option<Map<String, Json>>,
     /// `FieldValues`.
     pub field_values: Option<Map<String, Json>>,
+    /// `field_values` as the event row keeps it (`serde_json`'s text of the map): the payload
+    /// template puts it in as it is instead of serializing the map again.
+    pub field_values_json: Option<std::sync::Arc<str>>,
     /// `ChangedByAssociateId`.
     pub changed_by: i64,
     /// When it was committed.

@@ -925,6 +925,7 @@ impl Writer {
     /// Appends an event and one delivery per Active webhook of the tenant subscribed to it.
     fn insert_event(&mut self, actor: &Actor, ev: NewEvent, now: Ticks) -> Result<Committed> {
         let changes = json_text(&ev.changes);
+        let field_values_json = map_text(&ev.field_values);
         // No RETURNING (SQLite buffers its rows in a temporary table): the rowid is the key.
         self.conn
             .prepare_cached(
@@ -940,7 +941,7 @@ impl Writer {
                     ev.primary_key,
                     changes,
                     map_text(&ev.values),
-                    map_text(&ev.field_values),
+                    field_values_json,
                     actor.associate_id,
                     now
                 ],
@@ -1040,6 +1041,7 @@ impl Writer {
             changes: ev.changes,
             values: ev.values,
             field_values: ev.field_values,
+            field_values_json: field_values_json.map(Arc::from),
             changed_by: actor.associate_id,
             occurred: now,
         });
