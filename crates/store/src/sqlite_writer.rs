@@ -83,6 +83,10 @@ type CompleteJob = (
 /// A claim waiting, and who waits.
 type ClaimJob = (ClaimRequest, oneshot::Sender<Result<Vec<Claimed>>>);
 
+/// What a bookkeeping answers: the state changes of each record job, the deliveries of each
+/// claim.
+type Kept = (Vec<Vec<StateChange>>, Vec<Vec<Claimed>>);
+
 /// Settings of the writer thread.
 pub(crate) struct WriterOptions {
     pub synchronous_full: bool,
@@ -514,12 +518,7 @@ impl Writer {
     }
 
     /// The attempt records, then the claims, in the transaction in progress.
-    #[allow(clippy::type_complexity)]
-    fn record_and_claim(
-        &mut self,
-        completes: &[CompleteJob],
-        claims: &[ClaimJob],
-    ) -> Result<(Vec<Vec<StateChange>>, Vec<Vec<Claimed>>)> {
+    fn record_and_claim(&mut self, completes: &[CompleteJob], claims: &[ClaimJob]) -> Result<Kept> {
         let mut recorded = Vec::with_capacity(completes.len());
         for (outcomes, now, max, _) in completes {
             recorded.push(self.complete(outcomes, *now, *max)?);
@@ -533,7 +532,7 @@ impl Writer {
 
     /// Answers a committed bookkeeping.
     fn answer_bookkeeping(
-        &mut self,
+        &self,
         completes: Vec<CompleteJob>,
         claims: Vec<ClaimJob>,
         recorded: Vec<Vec<StateChange>>,
