@@ -53,7 +53,8 @@ fn shared_parts<'a>(event: &'a StoredEvent, tenant: &'a str) -> PayloadRef<'a> {
         context_identifier: tenant,
         changed_by_associate_id: event.changed_by,
         webhook_name: "",
-        field_values: event.field_values.as_ref(),
+        // The template takes the event's JSON text of them.
+        field_values: None,
         properties: None,
     }
 }
@@ -72,13 +73,11 @@ pub struct Outgoing {
 /// The shared parts of the payload of `event` (see [`PayloadTemplate`]): one for all the
 /// deliveries of an event.
 pub fn template_for(event: &StoredEvent, tenant: &str) -> PayloadTemplate {
-    match &event.field_values_json {
-        // The store's text of the map: not serialized again.
-        Some(json) => {
-            PayloadTemplate::with_field_values_json(&shared_parts(event, tenant), Some(json))
-        }
-        None => PayloadTemplate::new(&shared_parts(event, tenant)),
-    }
+    // FieldValues as the store keeps them: JSON text, put in as it is.
+    PayloadTemplate::with_field_values_json(
+        &shared_parts(event, tenant),
+        event.field_values_json.as_deref(),
+    )
 }
 
 /// Builds the request of spec 2 for a payload.

@@ -521,7 +521,11 @@ async fn signal(
             &auth.actor,
             NewEvent {
                 changes: data.keys().cloned().collect(),
-                field_values: if data.is_empty() { None } else { Some(data) },
+                field_values: if data.is_empty() {
+                    None
+                } else {
+                    serde_json::to_string(&data).ok()
+                },
                 order_key: format!("{entity}:{pk}"),
                 event,
                 entity,

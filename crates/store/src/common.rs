@@ -46,27 +46,39 @@ pub(crate) fn column_list(def: &EntityDef) -> String {
         .join(", ")
 }
 
-/// `FieldValues` of a row.
-pub(crate) fn field_values(
-    def: &EntityDef,
-    row: &Row,
-    offset: time::UtcOffset,
-) -> Map<String, Json> {
-    let mut m = Map::new();
+/// `FieldValues` of a row as JSON text: the bytes `serde_json` writes for the map of its fields
+/// (names in the entity's order), written without building the map.
+pub(crate) fn field_values(def: &EntityDef, row: &Row, offset: time::UtcOffset) -> String {
+    let mut out: Vec<u8> = Vec::with_capacity(64 * def.field_values.len());
+    out.push(b'{');
     for name in def.field_values {
         let Some(i) = def.index(name) else { continue };
+        if out.len() > 1 {
+            out.push(b',');
+        }
+        json_str(&mut out, name);
+        out.push(b':');
         let v = &row.values[i];
-        let json = match def.columns[i].kind {
+        match def.columns[i].kind {
             ColumnKind::Date => {
                 let local = def.local_dates.contains(name).then_some(offset);
-                Json::String(render_date(v.as_ticks(), local))
+                json_str(&mut out, &render_date(v.as_ticks(), local));
             }
-            ColumnKind::Text { .. } => Json::String(v.as_str().unwrap_or_default().to_owned()),
-            _ => Json::from(v.as_i64()),
-        };
-        m.insert((*name).to_owned(), json);
+            ColumnKind::Text { .. } => json_str(&mut out, v.as_str().unwrap_or_default()),
+            _ => {
+                let _ = serde_json::to_writer(&mut out, &v.as_i64());
+            }
+        }
     }
-    m
+    out.push(b'}');
+    // Only JSON written by serde_json and ASCII punctuation went in: always UTF-8.
+    String::from_utf8(out).unwrap_or_else(|_| "{}".to_owned())
+}
+
+/// A JSON string, escaped as `serde_json` escapes it.
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    // Writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
 }
 
 pub(crate) fn parse_json_map(s: Option<String>) -> Result<Option<Map<String, Json>>> {
@@ -125,7 +137,7 @@ pub(crate) fn state_event(
         primary_key: hook.id,
         changes: Vec::new(),
         values: None,
-        field_values: Some(fv),
+        field_values: Some(json_text(&fv)),
         order_key: format!("webhook:{}", hook.id),
     })
 }
@@ -240,7 +252,6 @@ pub(crate) const EVENT_COLS: &str =
 
 pub(crate) fn read_event(r: &impl DbRow) -> Result<StoredEvent> {
     let changes = r.text(5)?;
-    let field_values_json = r.opt_text(7)?;
     Ok(StoredEvent {
         seq: r.int(0)?,
         tenant_id: r.int(1)?,
@@ -250,8 +261,7 @@ pub(crate) fn read_event(r: &impl DbRow) -> Result<StoredEvent> {
         changes: serde_json::from_str(&changes)
             .map_err(|e| StoreError::Corrupt(format!("event changes: {e}")))?,
         values: parse_json_map(r.opt_text(6)?)?,
-        field_values: parse_json_map(field_values_json.clone())?,
-        field_values_json: field_values_json.map(std::sync::Arc::from),
+        field_values_json: r.opt_text(7)?.map(std::sync::Arc::from),
         changed_by: r.int(8)?,
         occurred: r.int(9)?,
     })

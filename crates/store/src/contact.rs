@@ -138,6 +138,40 @@ mod tests {
         }
     }
 
+    /// FieldValues written as text are the bytes serde_json gives for the map of the same
+    /// values: integers (negative too) and dates set, local or absent.
+    #[test]
+    fn field_values_text_is_serde_jsons_map() {
+        use crate::common::{field_values, render_date};
+        use crate::entity::{ColumnKind, Row, Value};
+        use serde_json::{Map, Value as Json};
+        let offset = time::UtcOffset::from_hms(2, 0, 0).unwrap_or(time::UtcOffset::UTC);
+        let mut row = Row::empty(&CONTACT);
+        row.set(&CONTACT, "associate_id", Value::Int(-42));
+        row.set(&CONTACT, "source", Value::Int(i64::MAX));
+        row.set(&CONTACT, "registered", Value::Date(638_000_000_000_000_000));
+        row.set(&CONTACT, "updated", Value::Date(1));
+        let mut want = Map::new();
+        for name in CONTACT.field_values {
+            let Some(i) = CONTACT.index(name) else {
+                continue;
+            };
+            let v = &row.values[i];
+            let json = match CONTACT.columns[i].kind {
+                ColumnKind::Date => {
+                    let local = CONTACT.local_dates.contains(name).then_some(offset);
+                    Json::String(render_date(v.as_ticks(), local))
+                }
+                ColumnKind::Text { .. } => Json::String(v.as_str().unwrap_or_default().to_owned()),
+                _ => Json::from(v.as_i64()),
+            };
+            want.insert((*name).to_owned(), json);
+        }
+        assert_eq!(want.len(), CONTACT.field_values.len());
+        let want = serde_json::to_string(&want).unwrap_or_default();
+        assert_eq!(field_values(&CONTACT, &row, offset), want);
+    }
+
     #[test]
     fn created_changes_match_the_superoffice_example() {
         let fixture = r#"["contact_id","activeErpLinks","activeInterests","associate_id","business_idx","category_idx","country_id","dbi_agent_id","dbi_key","dbi_last_modified","dbi_last_syncronized","deleted","department","group_id","kananame","mother_id","name","nomailing","number1","number2","orgNr","registered_associate_id","registered","soundEx","source","supportAssociateId","supportLanguageId","supportPersonId","text_id","ticketPriorityId","tzLocationId","updated_associate_id","updated","updatedCount","userdef_id","userdef2_id","xstop"]"#;

@@ -200,8 +200,9 @@ pub struct NewEvent {
     pub changes: Vec<String>,
     /// `Values` (deleted only).
     pub values: Option<Map<String, Json>>,
-    /// `FieldValues`.
-    pub field_values: Option<Map<String, Json>>,
+    /// `FieldValues` as JSON text (an object): what the event row keeps and the payload
+    /// carries, written once.
+    pub field_values: Option<String>,
     /// Events with the same key go out in commit order per webhook.
     pub order_key: String,
 }
@@ -223,15 +224,20 @@ pub struct StoredEvent {
     pub changes: Vec<String>,
     /// `Values`.
     pub values: Option<Map<String, Json>>,
-    /// `FieldValues`.
-    pub field_values: Option<Map<String, Json>>,
-    /// `field_values` as the event row keeps it (`serde_json`'s text of the map): the payload
-    /// template puts it in as it is instead of serializing the map again.
+    /// `FieldValues` as the event row keeps it (JSON text of an object): the payload template
+    /// puts it in as it is ([`StoredEvent::field_values`] parses it).
     pub field_values_json: Option<std::sync::Arc<str>>,
     /// `ChangedByAssociateId`.
     pub changed_by: i64,
     /// When it was committed.
     pub occurred: Ticks,
+}
+
+impl StoredEvent {
+    /// `FieldValues` parsed (`None` without them, or if the stored text is not an object).
+    pub fn field_values(&self) -> Option<Map<String, Json>> {
+        serde_json::from_str(self.field_values_json.as_deref()?).ok()
+    }
 }
 
 /// What a committed change produced.

@@ -313,7 +313,7 @@ fn push_event_tail(
             .push_bind(ev.primary_key)
             .push_bind(json_text(&ev.changes))
             .push_bind(map_text(&ev.values))
-            .push_bind(map_text(&ev.field_values))
+            .push_bind(ev.field_values.clone())
             .push_bind(actor.associate_id)
             .push_bind(now);
     }

@@ -178,7 +178,7 @@ async fn insert_event(
     .bind(ev.primary_key)
     .bind(changes)
     .bind(map_text(&ev.values))
-    .bind(map_text(&ev.field_values))
+    .bind(ev.field_values.as_deref())
     .bind(actor.associate_id)
     .bind(now)
     .fetch_one(&mut **tx)

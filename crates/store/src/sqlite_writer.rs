@@ -924,7 +924,6 @@ impl Writer {
     /// Appends an event and one delivery per Active webhook of the tenant subscribed to it.
     fn insert_event(&mut self, actor: &Actor, ev: NewEvent, now: Ticks) -> Result<Committed> {
         let changes = json_text(&ev.changes);
-        let field_values_json = map_text(&ev.field_values);
         // No RETURNING (SQLite buffers its rows in a temporary table): the rowid is the key.
         self.conn
             .prepare_cached(
@@ -940,7 +939,7 @@ impl Writer {
                     ev.primary_key,
                     changes,
                     map_text(&ev.values),
-                    field_values_json,
+                    ev.field_values,
                     actor.associate_id,
                     now
                 ],
@@ -1039,8 +1038,7 @@ impl Writer {
             primary_key: ev.primary_key,
             changes: ev.changes,
             values: ev.values,
-            field_values: ev.field_values,
-            field_values_json: field_values_json.map(Arc::from),
+            field_values_json: ev.field_values.map(Arc::from),
             changed_by: actor.associate_id,
             occurred: now,
         });
