@@ -1400,7 +1400,6 @@ impl Writer {
         // AttemptId is the outcome's place in this batch after `first_id`.
         let mut rows: Vec<(i64, &AttemptOutcome)> = Vec::with_capacity(outcomes.len());
         let mut settle: Vec<&AttemptOutcome> = Vec::new();
-        let mut folded_any = false;
         {
             let mut folded = self
                 .conn
@@ -1423,13 +1422,12 @@ impl Writer {
                             o.duration_us,
                             o.response_excerpt,
                             o.delivery_id,
-                            o.event_id.hyphenated().to_string()
+                            o.event_id.to_string()
                         ])
                         .map_err(sql_err)?
                         > 0
                 {
                     closed.push(o.delivery_id);
-                    folded_any = true;
                     continue;
                 }
                 rows.push((id, o));
@@ -1438,6 +1436,8 @@ impl Writer {
                 }
             }
         }
+        // Some attempts stayed in their deliveries' rows: their ids count for the sequence.
+        let folded_any = rows.len() < outcomes.len();
         if !rows.is_empty() {
             let mut attempt = self
                 .conn

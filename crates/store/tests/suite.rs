@@ -177,11 +177,7 @@ async fn an_answered_change_is_claimable_at_once(ctx: &Ctx) {
             got, ids,
             "round {round}: every answered change is claimable"
         );
-        let outcomes: Vec<_> = claimed
-            .iter()
-            .map(|c| outcome(c, Verdict::Delivered))
-            .collect();
-        store.complete(&outcomes, now_ticks(), 9).await.unwrap();
+        deliver_all(store, &claimed).await;
     }
 }
 
@@ -298,6 +294,15 @@ fn outcome(c: &Claimed, verdict: Verdict) -> AttemptOutcome {
         response_excerpt: (!ok).then(|| "HTTP/1.1 500 Internal Server Error".to_owned()),
         verdict,
     }
+}
+
+/// Records every claimed delivery as delivered.
+async fn deliver_all(store: &DynStore, claimed: &[Claimed]) {
+    let outcomes: Vec<_> = claimed
+        .iter()
+        .map(|c| outcome(c, Verdict::Delivered))
+        .collect();
+    store.complete(&outcomes, now_ticks(), 9).await.unwrap();
 }
 
 /// `(primary key, event name)` of claimed deliveries, sorted.
@@ -1342,11 +1347,7 @@ async fn fan_out_to_many_webhooks_and_replays_keep_ids_unique(ctx: &Ctx) {
             n,
             "round {round}: one delivery per webhook and event"
         );
-        let done: Vec<_> = claimed
-            .iter()
-            .map(|c| outcome(c, Verdict::Delivered))
-            .collect();
-        s.complete(&done, now_ticks(), 9).await.unwrap();
+        deliver_all(s, &claimed).await;
         let r = s
             .replay(
                 me.tenant_id,
