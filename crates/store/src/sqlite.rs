@@ -650,14 +650,10 @@ impl Store for SqliteStore {
     }
 
     async fn release(&self, owner: &str) -> Result<u64> {
-        let _gate = self.gate.lock().await;
-        let n = sqlx::query("UPDATE delivery SET status = 0, lease_until = NULL, lease_owner = NULL WHERE status = 1 AND lease_owner = ?")
-            .bind(owner)
-            .execute(&self.writer)
-            .await
-            .map_err(db)?
-            .rows_affected();
-        Ok(n)
+        // On the writer thread: it forgets the chains it follows in memory with them.
+        let (reply, answer) = oneshot::channel();
+        self.send(Cmd::Release(owner.to_owned(), reply)).await?;
+        answer.await.map_err(|_| writer_stopped())?
     }
 
     async fn list_deliveries(

@@ -63,6 +63,9 @@ pub(crate) enum Cmd {
     Change(Job),
     /// Lease due deliveries.
     Claim(ClaimRequest, oneshot::Sender<Result<Vec<Claimed>>>),
+    /// Give an owner's leases back to the queue (a node stopping), and forget the chains
+    /// followed in memory (their deliveries are no longer leased to this node).
+    Release(String, oneshot::Sender<Result<u64>>),
     /// Record attempts and run the state machine.
     Complete {
         outcomes: Vec<AttemptOutcome>,
@@ -203,6 +206,72 @@ impl RecentEvents {
     }
 }
 
+/// Most deliveries [`Chains`] follows at once.
+const CHAINS_MAX: usize = 65_536;
+
+/// A chain: the deliveries of one contact (an order key) to one webhook, sent one at a time.
+type ChainKey = (i64, Arc<str>);
+
+/// A delivery written leased behind one in flight, waiting for it in memory.
+struct Waiting {
+    delivery_id: i64,
+    webhook_id: i64,
+    event_id: Uuid,
+    event: Arc<StoredEvent>,
+    tenant: String,
+    lease_until: Ticks,
+}
+
+/// Chains followed in memory, so that the later events of a contact go out without a claim
+/// and without a query: the deliveries this writer handed over and that are in flight, and
+/// behind each one the delivery of the next event of the same contact, written leased to this
+/// node with `ready` = 0 and handed over by the record that closes the one before it.
+///
+/// Forgetting is always safe (a rollback forgets everything): a waiting delivery is a leased
+/// row whose lease runs out, and an expired lease is claimed again only once nothing earlier
+/// of its chain is open, so order holds across a crash too.
+#[derive(Default)]
+struct Chains {
+    /// The chain of each delivery followed (in flight or waiting).
+    live: HashMap<i64, ChainKey>,
+    /// The newest delivery followed of each chain.
+    tails: HashMap<ChainKey, i64>,
+    /// The delivery waiting behind each delivery followed.
+    waiting: HashMap<i64, Waiting>,
+}
+
+impl Chains {
+    /// Follows `delivery_id`, now the newest open delivery of `key`. When too many are
+    /// followed (outcomes that never came back), everything is forgotten first.
+    fn follow(&mut self, delivery_id: i64, key: ChainKey) {
+        if self.live.len() >= CHAINS_MAX {
+            tracing::warn!(
+                followed = self.live.len(),
+                "forgetting the chains followed in memory"
+            );
+            *self = Chains::default();
+        }
+        self.tails.insert(key.clone(), delivery_id);
+        self.live.insert(delivery_id, key);
+    }
+
+    /// The delivery in flight or waiting that `open`, the newest open delivery of `key`, is,
+    /// if it is followed: a new delivery of the chain may wait behind it in memory.
+    fn tail_is(&self, key: &ChainKey, open: i64) -> bool {
+        self.tails.get(key) == Some(&open) && !self.waiting.contains_key(&open)
+    }
+
+    /// Stops following `delivery_id` (it closed, or went back to the queue): its chain's tail
+    /// is gone when it was the tail.
+    fn unfollow(&mut self, delivery_id: i64) {
+        if let Some(key) = self.live.remove(&delivery_id) {
+            if self.tails.get(&key) == Some(&delivery_id) {
+                self.tails.remove(&key);
+            }
+        }
+    }
+}
+
 /// Which hand-off: of a group commit (fresh heads) or of a bookkeeping (next heads).
 #[derive(Clone, Copy)]
 enum Kind {
@@ -274,6 +343,7 @@ pub(crate) fn spawn(
                 tenants: HashMap::new(),
                 next_heads: NextHeads::default(),
                 attempt_seq: None,
+                chains: Chains::default(),
             }
             .run(rx)
         })
@@ -437,6 +507,8 @@ struct Writer {
     next_heads: NextHeads,
     /// The last AttemptId handed out in the transaction in progress ([`Writer::attempt_ids`]).
     attempt_seq: Option<i64>,
+    /// Chains followed in memory.
+    chains: Chains,
 }
 
 /// The next heads a bookkeeping found, by what kept them from being handed over.
@@ -453,6 +525,8 @@ struct NextHeads {
     tried: u32,
     /// Handed over.
     handed: u32,
+    /// Of all these, waited in memory behind the one that closed (no query to find them).
+    followed: u32,
 }
 
 impl Writer {
@@ -461,9 +535,11 @@ impl Writer {
             let mut changes = Vec::new();
             let mut claims = Vec::new();
             let mut completes = Vec::new();
+            let mut releases = Vec::new();
             let mut take = |cmd: Cmd| match cmd {
                 Cmd::Change(j) => changes.push(j),
                 Cmd::Claim(r, reply) => claims.push((r, reply)),
+                Cmd::Release(owner, reply) => releases.push((owner, reply)),
                 Cmd::Complete {
                     outcomes,
                     now,
@@ -487,7 +563,29 @@ impl Writer {
                 (true, true) => self.bookkeeping(completes, claims),
                 (true, false) => {}
             }
+            for (owner, reply) in releases {
+                let _ = reply.send(self.in_tx(|w| w.release(&owner)));
+            }
         }
+    }
+
+    /// Gives `owner`'s leases back: pending again, and heads of their chains when nothing
+    /// earlier of the chain is open (a delivery handed over from memory still says `ready` =
+    /// 0). The chains followed in memory are forgotten with them.
+    fn release(&mut self, owner: &str) -> Result<u64> {
+        self.chains = Chains::default();
+        let n = self
+            .conn
+            .prepare_cached(
+                "UPDATE delivery SET status = 0, lease_until = NULL, lease_owner = NULL, \
+                 ready = CASE WHEN ready = 1 OR NOT EXISTS (SELECT 1 FROM delivery p WHERE p.webhook_id = delivery.webhook_id \
+                 AND p.order_key = delivery.order_key AND p.status IN (0, 1) AND p.delivery_id < delivery.delivery_id) \
+                 THEN 1 ELSE 0 END WHERE status = 1 AND lease_owner = ?",
+            )
+            .map_err(sql_err)?
+            .execute([owner])
+            .map_err(sql_err)?;
+        Ok(n as u64)
     }
 
     /// Attempt records, then claims (which see them), in one bookkeeping transaction: one
@@ -581,6 +679,9 @@ impl Writer {
     fn rollback(&mut self) {
         self.recent.discard();
         self.attempt_seq = None;
+        // What the transaction did to the chains is undone by forgetting them all (safe: see
+        // `Chains`).
+        self.chains = Chains::default();
         if !self.conn.is_autocommit() {
             if let Err(e) = self.run_cached("ROLLBACK") {
                 tracing::error!(error = %e, "rollback failed");
@@ -947,21 +1048,24 @@ impl Writer {
             .map_err(sql_err)?;
         let seq = self.conn.last_insert_rowid();
         // Fan-out: a delivery per Active subscribed webhook of the tenant, with a random
-        // version-4 EventId. `open` says something of the same contact is still open for that
-        // webhook: the delivery waits behind it (`ready` = 0). A head of its chain is written
+        // version-4 EventId. The newest open delivery of the same contact to that webhook, if
+        // there is one, goes first: the new one waits behind it (`ready` = 0), in memory and
+        // leased when this writer follows it (see `Chains`). A head of its chain is written
         // leased when the dispatcher of the group commit has room for it, and handed over after
         // the commit. Plain statements: one fan-out statement with a materialized CTE (for the
         // reservation) opened and closed a temporary B-tree per event, and cost more than the
-        // rest of the event put together.
-        let targets: Vec<(i64, bool)> = {
+        // rest of the event put together. Ordered by `we.webhook_id`, which the index of
+        // `webhook_event` gives as it is (by `w.webhook_id`, SQLite sorted in a temporary
+        // B-tree per event).
+        let targets: Vec<(i64, Option<i64>)> = {
             let mut stmt = self
                 .conn
                 .prepare_cached(
-                    "SELECT w.webhook_id, EXISTS (SELECT 1 FROM delivery p WHERE p.webhook_id = w.webhook_id \
+                    "SELECT w.webhook_id, (SELECT max(p.delivery_id) FROM delivery p WHERE p.webhook_id = w.webhook_id \
                      AND p.order_key = ?1 AND p.status IN (0, 1)) \
                      FROM webhook_event we CROSS JOIN webhook w ON w.webhook_id = we.webhook_id \
                      WHERE we.event = ?2 AND w.tenant_id = ?3 AND w.state = 1 AND w.type = 'webhook' \
-                     ORDER BY w.webhook_id",
+                     ORDER BY we.webhook_id",
                 )
                 .map_err(sql_err)?;
             let rows = stmt
@@ -973,7 +1077,17 @@ impl Writer {
         };
         let deliveries = targets.len() as u64;
         let mut leased: Vec<(i64, Uuid, Arc<Webhook>)> = Vec::new();
-        for (webhook_id, open) in targets {
+        let order_key: Arc<str> = Arc::from(ev.order_key.as_str());
+        // Written leased behind the delivery in flight they wait for: (their id, the one before).
+        let mut behind: Vec<(i64, Uuid, i64, i64)> = Vec::new();
+        for (webhook_id, newest_open) in targets {
+            let open = newest_open.is_some();
+            let key: ChainKey = (webhook_id, Arc::clone(&order_key));
+            // Behind a delivery this writer follows: it waits in memory, leased to this node.
+            let wait_behind = match (newest_open, &self.batch) {
+                (Some(tail), Some(_)) if self.chains.tail_is(&key, tail) => Some(tail),
+                _ => None,
+            };
             let webhook = if open {
                 None
             } else {
@@ -987,6 +1101,9 @@ impl Writer {
             };
             let (owner, until) = match (&webhook, &self.batch) {
                 (Some(_), Some(b)) => (Some(b.owner.as_str()), Some(b.lease_until)),
+                (None, Some(b)) if wait_behind.is_some() => {
+                    (Some(b.owner.as_str()), Some(b.lease_until))
+                }
                 _ => (None, None),
             };
             let event_id = Uuid::new_v4();
@@ -1016,8 +1133,16 @@ impl Writer {
                 .map(|_| self.conn.last_insert_rowid())
                 .map_err(sql_err);
             match (inserted, webhook) {
-                (Ok(delivery_id), Some(webhook)) => leased.push((delivery_id, event_id, webhook)),
-                (Ok(_), None) => {}
+                (Ok(delivery_id), Some(webhook)) => {
+                    self.chains.follow(delivery_id, key);
+                    leased.push((delivery_id, event_id, webhook));
+                }
+                (Ok(delivery_id), None) => {
+                    if let Some(tail) = wait_behind {
+                        self.chains.follow(delivery_id, key);
+                        behind.push((delivery_id, event_id, tail, webhook_id));
+                    }
+                }
                 (Err(e), webhook) => {
                     if let (Some(_), Some(b)) = (webhook, &self.batch) {
                         b.intake.unreserve(webhook_id);
@@ -1042,6 +1167,21 @@ impl Writer {
             changed_by: actor.associate_id,
             occurred: now,
         });
+        if let Some(lease_until) = self.batch.as_ref().map(|b| b.lease_until) {
+            for (delivery_id, event_id, tail, webhook_id) in behind {
+                self.chains.waiting.insert(
+                    tail,
+                    Waiting {
+                        delivery_id,
+                        webhook_id,
+                        event_id,
+                        event: Arc::clone(&event),
+                        tenant: actor.tenant.clone(),
+                        lease_until,
+                    },
+                );
+            }
+        }
         if let Some(batch) = self.batch.as_mut() {
             for (delivery_id, event_id, webhook) in leased {
                 batch.handed.push(Claimed {
@@ -1144,9 +1284,11 @@ impl Writer {
     /// delivery still open for the same webhook, at most `max_per_webhook` of one webhook.
     fn claim(&mut self, req: &ClaimRequest) -> Result<Vec<Claimed>> {
         // Candidates, oldest first: expired leases (a node died mid-send; rare, one index seek
-        // when there are none), then pending heads: rows whose contact has no earlier open
-        // delivery to the same webhook (`ready`, kept by the inserts and by next_head; checked
-        // again here). Both walks read only their partial indexes.
+        // when there are none) of heads only (a delivery that waited in memory behind another
+        // of its chain is leased too, and must not overtake it), then pending heads: rows whose
+        // contact has no earlier open delivery to the same webhook (`ready`, kept by the
+        // inserts and by next_head; checked again here). Both walks read only their partial
+        // indexes.
         let window = req.limit.saturating_mul(4);
         let skip_args: Vec<SqlValue> = req
             .skip_webhooks
@@ -1184,7 +1326,10 @@ impl Writer {
         self.candidates(
             &format!(
                 "SELECT d.delivery_id, d.webhook_id, d.queue_pos FROM delivery d JOIN webhook w ON w.webhook_id = d.webhook_id \
-                 WHERE d.status = 1 AND d.lease_until < ? AND w.state = 1{} ORDER BY d.lease_until LIMIT ?",
+                 WHERE d.status = 1 AND d.lease_until < ? AND w.state = 1{} \
+                 AND NOT EXISTS (SELECT 1 FROM delivery p WHERE p.webhook_id = d.webhook_id \
+                 AND p.order_key = d.order_key AND p.status IN (0, 1) AND p.delivery_id < d.delivery_id) \
+                 ORDER BY d.lease_until LIMIT ?",
                 skip("d.webhook_id")
             ),
             std::iter::once(SqlValue::Integer(req.now))
@@ -1508,10 +1653,91 @@ impl Writer {
         // written since then (due when it was written) looked not due yet: with ten webhooks,
         // one next head in six was left to a claim for that reason.
         let clock = now_ticks().max(now);
+        // A delivery that did not close (a retry, a lease lost) keeps its chain closed: what
+        // waited behind it in memory goes back to the queue.
+        let ended: std::collections::HashSet<i64> = closed.iter().copied().collect();
+        for o in outcomes {
+            if !ended.contains(&o.delivery_id) {
+                self.release_waiting(o.delivery_id)?;
+                self.chains.unfollow(o.delivery_id);
+            }
+        }
         for id in closed {
-            self.next_head(id, clock)?;
+            self.chains.unfollow(id);
+            match self.chains.waiting.remove(&id) {
+                Some(w) => self.hand_waiting(w, clock)?,
+                None => self.next_head(id, clock)?,
+            }
         }
         Ok(changes)
+    }
+
+    /// Hands over `w`, which waited in memory behind a delivery that just closed: it is
+    /// leased to this node already, so no statement runs unless its lease is half gone. With
+    /// no room (or no dispatcher, or its webhook no longer Active) it becomes a pending head
+    /// for a claim instead, and what waited behind it goes back to the queue.
+    fn hand_waiting(&mut self, w: Waiting, now: Ticks) -> Result<()> {
+        self.next_heads.followed += 1;
+        let synced = self.synced_upto.load(Ordering::SeqCst);
+        let durable = synced >= self.handed_upto || w.delivery_id <= synced;
+        if let Some(webhook) = self.reserve(Kind::Record, w.webhook_id)? {
+            let fresh = self.successors.as_ref().map_or(now, |b| b.lease_until);
+            if w.lease_until.saturating_sub(now) < fresh.saturating_sub(now) / 2 {
+                self.conn
+                    .prepare_cached("UPDATE delivery SET lease_until = ? WHERE delivery_id = ?")
+                    .map_err(sql_err)?
+                    .execute(params![fresh, w.delivery_id])
+                    .map_err(sql_err)?;
+            }
+            let claimed = Claimed {
+                delivery_id: w.delivery_id,
+                event_id: w.event_id,
+                attempt_in_cycle: 0,
+                event: w.event,
+                tenant: w.tenant,
+                webhook,
+            };
+            if let Some(b) = self.successors.as_mut() {
+                if durable {
+                    b.handed.push(claimed);
+                } else {
+                    b.after_sync.push(claimed);
+                    b.after_upto = b.after_upto.max(w.delivery_id);
+                }
+                self.next_heads.handed += 1;
+            }
+            return Ok(());
+        }
+        self.conn
+            .prepare_cached(
+                "UPDATE delivery SET status = 0, ready = 1, lease_until = NULL, lease_owner = NULL \
+                 WHERE delivery_id = ? AND status = 1",
+            )
+            .map_err(sql_err)?
+            .execute([w.delivery_id])
+            .map_err(sql_err)?;
+        self.release_waiting(w.delivery_id)?;
+        self.chains.unfollow(w.delivery_id);
+        Ok(())
+    }
+
+    /// Sends the deliveries waiting in memory behind `id` back to the queue: pending, not
+    /// heads (`ready` = 0), for the database's way (a next head when the one before closes).
+    fn release_waiting(&mut self, id: i64) -> Result<()> {
+        let mut next = self.chains.waiting.remove(&id);
+        while let Some(w) = next {
+            self.conn
+                .prepare_cached(
+                    "UPDATE delivery SET status = 0, lease_until = NULL, lease_owner = NULL \
+                     WHERE delivery_id = ? AND status = 1 AND ready = 0",
+                )
+                .map_err(sql_err)?
+                .execute([w.delivery_id])
+                .map_err(sql_err)?;
+            self.chains.unfollow(w.delivery_id);
+            next = self.chains.waiting.remove(&w.delivery_id);
+        }
+        Ok(())
     }
 
     /// Marks the next head of the chain of `closed`, a delivery just closed: the oldest open
@@ -1743,7 +1969,7 @@ impl Writer {
             Verdict::RetryAt(at) => {
                 self.conn
                     .prepare_cached(
-                        "UPDATE delivery SET status = 0, attempt_in_cycle = attempt_in_cycle + 1, next_attempt_at = ?, attempts = attempts + 1, \
+                        "UPDATE delivery SET status = 0, ready = 1, attempt_in_cycle = attempt_in_cycle + 1, next_attempt_at = ?, attempts = attempts + 1, \
                          last_status = ?, last_error = ?, lease_until = NULL, lease_owner = NULL WHERE delivery_id = ? AND status = 1",
                     )
                     .map_err(sql_err)?
@@ -1753,7 +1979,7 @@ impl Writer {
             Verdict::Requeue(at) => {
                 self.conn
                     .prepare_cached(
-                        "UPDATE delivery SET status = 0, attempt_in_cycle = 0, cycles = cycles + 1, event_id = ?, queue_pos = ?, next_attempt_at = ?, \
+                        "UPDATE delivery SET status = 0, ready = 1, attempt_in_cycle = 0, cycles = cycles + 1, event_id = ?, queue_pos = ?, next_attempt_at = ?, \
                          attempts = attempts + 1, last_status = ?, last_error = ?, lease_until = NULL, lease_owner = NULL WHERE delivery_id = ? AND status = 1",
                     )
                     .map_err(sql_err)?

@@ -1797,3 +1797,111 @@ async fn sqlite_hands_fresh_heads_to_the_dispatcher() {
     assert_eq!((out4.committed.deliveries, out4.committed.handed), (2, 0));
     ctx.finish().await;
 }
+
+/// Later changes of a contact whose delivery is in flight wait for it in memory, written
+/// leased to this node (no query finds them when it closes). When the node dies, their leases
+/// run out like the others', and order holds: a claim takes the one in front, and the one
+/// behind it only once that one is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_deliveries_waiting_in_memory_keep_their_order_when_the_node_dies() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("chain.db").display());
+    let s = open(&url, &OpenOptions::default()).await.unwrap();
+    let me = actor(&s, "Default", 7).await;
+    let h1 = hook(&s, &me, &["contact.created", "contact.changed"]).await;
+    let intake = RoomIntake::new(&[(h1.id, 10)]);
+    s.set_intake(Some(intake.clone()));
+    let (c1, _) = create(&s, &me, "One").await;
+    let head = intake.taken();
+    assert_eq!(keys(&head), vec![(c1, "contact.created".into())]);
+    let first = set_department(&s, &me, c1, "d1").await.unwrap();
+    let second = set_department(&s, &me, c1, "d2").await.unwrap();
+    assert_eq!((first.committed.handed, second.committed.handed), (0, 0));
+    assert!(intake.taken().is_empty(), "behind an open delivery");
+    assert!(
+        s.claim(&req("n1", now_ticks(), 100))
+            .await
+            .unwrap()
+            .is_empty(),
+        "leased to the intake's node while they wait"
+    );
+    // The head is recorded: the first change goes out, the second waits behind it.
+    s.complete(&[outcome(&head[0], Verdict::Delivered)], now_ticks(), 9)
+        .await
+        .unwrap();
+    let next = intake.taken();
+    assert_eq!(keys(&next), vec![(c1, "contact.changed".into())]);
+    assert_eq!(Some(next[0].event.seq), first.committed.event_seq);
+    assert_eq!(
+        (next[0].webhook.id, next[0].tenant.as_str()),
+        (h1.id, "Default")
+    );
+
+    // The node dies (no release) with the first change in flight: another node, after the
+    // leases ran out, takes the first change only.
+    drop(s);
+    let s = open(&url, &OpenOptions::default()).await.unwrap();
+    let later = now_ticks() + 61 * SEC;
+    let again = s.claim(&req("n2", later, 100)).await.unwrap();
+    assert_eq!(
+        again.iter().map(|c| c.delivery_id).collect::<Vec<_>>(),
+        vec![next[0].delivery_id],
+        "the second change overtook the first"
+    );
+    assert_eq!(again[0].event_id, next[0].event_id);
+    s.complete(&[outcome(&again[0], Verdict::Delivered)], later, 9)
+        .await
+        .unwrap();
+    let last = s.claim(&req("n2", later, 100)).await.unwrap();
+    assert_eq!(keys(&last), vec![(c1, "contact.changed".into())]);
+    assert_eq!(Some(last[0].event.seq), second.committed.event_seq);
+    s.complete(&[outcome(&last[0], Verdict::Delivered)], later, 9)
+        .await
+        .unwrap();
+    assert!(s.claim(&req("n2", later, 100)).await.unwrap().is_empty());
+    drop(s);
+}
+
+/// A node that stops gives its leases back: a delivery it was sending after it waited in
+/// memory becomes a pending head (claimable at once), and one still waiting behind it stays
+/// behind it. Nothing is handed from memory after that.
+#[tokio::test]
+async fn sqlite_release_returns_deliveries_handed_from_memory_in_order() {
+    let ctx = Ctx::new(Backend::Sqlite).await.unwrap();
+    let s = &ctx.store;
+    let me = actor(s, "Default", 7).await;
+    let h1 = hook(s, &me, &["contact.created", "contact.changed"]).await;
+    let intake = RoomIntake::new(&[(h1.id, 10)]);
+    s.set_intake(Some(intake.clone()));
+    let (c1, _) = create(s, &me, "One").await;
+    let head = intake.taken();
+    let first = set_department(s, &me, c1, "d1").await.unwrap();
+    let second = set_department(s, &me, c1, "d2").await.unwrap();
+    s.complete(&[outcome(&head[0], Verdict::Delivered)], now_ticks(), 9)
+        .await
+        .unwrap();
+    let sending = intake.taken();
+    assert_eq!(keys(&sending), vec![(c1, "contact.changed".into())]);
+
+    assert_eq!(
+        s.release("intake-node").await.unwrap(),
+        2,
+        "in flight and waiting"
+    );
+    let claimed = s.claim(&req("n1", now_ticks(), 100)).await.unwrap();
+    assert_eq!(keys(&claimed), vec![(c1, "contact.changed".into())]);
+    assert_eq!(Some(claimed[0].event.seq), first.committed.event_seq);
+    assert_eq!(claimed[0].delivery_id, sending[0].delivery_id);
+    // Its record hands nothing from memory (forgotten): the second change is next by claim.
+    s.complete(&[outcome(&claimed[0], Verdict::Delivered)], now_ticks(), 9)
+        .await
+        .unwrap();
+    let last: Vec<Claimed> = intake
+        .taken()
+        .into_iter()
+        .chain(s.claim(&req("n1", now_ticks(), 100)).await.unwrap())
+        .collect();
+    assert_eq!(keys(&last), vec![(c1, "contact.changed".into())]);
+    assert_eq!(Some(last[0].event.seq), second.committed.event_seq);
+    ctx.finish().await;
+}
