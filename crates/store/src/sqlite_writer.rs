@@ -1322,6 +1322,35 @@ impl Writer {
                 return Ok(Vec::new());
             }
         }
+        // Deliveries that waited in memory on a node that died (leased, not heads, something
+        // earlier of their chain still open) go back to the queue once, as pending: the walk
+        // below would otherwise pass over every one of them at every claim until the ones in
+        // front close. One index seek when no lease has run out. Should one of them be waiting
+        // in this writer's memory (its lease ran out before the one in front closed), it is
+        // forgotten there: the database's way takes it.
+        let requeued: Vec<i64> = {
+            let mut stmt = self
+                .conn
+                .prepare_cached(
+                    "UPDATE delivery SET status = 0, lease_until = NULL, lease_owner = NULL WHERE delivery_id IN \
+                     (SELECT d.delivery_id FROM delivery d WHERE d.status = 1 AND d.lease_until < ?1 AND d.ready = 0 \
+                     AND EXISTS (SELECT 1 FROM delivery p WHERE p.webhook_id = d.webhook_id \
+                     AND p.order_key = d.order_key AND p.status IN (0, 1) AND p.delivery_id < d.delivery_id)) \
+                     RETURNING delivery_id",
+                )
+                .map_err(sql_err)?;
+            let rows = stmt.query_map([req.now], |r| r.get(0)).map_err(sql_err)?;
+            rows.collect::<rusqlite::Result<_>>().map_err(sql_err)?
+        };
+        if !requeued.is_empty() {
+            let requeued: std::collections::HashSet<i64> = requeued.into_iter().collect();
+            self.chains
+                .waiting
+                .retain(|_, w| !requeued.contains(&w.delivery_id));
+            for id in &requeued {
+                self.chains.unfollow(*id);
+            }
+        }
         let mut candidates: Vec<(i64, i64, i64)> = Vec::new();
         self.candidates(
             &format!(

@@ -1849,6 +1849,19 @@ async fn sqlite_deliveries_waiting_in_memory_keep_their_order_when_the_node_dies
         "the second change overtook the first"
     );
     assert_eq!(again[0].event_id, next[0].event_id);
+    // The second went back to the queue with that claim, pending behind the first: later
+    // claims do not walk past it while the first is open.
+    let mut raw = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    let (status, ready): (i64, i64) = sqlx::query_as(
+        "SELECT d.status, d.ready FROM delivery d JOIN event e ON e.event_seq = d.event_seq \
+         WHERE e.event_seq = ?",
+    )
+    .bind(second.committed.event_seq)
+    .fetch_one(&mut raw)
+    .await
+    .unwrap();
+    assert_eq!((status, ready), (0, 0), "pending, not a head");
+    drop(raw);
     s.complete(&[outcome(&again[0], Verdict::Delivered)], later, 9)
         .await
         .unwrap();
@@ -1904,4 +1917,52 @@ async fn sqlite_release_returns_deliveries_handed_from_memory_in_order() {
     assert_eq!(keys(&last), vec![(c1, "contact.changed".into())]);
     assert_eq!(Some(last[0].event.seq), second.committed.event_seq);
     ctx.finish().await;
+}
+
+/// A delivery waiting in memory whose lease runs out before the one in front closes (a
+/// receiver slower than the lease) goes back to the queue at the next claim and is forgotten
+/// in memory: the record of the one in front then leases it the database's way, so it is never
+/// sent while the database says it is pending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_waiting_delivery_whose_lease_ran_out_is_leased_again_before_it_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("slow.db").display());
+    let s = open(&url, &OpenOptions::default()).await.unwrap();
+    let me = actor(&s, "Default", 7).await;
+    let h1 = hook(&s, &me, &["contact.created", "contact.changed"]).await;
+    let intake = RoomIntake::new(&[(h1.id, 10)]);
+    s.set_intake(Some(intake.clone()));
+    let (c1, _) = create(&s, &me, "One").await;
+    let head = intake.taken();
+    let changed = set_department(&s, &me, c1, "d1").await.unwrap();
+    assert!(intake.taken().is_empty(), "behind an open delivery");
+
+    // Past both leases another node claims the head again (the change stays behind it).
+    let later = now_ticks() + 61 * SEC;
+    let again = s.claim(&req("n2", later, 100)).await.unwrap();
+    assert_eq!(
+        again.iter().map(|c| c.delivery_id).collect::<Vec<_>>(),
+        vec![head[0].delivery_id]
+    );
+    // The head is recorded: the change goes out, leased again first.
+    s.complete(&[outcome(&head[0], Verdict::Delivered)], now_ticks(), 9)
+        .await
+        .unwrap();
+    let next = intake.taken();
+    assert_eq!(keys(&next), vec![(c1, "contact.changed".into())]);
+    assert_eq!(Some(next[0].event.seq), changed.committed.event_seq);
+    let mut raw = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    let (status, owner): (i64, Option<String>) =
+        sqlx::query_as("SELECT status, lease_owner FROM delivery WHERE delivery_id = ?")
+            .bind(next[0].delivery_id)
+            .fetch_one(&mut raw)
+            .await
+            .unwrap();
+    assert_eq!(
+        (status, owner.as_deref()),
+        (1, Some("intake-node")),
+        "sent while the database said pending"
+    );
+    drop(raw);
+    drop(s);
 }
