@@ -206,6 +206,9 @@ impl RecentEvents {
     }
 }
 
+/// How often a claim looks for deliveries that waited in memory on a node that died.
+const REQUEUE_EVERY: Duration = Duration::from_secs(1);
+
 /// Most deliveries [`Chains`] follows at once.
 const CHAINS_MAX: usize = 65_536;
 
@@ -344,6 +347,7 @@ pub(crate) fn spawn(
                 next_heads: NextHeads::default(),
                 attempt_seq: None,
                 chains: Chains::default(),
+                requeued_at: None,
             }
             .run(rx)
         })
@@ -509,6 +513,8 @@ struct Writer {
     attempt_seq: Option<i64>,
     /// Chains followed in memory.
     chains: Chains,
+    /// When a claim last requeued what waited in memory on a node that died.
+    requeued_at: Option<Instant>,
 }
 
 /// The next heads a bookkeeping found, by what kept them from being handed over.
@@ -1325,10 +1331,16 @@ impl Writer {
         // Deliveries that waited in memory on a node that died (leased, not heads, something
         // earlier of their chain still open) go back to the queue once, as pending: the walk
         // below would otherwise pass over every one of them at every claim until the ones in
-        // front close. One index seek when no lease has run out. Should one of them be waiting
-        // in this writer's memory (its lease ran out before the one in front closed), it is
-        // forgotten there: the database's way takes it.
-        let requeued: Vec<i64> = {
+        // front close. One index seek when no lease has run out, at most once a second. Should
+        // one of them be waiting in this writer's memory (its lease ran out before the one in
+        // front closed), it is forgotten there: the database's way takes it.
+        let due = self
+            .requeued_at
+            .is_none_or(|at| at.elapsed() >= REQUEUE_EVERY);
+        let requeued: Vec<i64> = if !due {
+            Vec::new()
+        } else {
+            self.requeued_at = Some(Instant::now());
             let mut stmt = self
                 .conn
                 .prepare_cached(
