@@ -1798,6 +1798,20 @@ async fn sqlite_hands_fresh_heads_to_the_dispatcher() {
     ctx.finish().await;
 }
 
+/// A contact created while an intake with room for ten takes the deliveries of the one webhook
+/// (subscribed to created and changed): the actor, the intake, the contact and its created
+/// delivery, handed at its commit.
+async fn handed_contact(s: &DynStore) -> (Actor, Arc<RoomIntake>, i64, Claimed) {
+    let me = actor(s, "Default", 7).await;
+    let h1 = hook(s, &me, &["contact.created", "contact.changed"]).await;
+    let intake = RoomIntake::new(&[(h1.id, 10)]);
+    s.set_intake(Some(intake.clone()));
+    let (c1, _) = create(s, &me, "One").await;
+    let mut head = intake.taken();
+    assert_eq!(keys(&head), vec![(c1, "contact.created".into())]);
+    (me, intake, c1, head.remove(0))
+}
+
 /// Later changes of a contact whose delivery is in flight wait for it in memory, written
 /// leased to this node (no query finds them when it closes). When the node dies, their leases
 /// run out like the others', and order holds: a claim takes the one in front, and the one
@@ -1807,13 +1821,7 @@ async fn sqlite_deliveries_waiting_in_memory_keep_their_order_when_the_node_dies
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("chain.db").display());
     let s = open(&url, &OpenOptions::default()).await.unwrap();
-    let me = actor(&s, "Default", 7).await;
-    let h1 = hook(&s, &me, &["contact.created", "contact.changed"]).await;
-    let intake = RoomIntake::new(&[(h1.id, 10)]);
-    s.set_intake(Some(intake.clone()));
-    let (c1, _) = create(&s, &me, "One").await;
-    let head = intake.taken();
-    assert_eq!(keys(&head), vec![(c1, "contact.created".into())]);
+    let (me, intake, c1, head) = handed_contact(&s).await;
     let first = set_department(&s, &me, c1, "d1").await.unwrap();
     let second = set_department(&s, &me, c1, "d2").await.unwrap();
     assert_eq!((first.committed.handed, second.committed.handed), (0, 0));
@@ -1826,7 +1834,7 @@ async fn sqlite_deliveries_waiting_in_memory_keep_their_order_when_the_node_dies
         "leased to the intake's node while they wait"
     );
     // The head is recorded: the first change goes out, the second waits behind it.
-    s.complete(&[outcome(&head[0], Verdict::Delivered)], now_ticks(), 9)
+    s.complete(&[outcome(&head, Verdict::Delivered)], now_ticks(), 9)
         .await
         .unwrap();
     let next = intake.taken();
@@ -1834,7 +1842,7 @@ async fn sqlite_deliveries_waiting_in_memory_keep_their_order_when_the_node_dies
     assert_eq!(Some(next[0].event.seq), first.committed.event_seq);
     assert_eq!(
         (next[0].webhook.id, next[0].tenant.as_str()),
-        (h1.id, "Default")
+        (head.webhook.id, "Default")
     );
 
     // The node dies (no release) with the first change in flight: another node, after the
@@ -1882,15 +1890,10 @@ async fn sqlite_deliveries_waiting_in_memory_keep_their_order_when_the_node_dies
 async fn sqlite_release_returns_deliveries_handed_from_memory_in_order() {
     let ctx = Ctx::new(Backend::Sqlite).await.unwrap();
     let s = &ctx.store;
-    let me = actor(s, "Default", 7).await;
-    let h1 = hook(s, &me, &["contact.created", "contact.changed"]).await;
-    let intake = RoomIntake::new(&[(h1.id, 10)]);
-    s.set_intake(Some(intake.clone()));
-    let (c1, _) = create(s, &me, "One").await;
-    let head = intake.taken();
+    let (me, intake, c1, head) = handed_contact(s).await;
     let first = set_department(s, &me, c1, "d1").await.unwrap();
     let second = set_department(s, &me, c1, "d2").await.unwrap();
-    s.complete(&[outcome(&head[0], Verdict::Delivered)], now_ticks(), 9)
+    s.complete(&[outcome(&head, Verdict::Delivered)], now_ticks(), 9)
         .await
         .unwrap();
     let sending = intake.taken();
@@ -1928,12 +1931,7 @@ async fn sqlite_a_waiting_delivery_whose_lease_ran_out_is_leased_again_before_it
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("slow.db").display());
     let s = open(&url, &OpenOptions::default()).await.unwrap();
-    let me = actor(&s, "Default", 7).await;
-    let h1 = hook(&s, &me, &["contact.created", "contact.changed"]).await;
-    let intake = RoomIntake::new(&[(h1.id, 10)]);
-    s.set_intake(Some(intake.clone()));
-    let (c1, _) = create(&s, &me, "One").await;
-    let head = intake.taken();
+    let (me, intake, c1, head) = handed_contact(&s).await;
     let changed = set_department(&s, &me, c1, "d1").await.unwrap();
     assert!(intake.taken().is_empty(), "behind an open delivery");
 
@@ -1942,10 +1940,10 @@ async fn sqlite_a_waiting_delivery_whose_lease_ran_out_is_leased_again_before_it
     let again = s.claim(&req("n2", later, 100)).await.unwrap();
     assert_eq!(
         again.iter().map(|c| c.delivery_id).collect::<Vec<_>>(),
-        vec![head[0].delivery_id]
+        vec![head.delivery_id]
     );
     // The head is recorded: the change goes out, leased again first.
-    s.complete(&[outcome(&head[0], Verdict::Delivered)], now_ticks(), 9)
+    s.complete(&[outcome(&head, Verdict::Delivered)], now_ticks(), 9)
         .await
         .unwrap();
     let next = intake.taken();
