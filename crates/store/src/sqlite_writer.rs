@@ -258,8 +258,9 @@ impl Chains {
         self.live.insert(delivery_id, key);
     }
 
-    /// The delivery in flight or waiting that `open`, the newest open delivery of `key`, is,
-    /// if it is followed: a new delivery of the chain may wait behind it in memory.
+    /// Whether `open`, the newest open delivery of `key`, is the last one this writer follows
+    /// on that chain (in flight or waiting), with nothing waiting behind it yet: a new delivery
+    /// of the chain may then wait behind it in memory.
     fn tail_is(&self, key: &ChainKey, open: i64) -> bool {
         self.tails.get(key) == Some(&open) && !self.waiting.contains_key(&open)
     }
@@ -531,7 +532,8 @@ struct NextHeads {
     tried: u32,
     /// Handed over.
     handed: u32,
-    /// Of all these, waited in memory behind the one that closed (no query to find them).
+    /// Found waiting in memory behind the one that closed, without a query (those handed
+    /// over count in `handed` too).
     followed: u32,
 }
 
@@ -1084,7 +1086,7 @@ impl Writer {
         let deliveries = targets.len() as u64;
         let mut leased: Vec<(i64, Uuid, Arc<Webhook>)> = Vec::new();
         let order_key: Arc<str> = Arc::from(ev.order_key.as_str());
-        // Written leased behind the delivery in flight they wait for: (their id, the one before).
+        // Written leased to wait in memory: (their id, EventId, the one in front, webhook).
         let mut behind: Vec<(i64, Uuid, i64, i64)> = Vec::new();
         for (webhook_id, newest_open) in targets {
             let open = newest_open.is_some();
@@ -1105,9 +1107,9 @@ impl Writer {
                     }
                 }
             };
-            let (owner, until) = match (&webhook, &self.batch) {
-                (Some(_), Some(b)) => (Some(b.owner.as_str()), Some(b.lease_until)),
-                (None, Some(b)) if wait_behind.is_some() => {
+            // Leased to this node: a head handed over at commit, or one waiting in memory.
+            let (owner, until) = match &self.batch {
+                Some(b) if webhook.is_some() || wait_behind.is_some() => {
                     (Some(b.owner.as_str()), Some(b.lease_until))
                 }
                 _ => (None, None),
