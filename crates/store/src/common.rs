@@ -267,7 +267,25 @@ pub(crate) fn read_event(r: &impl DbRow) -> Result<StoredEvent> {
     })
 }
 
-pub(crate) const DELIVERY_COLS: &str = "d.delivery_id, d.webhook_id, d.event_seq, e.event, e.primary_key, d.event_id, d.status, d.attempts, d.cycles, d.created, d.next_attempt_at, d.completed, d.last_status, d.last_error, d.replay_of";
+/// A delivery's status as the log shows it (SQL over `delivery d`): one leased while it waits
+/// behind an earlier open delivery of its contact (SQLite's writer keeps those in memory, see
+/// `Chains`) is pending, not in flight.
+macro_rules! delivery_status {
+    () => {
+        "CASE WHEN d.status = 1 AND EXISTS (SELECT 1 FROM delivery p WHERE p.webhook_id = d.webhook_id \
+         AND p.order_key = d.order_key AND p.status IN (0, 1) AND p.delivery_id < d.delivery_id) \
+         THEN 0 ELSE d.status END"
+    };
+}
+
+/// [`delivery_status!`], for filters.
+pub(crate) const DELIVERY_STATUS: &str = delivery_status!();
+
+pub(crate) const DELIVERY_COLS: &str = concat!(
+    "d.delivery_id, d.webhook_id, d.event_seq, e.event, e.primary_key, d.event_id, ",
+    delivery_status!(),
+    ", d.attempts, d.cycles, d.created, d.next_attempt_at, d.completed, d.last_status, d.last_error, d.replay_of"
+);
 
 pub(crate) fn read_delivery(r: &impl DbRow) -> Result<Delivery> {
     Ok(Delivery {
@@ -383,7 +401,8 @@ where
         .push(" AND d.webhook_id = ")
         .push_bind(webhook_id);
     if let Some(s) = filter.status {
-        qb.push(" AND d.status = ").push_bind(s as i64);
+        qb.push(format!(" AND {DELIVERY_STATUS} = "))
+            .push_bind(s as i64);
     }
     if let Some(t) = filter.since {
         qb.push(" AND d.created >= ").push_bind(t);

@@ -1833,6 +1833,31 @@ async fn sqlite_deliveries_waiting_in_memory_keep_their_order_when_the_node_dies
             .is_empty(),
         "leased to the intake's node while they wait"
     );
+    // The log shows them pending (they wait), the head in flight.
+    let log = s
+        .list_deliveries(me.tenant_id, head.webhook.id, &filter())
+        .await
+        .unwrap();
+    let statuses: Vec<DeliveryStatus> = log.iter().rev().map(|d| d.status).collect();
+    assert_eq!(
+        statuses,
+        [
+            DeliveryStatus::InFlight,
+            DeliveryStatus::Pending,
+            DeliveryStatus::Pending
+        ]
+    );
+    let pending = DeliveryFilter {
+        status: Some(DeliveryStatus::Pending),
+        ..filter()
+    };
+    assert_eq!(
+        s.list_deliveries(me.tenant_id, head.webhook.id, &pending)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
     // The head is recorded: the first change goes out, the second waits behind it.
     s.complete(&[outcome(&head, Verdict::Delivered)], now_ticks(), 9)
         .await
