@@ -32,7 +32,7 @@ use crate::common::{
     column_list, count_cols, disable_reason, json_text, list_deliveries_query, list_webhooks_query,
     local_offset, map_text, qualified, read_attempt, read_delivery, read_event, read_row,
     read_webhook, replay_order_key, state_event, usage_last_error, At, DbRow as _, ATTEMPT_COLS,
-    DELIVERY_COLS, EVENT_COLS, WEBHOOK_COLS,
+    DELIVERY_COLS, DELIVERY_STATUS, EVENT_COLS, WEBHOOK_COLS,
 };
 use crate::common::{created_event, plan_change, Planned};
 use crate::entity::{ColumnKind, EntityDef, Row, Ticks, Value};
@@ -1477,11 +1477,12 @@ impl Store for PgStore {
     }
 
     async fn delivery_counts(&self) -> Result<Vec<(DeliveryStatus, i64)>> {
-        let rows =
-            sqlx::query("SELECT status, COUNT(*) FROM delivery GROUP BY status ORDER BY status")
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db)?;
+        let rows = sqlx::query(&format!(
+            "SELECT {DELIVERY_STATUS} AS s, COUNT(*) FROM delivery d GROUP BY s ORDER BY s"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
         rows.iter()
             .map(|r| {
                 Ok((

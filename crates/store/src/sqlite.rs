@@ -18,7 +18,7 @@ use crate::common::read_actor;
 use crate::common::{
     column_list, json_text, list_deliveries_query, list_webhooks_query, local_offset, map_text,
     read_attempt, read_delivery, read_row, read_webhook, replay_order_key, state_event,
-    ATTEMPT_COLS, DELIVERY_COLS, WEBHOOK_COLS,
+    ATTEMPT_COLS, DELIVERY_COLS, DELIVERY_STATUS, WEBHOOK_COLS,
 };
 use crate::entity::{EntityDef, Row, Ticks};
 use crate::model::*;
@@ -787,11 +787,12 @@ impl Store for SqliteStore {
     }
 
     async fn delivery_counts(&self) -> Result<Vec<(DeliveryStatus, i64)>> {
-        let rows =
-            sqlx::query("SELECT status, COUNT(*) FROM delivery GROUP BY status ORDER BY status")
-                .fetch_all(&self.reader)
-                .await
-                .map_err(db)?;
+        let rows = sqlx::query(&format!(
+            "SELECT {DELIVERY_STATUS} AS s, COUNT(*) FROM delivery d GROUP BY s ORDER BY s"
+        ))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
         rows.iter()
             .map(|r| {
                 Ok((

@@ -1858,6 +1858,12 @@ async fn sqlite_deliveries_waiting_in_memory_keep_their_order_when_the_node_dies
             .len(),
         2
     );
+    let by_status = counts(&s).await;
+    assert_eq!(
+        (by_status.get("pending"), by_status.get("inflight")),
+        (Some(&2), Some(&1)),
+        "{by_status:?}"
+    );
     // The head is recorded: the first change goes out, the second waits behind it.
     s.complete(&[outcome(&head, Verdict::Delivered)], now_ticks(), 9)
         .await
