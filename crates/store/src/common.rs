@@ -267,14 +267,28 @@ pub(crate) fn read_event(r: &impl DbRow) -> Result<StoredEvent> {
     })
 }
 
+/// Whether an earlier delivery of the same chain (contact and webhook) as `delivery d` is
+/// still open: `d` must wait for it.
+macro_rules! earlier_open {
+    () => {
+        "EXISTS (SELECT 1 FROM delivery p WHERE p.webhook_id = d.webhook_id \
+         AND p.order_key = d.order_key AND p.status IN (0, 1) AND p.delivery_id < d.delivery_id)"
+    };
+}
+
+/// [`earlier_open!`], for queries built at run time.
+pub(crate) const EARLIER_OPEN: &str = earlier_open!();
+
 /// A delivery's status as the log shows it (SQL over `delivery d`): one leased while it waits
 /// behind an earlier open delivery of its contact (SQLite's writer keeps those in memory, see
 /// `Chains`) is pending, not in flight.
 macro_rules! delivery_status {
     () => {
-        "CASE WHEN d.status = 1 AND EXISTS (SELECT 1 FROM delivery p WHERE p.webhook_id = d.webhook_id \
-         AND p.order_key = d.order_key AND p.status IN (0, 1) AND p.delivery_id < d.delivery_id) \
-         THEN 0 ELSE d.status END"
+        concat!(
+            "CASE WHEN d.status = 1 AND ",
+            earlier_open!(),
+            " THEN 0 ELSE d.status END"
+        )
     };
 }
 

@@ -34,8 +34,8 @@ use uuid::Uuid;
 
 use crate::common::{
     column_list, created_event, disable_reason, json_text, map_text, plan_change, read_event,
-    read_row, read_webhook, state_event, usage_last_error, DbRow, Planned, EVENT_COLS,
-    WEBHOOK_COLS,
+    read_row, read_webhook, state_event, usage_last_error, DbRow, Planned, EARLIER_OPEN,
+    EVENT_COLS, WEBHOOK_COLS,
 };
 use crate::entity::{EntityDef, Ticks, Value};
 use crate::model::*;
@@ -1345,13 +1345,11 @@ impl Writer {
             self.requeued_at = Some(Instant::now());
             let mut stmt = self
                 .conn
-                .prepare_cached(
+                .prepare_cached(&format!(
                     "UPDATE delivery SET status = 0, lease_until = NULL, lease_owner = NULL WHERE delivery_id IN \
                      (SELECT d.delivery_id FROM delivery d WHERE d.status = 1 AND d.lease_until < ?1 AND d.ready = 0 \
-                     AND EXISTS (SELECT 1 FROM delivery p WHERE p.webhook_id = d.webhook_id \
-                     AND p.order_key = d.order_key AND p.status IN (0, 1) AND p.delivery_id < d.delivery_id)) \
-                     RETURNING delivery_id",
-                )
+                     AND {EARLIER_OPEN}) RETURNING delivery_id",
+                ))
                 .map_err(sql_err)?;
             let rows = stmt.query_map([req.now], |r| r.get(0)).map_err(sql_err)?;
             rows.collect::<rusqlite::Result<_>>().map_err(sql_err)?
@@ -1369,9 +1367,7 @@ impl Writer {
         self.candidates(
             &format!(
                 "SELECT d.delivery_id, d.webhook_id, d.queue_pos FROM delivery d JOIN webhook w ON w.webhook_id = d.webhook_id \
-                 WHERE d.status = 1 AND d.lease_until < ? AND w.state = 1{} \
-                 AND NOT EXISTS (SELECT 1 FROM delivery p WHERE p.webhook_id = d.webhook_id \
-                 AND p.order_key = d.order_key AND p.status IN (0, 1) AND p.delivery_id < d.delivery_id) \
+                 WHERE d.status = 1 AND d.lease_until < ? AND w.state = 1{} AND NOT {EARLIER_OPEN} \
                  ORDER BY d.lease_until LIMIT ?",
                 skip("d.webhook_id")
             ),
@@ -1388,9 +1384,7 @@ impl Writer {
                 "SELECT d.delivery_id, d.webhook_id, d.queue_pos FROM delivery d INDEXED BY delivery_ready \
                  JOIN webhook w ON w.webhook_id = d.webhook_id \
                  WHERE d.status = 0 AND d.ready = 1 AND d.next_attempt_at <= ? AND w.state = 1{}{} \
-                 AND NOT EXISTS (SELECT 1 FROM delivery p WHERE p.webhook_id = d.webhook_id \
-                 AND p.order_key = d.order_key AND p.status IN (0, 1) AND p.delivery_id < d.delivery_id) \
-                 ORDER BY d.queue_pos, d.delivery_id LIMIT ?",
+                 AND NOT {EARLIER_OPEN} ORDER BY d.queue_pos, d.delivery_id LIMIT ?",
                 if unsynced.is_some() { " AND d.delivery_id <= ?" } else { "" },
                 skip("d.webhook_id")
             ),
