@@ -257,7 +257,10 @@ pub trait Store: Send + Sync + 'static {
 /// intake's node records the one before it (delivered or given up): it is leased in that
 /// bookkeeping and taken after its commit, so the later events of a contact need no claim
 /// either. Everything else (retries, deliveries that found no room, deliveries whose chain
-/// another node closed) is claimed as before. (SQLite; PostgreSQL claims everything.)
+/// another node closed) is claimed as before. (PostgreSQL hands over fresh heads only, and
+/// asks for their room after the commit: which webhooks a change fans out to is known only
+/// then. One that finds none is given back to the queue. A chain's next delivery is claimed:
+/// leasing it in the record's transaction made every record slower than the claims it saved.)
 pub trait Intake: Send + Sync {
     /// The lease owner written on handed deliveries.
     fn owner(&self) -> &str;

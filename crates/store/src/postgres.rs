@@ -12,7 +12,10 @@
 //!   the TooManyErrors state event;
 //! - claims and attempt records commit asynchronously (a lost one means a delivery is sent
 //!   again); changes, their events and deliveries commit durably;
-//! - after a commit that queued work, `NOTIFY crmhooks_work` wakes every node's dispatcher. It
+//! - a change writes the deliveries that head their chains leased to its own node's
+//!   dispatcher and hands them over after the commit (see [`Intake`]): no claim, no wake-up
+//!   of the other nodes for them;
+//! - after a commit that queued work for a claim, `NOTIFY crmhooks_work` wakes every node's dispatcher. It
 //!   is sent outside the transaction, by one task per node that folds a burst of commits into
 //!   one notification: PostgreSQL serializes the commits of notifying transactions on a global
 //!   lock held across their WAL flush, which capped changes at about one per fsync.
@@ -38,7 +41,7 @@ use crate::common::{created_event, plan_change, Planned};
 use crate::entity::{ColumnKind, EntityDef, Row, Ticks, Value};
 use crate::model::*;
 use crate::{
-    hash_key, now_ticks, ChangeFn, ChangeOutcome, ClaimRequest, OpenOptions, Result, Store,
+    hash_key, now_ticks, ChangeFn, ChangeOutcome, ClaimRequest, Intake, OpenOptions, Result, Store,
     StoreError,
 };
 
@@ -70,8 +73,9 @@ const OPTIMISTIC_TRIES: usize = 3;
 
 /// What an optimistic change came to.
 enum Optimistic {
-    /// Written and committed, or nothing to write.
-    Done(ChangeOutcome),
+    /// Written and committed (with the deliveries written leased to hand over), or nothing
+    /// to write.
+    Done(ChangeOutcome, Option<Leased>),
     /// The row changed between the read and the write: decide again.
     Changed,
     /// Not a change this path makes (an insert): take the locking path.
@@ -88,6 +92,8 @@ pub struct PgStore {
     /// Asks the notifier task for a `NOTIFY` (signals that arrive while one is being sent
     /// fold into the next).
     notify: Arc<Notify>,
+    /// This node's dispatcher, which takes the fresh heads of chains at commit.
+    intake: std::sync::RwLock<Option<Arc<dyn Intake>>>,
 }
 
 type Tx<'a> = Transaction<'a, Postgres>;
@@ -205,6 +211,7 @@ impl PgStore {
             local_offset: local_offset(),
             alive,
             notify,
+            intake: std::sync::RwLock::new(None),
         })
     }
 
@@ -213,11 +220,62 @@ impl PgStore {
         self.notify.notify_one();
     }
 
-    /// [`PgStore::wake_nodes`] when a committed change queued deliveries.
+    /// [`PgStore::wake_nodes`] when a committed change queued deliveries that wait for a
+    /// claim (not all handed to this node's dispatcher).
     fn wake_for(&self, committed: &Committed) {
-        if committed.deliveries > 0 {
+        if committed.deliveries > committed.handed {
             self.wake_nodes();
         }
+    }
+
+    /// Where a change writes the fresh heads of its chains: leased to this node's dispatcher,
+    /// when one takes deliveries.
+    fn hand(&self) -> Option<Hand> {
+        let intake = self
+            .intake
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()?;
+        let lease_until = now_ticks().saturating_add(intake.lease_ticks());
+        Some(Hand {
+            intake,
+            lease_until,
+        })
+    }
+
+    /// After a commit that wrote deliveries leased to this node's dispatcher (a change's fresh
+    /// heads, the next deliveries of chains a record closed): each goes to the dispatcher with
+    /// the room [`Intake::reserve`] gives it; one that finds none is pending again (its lease
+    /// given back) for a claim. Returns how many were taken.
+    async fn hand_over(&self, leased: Option<Leased>) -> u64 {
+        let Some(Leased { intake, claimed }) = leased else {
+            return 0;
+        };
+        let (taken, refused): (Vec<Claimed>, Vec<Claimed>) = claimed
+            .into_iter()
+            .partition(|c| intake.reserve(c.webhook.id));
+        if !refused.is_empty() {
+            let ids: Vec<i64> = refused.iter().map(|c| c.delivery_id).collect();
+            let unleased = sqlx::query(
+                "UPDATE delivery SET status = 0, lease_until = NULL, lease_owner = NULL \
+                 WHERE delivery_id = ANY($1) AND status = 1 AND lease_owner = $2",
+            )
+            .bind(&ids)
+            .bind(intake.owner())
+            .execute(&self.pool)
+            .await;
+            match unleased {
+                Ok(_) => self.wake_nodes(),
+                Err(e) => {
+                    tracing::warn!(error = %e, deliveries = ids.len(), "giving back leases the dispatcher had no room for failed; they run out by themselves")
+                }
+            }
+        }
+        let n = taken.len() as u64;
+        if !taken.is_empty() {
+            intake.take(taken);
+        }
+        n
     }
 
     async fn begin(&self) -> Result<Tx<'_>> {
@@ -271,6 +329,28 @@ fn push_value(
     };
 }
 
+/// Fresh heads of chains written leased to this node's dispatcher (see [`Intake`]): each
+/// delivery of a change with no earlier delivery of its chain open. The dispatcher's room is
+/// asked for after the commit ([`PgStore::hand_over`]), as which webhooks a change fans out to
+/// is known only then; the rare one without room is given back to the queue.
+struct Hand {
+    intake: Arc<dyn Intake>,
+    lease_until: Ticks,
+}
+
+/// Deliveries written leased to [`Hand::intake`]'s owner, to hand over once committed.
+struct Leased {
+    intake: Arc<dyn Intake>,
+    claimed: Vec<Claimed>,
+}
+
+/// A delivery a change wrote leased, before its event is attached.
+struct LeasedDelivery {
+    delivery_id: i64,
+    event_id: Uuid,
+    webhook: Arc<Webhook>,
+}
+
 /// Appends an event and one delivery per Active webhook of the tenant subscribed to it, in one
 /// statement (one round trip per change).
 async fn insert_event(
@@ -280,27 +360,134 @@ async fn insert_event(
     now: Ticks,
 ) -> Result<Committed> {
     let mut qb = QueryBuilder::<Postgres>::new("WITH ");
-    push_event_tail(&mut qb, actor, ev, now, None);
-    let row = qb.build().fetch_one(&mut **tx).await.map_err(db)?;
-    let seq = row.int(0)?;
-    let deliveries = row.int(1)?;
-    Ok(Committed {
-        event_seq: Some(seq),
-        deliveries: u64::try_from(deliveries).unwrap_or(0),
-        handed: 0,
+    push_event_tail(&mut qb, actor, ev, now, None, None);
+    let rows = qb.build().fetch_all(&mut **tx).await.map_err(db)?;
+    let (committed, _) = read_event_tail(&rows)?;
+    Ok(committed)
+}
+
+/// What a claim (and a hand-over of the next delivery of a chain) selects from the leased
+/// rows (`upd`, with `event_seq`, `webhook_id` and `tenant_id`) joined to their event `e`,
+/// webhook `w` and tenant `t`.
+fn claimed_cols() -> String {
+    format!(
+        "u.delivery_id, u.event_id, u.attempt_in_cycle, u.queue_pos, t.name, {}, {}",
+        qualified(EVENT_COLS, "e"),
+        qualified(WEBHOOK_COLS, "w")
+    )
+}
+
+/// Rows of [`claimed_cols`], each with its queue position.
+fn read_claimed(rows: &[sqlx::postgres::PgRow]) -> Result<Vec<(i64, Claimed)>> {
+    let event_at = 5;
+    let webhook_at = event_at + count_cols(EVENT_COLS);
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let delivery_id = r.int(0)?;
+        let event_id = r.text(1)?;
+        out.push((
+            r.int(3)?,
+            Claimed {
+                delivery_id,
+                event_id: Uuid::parse_str(&event_id).map_err(|e| {
+                    StoreError::Corrupt(format!("delivery {delivery_id} event id: {e}"))
+                })?,
+                attempt_in_cycle: r.int(2)?,
+                event: Arc::new(read_event(&At(r, event_at))?),
+                tenant: r.text(4)?,
+                webhook: Arc::new(read_webhook(&At(r, webhook_at))?),
+            },
+        ));
+    }
+    Ok(out)
+}
+
+/// The answer of a statement that ends with [`push_event_tail`]: what it committed (no event
+/// when its `source` produced no row), and the deliveries it wrote leased.
+fn read_event_tail(rows: &[sqlx::postgres::PgRow]) -> Result<(Committed, Vec<LeasedDelivery>)> {
+    let Some(first) = rows.first() else {
+        return Err(StoreError::Corrupt(
+            "an event insert answered no row".into(),
+        ));
+    };
+    let seq: Option<i64> = first.try_get(0).map_err(db)?;
+    let deliveries = first.int(1)?;
+    let mut leased = Vec::new();
+    for r in rows {
+        let Some(delivery_id) = r.opt_int(2)? else {
+            continue;
+        };
+        let event_id = r.text(3)?;
+        leased.push(LeasedDelivery {
+            delivery_id,
+            event_id: Uuid::parse_str(&event_id).map_err(|e| {
+                StoreError::Corrupt(format!("delivery {delivery_id} event id: {e}"))
+            })?,
+            webhook: Arc::new(read_webhook(&At(r, 4))?),
+        });
+    }
+    Ok((
+        Committed {
+            event_seq: seq,
+            deliveries: u64::try_from(deliveries).unwrap_or(0),
+            handed: 0,
+        },
+        leased,
+    ))
+}
+
+/// The deliveries a change wrote leased with `hand`, with its event as a claim would read it
+/// back (`ev` moved into it); `None` when there are none.
+fn leased_of(
+    hand: Option<Hand>,
+    actor: &Actor,
+    seq: i64,
+    ev: NewEvent,
+    now: Ticks,
+    deliveries: Vec<LeasedDelivery>,
+) -> Option<Leased> {
+    let hand = hand.filter(|_| !deliveries.is_empty())?;
+    let event = Arc::new(StoredEvent {
+        seq,
+        tenant_id: actor.tenant_id,
+        event: ev.event,
+        entity: ev.entity,
+        primary_key: ev.primary_key,
+        changes: ev.changes,
+        values: ev.values,
+        field_values_json: ev.field_values.map(Arc::from),
+        changed_by: actor.associate_id,
+        occurred: now,
+    });
+    let claimed = deliveries
+        .into_iter()
+        .map(|d| Claimed {
+            delivery_id: d.delivery_id,
+            event_id: d.event_id,
+            attempt_in_cycle: 0,
+            event: event.clone(),
+            tenant: actor.tenant.clone(),
+            webhook: d.webhook,
+        })
+        .collect();
+    Some(Leased {
+        intake: hand.intake,
+        claimed,
     })
 }
 
 /// Appends to a `WITH` the event (`ev`), the Active webhooks of the tenant subscribed to it
 /// (`hooks`) and a delivery for each (`ins`), then selects the event's sequence number and the
-/// number of deliveries. With `source`, the event is written only when that earlier CTE
-/// produced a row (the sequence number is NULL otherwise).
+/// number of deliveries (NULL and 0 when `source`, an earlier CTE, produced no row: then
+/// nothing is written), with each delivery written leased (see [`Hand`]) and its webhook on a
+/// row of its own (one row with NULLs there when none is).
 fn push_event_tail(
     qb: &mut QueryBuilder<'_, Postgres>,
     actor: &Actor,
     ev: &NewEvent,
     now: Ticks,
     source: Option<&str>,
+    hand: Option<&Hand>,
 ) {
     qb.push(
         "ev AS (INSERT INTO event (tenant_id, event, entity, primary_key, changes, \"values\", field_values, changed_by, occurred) SELECT ",
@@ -330,7 +517,7 @@ fn push_event_tail(
     .push_bind(actor.tenant_id)
     .push(
         " AND w.state = 1 AND w.type = 'webhook' ORDER BY w.webhook_id FOR KEY SHARE OF w), \
-         ins AS (INSERT INTO delivery (tenant_id, webhook_id, event_seq, order_key, event_id, queue_pos, next_attempt_at, created) SELECT ",
+         ins AS (INSERT INTO delivery (tenant_id, webhook_id, event_seq, order_key, event_id, queue_pos, next_attempt_at, created, status, lease_until, lease_owner) SELECT ",
     )
     .push_bind(actor.tenant_id)
     .push(", h.webhook_id, ev.event_seq, ")
@@ -340,8 +527,35 @@ fn push_event_tail(
     .push(", ")
     .push_bind(now)
     .push(", ")
-    .push_bind(now)
-    .push(" FROM hooks h, ev RETURNING 1) SELECT (SELECT event_seq FROM ev), (SELECT COUNT(*) FROM ins)");
+    .push_bind(now);
+    match hand {
+        // A head of its chain: nothing of the contact open for that webhook. The row lock
+        // of the change orders it after every earlier change of the contact, committed
+        // before this statement began (an optimistic write that waited for another finds
+        // its version gone and writes nothing).
+        Some(hand) => {
+            qb.push(", CASE WHEN x.head THEN 1 ELSE 0 END, CASE WHEN x.head THEN ")
+                .push_bind(hand.lease_until)
+                .push(" END, CASE WHEN x.head THEN ")
+                .push_bind(hand.intake.owner().to_owned())
+                .push(
+                    " END FROM hooks h CROSS JOIN ev CROSS JOIN LATERAL (SELECT NOT EXISTS (SELECT 1 FROM delivery p \
+                     WHERE p.webhook_id = h.webhook_id AND p.order_key = ",
+                )
+                .push_bind(ev.order_key.clone())
+                .push(" AND p.status IN (0, 1)) AS head) x");
+        }
+        None => {
+            qb.push(", 0, NULL, NULL FROM hooks h, ev");
+        }
+    }
+    qb.push(format!(
+        " RETURNING delivery_id, webhook_id, event_id, status) \
+         SELECT (SELECT event_seq FROM ev), (SELECT COUNT(*) FROM ins), i.delivery_id, i.event_id, {} \
+         FROM (SELECT 1) one LEFT JOIN ins i ON i.status = 1 LEFT JOIN webhook w ON w.webhook_id = i.webhook_id \
+         ORDER BY i.webhook_id",
+        qualified(WEBHOOK_COLS, "w")
+    ));
 }
 
 /// `"col" = value, …` for every column but the key.
@@ -487,10 +701,13 @@ impl PgStore {
         let planned = plan_change(def, actor, current, decided, now, self.local_offset)?;
         let (mut qb, after, event) = match planned {
             Planned::Nothing(row) => {
-                return Ok(Optimistic::Done(ChangeOutcome {
-                    row,
-                    committed: Committed::default(),
-                }))
+                return Ok(Optimistic::Done(
+                    ChangeOutcome {
+                        row,
+                        committed: Committed::default(),
+                    },
+                    None,
+                ))
             }
             Planned::Insert(_) => return Ok(Optimistic::NeedsLock),
             Planned::Update { row, event } => {
@@ -518,21 +735,21 @@ impl PgStore {
             .push(" AND \"updated\" = ")
             .push_bind(updated)
             .push(" RETURNING 1), ");
-        push_event_tail(&mut qb, actor, &event, now, Some("w"));
-        let row = qb.build().fetch_one(&self.pool).await.map_err(db)?;
-        let seq: Option<i64> = row.try_get(0).map_err(db)?;
-        let Some(seq) = seq else {
+        let hand = self.hand();
+        push_event_tail(&mut qb, actor, &event, now, Some("w"), hand.as_ref());
+        let rows = qb.build().fetch_all(&self.pool).await.map_err(db)?;
+        let (committed, leased) = read_event_tail(&rows)?;
+        let Some(seq) = committed.event_seq else {
             return Ok(Optimistic::Changed);
         };
-        let deliveries = row.int(1)?;
-        Ok(Optimistic::Done(ChangeOutcome {
-            row: after,
-            committed: Committed {
-                event_seq: Some(seq),
-                deliveries: u64::try_from(deliveries).unwrap_or(0),
-                handed: 0,
+        let leased = leased_of(hand, actor, seq, event, now, leased);
+        Ok(Optimistic::Done(
+            ChangeOutcome {
+                row: after,
+                committed,
             },
-        }))
+            leased,
+        ))
     }
 
     /// Decides and writes one change inside `tx`.
@@ -543,7 +760,7 @@ impl PgStore {
         def: &'static EntityDef,
         pk: Option<i64>,
         mut change: ChangeFn,
-    ) -> Result<ChangeOutcome> {
+    ) -> Result<(ChangeOutcome, Option<Leased>)> {
         let current = match pk {
             Some(pk) => {
                 // FOR UPDATE: a concurrent change of this row (on any node) waits, then reads
@@ -569,10 +786,13 @@ impl PgStore {
         let planned = plan_change(def, actor, current, decided, now, self.local_offset)?;
         let (after, event) = match planned {
             Planned::Nothing(row) => {
-                return Ok(ChangeOutcome {
-                    row,
-                    committed: Committed::default(),
-                })
+                return Ok((
+                    ChangeOutcome {
+                        row,
+                        committed: Committed::default(),
+                    },
+                    None,
+                ))
             }
             Planned::Insert(mut row) => {
                 // The key is assigned by the sequence: leave it out of the insert.
@@ -627,11 +847,20 @@ impl PgStore {
                 (None, event)
             }
         };
-        let committed = insert_event(tx, actor, &event, now).await?;
-        Ok(ChangeOutcome {
-            row: after,
-            committed,
-        })
+        let hand = self.hand();
+        let mut qb = QueryBuilder::<Postgres>::new("WITH ");
+        push_event_tail(&mut qb, actor, &event, now, None, hand.as_ref());
+        let rows = qb.build().fetch_all(&mut **tx).await.map_err(db)?;
+        let (committed, leased) = read_event_tail(&rows)?;
+        let seq = committed.event_seq.unwrap_or_default();
+        let leased = leased_of(hand, actor, seq, event, now, leased);
+        Ok((
+            ChangeOutcome {
+                row: after,
+                committed,
+            },
+            leased,
+        ))
     }
 }
 
@@ -792,7 +1021,8 @@ impl Store for PgStore {
         if let Some(pk) = pk {
             for _ in 0..OPTIMISTIC_TRIES {
                 match self.apply_optimistic(actor, def, pk, &mut change).await? {
-                    Optimistic::Done(outcome) => {
+                    Optimistic::Done(mut outcome, leased) => {
+                        outcome.committed.handed = self.hand_over(leased).await;
                         self.wake_for(&outcome.committed);
                         return Ok(outcome);
                     }
@@ -802,9 +1032,10 @@ impl Store for PgStore {
             }
         }
         let mut tx = self.begin().await?;
-        let outcome = self.apply_in(&mut tx, actor, def, pk, change).await?;
+        let (mut outcome, leased) = self.apply_in(&mut tx, actor, def, pk, change).await?;
         if outcome.committed.event_seq.is_some() {
             tx.commit().await.map_err(db)?;
+            outcome.committed.handed = self.hand_over(leased).await;
             self.wake_for(&outcome.committed);
         } else {
             // Nothing was written: only the row lock to let go of.
@@ -1107,7 +1338,7 @@ impl Store for PgStore {
              WHERE d.delivery_id = ANY (string_to_array(NULLIF(current_setting('crmhooks.claim'), ''), ',')::BIGINT[]) \
              AND EXISTS (SELECT 1 FROM event x WHERE x.event_seq = d.event_seq) \
              RETURNING d.delivery_id, d.event_id, d.attempt_in_cycle, d.queue_pos, d.event_seq, d.webhook_id, d.tenant_id) \
-             SELECT u.delivery_id, u.event_id, u.attempt_in_cycle, u.queue_pos, t.name, {event_cols}, {webhook_cols} \
+             SELECT {claimed_cols} \
              FROM upd u JOIN event e ON e.event_seq = u.event_seq JOIN webhook w ON w.webhook_id = u.webhook_id \
              JOIN tenant t ON t.tenant_id = u.tenant_id",
             now = req.now,
@@ -1117,33 +1348,13 @@ impl Store for PgStore {
             limit = req.limit.max(0),
             lease_until = req.lease_until,
             owner = text_literal(&req.owner),
-            event_cols = qualified(EVENT_COLS, "e"),
-            webhook_cols = qualified(WEBHOOK_COLS, "w"),
+            claimed_cols = claimed_cols(),
         );
         let rows = sqlx::raw_sql(&sql)
             .fetch_all(&self.pool)
             .await
             .map_err(db)?;
-        let event_at = 5;
-        let webhook_at = event_at + count_cols(EVENT_COLS);
-        let mut out = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let delivery_id = r.int(0)?;
-            let event_id = r.text(1)?;
-            out.push((
-                r.int(3)?,
-                Claimed {
-                    delivery_id,
-                    event_id: Uuid::parse_str(&event_id).map_err(|e| {
-                        StoreError::Corrupt(format!("delivery {delivery_id} event id: {e}"))
-                    })?,
-                    attempt_in_cycle: r.int(2)?,
-                    event: Arc::new(read_event(&At(r, event_at))?),
-                    tenant: r.text(4)?,
-                    webhook: Arc::new(read_webhook(&At(r, webhook_at))?),
-                },
-            ));
-        }
+        let mut out = read_claimed(&rows)?;
         // Oldest queue position first, as the SQLite store hands them out.
         out.sort_by_key(|(pos, c)| (*pos, c.delivery_id));
         Ok(out.into_iter().map(|(_, c)| c).collect())
@@ -1500,5 +1711,9 @@ impl Store for PgStore {
             self.alive.subscribe(),
         ));
         Ok(())
+    }
+
+    fn set_intake(&self, intake: Option<Arc<dyn Intake>>) {
+        *self.intake.write().unwrap_or_else(|p| p.into_inner()) = intake;
     }
 }
