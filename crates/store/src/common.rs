@@ -247,6 +247,24 @@ pub(crate) fn read_webhook(r: &impl DbRow) -> Result<Webhook> {
     })
 }
 
+/// The event `ev` of `actor`, committed as `seq` at `now`, as [`read_event`] reads it back
+/// (`ev` is moved into it, not copied): what a store hands over with the deliveries it leased
+/// at commit.
+pub(crate) fn stored_event(seq: i64, actor: &Actor, ev: NewEvent, now: Ticks) -> StoredEvent {
+    StoredEvent {
+        seq,
+        tenant_id: actor.tenant_id,
+        event: ev.event,
+        entity: ev.entity,
+        primary_key: ev.primary_key,
+        changes: ev.changes,
+        values: ev.values,
+        field_values_json: ev.field_values.map(std::sync::Arc::from),
+        changed_by: actor.associate_id,
+        occurred: now,
+    }
+}
+
 pub(crate) const EVENT_COLS: &str =
     "event_seq, tenant_id, event, entity, primary_key, changes, \"values\", field_values, changed_by, occurred";
 

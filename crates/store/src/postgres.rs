@@ -15,10 +15,11 @@
 //! - a change writes the deliveries that head their chains leased to its own node's
 //!   dispatcher and hands them over after the commit (see [`Intake`]): no claim, no wake-up
 //!   of the other nodes for them;
-//! - after a commit that queued work for a claim, `NOTIFY crmhooks_work` wakes every node's dispatcher. It
-//!   is sent outside the transaction, by one task per node that folds a burst of commits into
-//!   one notification: PostgreSQL serializes the commits of notifying transactions on a global
-//!   lock held across their WAL flush, which capped changes at about one per fsync.
+//! - after a commit that queued work for a claim, `NOTIFY crmhooks_work` wakes every node's
+//!   dispatcher. It is sent outside the transaction, by one task per node that folds a burst of
+//!   commits into one notification: PostgreSQL serializes the commits of notifying
+//!   transactions on a global lock held across their WAL flush, which capped changes at about
+//!   one per fsync.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -34,8 +35,8 @@ use crate::common::read_actor;
 use crate::common::{
     column_list, count_cols, disable_reason, json_text, list_deliveries_query, list_webhooks_query,
     local_offset, map_text, qualified, read_attempt, read_delivery, read_event, read_row,
-    read_webhook, replay_order_key, state_event, usage_last_error, At, DbRow as _, ATTEMPT_COLS,
-    DELIVERY_COLS, DELIVERY_STATUS, EVENT_COLS, WEBHOOK_COLS,
+    read_webhook, replay_order_key, state_event, stored_event, usage_last_error, At, DbRow as _,
+    ATTEMPT_COLS, DELIVERY_COLS, DELIVERY_STATUS, EVENT_COLS, WEBHOOK_COLS,
 };
 use crate::common::{created_event, plan_change, Planned};
 use crate::entity::{ColumnKind, EntityDef, Row, Ticks, Value};
@@ -243,10 +244,9 @@ impl PgStore {
         })
     }
 
-    /// After a commit that wrote deliveries leased to this node's dispatcher (a change's fresh
-    /// heads, the next deliveries of chains a record closed): each goes to the dispatcher with
-    /// the room [`Intake::reserve`] gives it; one that finds none is pending again (its lease
-    /// given back) for a claim. Returns how many were taken.
+    /// After the commit of a change that wrote deliveries leased to this node's dispatcher:
+    /// each goes to the dispatcher with the room [`Intake::reserve`] gives it; one that finds
+    /// none is pending again (its lease given back) for a claim. Returns how many were taken.
     async fn hand_over(&self, leased: Option<Leased>) -> u64 {
         let Some(Leased { intake, claimed }) = leased else {
             return 0;
@@ -366,9 +366,8 @@ async fn insert_event(
     Ok(committed)
 }
 
-/// What a claim (and a hand-over of the next delivery of a chain) selects from the leased
-/// rows (`upd`, with `event_seq`, `webhook_id` and `tenant_id`) joined to their event `e`,
-/// webhook `w` and tenant `t`.
+/// What a claim selects from the rows it leased (`upd`, with `event_seq`, `webhook_id` and
+/// `tenant_id`) joined to their event `e`, webhook `w` and tenant `t`.
 fn claimed_cols() -> String {
     format!(
         "u.delivery_id, u.event_id, u.attempt_in_cycle, u.queue_pos, t.name, {}, {}",
@@ -447,18 +446,7 @@ fn leased_of(
     deliveries: Vec<LeasedDelivery>,
 ) -> Option<Leased> {
     let hand = hand.filter(|_| !deliveries.is_empty())?;
-    let event = Arc::new(StoredEvent {
-        seq,
-        tenant_id: actor.tenant_id,
-        event: ev.event,
-        entity: ev.entity,
-        primary_key: ev.primary_key,
-        changes: ev.changes,
-        values: ev.values,
-        field_values_json: ev.field_values.map(Arc::from),
-        changed_by: actor.associate_id,
-        occurred: now,
-    });
+    let event = Arc::new(stored_event(seq, actor, ev, now));
     let claimed = deliveries
         .into_iter()
         .map(|d| Claimed {

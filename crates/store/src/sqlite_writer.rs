@@ -34,8 +34,8 @@ use uuid::Uuid;
 
 use crate::common::{
     column_list, created_event, disable_reason, json_text, map_text, plan_change, read_event,
-    read_row, read_webhook, state_event, usage_last_error, DbRow, Planned, EARLIER_OPEN,
-    EVENT_COLS, WEBHOOK_COLS,
+    read_row, read_webhook, state_event, stored_event, usage_last_error, DbRow, Planned,
+    EARLIER_OPEN, EVENT_COLS, WEBHOOK_COLS,
 };
 use crate::entity::{EntityDef, Ticks, Value};
 use crate::model::*;
@@ -1163,18 +1163,7 @@ impl Writer {
         // The event as a claim would read it back (the NewEvent is moved into it, not copied):
         // the handed deliveries carry it, and claims find it among the recent events.
         let handed = leased.len() as u64;
-        let event = Arc::new(StoredEvent {
-            seq,
-            tenant_id: actor.tenant_id,
-            event: ev.event,
-            entity: ev.entity,
-            primary_key: ev.primary_key,
-            changes: ev.changes,
-            values: ev.values,
-            field_values_json: ev.field_values.map(Arc::from),
-            changed_by: actor.associate_id,
-            occurred: now,
-        });
+        let event = Arc::new(stored_event(seq, actor, ev, now));
         if let Some(lease_until) = self.batch.as_ref().map(|b| b.lease_until) {
             for (delivery_id, event_id, tail, webhook_id) in behind {
                 self.chains.waiting.insert(
