@@ -197,6 +197,12 @@ struct Report {
     /// CPU seconds of this process (clients and receiver) over the same window: both share the
     /// machine with the server.
     bench_cpu_seconds: Option<f64>,
+    /// The whole machine over the same window (`/proc/stat`): the share of its CPU time left
+    /// idle, the share the hypervisor took (steal), and the CPU seconds of every process but
+    /// the server and this one (PostgreSQL's backends, for one).
+    machine_idle_share: Option<f64>,
+    machine_steal_share: Option<f64>,
+    other_cpu_seconds: Option<f64>,
     drain_seconds: f64,
     drain_per_sec: Option<f64>,
     backlog_peak_rss_mb: Option<f64>,
@@ -286,6 +292,9 @@ impl Report {
             idle_webhooks: args.idle_webhooks,
             window_seconds: 0.0,
             bench_cpu_seconds: None,
+            machine_idle_share: None,
+            machine_steal_share: None,
+            other_cpu_seconds: None,
             drain_seconds: 0.0,
             drain_per_sec: None,
             backlog_peak_rss_mb: None,
@@ -355,6 +364,9 @@ impl Report {
             cpu_us_per_event: med!(cpu_us_per_event),
             window_seconds: med0!(window_seconds),
             bench_cpu_seconds: med!(bench_cpu_seconds),
+            machine_idle_share: med!(machine_idle_share),
+            machine_steal_share: med!(machine_steal_share),
+            other_cpu_seconds: med!(other_cpu_seconds),
             drain_seconds: med0!(drain_seconds),
             drain_per_sec: med!(drain_per_sec),
             backlog_peak_rss_mb: worst(runs.iter().map(|r| r.backlog_peak_rss_mb)),
@@ -371,6 +383,21 @@ impl Report {
             runs: figures,
             ..runs.swap_remove(0)
         })
+    }
+
+    /// The machine's figures from two readings of `/proc/stat` around the window, with the
+    /// server's and this process's CPU already set.
+    fn machine(&mut self, before: Option<MachineCpu>, after: Option<MachineCpu>) {
+        let Some(d) = after.zip(before).map(|(a, b)| a.since(b)) else {
+            return;
+        };
+        if d.total <= 0.0 {
+            return;
+        }
+        self.machine_idle_share = Some(round(d.idle / d.total, 3));
+        self.machine_steal_share = Some(round(d.steal / d.total, 3));
+        let ours = self.cpu_seconds.unwrap_or(0.0) + self.bench_cpu_seconds.unwrap_or(0.0);
+        self.other_cpu_seconds = Some(round((d.busy() - ours).max(0.0), 2));
     }
 
     /// The counts of a run: events committed, deliveries expected and received, failed API
@@ -467,6 +494,7 @@ impl Report {
                 self.cpu_seconds
                     .map_or_else(|| "-".to_owned(), |c| format!("{c:.2} s")),
             );
+            self.print_machine();
             println!("  (backlog mode measures only the drain: {backlog} events, no steady load, no latency)");
         } else {
             println!(
@@ -518,12 +546,28 @@ impl Report {
             if let Some(c) = self.bench_cpu_seconds {
                 println!("  bench process      CPU {c:.2} s over the same window (clients and receiver share the machine)");
             }
+            self.print_machine();
             if let Some(b) = self.delivery_body_bytes {
                 println!("  bodies             deliveries {b:.0} B on average");
             }
         }
         if let Some(e) = &self.first_api_error {
             println!("  first API error    {e}");
+        }
+    }
+
+    /// The machine's line: how its CPU time was spent over the window.
+    fn print_machine(&self) {
+        if let (Some(idle), Some(steal)) = (self.machine_idle_share, self.machine_steal_share) {
+            let other = self
+                .other_cpu_seconds
+                .map(|c| format!("other processes {c:.2} s of CPU, "))
+                .unwrap_or_default();
+            println!(
+                "  machine            {other}{:.0} % idle, {:.0} % stolen by the hypervisor",
+                idle * 100.0,
+                steal * 100.0
+            );
         }
     }
 
@@ -612,6 +656,7 @@ async fn load_phase(
 
     let cpu_before = server.cpu_seconds();
     let bench_cpu_before = proc_cpu_seconds(std::process::id());
+    let machine_before = machine_cpu();
     let load = Arc::new(LoadTally::default());
     let deadline = Instant::now() + Duration::from_secs_f64(args.seconds);
     let pacer = args.rate.map(|r| Arc::new(Pacer::new(r)));
@@ -646,6 +691,7 @@ async fn load_phase(
     progress.finish();
     let cpu_after = server.cpu_seconds();
     let bench_cpu_after = proc_cpu_seconds(std::process::id());
+    let machine_after = machine_cpu();
     let peak_kb = server.peak_rss_kb();
     server.stop().await;
     drained?;
@@ -672,6 +718,7 @@ async fn load_phase(
     report.bench_cpu_seconds = bench_cpu_after
         .zip(bench_cpu_before)
         .map(|(a, b)| round(a - b, 2));
+    report.machine(machine_before, machine_after);
     report.window_seconds = round(window_secs, 3);
     report.drain_seconds = if delivered > 0 {
         round(((last_delivery - load_end_us).max(0)) as f64 / 1e6, 3)
@@ -727,6 +774,7 @@ async fn backlog_phase(
     receiver.tally.reset();
     let spawned_us = unix_micros_now();
     let bench_cpu_before = proc_cpu_seconds(std::process::id());
+    let machine_before = machine_cpu();
     let mut drainer =
         ServerChild::spawn(&db.url, key, &dir.join("server-drain.log"), false).await?;
     report.server_start_seconds = round(drainer.ready.as_secs_f64(), 3);
@@ -748,6 +796,7 @@ async fn backlog_phase(
     let window_secs = (unix_micros_now() - spawned_us) as f64 / 1e6;
     let cpu = drainer.cpu_seconds();
     let bench_cpu_after = proc_cpu_seconds(std::process::id());
+    let machine_after = machine_cpu();
     let peak_kb = drainer.peak_rss_kb();
     drainer.stop().await;
     drained?;
@@ -767,6 +816,7 @@ async fn backlog_phase(
     report.bench_cpu_seconds = bench_cpu_after
         .zip(bench_cpu_before)
         .map(|(a, b)| round(a - b, 2));
+    report.machine(machine_before, machine_after);
     report.window_seconds = round(window_secs, 3);
     report.drain_seconds = round(drain_secs, 3);
     report.counts(committed, expected, &load, t);
@@ -1389,6 +1439,61 @@ fn proc_cpu_seconds(pid: u32) -> Option<f64> {
     Some((utime + stime) as f64 / 100.0)
 }
 
+/// CPU time of the whole machine, all CPUs together, in seconds (USER_HZ taken as 100, as for
+/// the processes).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct MachineCpu {
+    total: f64,
+    /// idle and iowait.
+    idle: f64,
+    steal: f64,
+}
+
+impl MachineCpu {
+    /// Time spent between `earlier` and this reading.
+    fn since(self, earlier: MachineCpu) -> MachineCpu {
+        MachineCpu {
+            total: self.total - earlier.total,
+            idle: self.idle - earlier.idle,
+            steal: self.steal - earlier.steal,
+        }
+    }
+
+    /// Time the CPUs ran something (neither idle nor taken by the hypervisor).
+    fn busy(self) -> f64 {
+        self.total - self.idle - self.steal
+    }
+}
+
+/// The machine's CPU time now, from `/proc/stat`.
+fn machine_cpu() -> Option<MachineCpu> {
+    parse_proc_stat(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+/// The first line of `/proc/stat`: `cpu user nice system idle iowait irq softirq steal guest
+/// guest_nice` (guest time is counted in user time already).
+fn parse_proc_stat(text: &str) -> Option<MachineCpu> {
+    let line = text.lines().next()?;
+    let mut fields = line.split_whitespace();
+    if fields.next()? != "cpu" {
+        return None;
+    }
+    let v: Vec<u64> = fields
+        .take(8)
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let [user, nice, system, idle, iowait, irq, softirq, steal] = v[..] else {
+        return None;
+    };
+    let s = |j: u64| j as f64 / 100.0;
+    Some(MachineCpu {
+        total: s(user + nice + system + idle + iowait + irq + softirq + steal),
+        idle: s(idle + iowait),
+        steal: s(steal),
+    })
+}
+
 /// A pooled HTTP client for the server's REST API: a bare hyper client (the raw baseline's
 /// stack), so that the load generator, which shares the two cores with the server, spends as
 /// little of them as it can.
@@ -1920,10 +2025,41 @@ mod tests {
     }
 
     #[test]
+    fn the_machine_cpu_line_is_parsed_and_differenced() {
+        let a =
+            parse_proc_stat("cpu  100 5 50 800 20 3 2 10 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n").unwrap();
+        assert_eq!(
+            a,
+            MachineCpu {
+                total: 9.9,
+                idle: 8.2,
+                steal: 0.1
+            }
+        );
+        let b = parse_proc_stat("cpu  300 5 150 900 20 3 2 30 0 0").unwrap();
+        let d = b.since(a);
+        assert!((d.total - 4.2).abs() < 1e-9, "{d:?}");
+        assert!((d.idle - 1.0).abs() < 1e-9, "{d:?}");
+        assert!((d.steal - 0.2).abs() < 1e-9, "{d:?}");
+        assert!((d.busy() - 3.0).abs() < 1e-9, "{d:?}");
+        assert_eq!(parse_proc_stat("intr 1 2 3"), None);
+        assert_eq!(parse_proc_stat("cpu 1 2 x 4 5 6 7 8"), None);
+        assert_eq!(parse_proc_stat("cpu 1 2 3"), None);
+        let mut r = run(100.0, 1000.0, 1.0, 2.0, 30.0, 100);
+        r.cpu_seconds = Some(1.5);
+        r.bench_cpu_seconds = Some(0.5);
+        r.machine(Some(a), Some(b));
+        assert_eq!(r.machine_idle_share, Some(0.238));
+        assert_eq!(r.machine_steal_share, Some(0.048));
+        assert_eq!(r.other_cpu_seconds, Some(1.0));
+    }
+
+    #[test]
     fn cpu_and_memory_of_this_process_are_readable() {
         let pid = std::process::id();
         if std::path::Path::new("/proc/self/stat").exists() {
             assert!(proc_cpu_seconds(pid).is_some());
+            assert!(machine_cpu().is_some_and(|m| m.total > 0.0 && m.idle >= 0.0));
             assert!(proc_memory_kb(pid).is_some_and(|kb| kb > 0));
         }
     }
