@@ -36,7 +36,7 @@ use crate::common::{
     column_list, count_cols, disable_reason, json_text, list_deliveries_query, list_webhooks_query,
     local_offset, map_text, qualified, read_attempt, read_delivery, read_event, read_row,
     read_webhook, replay_order_key, state_event, stored_event, usage_last_error, At, DbRow as _,
-    ATTEMPT_COLS, DELIVERY_COLS, DELIVERY_STATUS, EVENT_COLS, WEBHOOK_COLS,
+    ATTEMPT_COLS, DELIVERY_COLS, DELIVERY_STATUS, EARLIER_OPEN, EVENT_COLS, WEBHOOK_COLS,
 };
 use crate::common::{created_event, plan_change, Planned};
 use crate::entity::{ColumnKind, EntityDef, Row, Ticks, Value};
@@ -1308,8 +1308,7 @@ impl Store for PgStore {
              PERFORM pg_advisory_xact_lock({CLAIM_LOCK}); {PLANNER_FOR_QUEUES} \
              WITH pending AS (SELECT d.delivery_id, d.webhook_id, d.queue_pos FROM delivery d JOIN webhook w ON w.webhook_id = d.webhook_id \
              WHERE d.status = 0 AND d.next_attempt_at <= {now} \
-             AND w.state = 1 AND NOT EXISTS (SELECT 1 FROM delivery p WHERE p.webhook_id = d.webhook_id \
-             AND p.order_key = d.order_key AND p.status IN (0, 1) AND p.delivery_id < d.delivery_id){skip}{any_left} \
+             AND w.state = 1 AND NOT {EARLIER_OPEN}{skip}{any_left} \
              ORDER BY d.queue_pos, d.delivery_id LIMIT {window} FOR UPDATE OF d SKIP LOCKED), \
              expired AS (SELECT d.delivery_id, d.webhook_id, d.queue_pos FROM delivery d JOIN webhook w ON w.webhook_id = d.webhook_id \
              WHERE d.status = 1 AND d.lease_until < {now} AND w.state = 1{skip} \

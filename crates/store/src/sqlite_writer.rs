@@ -142,6 +142,17 @@ impl Batch {
         })
     }
 
+    /// Takes `c`, leased to the intake's node by this bookkeeping: handed at its commit when
+    /// its insert is durable, else once the syncer has made it so.
+    fn lease(&mut self, c: Claimed, durable: bool) {
+        if durable {
+            self.handed.push(c);
+        } else {
+            self.after_upto = self.after_upto.max(c.delivery_id);
+            self.after_sync.push(c);
+        }
+    }
+
     /// What was handed when the transaction committed (now, and once deliveries up to the id
     /// are durable); otherwise the room given back.
     fn close(self, committed: bool) -> (Handed, Handed, i64) {
@@ -584,12 +595,11 @@ impl Writer {
         self.chains = Chains::default();
         let n = self
             .conn
-            .prepare_cached(
-                "UPDATE delivery SET status = 0, lease_until = NULL, lease_owner = NULL, \
-                 ready = CASE WHEN ready = 1 OR NOT EXISTS (SELECT 1 FROM delivery p WHERE p.webhook_id = delivery.webhook_id \
-                 AND p.order_key = delivery.order_key AND p.status IN (0, 1) AND p.delivery_id < delivery.delivery_id) \
-                 THEN 1 ELSE 0 END WHERE status = 1 AND lease_owner = ?",
-            )
+            .prepare_cached(&format!(
+                "UPDATE delivery AS d SET status = 0, lease_until = NULL, lease_owner = NULL, \
+                 ready = CASE WHEN ready = 1 OR NOT {EARLIER_OPEN} THEN 1 ELSE 0 END \
+                 WHERE status = 1 AND lease_owner = ?",
+            ))
             .map_err(sql_err)?
             .execute([owner])
             .map_err(sql_err)?;
@@ -1724,12 +1734,7 @@ impl Writer {
                 webhook,
             };
             if let Some(b) = self.successors.as_mut() {
-                if durable {
-                    b.handed.push(claimed);
-                } else {
-                    b.after_sync.push(claimed);
-                    b.after_upto = b.after_upto.max(w.delivery_id);
-                }
+                b.lease(claimed, durable);
                 self.next_heads.handed += 1;
             }
             return Ok(());
@@ -1849,12 +1854,7 @@ impl Writer {
                 };
                 match (claimed, self.successors.as_mut()) {
                     (Ok(Some(c)), Some(b)) => {
-                        if durable {
-                            b.handed.push(c);
-                        } else {
-                            b.after_sync.push(c);
-                            b.after_upto = b.after_upto.max(n.id);
-                        }
+                        b.lease(c, durable);
                         self.next_heads.handed += 1;
                         return Ok(());
                     }
