@@ -61,6 +61,12 @@ pub struct BenchArgs {
     /// Seconds of the raw baseline (0 skips it).
     #[arg(long, default_value_t = 3.0)]
     pub raw_seconds: f64,
+    /// Seconds of the relay floor (0 skips it): the same clients and load through a bare hyper
+    /// relay that makes the same HTTP exchanges per event as the server (the API answer and
+    /// `--webhooks` deliveries) and nothing else, in its own process. The most events per
+    /// second this machine carries with this load's HTTP alone. Steady load only.
+    #[arg(long, default_value_t = 3.0)]
+    pub relay_seconds: f64,
     /// Backlog mode: queue this many contact events on an API-only node (nothing delivers), then
     /// start a normal node on the same database and measure only how fast it drains them.
     #[arg(long)]
@@ -108,6 +114,12 @@ impl BenchArgs {
         }
         if !(self.raw_seconds.is_finite() && self.raw_seconds >= 0.0) {
             bail!("--raw-seconds must be 0 or more, not {}", self.raw_seconds);
+        }
+        if !(self.relay_seconds.is_finite() && self.relay_seconds >= 0.0) {
+            bail!(
+                "--relay-seconds must be 0 or more, not {}",
+                self.relay_seconds
+            );
         }
         positive("drain-timeout", self.drain_timeout)?;
         if let Some(rate) = self.rate {
@@ -182,6 +194,15 @@ struct Report {
     deliveries_per_sec: Option<f64>,
     raw_posts_per_sec: Option<f64>,
     ratio: Option<f64>,
+    /// The relay floor (`--relay-seconds`): events and deliveries per second of the same load
+    /// through the bare relay, its deliveries' ratio to the raw baseline, the relay's CPU per
+    /// event, and the server's deliveries as a share of the relay's.
+    relay_seconds: f64,
+    relay_events_per_sec: Option<f64>,
+    relay_deliveries_per_sec: Option<f64>,
+    relay_ratio: Option<f64>,
+    relay_cpu_us_per_event: Option<f64>,
+    of_relay: Option<f64>,
     p50_ms: Option<f64>,
     p99_ms: Option<f64>,
     max_ms: Option<f64>,
@@ -230,6 +251,9 @@ struct RunFigures {
     drain_per_sec: Option<f64>,
     raw_posts_per_sec: Option<f64>,
     ratio: Option<f64>,
+    relay_deliveries_per_sec: Option<f64>,
+    relay_ratio: Option<f64>,
+    of_relay: Option<f64>,
     p50_ms: Option<f64>,
     p99_ms: Option<f64>,
     peak_rss_mb: Option<f64>,
@@ -282,6 +306,12 @@ impl Report {
             deliveries_per_sec: None,
             raw_posts_per_sec: raw.posts_per_sec,
             ratio: None,
+            relay_seconds: args.relay_seconds,
+            relay_events_per_sec: None,
+            relay_deliveries_per_sec: None,
+            relay_ratio: None,
+            relay_cpu_us_per_event: None,
+            of_relay: None,
             p50_ms: None,
             p99_ms: None,
             max_ms: None,
@@ -328,6 +358,9 @@ impl Report {
                 drain_per_sec: r.drain_per_sec,
                 raw_posts_per_sec: r.raw_posts_per_sec,
                 ratio: r.ratio,
+                relay_deliveries_per_sec: r.relay_deliveries_per_sec,
+                relay_ratio: r.relay_ratio,
+                of_relay: r.of_relay,
                 p50_ms: r.p50_ms,
                 p99_ms: r.p99_ms,
                 peak_rss_mb: r.peak_rss_mb,
@@ -356,6 +389,11 @@ impl Report {
             deliveries_per_sec: med!(deliveries_per_sec),
             raw_posts_per_sec: med!(raw_posts_per_sec),
             ratio: med!(ratio),
+            relay_events_per_sec: med!(relay_events_per_sec),
+            relay_deliveries_per_sec: med!(relay_deliveries_per_sec),
+            relay_ratio: med!(relay_ratio),
+            relay_cpu_us_per_event: med!(relay_cpu_us_per_event),
+            of_relay: med!(of_relay),
             p50_ms: med!(p50_ms),
             p99_ms: med!(p99_ms),
             max_ms: worst(runs.iter().map(|r| r.max_ms)),
@@ -454,8 +492,12 @@ impl Report {
                     per(r.deliveries_per_sec)
                 )
             };
+            let relay = r
+                .relay_ratio
+                .map(|v| format!(" (relay {v:.3})"))
+                .unwrap_or_default();
             println!(
-                "  run {:<2}  {rate}, raw {}, ratio {}, p50 {}, p99 {}, RSS {}, {} µs/event",
+                "  run {:<2}  {rate}, raw {}, ratio {}{relay}, p50 {}, p99 {}, RSS {}, {} µs/event",
                 i + 1,
                 per(r.raw_posts_per_sec),
                 r.ratio
@@ -516,6 +558,19 @@ impl Report {
                 self.delivered,
                 self.expected
             );
+            if let Some(relay) = self.relay_deliveries_per_sec {
+                println!(
+                    "  relay floor        {:>10}   ratio {} of the raw baseline: the same load through a bare hyper relay (its API answers and deliveries, no database, no JSON, no signing), {} events/s, {} µs of relay CPU per event; the server delivered {} of it",
+                    per(Some(relay)),
+                    self.relay_ratio
+                        .map_or_else(|| "-".to_owned(), |v| format!("{v:.3}")),
+                    per(self.relay_events_per_sec).trim_end_matches("/s"),
+                    self.relay_cpu_us_per_event
+                        .map_or_else(|| "-".to_owned(), |v| format!("{v:.0}")),
+                    self.of_relay
+                        .map_or_else(|| "-".to_owned(), |v| format!("{v:.3}")),
+                );
+            }
             println!(
                 "  commit → delivery  p50 {}   p99 {}   max {}",
                 ms(self.p50_ms),
@@ -626,7 +681,18 @@ async fn measure(args: &BenchArgs, db: &BenchDatabase, dir: &Path) -> anyhow::Re
     let key = format!("bench-{}", uuid::Uuid::new_v4().simple());
     match args.backlog {
         Some(m) => backlog_phase(args, m, db, dir, &key, &receiver, &mut report).await?,
-        None => load_phase(args, db, dir, &key, &receiver, &mut report).await?,
+        None => {
+            if args.relay_seconds > 0.0 && args.rate.is_none() {
+                if !args.json {
+                    eprintln!(
+                        "relay floor: {} clients for {} s …",
+                        args.clients, args.relay_seconds
+                    );
+                }
+                relay_floor(args, dir, &receiver, &mut report).await?;
+            }
+            load_phase(args, db, dir, &key, &receiver, &mut report).await?;
+        }
     }
     Ok(report)
 }
@@ -706,6 +772,7 @@ async fn load_phase(
     report.events_per_sec = round(committed as f64 / load_secs, 1);
     report.deliveries_per_sec = deliveries_per_sec.map(|v| round(v, 1));
     report.ratio = ratio(deliveries_per_sec, report.raw_posts_per_sec);
+    report.of_relay = ratio(deliveries_per_sec, report.relay_deliveries_per_sec);
     report.p50_ms = percentile_ms(&latencies, 50.0);
     report.p99_ms = percentile_ms(&latencies, 99.0);
     report.max_ms = latencies.last().map(|&us| round(f64::from(us) / 1000.0, 3));
@@ -726,6 +793,82 @@ async fn load_phase(
         0.0
     };
     report.counts(committed, expected, &load, t);
+    Ok(())
+}
+
+/// The relay floor: the load's clients, unpaced, against `crmhooks bench-relay` (a child
+/// process, as the server is) for `--relay-seconds`; the receiver counts its deliveries.
+async fn relay_floor(
+    args: &BenchArgs,
+    dir: &Path,
+    receiver: &Receiver,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("cannot find the crmhooks executable")?;
+    let log = dir.join("relay.log");
+    let log_file =
+        std::fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
+    let mut child = tokio::process::Command::new(exe)
+        .args([
+            "bench-relay",
+            "--target",
+            &receiver.url("/relay"),
+            "--fanout",
+            &args.webhooks.to_string(),
+            "--changes",
+            &args.changes.to_string(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log_file))
+        .kill_on_drop(true)
+        .spawn()
+        .context("cannot start the relay child")?;
+    let pid = child.id().context("the relay child exited at once")?;
+    let base = listening_at(&mut child, "relay", "bench-relay listening on ", &log).await?;
+    let api = Api::new(&base, "relay", args.clients)?;
+    let tally = &receiver.tally;
+    tally.relay.store(0, Ordering::SeqCst);
+    let load = Arc::new(LoadTally::default());
+    let cpu_before = proc_cpu_seconds(pid);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(args.relay_seconds);
+    let mut clients = tokio::task::JoinSet::new();
+    for i in 0..args.clients {
+        clients.spawn(client_loop(
+            api.clone(),
+            load.clone(),
+            i,
+            deadline,
+            None,
+            args.changes,
+        ));
+    }
+    while clients.join_next().await.is_some() {}
+    let load_secs = started.elapsed().as_secs_f64();
+    let committed = load.committed.load(Ordering::SeqCst);
+    let expected = committed * args.webhooks as u64;
+    // The deliveries still in flight (a window's worth at most).
+    let give_up = Instant::now() + Duration::from_secs(10);
+    while tally.relay.load(Ordering::SeqCst) < expected && Instant::now() < give_up {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let span = started.elapsed().as_secs_f64();
+    let delivered = tally.relay.load(Ordering::SeqCst);
+    let cpu_after = proc_cpu_seconds(pid);
+    let _ = child.kill().await;
+    if let Some(e) = load.first_error() {
+        bail!("the relay floor's API calls failed: {e}");
+    }
+    if delivered < expected || committed == 0 {
+        bail!("the relay floor delivered {delivered} of {expected} deliveries");
+    }
+    report.relay_events_per_sec = Some(round(committed as f64 / load_secs, 1));
+    report.relay_deliveries_per_sec = Some(round(delivered as f64 / span, 1));
+    report.relay_ratio = ratio(report.relay_deliveries_per_sec, report.raw_posts_per_sec);
+    report.relay_cpu_us_per_event = cpu_after
+        .zip(cpu_before)
+        .map(|(a, b)| round((a - b) * 1e6 / committed as f64, 1));
     Ok(())
 }
 
@@ -859,11 +1002,13 @@ fn unix_micros_now() -> i64 {
 // ─── the receiver ────────────────────────────────────────────────────────────────────────────
 
 /// What the receiver counted.
-struct Tally {
+pub(crate) struct Tally {
     /// Requests of the raw baseline (paths under `/raw`).
     raw: AtomicU64,
+    /// Deliveries of the relay floor (paths under `/relay`).
+    pub(crate) relay: AtomicU64,
     /// Deliveries (webhook paths), test events excluded.
-    deliveries: AtomicU64,
+    pub(crate) deliveries: AtomicU64,
     /// `X-Hook-Test: true` requests, not counted as deliveries.
     tests: AtomicU64,
     delivery_bytes: AtomicU64,
@@ -879,6 +1024,7 @@ impl Tally {
     fn new() -> Self {
         Tally {
             raw: AtomicU64::new(0),
+            relay: AtomicU64::new(0),
             deliveries: AtomicU64::new(0),
             tests: AtomicU64::new(0),
             delivery_bytes: AtomicU64::new(0),
@@ -1010,14 +1156,14 @@ fn parse_utc_micros(s: &[u8]) -> Option<i64> {
 }
 
 /// An HTTP/1.1 keep-alive receiver answering 200 with an empty body.
-struct Receiver {
+pub(crate) struct Receiver {
     addr: SocketAddr,
-    tally: Arc<Tally>,
+    pub(crate) tally: Arc<Tally>,
     accept: tokio::task::JoinHandle<()>,
 }
 
 impl Receiver {
-    async fn start() -> anyhow::Result<Self> {
+    pub(crate) async fn start() -> anyhow::Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .context("cannot bind the receiver")?;
@@ -1052,7 +1198,7 @@ impl Receiver {
         })
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 }
@@ -1068,6 +1214,7 @@ async fn receive(
     req: Request<Incoming>,
 ) -> Result<Response<Empty<Bytes>>, Infallible> {
     let raw = req.uri().path().starts_with("/raw");
+    let relay = req.uri().path().starts_with("/relay");
     let test = req
         .headers()
         .get(headers::HOOK_TEST)
@@ -1083,6 +1230,8 @@ async fn receive(
     let now = unix_micros_now();
     if raw {
         tally.raw.fetch_add(1, Ordering::Relaxed);
+    } else if relay {
+        tally.relay.fetch_add(1, Ordering::Relaxed);
     } else if test {
         tally.tests.fetch_add(1, Ordering::Relaxed);
     } else {
@@ -1094,7 +1243,7 @@ async fn receive(
 // ─── the raw baseline ────────────────────────────────────────────────────────────────────────
 
 /// A body and the headers that go with it, as the dispatcher would send them.
-struct RawBody {
+pub(crate) struct RawBody {
     body: Bytes,
     event: &'static str,
     signature: String,
@@ -1102,7 +1251,7 @@ struct RawBody {
 
 /// One `contact.created` and `changes` × `contact.changed` bodies: the mix the load produces,
 /// with the same shapes (Changes, FieldValues) and so the same sizes as real deliveries.
-fn realistic_bodies(changes: usize) -> Vec<RawBody> {
+pub(crate) fn realistic_bodies(changes: usize) -> Vec<RawBody> {
     let now = time::OffsetDateTime::now_utc();
     let field_values = ContactFieldValues {
         active_interests: 0,
@@ -1164,6 +1313,54 @@ fn realistic_bodies(changes: usize) -> Vec<RawBody> {
     bodies
 }
 
+/// A POST of one body with the headers the dispatcher sends with it.
+#[derive(Clone)]
+pub(crate) struct RawRequest {
+    body: Bytes,
+    headers: Arc<[(&'static str, String); 6]>,
+}
+
+impl RawRequest {
+    /// The request to `uri`.
+    pub(crate) fn to(&self, uri: hyper::Uri) -> Result<Request<Full<Bytes>>, hyper::http::Error> {
+        let mut req = Request::post(uri);
+        for (k, v) in self.headers.iter() {
+            req = req.header(*k, v.as_str());
+        }
+        req.body(Full::new(self.body.clone()))
+    }
+}
+
+/// The bodies with their headers, as the raw baseline and the relay send them.
+pub(crate) fn raw_requests(bodies: &[RawBody]) -> Vec<RawRequest> {
+    let user_agent = format!(
+        "{}/{}.0",
+        headers::USER_AGENT_PRODUCT,
+        env!("CARGO_PKG_VERSION")
+    );
+    bodies
+        .iter()
+        .map(|b| RawRequest {
+            body: b.body.clone(),
+            headers: Arc::new([
+                ("content-type", headers::CONTENT_TYPE_JSON.to_owned()),
+                ("user-agent", user_agent.clone()),
+                ("x-superoffice-event", b.event.to_owned()),
+                ("x-superoffice-eventid", uuid::Uuid::new_v4().to_string()),
+                ("x-superoffice-signature", b.signature.clone()),
+                ("x-superoffice-retry", "0".to_owned()),
+            ]),
+        })
+        .collect()
+}
+
+/// What the relay answers an API call with: a contact's JSON as the server answers it (the
+/// same fields and about the same size, 937 bytes for a new one), with `id` as its ContactId.
+pub(crate) fn contact_answer(id: u64) -> Bytes {
+    const REST: &str = r#","Name":"bench 1-1","Department":"","OrgNr":"","Number1":"","Number2":"","Kananame":"","CreatedDate":"2026-11-27T17:54:44+00:00","UpdatedDate":"2026-11-27T17:54:44.6720612+00:00","CreatedBy":{"AssociateId":1,"Name":"","FullName":""},"UpdatedBy":{"AssociateId":1,"Name":"","FullName":""},"Associate":{"AssociateId":0,"Name":"","FullName":""},"Business":{"Id":0,"Value":"","Tooltip":""},"Category":{"Id":0,"Value":"","Tooltip":""},"Country":{"CountryId":0,"Name":""},"NoMailing":false,"Xstop":false,"GroupId":0,"Deleted":0,"DeletedDate":null,"Source":0,"ActiveInterests":0,"ActiveErpLinks":0,"DbiAgentId":0,"DbiKey":"","DbiLastSyncronized":null,"DbiLastModified":null,"SupportAssociateId":0,"SupportPersonId":0,"SupportLanguageId":0,"TicketPriorityId":0,"TzLocationId":0,"MotherId":0,"UserdefId":0,"Userdef2Id":0,"_Links":{"Self":"http://127.0.0.1:18080/api/v1/Contact/1","Archive":"http://127.0.0.1:18080/api/v1/Contact/1"}}"#;
+    Bytes::from(format!("{{\"ContactId\":{id}{REST}"))
+}
+
 #[derive(Default)]
 struct RawResult {
     ok: u64,
@@ -1180,29 +1377,7 @@ async fn raw_baseline(
     duration: Duration,
 ) -> anyhow::Result<RawResult> {
     let uri: hyper::Uri = receiver.url("/raw").parse()?;
-    let user_agent = format!(
-        "{}/{}.0",
-        headers::USER_AGENT_PRODUCT,
-        env!("CARGO_PKG_VERSION")
-    );
-    let requests: Arc<Vec<_>> = Arc::new(
-        bodies
-            .iter()
-            .map(|b| {
-                (
-                    b.body.clone(),
-                    [
-                        ("content-type", headers::CONTENT_TYPE_JSON.to_owned()),
-                        ("user-agent", user_agent.clone()),
-                        ("x-superoffice-event", b.event.to_owned()),
-                        ("x-superoffice-eventid", uuid::Uuid::new_v4().to_string()),
-                        ("x-superoffice-signature", b.signature.clone()),
-                        ("x-superoffice-retry", "0".to_owned()),
-                    ],
-                )
-            })
-            .collect(),
-    );
+    let requests = Arc::new(raw_requests(bodies));
     let ok = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -1219,13 +1394,9 @@ async fn raw_baseline(
                 .build::<_, Full<Bytes>>(connector);
             let mut n = w;
             while Instant::now() < deadline {
-                let (body, hdrs) = &requests[n % requests.len()];
+                let request = &requests[n % requests.len()];
                 n += 1;
-                let mut req = Request::post(uri.clone());
-                for (k, v) in hdrs {
-                    req = req.header(*k, v.as_str());
-                }
-                let Ok(req) = req.body(Full::new(body.clone())) else {
+                let Ok(req) = request.to(uri.clone()) else {
                     failed.fetch_add(1, Ordering::Relaxed);
                     break;
                 };
@@ -1321,30 +1492,8 @@ impl ServerChild {
         let started = Instant::now();
         let mut child = cmd.spawn().context("cannot start the server child")?;
         let pid = child.id().context("the server child exited at once")?;
-        let stdout = child
-            .stdout
-            .take()
-            .context("no stdout from the server child")?;
-        let mut lines = tokio::io::BufReader::new(stdout).lines();
-        let line = match tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await {
-            Ok(Ok(Some(line))) => line,
-            Ok(_) => bail!(
-                "the server child exited before it listened; its log:\n{}",
-                log_tail(log)
-            ),
-            Err(_) => bail!(
-                "the server child did not listen within 60 s; its log:\n{}",
-                log_tail(log)
-            ),
-        };
+        let base = listening_at(&mut child, "server", "crmhooks listening on ", log).await?;
         let ready = started.elapsed();
-        let base = line
-            .strip_prefix("crmhooks listening on ")
-            .with_context(|| format!("unexpected first line from the server child: {line:?}"))?
-            .trim()
-            .to_owned();
-        // Keep reading, so that a chatty child never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         let peak_kb = Arc::new(AtomicU64::new(0));
         let peak = peak_kb.clone();
         let sampler = tokio::spawn(async move {
@@ -1403,6 +1552,39 @@ impl ServerChild {
             let _ = self.child.kill().await;
         }
     }
+}
+
+/// Waits for a child's first line on stdout, `{prefix}{base URL}`; its base URL. Goes on
+/// reading the rest, so that a chatty child never blocks on a full pipe.
+async fn listening_at(
+    child: &mut tokio::process::Child,
+    what: &str,
+    prefix: &str,
+    log: &Path,
+) -> anyhow::Result<String> {
+    let stdout = child
+        .stdout
+        .take()
+        .with_context(|| format!("no stdout from the {what} child"))?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let line = match tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await {
+        Ok(Ok(Some(line))) => line,
+        Ok(_) => bail!(
+            "the {what} child exited before it listened; its log:\n{}",
+            log_tail(log)
+        ),
+        Err(_) => bail!(
+            "the {what} child did not listen within 60 s; its log:\n{}",
+            log_tail(log)
+        ),
+    };
+    let base = line
+        .strip_prefix(prefix)
+        .with_context(|| format!("unexpected first line from the {what} child: {line:?}"))?
+        .trim()
+        .to_owned();
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok(base)
 }
 
 /// The last lines of a log file, for error messages.
@@ -1498,7 +1680,7 @@ fn parse_proc_stat(text: &str) -> Option<MachineCpu> {
 /// stack), so that the load generator, which shares the two cores with the server, spends as
 /// little of them as it can.
 #[derive(Clone)]
-struct Api {
+pub(crate) struct Api {
     http: HyperClient<HttpConnector, Full<Bytes>>,
     base: String,
     bearer: hyper::header::HeaderValue,
@@ -1512,7 +1694,7 @@ struct CreatedContact {
 }
 
 impl Api {
-    fn new(base: &str, key: &str, clients: usize) -> anyhow::Result<Self> {
+    pub(crate) fn new(base: &str, key: &str, clients: usize) -> anyhow::Result<Self> {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let http = HyperClient::builder(TokioExecutor::new())
@@ -1609,7 +1791,7 @@ impl Api {
     }
 
     /// Creates a contact; its id.
-    async fn create_contact(&self, name: &str) -> anyhow::Result<i64> {
+    pub(crate) async fn create_contact(&self, name: &str) -> anyhow::Result<i64> {
         let body = serde_json::to_vec(&json!({ "Name": name }))?;
         let answer = self
             .call(hyper::Method::POST, "/api/v1/Contact", body)
@@ -1619,7 +1801,7 @@ impl Api {
         Ok(contact.contact_id)
     }
 
-    async fn change_department(&self, id: i64, department: &str) -> anyhow::Result<()> {
+    pub(crate) async fn change_department(&self, id: i64, department: &str) -> anyhow::Result<()> {
         let body = serde_json::to_vec(&json!({ "Department": department }))?;
         self.call(hyper::Method::PATCH, &format!("/api/v1/Contact/{id}"), body)
             .await

@@ -3,6 +3,7 @@
 mod bench;
 mod client;
 mod demo;
+mod relay;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -39,6 +40,9 @@ enum Command {
     Webhook(client::WebhookCmd),
     /// Measure throughput and latency end to end, with a raw baseline in the same run.
     Bench(bench::BenchArgs),
+    /// The benchmark's relay floor (run by `bench` as a child process).
+    #[command(hide = true)]
+    BenchRelay(relay::RelayArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -57,6 +61,7 @@ fn main() -> std::process::ExitCode {
         Command::Contact(c) => rt.block_on(client::run_contact(c)),
         Command::Webhook(c) => rt.block_on(client::run_webhook(c)),
         Command::Bench(args) => rt.block_on(bench::run(args)),
+        Command::BenchRelay(args) => rt.block_on(relay::run(args)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,0 +1,212 @@
+//! `crmhooks bench-relay` (hidden): the HTTP floor of the benchmark's load.
+//!
+//! Every event the load makes costs the machine two HTTP exchanges: the client's API request
+//! (answered with the contact's JSON) and each delivery to a webhook. The relay does exactly
+//! those exchanges and nothing else: no database, no JSON parsing, no payload built, no
+//! signature computed (bodies and headers are made once, at start). It answers each request
+//! with a contact-sized JSON body and sends `fanout` deliveries of the realistic bodies to the
+//! receiver, with the dispatcher's limits on requests in flight (in total and per webhook) and
+//! over a pooled hyper client, as the server does. `crmhooks bench` runs it as a child process,
+//! as it runs the server, and drives it with the same API clients: what it measures is the
+//! most events (and deliveries) per second this machine can carry with this shape of load,
+//! whatever the server does between the two exchanges.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::sync::Semaphore;
+
+use crate::bench::{contact_answer, raw_requests, realistic_bodies, RawRequest};
+
+/// Flags of `bench-relay`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RelayArgs {
+    /// The receiver's base URL; deliveries go to `{target}/{k}`, k = 1..=fanout.
+    #[arg(long)]
+    pub target: String,
+    /// Deliveries per request (the benchmark's `--webhooks`).
+    #[arg(long, default_value_t = 1)]
+    pub fanout: usize,
+    /// Changes after each create in the load (selects the bodies' mix, as the raw baseline).
+    #[arg(long, default_value_t = 3)]
+    pub changes: usize,
+}
+
+struct Relay {
+    client: HyperClient<HttpConnector, Full<Bytes>>,
+    /// Per webhook k (index k - 1): its URI and the room it has.
+    targets: Vec<(hyper::Uri, Arc<Semaphore>)>,
+    sending: Arc<Semaphore>,
+    created: RawRequest,
+    changed: RawRequest,
+    next_id: AtomicU64,
+}
+
+/// Listens on 127.0.0.1 (an ephemeral port), prints `bench-relay listening on http://ADDR`
+/// and relays until killed.
+pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("cannot bind the relay")?;
+    let relay = Relay::new(&args)?;
+    println!("bench-relay listening on http://{}", listener.local_addr()?);
+    relay.serve(listener).await
+}
+
+impl Relay {
+    fn new(args: &RelayArgs) -> anyhow::Result<Arc<Self>> {
+        if args.fanout == 0 {
+            anyhow::bail!("--fanout must be at least 1");
+        }
+        // The server's own defaults, so the relay holds as many requests in flight as it would.
+        let limits = crmhooks_server::Config::defaults()?.delivery;
+        let requests = raw_requests(&realistic_bodies(args.changes.max(1)));
+        let (created, changed) = match requests.as_slice() {
+            [created, changed, ..] => (created.clone(), changed.clone()),
+            _ => anyhow::bail!("the realistic bodies have no contact.changed"),
+        };
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let client = HyperClient::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(limits.max_in_flight)
+            .build::<_, Full<Bytes>>(connector);
+        let targets = (1..=args.fanout)
+            .map(|k| {
+                let uri: hyper::Uri = format!("{}/{k}", args.target.trim_end_matches('/'))
+                    .parse()
+                    .with_context(|| format!("--target {:?} is not a URL", args.target))?;
+                Ok((uri, Arc::new(Semaphore::new(limits.max_per_webhook))))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Arc::new(Relay {
+            client,
+            targets,
+            sending: Arc::new(Semaphore::new(limits.max_in_flight)),
+            created,
+            changed,
+            next_id: AtomicU64::new(1),
+        }))
+    }
+
+    /// Serves HTTP/1.1 keep-alive connections on `listener` until the task is dropped.
+    async fn serve(self: Arc<Self>, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                // Out of descriptors, usually: let connections close, then go on.
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let relay = self.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req| relay.clone().handle(req));
+                let _ = http1::Builder::new()
+                    .keep_alive(true)
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    }
+
+    /// Reads the request, takes the room for its deliveries (so a slow receiver holds the
+    /// clients back, as the dispatcher's window does), starts them and answers.
+    async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+    ) -> Result<Response<Full<Bytes>>, Infallible> {
+        let created = req.method() == Method::POST;
+        if req.into_body().collect().await.is_err() {
+            let mut resp = Response::new(Full::new(Bytes::new()));
+            *resp.status_mut() = StatusCode::BAD_REQUEST;
+            return Ok(resp);
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        for (uri, room) in &self.targets {
+            let (Ok(webhook), Ok(total)) = (
+                room.clone().acquire_owned().await,
+                self.sending.clone().acquire_owned().await,
+            ) else {
+                break;
+            };
+            let request = if created {
+                &self.created
+            } else {
+                &self.changed
+            };
+            let req = request.to(uri.clone());
+            let client = self.client.clone();
+            tokio::spawn(async move {
+                if let Ok(req) = req {
+                    if let Ok(resp) = client.request(req).await {
+                        let _ = resp.into_body().collect().await;
+                    }
+                }
+                drop((webhook, total));
+            });
+        }
+        let mut resp = Response::new(Full::new(contact_answer(id)));
+        resp.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+        Ok(resp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::{Api, Receiver};
+
+    /// The relay answers the load's API calls as the server would (a contact with a new
+    /// ContactId, about the server's size) and sends every call to each of its webhooks.
+    #[tokio::test]
+    async fn relays_each_call_to_every_webhook() {
+        let receiver = Receiver::start().await.expect("receiver");
+        let relay = Relay::new(&RelayArgs {
+            target: receiver.url("/relay"),
+            fanout: 3,
+            changes: 3,
+        })
+        .expect("relay");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let serving = tokio::spawn(relay.serve(listener));
+        let api = Api::new(&base, "relay", 2).expect("api");
+        let first = api.create_contact("a").await.expect("create");
+        let second = api.create_contact("b").await.expect("create");
+        assert_eq!(second, first + 1);
+        api.change_department(first, "d").await.expect("change");
+        let answer = contact_answer(7);
+        let contact: serde_json::Value = serde_json::from_slice(&answer).expect("JSON");
+        assert_eq!(contact["ContactId"], 7);
+        assert!(
+            (900..1000).contains(&answer.len()),
+            "{} bytes",
+            answer.len()
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while receiver.tally.relay.load(Ordering::SeqCst) < 9
+            && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        // Three calls, three webhooks; nothing counted as a delivery of the server.
+        assert_eq!(receiver.tally.relay.load(Ordering::SeqCst), 9);
+        assert_eq!(receiver.tally.deliveries.load(Ordering::SeqCst), 0);
+        serving.abort();
+    }
+}
