@@ -5,15 +5,17 @@
 //! those exchanges and nothing else: no database, no JSON parsing, no payload built, no
 //! signature computed (bodies and headers are made once, at start). It answers each request
 //! with a contact-sized JSON body and sends `fanout` deliveries of the realistic bodies to the
-//! receiver, with the dispatcher's limits on requests in flight (in total and per webhook) and
-//! over a pooled hyper client, as the server does. `crmhooks bench` runs it as a child process,
+//! receiver, with the dispatcher's limits on requests in flight (in total and per webhook),
+//! over keep-alive connections of hyper's own client kept per webhook (the raw baseline's
+//! stack: the floor is what HTTP allows, not what a connection pool costs). `crmhooks bench` runs it as a child process,
 //! as it runs the server, and drives it with the same API clients: what it measures is the
 //! most events (and deliveries) per second this machine can carry with this shape of load,
 //! whatever the server does between the two exchanges.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
 use bytes::Bytes;
@@ -22,17 +24,16 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client as HyperClient;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use tokio::sync::Semaphore;
 
-use crate::bench::{contact_answer, raw_requests, realistic_bodies, RawRequest};
+use crate::bench::{contact_answer, raw_requests, realistic_bodies, Conn, RawRequest};
 
 /// Flags of `bench-relay`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct RelayArgs {
-    /// The receiver's base URL; deliveries go to `{target}/{k}`, k = 1..=fanout.
+    /// The receiver's base URL (`http://IP:PORT/PATH`); deliveries go to `{target}/{k}`,
+    /// k = 1..=fanout.
     #[arg(long)]
     pub target: String,
     /// Deliveries per request (the benchmark's `--webhooks`).
@@ -44,13 +45,42 @@ pub struct RelayArgs {
 }
 
 struct Relay {
-    client: HyperClient<HttpConnector, Full<Bytes>>,
-    /// Per webhook k (index k - 1): its URI and the room it has.
-    targets: Vec<(hyper::Uri, Arc<Semaphore>)>,
+    /// The receiver.
+    addr: SocketAddr,
+    /// Per webhook k (index k - 1).
+    targets: Vec<Arc<Target>>,
     sending: Arc<Semaphore>,
     created: RawRequest,
     changed: RawRequest,
     next_id: AtomicU64,
+}
+
+/// A webhook of the relay: its path, its room (requests in flight) and its idle connections.
+struct Target {
+    path: hyper::Uri,
+    room: Arc<Semaphore>,
+    idle: Mutex<Vec<Conn>>,
+}
+
+impl Target {
+    /// Sends one delivery over an idle connection of this webhook, or a new one; keeps the
+    /// connection for the next when the answer came whole.
+    async fn deliver(&self, addr: SocketAddr, request: &RawRequest) {
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match idle.filter(|c| !c.is_closed()) {
+            Some(conn) => Some(conn),
+            None => Conn::open(addr).await.ok(),
+        };
+        let (Some(mut conn), Ok(req)) = (conn, request.to(self.path.clone())) else {
+            return;
+        };
+        if conn.send(req).await.is_ok() {
+            self.idle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(conn);
+        }
+    }
 }
 
 /// Listens on 127.0.0.1 (an ephemeral port), prints `bench-relay listening on http://ADDR`
@@ -76,21 +106,28 @@ impl Relay {
             [created, changed, ..] => (created.clone(), changed.clone()),
             _ => anyhow::bail!("the realistic bodies have no contact.changed"),
         };
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let client = HyperClient::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(limits.max_in_flight)
-            .build::<_, Full<Bytes>>(connector);
+        let (addr, base) = args
+            .target
+            .strip_prefix("http://")
+            .and_then(|rest| {
+                let (addr, path) = rest.split_once('/').unwrap_or((rest, ""));
+                Some((addr.parse::<SocketAddr>().ok()?, path.trim_end_matches('/')))
+            })
+            .with_context(|| format!("--target {:?} is not http://IP:PORT/PATH", args.target))?;
         let targets = (1..=args.fanout)
             .map(|k| {
-                let uri: hyper::Uri = format!("{}/{k}", args.target.trim_end_matches('/'))
+                let path: hyper::Uri = format!("/{base}/{k}")
                     .parse()
                     .with_context(|| format!("--target {:?} is not a URL", args.target))?;
-                Ok((uri, Arc::new(Semaphore::new(limits.max_per_webhook))))
+                Ok(Arc::new(Target {
+                    path,
+                    room: Arc::new(Semaphore::new(limits.max_per_webhook)),
+                    idle: Mutex::new(Vec::new()),
+                }))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Arc::new(Relay {
-            client,
+            addr,
             targets,
             sending: Arc::new(Semaphore::new(limits.max_in_flight)),
             created,
@@ -132,26 +169,21 @@ impl Relay {
             return Ok(resp);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        for (uri, room) in &self.targets {
+        for target in &self.targets {
             let (Ok(webhook), Ok(total)) = (
-                room.clone().acquire_owned().await,
+                target.room.clone().acquire_owned().await,
                 self.sending.clone().acquire_owned().await,
             ) else {
                 break;
             };
-            let request = if created {
-                &self.created
-            } else {
-                &self.changed
-            };
-            let req = request.to(uri.clone());
-            let client = self.client.clone();
+            let (relay, target) = (self.clone(), target.clone());
             tokio::spawn(async move {
-                if let Ok(req) = req {
-                    if let Ok(resp) = client.request(req).await {
-                        let _ = resp.into_body().collect().await;
-                    }
-                }
+                let request = if created {
+                    &relay.created
+                } else {
+                    &relay.changed
+                };
+                target.deliver(relay.addr, request).await;
                 drop((webhook, total));
             });
         }
@@ -185,7 +217,7 @@ mod tests {
             .expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let serving = tokio::spawn(relay.serve(listener));
-        let api = Api::new(&base, "relay", 2).expect("api");
+        let mut api = Api::new(&base, "relay").expect("api").connect();
         let first = api.create_contact("a").await.expect("create");
         let second = api.create_contact("b").await.expect("create");
         assert_eq!(second, first + 1);
