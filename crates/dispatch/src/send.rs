@@ -228,8 +228,8 @@ pub async fn send(client: &HttpClient, out: Outgoing) -> Response {
     *req.method_mut() = http::Method::POST;
     *req.uri_mut() = uri;
     *req.headers_mut() = out.headers;
-    let resp = match client.request(req).await {
-        Ok(resp) => resp,
+    let (resp, lent) = match client.request(req).await {
+        Ok(sent) => sent,
         Err(e) => return failed(e.describe()),
     };
     let (parts, mut body) = resp.into_parts();
@@ -242,6 +242,7 @@ pub async fn send(client: &HttpClient, out: Outgoing) -> Response {
     // what is left of the total timeout.
     let mut kept = Vec::new();
     let deadline = tokio::time::Instant::from_std(start) + client.total;
+    let mut whole = false;
     while kept.len() < EXCERPT_MAX {
         match tokio::time::timeout_at(deadline, body.frame()).await {
             Ok(Some(Ok(frame))) => {
@@ -249,8 +250,19 @@ pub async fn send(client: &HttpClient, out: Outgoing) -> Response {
                     kept.extend_from_slice(&data);
                 }
             }
+            Ok(None) => {
+                whole = true;
+                break;
+            }
             _ => break,
         }
+    }
+    // The connection serves the next request only after an answer read to its end; one cut
+    // short (too long to keep, too slow, broken) closes with it.
+    whole = whole || hyper::body::Body::is_end_stream(&body);
+    drop(body);
+    if whole {
+        client.reuse(lent);
     }
     Response {
         status: Some(parts.status.as_u16()),
