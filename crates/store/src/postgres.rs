@@ -36,7 +36,7 @@ use crate::common::{
     column_list, count_cols, disable_reason, json_text, list_deliveries_query, list_webhooks_query,
     local_offset, map_text, qualified, read_attempt, read_delivery, read_event, read_row,
     read_webhook, replay_order_key, state_event, stored_event, usage_last_error, At, DbRow as _,
-    ATTEMPT_COLS, DELIVERY_COLS, DELIVERY_STATUS, EARLIER_OPEN, EVENT_COLS, WEBHOOK_COLS,
+    ATTEMPT_COLS, DELIVERY_COLS, DELIVERY_STATUS, EVENT_COLS, WEBHOOK_COLS,
 };
 use crate::common::{created_event, plan_change, Planned};
 use crate::entity::{ColumnKind, EntityDef, Row, Ticks, Value};
@@ -53,7 +53,8 @@ const WORK_CHANNEL: &str = "crmhooks_work";
 const CLAIM_LOCK: i64 = 0x6372_6d68_6f6f_6b73;
 
 /// Planner settings for the statements that walk the queue, set for their transaction only (a
-/// `DO` block ahead of them in the same simple query). The queue changes faster than its
+/// `DO` block ahead of them in the same simple query; the claim's function, migration 0004,
+/// carries them as its own). The queue changes faster than its
 /// statistics follow: with the estimates of a delivery table analyzed while it was small, the
 /// planner gathered every pending row and sorted them (250 ms a claim with 140,000 pending, so a
 /// fan-out backlog drained at about 1,000/s) instead of walking `delivery_pending` in queue
@@ -62,11 +63,6 @@ const CLAIM_LOCK: i64 = 0x6372_6d68_6f6f_6b73;
 /// compilation of 300 ms per statement.
 const PLANNER_FOR_QUEUES: &str = "SET LOCAL enable_sort = off; SET LOCAL enable_bitmapscan = off; \
      SET LOCAL jit = off;";
-
-/// Undoes [`PLANNER_FOR_QUEUES`] for the rest of the transaction.
-const PLANNER_RESET: &str =
-    "SET LOCAL enable_sort = DEFAULT; SET LOCAL enable_bitmapscan = DEFAULT; \
-     SET LOCAL jit = DEFAULT;";
 
 /// Optimistic attempts of a change before it takes the row lock for a transaction instead
 /// (a row changed by others that often is contended; the lock queues its writers).
@@ -1281,46 +1277,23 @@ impl Store for PgStore {
         // protocol takes no parameters: every value is an integer, and the owner goes in
         // hex-encoded.
         //
-        // The choice runs in the DO block under [`PLANNER_FOR_QUEUES`] and hands its ids to
-        // the UPDATE through a transaction-local setting; the UPDATE and the joins of the few
-        // leased rows to their event, webhook and tenant run with the planner's own settings
-        // (its cost penalties would make their plans arbitrary).
-        let (skip, any_left) = if req.skip_webhooks.is_empty() {
-            (String::new(), String::new())
-        } else {
-            let ids = req
-                .skip_webhooks
-                .iter()
-                .map(i64::to_string)
-                .collect::<Vec<_>>()
-                .join(", ");
-            // With webhooks skipped (at their cap), first ask whether any Active one is left:
-            // when none is, the walk would visit every pending row of theirs to find nothing.
-            (
-                format!(" AND d.webhook_id NOT IN ({ids})"),
-                format!(
-                    " AND EXISTS (SELECT 1 FROM webhook a WHERE a.state = 1 AND a.webhook_id NOT IN ({ids}))"
-                ),
-            )
-        };
+        // The choice is `crmhooks_claim_ids` (migration 0004: planned once per connection, with
+        // the planner settings of [`PLANNER_FOR_QUEUES`] as its own); the DO block takes the
+        // claim lock, calls it and hands its ids to the UPDATE through a transaction-local
+        // setting. The UPDATE and the joins of the few leased rows to their event, webhook and
+        // tenant run with the planner's own settings (its cost penalties would make their
+        // plans arbitrary).
+        let skip = req
+            .skip_webhooks
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
         let sql = format!(
-            "DO $$DECLARE ids BIGINT[]; BEGIN PERFORM set_config('synchronous_commit', 'off', true); \
-             PERFORM pg_advisory_xact_lock({CLAIM_LOCK}); {PLANNER_FOR_QUEUES} \
-             WITH pending AS (SELECT d.delivery_id, d.webhook_id, d.queue_pos FROM delivery d JOIN webhook w ON w.webhook_id = d.webhook_id \
-             WHERE d.status = 0 AND d.next_attempt_at <= {now} \
-             AND w.state = 1 AND NOT {EARLIER_OPEN}{skip}{any_left} \
-             ORDER BY d.queue_pos, d.delivery_id LIMIT {window} FOR UPDATE OF d SKIP LOCKED), \
-             expired AS (SELECT d.delivery_id, d.webhook_id, d.queue_pos FROM delivery d JOIN webhook w ON w.webhook_id = d.webhook_id \
-             WHERE d.status = 1 AND d.lease_until < {now} AND w.state = 1{skip} \
-             ORDER BY d.lease_until LIMIT {window} FOR UPDATE OF d SKIP LOCKED), \
-             cand AS (SELECT * FROM pending UNION ALL SELECT * FROM expired), \
-             ranked AS (SELECT c.delivery_id, c.queue_pos, \
-             ROW_NUMBER() OVER (PARTITION BY c.webhook_id ORDER BY c.queue_pos, c.delivery_id) AS rn \
-             FROM cand c) \
-             SELECT array_agg(x.delivery_id) INTO ids FROM \
-             (SELECT r.delivery_id FROM ranked r WHERE r.rn <= {cap} ORDER BY r.queue_pos, r.delivery_id LIMIT {limit}) x; \
-             {PLANNER_RESET} \
-             PERFORM set_config('crmhooks.claim', COALESCE(array_to_string(ids, ','), ''), true); END$$; \
+            "DO $$BEGIN PERFORM set_config('synchronous_commit', 'off', true); \
+             PERFORM pg_advisory_xact_lock({CLAIM_LOCK}); \
+             PERFORM set_config('crmhooks.claim', COALESCE(array_to_string(\
+             crmhooks_claim_ids({now}, {window}, {cap}, {limit}, ARRAY[{skip}]::BIGINT[]), ','), ''), true); END$$; \
              WITH upd AS (UPDATE delivery d SET status = 1, lease_until = {lease_until}, lease_owner = {owner} \
              WHERE d.delivery_id = ANY (string_to_array(NULLIF(current_setting('crmhooks.claim'), ''), ',')::BIGINT[]) \
              AND EXISTS (SELECT 1 FROM event x WHERE x.event_seq = d.event_seq) \
