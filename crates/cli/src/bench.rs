@@ -734,18 +734,7 @@ async fn load_phase(
         args.webhooks as u64,
     );
     let started = Instant::now();
-    let mut clients = tokio::task::JoinSet::new();
-    for i in 0..args.clients {
-        clients.spawn(client_loop(
-            api.clone(),
-            load.clone(),
-            i,
-            deadline,
-            pacer.clone(),
-            args.changes,
-        ));
-    }
-    while clients.join_next().await.is_some() {}
+    run_clients(args, &api, &load, deadline, pacer).await;
     let load_secs = started.elapsed().as_secs_f64();
     let load_end_us = unix_micros_now();
     let committed = load.committed.load(Ordering::SeqCst);
@@ -834,18 +823,7 @@ async fn relay_floor(
     let cpu_before = proc_cpu_seconds(pid);
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(args.relay_seconds);
-    let mut clients = tokio::task::JoinSet::new();
-    for i in 0..args.clients {
-        clients.spawn(client_loop(
-            api.clone(),
-            load.clone(),
-            i,
-            deadline,
-            None,
-            args.changes,
-        ));
-    }
-    while clients.join_next().await.is_some() {}
+    run_clients(args, &api, &load, deadline, None).await;
     let load_secs = started.elapsed().as_secs_f64();
     let committed = load.committed.load(Ordering::SeqCst);
     let expected = committed * args.webhooks as u64;
@@ -1934,6 +1912,28 @@ impl Pacer {
         let at = self.start + Duration::from_secs_f64(n as f64 / self.rate);
         tokio::time::sleep_until(at).await;
     }
+}
+
+/// Runs `--clients` API clients until `deadline`.
+async fn run_clients(
+    args: &BenchArgs,
+    api: &Api,
+    load: &Arc<LoadTally>,
+    deadline: Instant,
+    pacer: Option<Arc<Pacer>>,
+) {
+    let mut clients = tokio::task::JoinSet::new();
+    for i in 0..args.clients {
+        clients.spawn(client_loop(
+            api.clone(),
+            load.clone(),
+            i,
+            deadline,
+            pacer.clone(),
+            args.changes,
+        ));
+    }
+    while clients.join_next().await.is_some() {}
 }
 
 /// One API client: create a contact, change it `changes` times, repeat until `deadline`.
