@@ -232,7 +232,14 @@ struct PoolKey {
 struct Pool {
     idle: Mutex<HashMap<PoolKey, Vec<(Sender, Instant)>>>,
     max_idle_per_host: usize,
+    /// Connections given back since the last sweep (see [`SWEEP_EVERY`]).
+    returned: std::sync::atomic::AtomicUsize,
 }
+
+/// Every this many connections given back, the pool drops the idle connections of every host
+/// that are closed or older than [`IDLE_FOR`]: a host no delivery goes to any more would
+/// otherwise keep its entry (and its receiver's sockets, until the receiver closes them).
+const SWEEP_EVERY: usize = 1024;
 
 impl Pool {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PoolKey, Vec<(Sender, Instant)>>> {
@@ -266,7 +273,18 @@ impl Pool {
         if sender.is_closed() {
             return;
         }
+        let sweep = self
+            .returned
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            % SWEEP_EVERY
+            == SWEEP_EVERY - 1;
         let mut idle = self.lock();
+        if sweep {
+            idle.retain(|_, list| {
+                list.retain(|(sender, since)| !sender.is_closed() && since.elapsed() < IDLE_FOR);
+                !list.is_empty()
+            });
+        }
         let list = idle.entry(key).or_default();
         if list.len() < self.max_idle_per_host {
             list.push((sender, Instant::now()));
@@ -310,6 +328,7 @@ pub fn build_client(
         pool: Arc::new(Pool {
             idle: Mutex::default(),
             max_idle_per_host: max_in_flight.max(1),
+            returned: std::sync::atomic::AtomicUsize::new(0),
         }),
         total: timeouts.total,
         uris: Arc::default(),
@@ -734,6 +753,36 @@ mod tests {
         let resp = post(&client, &r.url).await;
         assert_eq!(resp.status, Some(200), "{:?}", resp.error);
         assert_eq!(r.accepted.load(std::sync::atomic::Ordering::SeqCst), 4);
+        assert_eq!(client.idle_connections(), 1);
+    }
+
+    /// A host no request goes to any more loses its idle connections at the next sweep, when
+    /// they are too old (or closed).
+    #[tokio::test]
+    async fn a_sweep_drops_what_another_host_left_idle() {
+        let (old, busy) = (
+            receiver(Mode::KeepAlive).await,
+            receiver(Mode::KeepAlive).await,
+        );
+        let client = dev_client();
+        let resp = post(&client, &old.url).await;
+        assert_eq!(resp.status, Some(200), "{:?}", resp.error);
+        for list in client.pool.lock().values_mut() {
+            for (_, since) in list.iter_mut() {
+                *since -= IDLE_FOR;
+            }
+        }
+        // Requests to the other host only: the sweep comes with the SWEEP_EVERY-th give-back
+        // (the first was the old host's).
+        for _ in 2..SWEEP_EVERY {
+            let resp = post(&client, &busy.url).await;
+            assert_eq!(resp.status, Some(200), "{:?}", resp.error);
+            let keys: Vec<PoolKey> = client.pool.lock().keys().cloned().collect();
+            assert_eq!(keys.len(), 2, "{keys:?}");
+        }
+        let resp = post(&client, &busy.url).await;
+        assert_eq!(resp.status, Some(200), "{:?}", resp.error);
+        assert_eq!(client.pool.lock().len(), 1);
         assert_eq!(client.idle_connections(), 1);
     }
 }
