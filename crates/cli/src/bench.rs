@@ -455,12 +455,10 @@ impl Report {
     }
 
     fn print(&self) {
-        let per = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.0}/s"));
-        let ms = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1} ms"));
-        let mb = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1} MB"));
-        let ratio = self
-            .ratio
-            .map_or_else(|| "-".to_owned(), |r| format!("{r:.3}"));
+        let per = |v: Option<f64>| shown(v, 0, "/s");
+        let ms = |v: Option<f64>| shown(v, 1, " ms");
+        let mb = |v: Option<f64>| shown(v, 1, " MB");
+        let ratio = shown(self.ratio, 3, "");
         let raw = per(self.raw_posts_per_sec);
         println!(
             "crmhooks bench: {} on {}, {} webhook(s), {} client(s){}{}",
@@ -499,13 +497,11 @@ impl Report {
                 "  run {:<2}  {rate}, raw {}, ratio {}{relay}, p50 {}, p99 {}, RSS {}, {} µs/event",
                 i + 1,
                 per(r.raw_posts_per_sec),
-                r.ratio
-                    .map_or_else(|| "-".to_owned(), |v| format!("{v:.3}")),
+                shown(r.ratio, 3, ""),
                 ms(r.p50_ms),
                 ms(r.p99_ms),
                 mb(r.peak_rss_mb),
-                r.cpu_us_per_event
-                    .map_or_else(|| "-".to_owned(), |v| format!("{v:.0}"))
+                shown(r.cpu_us_per_event, 0, "")
             );
         }
         if !self.runs.is_empty() {
@@ -532,8 +528,7 @@ impl Report {
             println!(
                 "  server (drain)     peak RSS {}, CPU {}",
                 mb(self.backlog_peak_rss_mb),
-                self.cpu_seconds
-                    .map_or_else(|| "-".to_owned(), |c| format!("{c:.2} s")),
+                shown(self.cpu_seconds, 2, " s"),
             );
             self.print_machine();
             println!("  (backlog mode measures only the drain: {backlog} events, no steady load, no latency)");
@@ -561,13 +556,10 @@ impl Report {
                 println!(
                     "  relay floor        {:>10}   ratio {} of the raw baseline: the same load through a bare hyper relay (its API answers and deliveries, no database, no JSON, no signing), {} events/s, {} µs of relay CPU per event; the server delivered {} of it",
                     per(Some(relay)),
-                    self.relay_ratio
-                        .map_or_else(|| "-".to_owned(), |v| format!("{v:.3}")),
-                    per(self.relay_events_per_sec).trim_end_matches("/s"),
-                    self.relay_cpu_us_per_event
-                        .map_or_else(|| "-".to_owned(), |v| format!("{v:.0}")),
-                    self.of_relay
-                        .map_or_else(|| "-".to_owned(), |v| format!("{v:.3}")),
+                    shown(self.relay_ratio, 3, ""),
+                    shown(self.relay_events_per_sec, 0, ""),
+                    shown(self.relay_cpu_us_per_event, 0, ""),
+                    shown(self.of_relay, 3, ""),
                 );
             }
             println!(
@@ -583,8 +575,7 @@ impl Report {
             println!(
                 "  server             peak RSS {}, CPU {} over {:.1} s of load and drain{}",
                 mb(self.peak_rss_mb),
-                self.cpu_seconds
-                    .map_or_else(|| "-".to_owned(), |c| format!("{c:.2} s")),
+                shown(self.cpu_seconds, 2, " s"),
                 self.window_seconds,
                 self.cpu_seconds
                     .filter(|_| self.window_seconds > 0.0)
@@ -946,6 +937,12 @@ async fn backlog_phase(
     report.drain_seconds = round(drain_secs, 3);
     report.counts(committed, expected, &load, t);
     Ok(())
+}
+
+/// A figure as the table prints it: `decimals` after the point and `unit`, or "-" when it was
+/// not measured.
+fn shown(v: Option<f64>, decimals: usize, unit: &str) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| format!("{v:.decimals$}{unit}"))
 }
 
 fn ratio(measured: Option<f64>, raw: Option<f64>) -> Option<f64> {
@@ -1313,6 +1310,17 @@ impl RawRequest {
     }
 }
 
+/// The address and path of `http://IP:PORT[/PATH]`, as the server child, the relay child and
+/// the receiver print their URLs (no names to resolve).
+pub(crate) fn loopback_url(url: &str) -> anyhow::Result<(SocketAddr, &str)> {
+    url.strip_prefix("http://")
+        .and_then(|rest| {
+            let (addr, path) = rest.split_once('/').unwrap_or((rest, ""));
+            Some((addr.parse::<SocketAddr>().ok()?, path))
+        })
+        .with_context(|| format!("{url:?} is not http://IP:PORT[/PATH]"))
+}
+
 /// One HTTP/1.1 keep-alive connection of hyper's own client (`client::conn::http1`): no pool
 /// and no checkout, the cheapest way hyper sends a request (the pooled client of hyper-util,
 /// which the raw baseline used before, made 12-29 % fewer POSTs per second here). The raw
@@ -1346,6 +1354,20 @@ impl Conn {
     /// The server closed the connection (or it failed): open another.
     pub(crate) fn is_closed(&self) -> bool {
         self.send.is_closed()
+    }
+
+    /// The connection in `slot` while it is open, else a new one to `addr` put there.
+    pub(crate) async fn in_slot(
+        slot: &mut Option<Conn>,
+        addr: SocketAddr,
+    ) -> anyhow::Result<&mut Conn> {
+        if slot.as_ref().is_some_and(Conn::is_closed) {
+            *slot = None;
+        }
+        match slot {
+            Some(conn) => Ok(conn),
+            None => Ok(slot.insert(Conn::open(addr).await?)),
+        }
     }
 
     /// Sends `req` (a path as its URI; the Host header is added) and reads the whole answer.
@@ -1429,16 +1451,13 @@ async fn raw_baseline(
                     failed.fetch_add(1, Ordering::Relaxed);
                     break;
                 };
-                let c = match &mut conn {
-                    Some(c) if !c.is_closed() => c,
-                    slot => match Conn::open(addr).await {
-                        Ok(c) => slot.insert(c),
-                        Err(_) => {
-                            failed.fetch_add(1, Ordering::Relaxed);
-                            tokio::time::sleep(Duration::from_millis(1)).await;
-                            continue;
-                        }
-                    },
+                let c = match Conn::in_slot(&mut conn, addr).await {
+                    Ok(c) => c,
+                    Err(_) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        continue;
+                    }
                 };
                 match c.send(req).await {
                     Ok((StatusCode::OK, _)) => {
@@ -1739,10 +1758,7 @@ struct CreatedContact {
 impl Api {
     /// The API at `base` (`http://IP:PORT`, as the server child prints it) with `key`.
     pub(crate) fn new(base: &str, key: &str) -> anyhow::Result<Self> {
-        let addr = base
-            .strip_prefix("http://")
-            .and_then(|a| a.parse::<SocketAddr>().ok())
-            .with_context(|| format!("{base:?} is not http://IP:PORT"))?;
+        let (addr, _) = loopback_url(base)?;
         Ok(Api {
             addr,
             bearer: hyper::header::HeaderValue::from_str(&format!("Bearer {key}"))
@@ -1774,10 +1790,7 @@ impl ApiConn {
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(body)))
             .with_context(|| format!("{method} {path}"))?;
-        let conn = match &mut self.conn {
-            Some(conn) if !conn.is_closed() => conn,
-            slot => slot.insert(Conn::open(self.api.addr).await?),
-        };
+        let conn = Conn::in_slot(&mut self.conn, self.api.addr).await?;
         let answer = tokio::time::timeout(Duration::from_secs(60), conn.send(req))
             .await
             .with_context(|| format!("{method} {path}: no answer in 60 s"))

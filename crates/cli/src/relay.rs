@@ -7,10 +7,10 @@
 //! with a contact-sized JSON body and sends `fanout` deliveries of the realistic bodies to the
 //! receiver, with the dispatcher's limits on requests in flight (in total and per webhook),
 //! over keep-alive connections of hyper's own client kept per webhook (the raw baseline's
-//! stack: the floor is what HTTP allows, not what a connection pool costs). `crmhooks bench` runs it as a child process,
-//! as it runs the server, and drives it with the same API clients: what it measures is the
-//! most events (and deliveries) per second this machine can carry with this shape of load,
-//! whatever the server does between the two exchanges.
+//! stack: the floor is what HTTP allows, not what a connection pool costs). `crmhooks bench`
+//! runs it as a child process, as it runs the server, and drives it with the same API clients:
+//! what it measures is the most events (and deliveries) per second this machine can carry with
+//! this shape of load, whatever the server does between the two exchanges.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -27,7 +27,9 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::sync::Semaphore;
 
-use crate::bench::{contact_answer, raw_requests, realistic_bodies, Conn, RawRequest};
+use crate::bench::{
+    contact_answer, loopback_url, raw_requests, realistic_bodies, Conn, RawRequest,
+};
 
 /// Flags of `bench-relay`.
 #[derive(clap::Args, Debug, Clone)]
@@ -106,14 +108,8 @@ impl Relay {
             [created, changed, ..] => (created.clone(), changed.clone()),
             _ => anyhow::bail!("the realistic bodies have no contact.changed"),
         };
-        let (addr, base) = args
-            .target
-            .strip_prefix("http://")
-            .and_then(|rest| {
-                let (addr, path) = rest.split_once('/').unwrap_or((rest, ""));
-                Some((addr.parse::<SocketAddr>().ok()?, path.trim_end_matches('/')))
-            })
-            .with_context(|| format!("--target {:?} is not http://IP:PORT/PATH", args.target))?;
+        let (addr, base) = loopback_url(&args.target).context("--target")?;
+        let base = base.trim_end_matches('/');
         let targets = (1..=args.fanout)
             .map(|k| {
                 let path: hyper::Uri = format!("/{base}/{k}")
