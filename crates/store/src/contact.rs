@@ -142,8 +142,8 @@ mod tests {
     /// values: integers (negative too) and dates set, local or absent.
     #[test]
     fn field_values_text_is_serde_jsons_map() {
-        use crate::common::{field_values, render_date};
         use crate::entity::{ColumnKind, Row, Value};
+        use crate::sql::plan::{field_values, render_date};
         use serde_json::{Map, Value as Json};
         let offset = time::UtcOffset::from_hms(2, 0, 0).unwrap_or(time::UtcOffset::UTC);
         let mut row = Row::empty(&CONTACT);

@@ -1,0 +1,118 @@
+//! The shared statements ([`crate::sql`]) on sqlx's PostgreSQL driver: binding, reading rows,
+//! and [`Db`] for a connection or transaction (with this backend's fan-out).
+
+use std::future::Future;
+
+use sqlx::postgres::{PgArguments, PgConnection, PgRow, Postgres};
+use sqlx::query::Query;
+use uuid::Uuid;
+
+use super::fanout::insert_event;
+use crate::entity::Ticks;
+use crate::model::{Actor, Committed, NewEvent};
+use crate::sql::{Arg, Db, DbRow, Fanout};
+use crate::{Result, StoreError};
+
+pub(super) fn db(e: sqlx::Error) -> StoreError {
+    StoreError::from_sqlx(e)
+}
+
+impl DbRow for PgRow {
+    fn int(&self, i: usize) -> Result<i64> {
+        sqlx::Row::try_get(self, i).map_err(db)
+    }
+    fn opt_int(&self, i: usize) -> Result<Option<i64>> {
+        sqlx::Row::try_get(self, i).map_err(db)
+    }
+    fn text(&self, i: usize) -> Result<String> {
+        sqlx::Row::try_get(self, i).map_err(db)
+    }
+    fn opt_text(&self, i: usize) -> Result<Option<String>> {
+        sqlx::Row::try_get(self, i).map_err(db)
+    }
+}
+
+fn bind(
+    mut q: Query<'_, Postgres, PgArguments>,
+    args: Vec<Arg>,
+) -> Query<'_, Postgres, PgArguments> {
+    for a in args {
+        q = match a {
+            Arg::Int(v) => q.bind(v),
+            Arg::Text(v) => q.bind(v),
+        };
+    }
+    q
+}
+
+/// A connection or transaction of this backend, for the shared statements.
+pub(super) struct PgDb<'c>(pub(super) &'c mut PgConnection);
+
+impl Db for PgDb<'_> {
+    async fn exec(&mut self, sql: &str, args: Vec<Arg>) -> Result<u64> {
+        let done = bind(sqlx::query(sql), args)
+            .execute(&mut *self.0)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn rows<T, F>(&mut self, sql: &str, args: Vec<Arg>, read: F) -> Result<Vec<T>>
+    where
+        T: Send,
+        F: Fn(&dyn DbRow) -> Result<T> + Send,
+    {
+        let rows = bind(sqlx::query(sql), args)
+            .fetch_all(&mut *self.0)
+            .await
+            .map_err(db)?;
+        rows.iter().map(|r| read(r)).collect()
+    }
+
+    fn lock_for_update(&self) -> &'static str {
+        " FOR NO KEY UPDATE"
+    }
+
+    fn lock_key_share(&self) -> &'static str {
+        // A webhook deleted meanwhile waits for this transaction, then cancels what it queued.
+        " FOR KEY SHARE"
+    }
+}
+
+impl Fanout for PgDb<'_> {
+    fn emit(
+        &mut self,
+        actor: &Actor,
+        ev: NewEvent,
+        now: Ticks,
+    ) -> impl Future<Output = Result<Committed>> + Send {
+        insert_event(self.0, actor, ev, now)
+    }
+
+    fn queue_again(
+        &mut self,
+        tenant_id: i64,
+        webhook_id: i64,
+        seq: i64,
+        order_key: &str,
+        now: Ticks,
+    ) -> impl Future<Output = Result<()>> + Send {
+        let args = crate::sql::args![
+            tenant_id,
+            webhook_id,
+            seq,
+            order_key,
+            Uuid::new_v4().hyphenated().to_string(),
+            now
+        ];
+        async move {
+            self.exec(
+                "INSERT INTO delivery (tenant_id, webhook_id, event_seq, order_key, event_id, queue_pos, next_attempt_at, created, replay_of) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $6, $6, $3)",
+                args,
+            )
+            .await
+            .map(drop)
+        }
+    }
+}

@@ -1,0 +1,313 @@
+//! The PostgreSQL store: several nodes share one database.
+//!
+//! Same semantics as the SQLite store, plus what sharing needs:
+//! - a change locks its row, so concurrent changes to one row queue up, and the delivery ids of
+//!   one row's events follow commit order ([`change`]);
+//! - claims serialize on a transaction-level advisory lock and select with `FOR UPDATE SKIP
+//!   LOCKED`, so two nodes never lease the same delivery and the per-key order check sees every
+//!   earlier claim ([`claim`]);
+//! - recording attempts (and deleting or saving a webhook) locks the webhook rows first, in id
+//!   order, so two nodes completing attempts for one webhook neither deadlock nor both fire
+//!   the TooManyErrors state event ([`record`]);
+//! - claims and attempt records commit asynchronously (a lost one means a delivery is sent
+//!   again); changes, their events and deliveries commit durably;
+//! - a change writes the deliveries that head their chains leased to its own node's
+//!   dispatcher and hands them over after the commit ([`handoff`]);
+//! - after a commit that queued work for a claim, `NOTIFY crmhooks_work` wakes every node's
+//!   dispatcher ([`notify`]).
+//!
+//! Tenants, keys, webhook definitions, the delivery log, retention and replay are the shared
+//! statements of [`crate::sql`].
+
+mod change;
+mod claim;
+mod db;
+mod fanout;
+mod handoff;
+mod notify;
+mod record;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, Postgres};
+use sqlx::{Connection as _, Transaction};
+use tokio::sync::{watch, Notify};
+
+use crate::entity::{EntityDef, Row, Ticks};
+use crate::model::*;
+use crate::sql;
+use crate::{
+    ChangeFn, ChangeOutcome, ClaimRequest, Intake, OpenOptions, Result, Store, StoreError,
+};
+use db::{db, PgDb};
+
+/// PostgreSQL implementation of [`Store`].
+pub struct PgStore {
+    pool: PgPool,
+    connect: PgConnectOptions,
+    local_offset: time::UtcOffset,
+    /// Dropped with the store, which ends the listener and notifier tasks.
+    alive: watch::Sender<()>,
+    /// Asks the notifier task for a `NOTIFY` (signals that arrive while one is being sent
+    /// fold into the next).
+    notify: Arc<Notify>,
+    /// This node's dispatcher, which takes the fresh heads of chains at commit.
+    intake: std::sync::RwLock<Option<Arc<dyn Intake>>>,
+}
+
+type Tx<'a> = Transaction<'a, Postgres>;
+
+impl PgStore {
+    /// Connects to `url` (`postgres://…`) and migrates the database.
+    ///
+    /// Several nodes may start at once: sqlx's migrator holds a session-level
+    /// `pg_advisory_lock` (a key derived from the database name) while it checks and applies
+    /// migrations, so one node migrates and the others wait, then find nothing to do. It runs
+    /// on a connection of its own, closed afterwards, so the lock cannot linger in the pool.
+    pub async fn open(url: &str, options: &OpenOptions) -> Result<Self> {
+        // The URL may carry a password: never echo it.
+        let connect = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Unavailable(format!("bad PostgreSQL URL: {e}")))?;
+        let mut conn = sqlx::PgConnection::connect_with(&connect)
+            .await
+            .map_err(db)?;
+        let migrated = sqlx::migrate!("./migrations/postgres").run(&mut conn).await;
+        let _ = conn.close().await;
+        migrated.map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections.max(2))
+            .acquire_timeout(Duration::from_secs(5))
+            .test_before_acquire(true)
+            .connect_with(connect.clone())
+            .await
+            .map_err(db)?;
+        let (alive, _) = watch::channel(());
+        let notify = Arc::new(Notify::new());
+        tokio::spawn(notify::notify_loop(
+            pool.clone(),
+            notify.clone(),
+            alive.subscribe(),
+        ));
+        Ok(PgStore {
+            pool,
+            connect,
+            local_offset: crate::local_offset(),
+            alive,
+            notify,
+            intake: std::sync::RwLock::new(None),
+        })
+    }
+
+    /// Wakes every node's dispatcher soon: call after committing work that is due now.
+    fn wake_nodes(&self) {
+        self.notify.notify_one();
+    }
+
+    /// [`PgStore::wake_nodes`] when a committed change queued deliveries that wait for a
+    /// claim (not all handed to this node's dispatcher).
+    fn wake_for(&self, committed: &Committed) {
+        if committed.deliveries > committed.handed {
+            self.wake_nodes();
+        }
+    }
+
+    async fn begin(&self) -> Result<Tx<'_>> {
+        self.pool.begin().await.map_err(db)
+    }
+
+    /// A pooled connection, for reads outside a transaction.
+    async fn conn(&self) -> Result<sqlx::pool::PoolConnection<Postgres>> {
+        self.pool.acquire().await.map_err(db)
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn ensure_tenant(&self, name: &str) -> Result<i64> {
+        let mut tx = self.begin().await?;
+        let id = sql::keys::ensure_tenant(&mut PgDb(&mut tx), name).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(id)
+    }
+
+    async fn add_api_key(
+        &self,
+        tenant: &str,
+        associate_id: i64,
+        key: &str,
+        label: &str,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sql::keys::add_api_key(&mut PgDb(&mut tx), tenant, associate_id, key, label).await?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn actor_for_key(&self, key: &str) -> Result<Option<Actor>> {
+        sql::keys::actor_for_key(&mut PgDb(&mut *self.conn().await?), key).await
+    }
+
+    async fn get_row(
+        &self,
+        tenant_id: i64,
+        def: &'static EntityDef,
+        pk: i64,
+        include_deleted: bool,
+    ) -> Result<Option<Row>> {
+        let mut conn = self.conn().await?;
+        sql::rows::get_row(&mut PgDb(&mut conn), tenant_id, def, pk, include_deleted).await
+    }
+
+    async fn apply_change(
+        &self,
+        actor: &Actor,
+        def: &'static EntityDef,
+        pk: Option<i64>,
+        change: ChangeFn,
+    ) -> Result<ChangeOutcome> {
+        self.change_row(actor, def, pk, change).await
+    }
+
+    async fn recycle_bin_expired(
+        &self,
+        def: &'static EntityDef,
+        cutoff: Ticks,
+        limit: i64,
+    ) -> Result<Vec<(i64, String, i64)>> {
+        let mut conn = self.conn().await?;
+        sql::rows::recycle_bin_expired(&mut PgDb(&mut conn), def, cutoff, limit).await
+    }
+
+    async fn save_webhook(
+        &self,
+        actor: &Actor,
+        hook: Webhook,
+    ) -> Result<(Webhook, Option<StateChange>)> {
+        let mut tx = self.begin().await?;
+        let saved = sql::webhooks::save(&mut PgDb(&mut tx), actor, hook, self.local_offset).await?;
+        tx.commit().await.map_err(db)?;
+        if saved.1.is_some() {
+            // Reactivated: its parked deliveries are due again, on whichever node; a state
+            // event may have queued deliveries too.
+            self.wake_nodes();
+        }
+        Ok(saved)
+    }
+
+    async fn get_webhook(&self, tenant_id: i64, id: i64) -> Result<Option<Webhook>> {
+        let mut conn = self.conn().await?;
+        sql::webhooks::get(&mut PgDb(&mut conn), tenant_id, id).await
+    }
+
+    async fn list_webhooks(&self, tenant_id: i64, filter: &WebhookFilter) -> Result<Vec<Webhook>> {
+        let mut conn = self.conn().await?;
+        sql::webhooks::list(&mut PgDb(&mut conn), tenant_id, filter).await
+    }
+
+    async fn delete_webhook(&self, tenant_id: i64, id: i64) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let found = sql::webhooks::delete(&mut PgDb(&mut tx), tenant_id, id).await?;
+        if found {
+            tx.commit().await.map_err(db)?;
+        } else {
+            let _ = tx.rollback().await;
+        }
+        Ok(found)
+    }
+
+    async fn webhook_usage(&self, tenant_id: i64, id: i64) -> Result<Option<WebhookUsage>> {
+        let mut conn = self.conn().await?;
+        sql::webhooks::usage(&mut PgDb(&mut conn), tenant_id, id).await
+    }
+
+    async fn emit(&self, actor: &Actor, event: NewEvent) -> Result<Committed> {
+        let mut tx = self.begin().await?;
+        let c = fanout::insert_event(&mut tx, actor, event, crate::now_ticks()).await?;
+        tx.commit().await.map_err(db)?;
+        self.wake_for(&c);
+        Ok(c)
+    }
+
+    async fn claim(&self, req: &ClaimRequest) -> Result<Vec<Claimed>> {
+        self.claim_due(req).await
+    }
+
+    async fn complete(
+        &self,
+        outcomes: &[AttemptOutcome],
+        now: Ticks,
+        max_consecutive_errors: i64,
+    ) -> Result<Vec<StateChange>> {
+        self.record(outcomes, now, max_consecutive_errors).await
+    }
+
+    async fn next_due(&self) -> Result<Option<Ticks>> {
+        self.next_due_at().await
+    }
+
+    async fn release(&self, owner: &str) -> Result<u64> {
+        self.release_leases(owner).await
+    }
+
+    async fn list_deliveries(
+        &self,
+        tenant_id: i64,
+        webhook_id: i64,
+        filter: &DeliveryFilter,
+    ) -> Result<Vec<Delivery>> {
+        let mut conn = self.conn().await?;
+        sql::log::list(&mut PgDb(&mut conn), tenant_id, webhook_id, filter).await
+    }
+
+    async fn get_delivery(
+        &self,
+        tenant_id: i64,
+        webhook_id: i64,
+        delivery_id: i64,
+    ) -> Result<Option<(Delivery, Vec<Attempt>)>> {
+        let mut conn = self.conn().await?;
+        sql::log::get(&mut PgDb(&mut conn), tenant_id, webhook_id, delivery_id).await
+    }
+
+    async fn replay(
+        &self,
+        tenant_id: i64,
+        webhook_id: i64,
+        req: &ReplayRequest,
+    ) -> Result<ReplayReport> {
+        let mut tx = self.begin().await?;
+        let report = sql::replay::replay(&mut PgDb(&mut tx), tenant_id, webhook_id, req).await?;
+        tx.commit().await.map_err(db)?;
+        if report.queued > 0 {
+            self.wake_nodes();
+        }
+        Ok(report)
+    }
+
+    async fn prune_events(&self, cutoff: Ticks, limit: i64) -> Result<u64> {
+        let mut tx = self.begin().await?;
+        let n = sql::retention::prune_events(&mut PgDb(&mut tx), cutoff, limit).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(n)
+    }
+
+    async fn delivery_counts(&self) -> Result<Vec<(DeliveryStatus, i64)>> {
+        let mut conn = self.conn().await?;
+        sql::log::counts(&mut PgDb(&mut conn)).await
+    }
+
+    async fn listen_for_work(&self, wake: Arc<Notify>) -> Result<()> {
+        tokio::spawn(notify::listen_loop(
+            self.connect.clone(),
+            wake,
+            self.alive.subscribe(),
+        ));
+        Ok(())
+    }
+
+    fn set_intake(&self, intake: Option<Arc<dyn Intake>>) {
+        *self.intake.write().unwrap_or_else(|p| p.into_inner()) = intake;
+    }
+}

@@ -1,0 +1,236 @@
+//! Attempt records, usage counters and the state machine.
+
+use sqlx::postgres::Postgres;
+use sqlx::QueryBuilder;
+use uuid::Uuid;
+
+use super::db::{db, PgDb};
+use super::PgStore;
+use crate::entity::Ticks;
+use crate::model::*;
+use crate::sql::plan::{disable_reason, usage_last_error};
+use crate::sql::{keys, webhooks, Db as _};
+use crate::Result;
+
+impl PgStore {
+    pub(super) async fn record(
+        &self,
+        outcomes: &[AttemptOutcome],
+        now: Ticks,
+        max_consecutive_errors: i64,
+    ) -> Result<Vec<StateChange>> {
+        if outcomes.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Recording does not take the claim lock, so claims and recordings run side by side.
+        // Order still holds: until an outcome is committed its delivery is in flight, which
+        // blocks the next event of the same contact. (A claim running while a 410 Gone is being
+        // recorded can still hand out other contacts' deliveries for that webhook; they are
+        // sent once, as they would be had they been claimed a moment earlier.)
+        //
+        // The webhooks, in id order, before their usage, deliveries and state: two nodes
+        // completing for the same webhooks queue up instead of deadlocking, and only one of
+        // them can see it Active and disable it. (All in the BEGIN round trip: integers only.)
+        let mut hook_ids: Vec<i64> = outcomes.iter().map(|o| o.webhook_id).collect();
+        hook_ids.sort_unstable();
+        hook_ids.dedup();
+        let ids = hook_ids
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut tx = self
+            .pool
+            .begin_with(format!(
+                "BEGIN; DO $$BEGIN PERFORM set_config('synchronous_commit', 'off', true); \
+                 PERFORM 1 FROM webhook WHERE webhook_id IN ({ids}) ORDER BY webhook_id FOR NO KEY UPDATE; END$$"
+            ))
+            .await
+            .map_err(db)?;
+        let mut changes = Vec::new();
+        let mut requeued = false;
+        // Webhooks whose attempts in this batch all succeeded (the common case) are recorded in
+        // bulk: three statements for the whole batch, whatever its size.
+        let mut all_ok: std::collections::HashMap<i64, bool> = std::collections::HashMap::new();
+        for o in outcomes {
+            let ok = all_ok.entry(o.webhook_id).or_insert(true);
+            *ok &= o.verdict == Verdict::Delivered;
+        }
+        let (bulk, single): (Vec<&AttemptOutcome>, Vec<&AttemptOutcome>) = outcomes
+            .iter()
+            .partition(|o| all_ok.get(&o.webhook_id).copied().unwrap_or(false));
+        if !bulk.is_empty() {
+            self.complete_successes(&mut tx, &bulk, now).await?;
+        }
+        for o in single {
+            // One statement per attempt: the attempt row, the usage counters and the delivery.
+            let ok = o.verdict == Verdict::Delivered;
+            let status = o.status_code.map(i64::from);
+            let mut qb = QueryBuilder::<Postgres>::new(
+                "WITH a AS (INSERT INTO attempt (delivery_id, event_id, retry, attempted_at, duration_us, status_code, error, response_excerpt) SELECT ",
+            );
+            {
+                let mut sep = qb.separated(", ");
+                sep.push_bind(o.delivery_id)
+                    .push_bind(o.event_id.to_string())
+                    .push_bind(o.retry)
+                    .push_bind(o.attempted_at)
+                    .push_bind(o.duration_us)
+                    .push_bind(status)
+                    .push_bind(o.error.clone())
+                    .push_bind(o.response_excerpt.clone());
+            }
+            // A delivery pruned meanwhile has nothing to record against.
+            qb.push(" WHERE EXISTS (SELECT 1 FROM delivery WHERE delivery_id = ")
+                .push_bind(o.delivery_id)
+                .push(")), u AS (");
+            if ok {
+                qb.push("UPDATE webhook_usage SET total_calls = total_calls + 1, consecutive_errors = 0 WHERE webhook_usage_id = ")
+                    .push_bind(o.webhook_id)
+                    .push(" RETURNING NULL::BIGINT AS consecutive_errors");
+            } else {
+                qb.push("UPDATE webhook_usage SET total_calls = total_calls + 1, total_errors = total_errors + 1, consecutive_errors = consecutive_errors + 1, last_error = ")
+                    .push_bind(usage_last_error(o))
+                    .push(", updated = ")
+                    .push_bind(now)
+                    .push(" WHERE webhook_usage_id = ")
+                    .push_bind(o.webhook_id)
+                    .push(" RETURNING consecutive_errors");
+            }
+            qb.push("), d AS (UPDATE delivery SET ");
+            match &o.verdict {
+                Verdict::Delivered => {
+                    qb.push("status = 2, completed = ")
+                        .push_bind(now)
+                        .push(", last_error = NULL");
+                }
+                Verdict::RetryAt(at) => {
+                    qb.push(
+                        "status = 0, attempt_in_cycle = attempt_in_cycle + 1, next_attempt_at = ",
+                    )
+                    .push_bind(*at)
+                    .push(", last_error = ")
+                    .push_bind(o.error.clone());
+                }
+                Verdict::Requeue(at) => {
+                    requeued = true;
+                    qb.push("status = 0, attempt_in_cycle = 0, cycles = cycles + 1, event_id = ")
+                        .push_bind(Uuid::new_v4().to_string())
+                        .push(", queue_pos = ")
+                        .push_bind(now)
+                        .push(", next_attempt_at = ")
+                        .push_bind(*at)
+                        .push(", last_error = ")
+                        .push_bind(o.error.clone());
+                }
+                Verdict::Gone => {
+                    qb.push("status = 3, completed = ")
+                        .push_bind(now)
+                        .push(", last_error = ")
+                        .push_bind(o.error.clone());
+                }
+            }
+            qb.push(", attempts = attempts + 1, last_status = ")
+                .push_bind(status)
+                .push(", lease_until = NULL, lease_owner = NULL WHERE delivery_id = ")
+                .push_bind(o.delivery_id)
+                .push(" AND status = 1) SELECT (SELECT consecutive_errors FROM u)");
+            let consecutive: Option<i64> = qb
+                .build_query_scalar()
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db)?;
+            let disable = o.verdict == Verdict::Gone
+                || consecutive.is_some_and(|n| n >= max_consecutive_errors);
+            if disable {
+                let mut pg = PgDb(&mut tx);
+                let lock = pg.lock_for_update();
+                if let Some(mut hook) = webhooks::load(&mut pg, o.webhook_id, lock).await? {
+                    if hook.state == WebhookState::Active {
+                        let from = hook.state;
+                        let tenant = keys::tenant_name(&mut pg, hook.tenant_id).await?;
+                        let actor = Actor::system(hook.tenant_id, &tenant);
+                        webhooks::set_state(
+                            &mut pg,
+                            &mut hook,
+                            WebhookState::TooManyErrors,
+                            &actor,
+                            now,
+                            self.local_offset,
+                        )
+                        .await?;
+                        changes.push(StateChange {
+                            webhook: hook,
+                            from,
+                            reason: Some(disable_reason(o)),
+                        });
+                    }
+                }
+            }
+        }
+        tx.commit().await.map_err(db)?;
+        if requeued || !changes.is_empty() {
+            // Retries due on any node; a state event may have queued deliveries.
+            self.wake_nodes();
+        }
+        Ok(changes)
+    }
+
+    /// Records attempts that all succeeded: the attempt rows, the deliveries and the usage
+    /// counters, one statement each (arrays bound as parameters).
+    pub(super) async fn complete_successes(
+        &self,
+        tx: &mut sqlx::Transaction<'_, Postgres>,
+        bulk: &[&AttemptOutcome],
+        now: Ticks,
+    ) -> Result<()> {
+        let ids: Vec<i64> = bulk.iter().map(|o| o.delivery_id).collect();
+        let event_ids: Vec<String> = bulk.iter().map(|o| o.event_id.to_string()).collect();
+        let retries: Vec<i64> = bulk.iter().map(|o| o.retry).collect();
+        let at: Vec<i64> = bulk.iter().map(|o| o.attempted_at).collect();
+        let dur: Vec<i64> = bulk.iter().map(|o| o.duration_us).collect();
+        let status: Vec<Option<i64>> = bulk.iter().map(|o| o.status_code.map(i64::from)).collect();
+        // A delivery pruned meanwhile has nothing to record against (the join skips it).
+        sqlx::query(
+            "INSERT INTO attempt (delivery_id, event_id, retry, attempted_at, duration_us, status_code) \
+             SELECT u.id, u.eid, u.retry, u.at, u.dur, u.st FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::BIGINT[], $4::BIGINT[], $5::BIGINT[], $6::BIGINT[]) \
+             AS u(id, eid, retry, at, dur, st) JOIN delivery d ON d.delivery_id = u.id",
+        )
+        .bind(&ids)
+        .bind(&event_ids)
+        .bind(&retries)
+        .bind(&at)
+        .bind(&dur)
+        .bind(&status)
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+        sqlx::query(
+            "UPDATE delivery SET status = 2, completed = $1, attempts = attempts + 1, last_status = u.st, last_error = NULL, \
+             lease_until = NULL, lease_owner = NULL FROM UNNEST($2::BIGINT[], $3::BIGINT[]) AS u(id, st) \
+             WHERE delivery.delivery_id = u.id AND delivery.status = 1",
+        )
+        .bind(now)
+        .bind(&ids)
+        .bind(&status)
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+        let mut per_hook: std::collections::BTreeMap<i64, i64> = std::collections::BTreeMap::new();
+        for o in bulk {
+            *per_hook.entry(o.webhook_id).or_insert(0) += 1;
+        }
+        let hooks: Vec<i64> = per_hook.keys().copied().collect();
+        let counts: Vec<i64> = per_hook.values().copied().collect();
+        sqlx::query(
+            "UPDATE webhook_usage SET total_calls = total_calls + u.n, consecutive_errors = 0 \
+             FROM UNNEST($1::BIGINT[], $2::BIGINT[]) AS u(id, n) WHERE webhook_usage_id = u.id",
+        )
+        .bind(&hooks)
+        .bind(&counts)
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,322 @@
+//! The SQLite store: one file in WAL mode, written by one thread ([`writer`]) and read by a
+//! pool of read-only connections ([`read`]).
+//!
+//! The writer owns every write: changes with their events and deliveries (group commit,
+//! [`change`] and [`fanout`]), claims ([`claim`]), attempt records ([`record`]), the hand-off of
+//! deliveries to this node's dispatcher ([`handoff`], [`successors`], [`chains`]) and every
+//! other write (the shared statements of [`crate::sql`], run as a task). Schema migrations
+//! run once through sqlx's migrator when the store opens, before the writer starts.
+
+mod chains;
+mod change;
+mod claim;
+mod db;
+mod fanout;
+mod handoff;
+mod read;
+mod recent;
+mod record;
+mod successors;
+mod syncer;
+mod writer;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sqlx::Connection as _;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::entity::{EntityDef, Row, Ticks};
+use crate::model::*;
+use crate::sql::{self, block_on};
+use crate::{
+    ChangeFn, ChangeOutcome, ClaimRequest, Intake, OpenOptions, Result, Store, StoreError,
+};
+use handoff::SharedHandOff;
+use read::ReadPool;
+use writer::{Cmd, Job, TaskOf, Writer, WriterOptions};
+
+/// SQLite implementation of [`Store`].
+pub struct SqliteStore {
+    reader: ReadPool,
+    local_offset: time::UtcOffset,
+    /// The writer thread.
+    writer: mpsc::Sender<Cmd>,
+    /// Fresh deliveries straight to this node's dispatcher.
+    handoff: SharedHandOff,
+}
+
+fn writer_stopped() -> StoreError {
+    StoreError::Unavailable("the SQLite writer stopped".into())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) and migrates the database at `url` (`sqlite://PATH`).
+    pub async fn open(url: &str, options: &OpenOptions) -> Result<Self> {
+        let connect = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Unavailable(format!("bad SQLite URL {url:?}: {e}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(if options.synchronous_full {
+                SqliteSynchronous::Full
+            } else {
+                SqliteSynchronous::Normal
+            })
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let mut conn = sqlx::SqliteConnection::connect_with(&connect)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        let migrated = sqlx::migrate!("./migrations/sqlite").run(&mut conn).await;
+        let _ = conn.close().await;
+        migrated.map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
+        let path = connect.get_filename().to_owned();
+        let local_offset = crate::local_offset();
+        let handoff = SharedHandOff::default();
+        let writer = writer::spawn(
+            &path,
+            WriterOptions {
+                synchronous_full: options.synchronous_full,
+                wal_autocheckpoint: options.wal_autocheckpoint,
+                sync_delay: options.sync_delay,
+                local_offset,
+            },
+            handoff.clone(),
+        )?;
+        Ok(SqliteStore {
+            reader: ReadPool::new(&path, options.max_connections),
+            local_offset,
+            writer,
+            handoff,
+        })
+    }
+
+    async fn send(&self, cmd: Cmd) -> Result<()> {
+        self.writer.send(cmd).await.map_err(|_| writer_stopped())
+    }
+
+    /// Runs `work` on the writer thread, in a transaction of its own; with `durable`, answered
+    /// once its commit is on disk.
+    async fn write<T, F>(&self, durable: bool, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Writer) -> Result<T> + Send + 'static,
+    {
+        let (task, answer) = TaskOf::task(work);
+        self.send(Cmd::Run { durable, task }).await?;
+        answer.await.map_err(|_| writer_stopped())?
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ensure_tenant(&self, name: &str) -> Result<i64> {
+        let name = name.to_owned();
+        self.write(true, move |w| block_on(sql::keys::ensure_tenant(w, &name)))
+            .await
+    }
+
+    async fn add_api_key(
+        &self,
+        tenant: &str,
+        associate_id: i64,
+        key: &str,
+        label: &str,
+    ) -> Result<()> {
+        let (tenant, key, label) = (tenant.to_owned(), key.to_owned(), label.to_owned());
+        self.write(true, move |w| {
+            block_on(sql::keys::add_api_key(
+                w,
+                &tenant,
+                associate_id,
+                &key,
+                &label,
+            ))
+        })
+        .await
+    }
+
+    async fn actor_for_key(&self, key: &str) -> Result<Option<Actor>> {
+        let key = key.to_owned();
+        self.reader
+            .read(move |c| block_on(sql::keys::actor_for_key(c, &key)))
+            .await
+    }
+
+    async fn get_row(
+        &self,
+        tenant_id: i64,
+        def: &'static EntityDef,
+        pk: i64,
+        include_deleted: bool,
+    ) -> Result<Option<Row>> {
+        self.reader
+            .read(move |c| block_on(sql::rows::get_row(c, tenant_id, def, pk, include_deleted)))
+            .await
+    }
+
+    async fn apply_change(
+        &self,
+        actor: &Actor,
+        def: &'static EntityDef,
+        pk: Option<i64>,
+        change: ChangeFn,
+    ) -> Result<ChangeOutcome> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Cmd::Change(Job {
+            actor: actor.clone(),
+            def,
+            pk,
+            change,
+            reply,
+        }))
+        .await?;
+        answer.await.map_err(|_| writer_stopped())?
+    }
+
+    async fn recycle_bin_expired(
+        &self,
+        def: &'static EntityDef,
+        cutoff: Ticks,
+        limit: i64,
+    ) -> Result<Vec<(i64, String, i64)>> {
+        self.reader
+            .read(move |c| block_on(sql::rows::recycle_bin_expired(c, def, cutoff, limit)))
+            .await
+    }
+
+    async fn save_webhook(
+        &self,
+        actor: &Actor,
+        hook: Webhook,
+    ) -> Result<(Webhook, Option<StateChange>)> {
+        let actor = actor.clone();
+        let offset = self.local_offset;
+        self.write(true, move |w| {
+            block_on(sql::webhooks::save(w, &actor, hook, offset))
+        })
+        .await
+    }
+
+    async fn get_webhook(&self, tenant_id: i64, id: i64) -> Result<Option<Webhook>> {
+        self.reader
+            .read(move |c| block_on(sql::webhooks::get(c, tenant_id, id)))
+            .await
+    }
+
+    async fn list_webhooks(&self, tenant_id: i64, filter: &WebhookFilter) -> Result<Vec<Webhook>> {
+        let filter = filter.clone();
+        self.reader
+            .read(move |c| block_on(sql::webhooks::list(c, tenant_id, &filter)))
+            .await
+    }
+
+    async fn delete_webhook(&self, tenant_id: i64, id: i64) -> Result<bool> {
+        self.write(true, move |w| {
+            block_on(sql::webhooks::delete(w, tenant_id, id))
+        })
+        .await
+    }
+
+    async fn webhook_usage(&self, tenant_id: i64, id: i64) -> Result<Option<WebhookUsage>> {
+        self.reader
+            .read(move |c| block_on(sql::webhooks::usage(c, tenant_id, id)))
+            .await
+    }
+
+    async fn emit(&self, actor: &Actor, event: NewEvent) -> Result<Committed> {
+        let actor = actor.clone();
+        self.write(true, move |w| {
+            w.insert_event(&actor, event, crate::now_ticks())
+        })
+        .await
+    }
+
+    fn set_intake(&self, intake: Option<Arc<dyn Intake>>) {
+        handoff::set_intake(&self.handoff, intake);
+    }
+
+    async fn claim(&self, req: &ClaimRequest) -> Result<Vec<Claimed>> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Cmd::Claim(req.clone(), reply)).await?;
+        answer.await.map_err(|_| writer_stopped())?
+    }
+
+    async fn complete(
+        &self,
+        outcomes: &[AttemptOutcome],
+        now: Ticks,
+        max_consecutive_errors: i64,
+    ) -> Result<Vec<StateChange>> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Cmd::Complete {
+            outcomes: outcomes.to_vec(),
+            now,
+            max_consecutive_errors,
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| writer_stopped())?
+    }
+
+    async fn next_due(&self) -> Result<Option<Ticks>> {
+        self.reader.read(claim::next_due).await
+    }
+
+    async fn release(&self, owner: &str) -> Result<u64> {
+        // On the writer thread: it forgets the chains it follows in memory with them.
+        let (reply, answer) = oneshot::channel();
+        self.send(Cmd::Release(owner.to_owned(), reply)).await?;
+        answer.await.map_err(|_| writer_stopped())?
+    }
+
+    async fn list_deliveries(
+        &self,
+        tenant_id: i64,
+        webhook_id: i64,
+        filter: &DeliveryFilter,
+    ) -> Result<Vec<Delivery>> {
+        let filter = filter.clone();
+        self.reader
+            .read(move |c| block_on(sql::log::list(c, tenant_id, webhook_id, &filter)))
+            .await
+    }
+
+    async fn get_delivery(
+        &self,
+        tenant_id: i64,
+        webhook_id: i64,
+        delivery_id: i64,
+    ) -> Result<Option<(Delivery, Vec<Attempt>)>> {
+        self.reader
+            .read(move |c| block_on(sql::log::get(c, tenant_id, webhook_id, delivery_id)))
+            .await
+    }
+
+    async fn replay(
+        &self,
+        tenant_id: i64,
+        webhook_id: i64,
+        req: &ReplayRequest,
+    ) -> Result<ReplayReport> {
+        let req = req.clone();
+        self.write(true, move |w| {
+            block_on(sql::replay::replay(w, tenant_id, webhook_id, &req))
+        })
+        .await
+    }
+
+    async fn prune_events(&self, cutoff: Ticks, limit: i64) -> Result<u64> {
+        self.write(false, move |w| {
+            block_on(sql::retention::prune_events(w, cutoff, limit))
+        })
+        .await
+    }
+
+    async fn delivery_counts(&self) -> Result<Vec<(DeliveryStatus, i64)>> {
+        self.reader.read(|c| block_on(sql::log::counts(c))).await
+    }
+}
