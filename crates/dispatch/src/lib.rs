@@ -76,13 +76,12 @@ impl Default for DispatchConfig {
 }
 
 /// Deliveries a node holds at most (claimed or handed, not yet recorded): four times
-/// `max_in_flight`. With `max_in_flight` held in all, ten webhooks of 64 requests each shared
-/// 512 leases and a third of them were waiting for their record: fan-out to ten webhooks was
-/// bound by the round trips, not by the machine (11,000 deliveries/s with the queue growing,
-/// 13,000 with twice as many). With twice, half of the next heads a record could hand over
-/// found no room (35,700 of 67,700 in a 6 s run) and were left to claims, a third of all
-/// deliveries; with four times, claims took 1.4 % of them. Only `max_in_flight` are sent at
-/// once (`sending`); the rest wait in memory, which costs less than waiting in the database.
+/// `max_in_flight`. Holding only as many as it sends left the sending slots idle while
+/// finished deliveries waited for their record and the next ones for a claim, and the next
+/// heads that a record hands over found no room and were left to claims, which cost more
+/// than a hand-over. Only `max_in_flight` are sent at once (`sending`); the rest wait in
+/// memory, which costs less than waiting in the database. (Measurements behind the factor:
+/// docs/performance.md.)
 fn held(cfg: &DispatchConfig) -> usize {
     cfg.max_in_flight.max(1).saturating_mul(4)
 }
@@ -128,7 +127,8 @@ impl NextDue {
     /// An answer that was already past when it was read is reused like any other: under load
     /// there is always such a row (a later event of a contact waiting behind an earlier one,
     /// or a batch waiting for its fsync), the claim that ran just before could not take it,
-    /// and reading it again at every wake-up cost 5 % of the server's CPU to learn the same.
+    /// and reading it again at every wake-up was a visible share of the server's CPU spent to
+    /// learn the same.
     /// The loop then sleeps until a wake-up, the poll interval, or a retry of this node.
     async fn earliest(&mut self, store: &DynStore) -> Result<Option<Ticks>, StoreError> {
         use std::sync::atomic::Ordering::Relaxed;
@@ -299,12 +299,10 @@ impl Dispatcher {
 
     /// The leases this node may hold of one webhook: four times `max_per_webhook` (see
     /// [`Dispatcher::saturated`]). Each contact with events outstanding holds one (its chain's
-    /// head, handed over or claimed), sent or waiting for its record. With twice
-    /// `max_per_webhook`, 96 API clients each changing their own contacts outgrew the window:
-    /// heads that found no room waited for a claim, which costs more than a hand-over, so the
-    /// queue grew for as long as the load lasted (7,600 deliveries/s for 8,600 events/s, p50
-    /// 755 ms); with four times, 9,100 of 9,100, p50 13 ms. The requests stay at
-    /// `max_per_webhook`.
+    /// head, handed over or claimed), sent or waiting for its record. With a smaller window,
+    /// many clients each changing their own contacts outgrew it: heads that found no room
+    /// waited for a claim, which costs more than a hand-over, and the queue grew for as long as
+    /// the load lasted. The requests stay at `max_per_webhook`.
     fn window(&self) -> usize {
         self.cfg.max_per_webhook.saturating_mul(4)
     }

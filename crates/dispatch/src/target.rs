@@ -188,10 +188,10 @@ impl Default for Timeouts {
 /// reads no proxy settings, verifies certificates against the webpki roots, and under `strict`
 /// connects over https only, through the public-only [`TargetResolver`].
 ///
-/// Its own pool rather than hyper-util's: hyper-util's pooled client made 12-29 % fewer POSTs
+/// Its own pool rather than hyper-util's: hyper-util's pooled client made markedly fewer POSTs
 /// per second than the connection-level client in the benchmark's raw baseline, and its pool
-/// was 13 % of the dispatcher's async time with ten webhooks. This one does what a webhook
-/// sender needs of a pool: a connection is lent for one request and given back
+/// was a large share of the dispatcher's async time with ten webhooks. This one does what a
+/// webhook sender needs of a pool: a connection is lent for one request and given back
 /// ([`HttpClient::reuse`]) only once its answer was read whole; the most recently used idle
 /// connection goes first (the one least likely to have been closed by the receiver's idle
 /// timeout); idle ones older than [`IDLE_FOR`] are dropped; a request that an idle connection
@@ -200,7 +200,7 @@ impl Default for Timeouts {
 ///
 /// Up to `max_in_flight` idle connections per host are kept: webhooks often share one receiver
 /// host, and with fewer every burst above it closed connections only to open them again
-/// (connection setup showed as 3 % of the server's CPU with ten webhooks on one host).
+/// (connection setup showed in the server's CPU profile with ten webhooks on one host).
 #[derive(Clone, Debug)]
 pub struct HttpClient {
     connector: Connector,
@@ -338,7 +338,7 @@ pub fn build_client(
 impl HttpClient {
     /// `url` as a request URI, through the url crate as when the webhook was saved (it
     /// percent-encodes what a URI may not hold). Parsed once per target: parsing it for every
-    /// request was a tenth of a delivery's send task with ten webhooks.
+    /// request was a noticeable part of a delivery's send task.
     pub fn uri(&self, url: &str) -> Result<http::Uri, String> {
         let cached = self
             .uris

@@ -243,7 +243,7 @@ fn two_digits(b: &[u8], at: usize, sep: u8) -> Option<u32> {
 impl fmt::Display for NetDateTime {
     /// Writes the digits into a buffer on the stack, then the buffer at once: every payload
     /// and API answer writes several dates, and `write!` with width specifiers for each of
-    /// the seven fields cost about 2 % of the server's CPU under load.
+    /// the seven fields showed in the server's CPU profile under load.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let w = self.wall;
         let Ok(year) = u16::try_from(w.year()) else {
