@@ -265,7 +265,7 @@ fn median(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
     let mut v: Vec<f64> = values.flatten().collect();
     v.sort_by(f64::total_cmp);
     let upper = *v.get(v.len() / 2)?;
-    Some(if v.len() % 2 == 0 {
+    Some(if v.len().is_multiple_of(2) {
         (v[v.len() / 2 - 1] + upper) / 2.0
     } else {
         upper

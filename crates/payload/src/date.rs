@@ -277,7 +277,7 @@ impl fmt::Display for NetDateTime {
         let mut ticks = w.nanosecond() / TICK_NANOS;
         if ticks != 0 {
             let mut digits = 7;
-            while ticks % 10 == 0 {
+            while ticks.is_multiple_of(10) {
                 ticks /= 10;
                 digits -= 1;
             }

@@ -15,9 +15,17 @@ pub enum StoreError {
     /// A precondition of the change failed (e.g. a JSON Patch `test`).
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A change function refused the change with an error of its caller's own (e.g. the API's
+    /// error, answered as it is); nothing was written.
+    #[error("{0}")]
+    Rejected(Box<dyn std::error::Error + Send + Sync + 'static>),
     /// The database cannot be reached right now.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// The database cannot be opened, with what to do about it (a missing directory, a file
+    /// another server holds).
+    #[error("{0}")]
+    Open(String),
     /// Anything else the database said.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
@@ -51,4 +59,12 @@ impl StoreError {
 /// now, 53300 too many connections.
 fn connection_lost(sqlstate: &str) -> bool {
     sqlstate.starts_with("08") || matches!(sqlstate, "57P01" | "57P02" | "57P03" | "53300")
+}
+
+impl StoreError {
+    /// A change function's refusal, carried out of the store unchanged (see
+    /// [`StoreError::Rejected`]).
+    pub fn rejected(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        StoreError::Rejected(Box::new(e))
+    }
 }

@@ -255,13 +255,17 @@ pub struct OpenOptions {
     /// act while a commit is not durable yet.
     #[doc(hidden)]
     pub sync_delay: std::time::Duration,
+    /// This process serves the database (runs its dispatcher). On SQLite it takes the file's
+    /// lock, so a second serving process is refused with a clear message, and takes back every
+    /// lease at once (no other process can hold one). False for short commands (`crmhooks
+    /// key`), which write through SQLite's own locking beside a running server.
+    pub serving: bool,
 }
 
 /// The default of [`OpenOptions::wal_autocheckpoint`]: 16000 pages (64 MiB), against SQLite's
 /// 1000. A checkpoint copies each page once however often it changed since the last one, and
-/// the newest delivery and index pages change with every event: with ten webhooks the writer
-/// spent 11 % less per delivery (6 alternating pairs, all in favour; 9 % more deliveries), for
-/// a p99 at a paced 6,900 events/s of 4.6-5.0 ms instead of 2.3-3.4 ms.
+/// the newest delivery and index pages change with every event, so checkpointing less often
+/// costs less per delivery (docs/performance.md).
 pub const DEFAULT_WAL_AUTOCHECKPOINT: u32 = 16_000;
 
 impl Default for OpenOptions {
@@ -271,6 +275,7 @@ impl Default for OpenOptions {
             synchronous_full: true,
             wal_autocheckpoint: DEFAULT_WAL_AUTOCHECKPOINT,
             sync_delay: std::time::Duration::ZERO,
+            serving: true,
         }
     }
 }
@@ -281,7 +286,7 @@ pub fn hash_key(key: &str) -> String {
     use sha2::Digest;
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = sha2::Sha256::digest(key.as_bytes());
-    // Every API request hashes its key: a `format!` per byte was 1.4 % of the server's CPU.
+    // Every API request hashes its key: no `format!` per byte.
     let mut hex = String::with_capacity(64);
     for b in digest {
         hex.push(char::from(HEX[usize::from(b >> 4)]));

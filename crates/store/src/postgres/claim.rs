@@ -22,13 +22,12 @@ const CLAIM_LOCK: i64 = 0x6372_6d68_6f6f_6b73;
 
 /// Planner settings for the statements that walk the queue, set for their transaction only (a
 /// `DO` block ahead of them in the same simple query; the claim's function, migration 0004,
-/// carries them as its own). The queue changes faster than its
-/// statistics follow: with the estimates of a delivery table analyzed while it was small, the
-/// planner gathered every pending row and sorted them (250 ms a claim with 140,000 pending, so a
-/// fan-out backlog drained at about 1,000/s) instead of walking `delivery_pending` in queue
-/// order and stopping at the limit (12 ms). Sorts and bitmap scans off make the ordered index
-/// walk the plan; JIT off because those settings' cost penalties would otherwise trigger a JIT
-/// compilation of 300 ms per statement.
+/// carries them as its own). The queue changes faster than its statistics follow: with the
+/// estimates of a delivery table analyzed while it was small, the planner gathered every
+/// pending row and sorted them instead of walking `delivery_pending` in queue order and
+/// stopping at the limit (docs/performance.md has the figures). Sorts and bitmap scans off make
+/// the ordered index walk the plan; JIT off because those settings' cost penalties would
+/// otherwise trigger a JIT compilation per statement.
 const PLANNER_FOR_QUEUES: &str = "SET LOCAL enable_sort = off; SET LOCAL enable_bitmapscan = off; \
      SET LOCAL jit = off;";
 
@@ -136,7 +135,7 @@ impl PgStore {
         // The first pending delivery of an Active webhook and the first lease to expire, each
         // read along the partial index in time order; one round trip.
         // With the planner settings of the claim (a stale estimate made this a sort of every
-        // pending row: 60 ms with 100,000 pending).
+        // pending row).
         let rows = sqlx::raw_sql(&format!(
             "DO $$BEGIN {PLANNER_FOR_QUEUES} END$$; SELECT LEAST( \
              (SELECT d.next_attempt_at FROM delivery d JOIN webhook w ON w.webhook_id = d.webhook_id \

@@ -20,6 +20,7 @@ mod successors;
 mod syncer;
 mod writer;
 
+use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +48,74 @@ pub struct SqliteStore {
     writer: mpsc::Sender<Cmd>,
     /// Fresh deliveries straight to this node's dispatcher.
     handoff: SharedHandOff,
+    /// The file's lock, held while this store serves it.
+    _lock: Option<std::fs::File>,
+}
+
+/// A missing directory is said plainly, with what to do (SQLite only says "unable to open
+/// database file").
+fn check_directory(path: &Path) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => return Ok(()),
+    };
+    if dir.is_dir() {
+        return Ok(());
+    }
+    Err(StoreError::Open(format!(
+        "cannot open the SQLite database {}: the directory {} does not exist; create it, or give another path with --database sqlite://PATH",
+        path.display(),
+        dir.display()
+    )))
+}
+
+/// Takes `<database>.lock`, which a serving process holds for as long as it runs (the
+/// operating system lets go of it when the process ends, however it ends). A second one is
+/// refused, naming the process that holds it.
+fn lock_file(path: &Path) -> Result<std::fs::File> {
+    use std::io::{Read as _, Seek as _, Write as _};
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock_path = std::path::PathBuf::from(lock_path);
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| {
+            StoreError::Open(format!(
+                "cannot open the lock file {}: {e}",
+                lock_path.display()
+            ))
+        })?;
+    match file.try_lock() {
+        Ok(()) => {
+            // Who holds it, for the message a second process prints.
+            let _ = file.set_len(0);
+            let _ = file.rewind();
+            let _ = write!(file, "{}", std::process::id());
+            Ok(file)
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            let by = if holder.is_empty() {
+                "another crmhooks server".to_owned()
+            } else {
+                format!("another crmhooks server (process {holder})")
+            };
+            Err(StoreError::Open(format!(
+                "the SQLite database {} is in use by {by}: one server per SQLite file. Stop that one, or give this one another --database (several nodes need PostgreSQL)",
+                path.display()
+            )))
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Open(format!(
+            "cannot lock {}: {e}",
+            lock_path.display()
+        ))),
+    }
 }
 
 fn writer_stopped() -> StoreError {
@@ -67,13 +136,24 @@ impl SqliteStore {
             })
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
+        let path = connect.get_filename().to_owned();
+        check_directory(&path)?;
+        let lock = if options.serving {
+            Some(lock_file(&path)?)
+        } else {
+            None
+        };
         let mut conn = sqlx::SqliteConnection::connect_with(&connect)
             .await
-            .map_err(StoreError::from_sqlx)?;
+            .map_err(|e| {
+                StoreError::Open(format!(
+                    "cannot open the SQLite database {}: {e}",
+                    path.display()
+                ))
+            })?;
         let migrated = sqlx::migrate!("./migrations/sqlite").run(&mut conn).await;
         let _ = conn.close().await;
         migrated.map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
-        let path = connect.get_filename().to_owned();
         let local_offset = crate::local_offset();
         let handoff = SharedHandOff::default();
         let writer = writer::spawn(
@@ -83,6 +163,7 @@ impl SqliteStore {
                 wal_autocheckpoint: options.wal_autocheckpoint,
                 sync_delay: options.sync_delay,
                 local_offset,
+                serving: options.serving,
             },
             handoff.clone(),
         )?;
@@ -91,6 +172,7 @@ impl SqliteStore {
             local_offset,
             writer,
             handoff,
+            _lock: lock,
         })
     }
 

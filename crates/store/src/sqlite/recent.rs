@@ -9,8 +9,8 @@ use crate::model::StoredEvent;
 const RECENT_EVENTS: usize = 1024;
 
 /// The events committed lately, newest last: nearly every delivery a claim takes was written a
-/// few milliseconds before, and reading its event back (and parsing its JSON) was a quarter of
-/// the claim. Events never change once written; the ones of a transaction in progress are
+/// few milliseconds before, and reading its event back (and parsing its JSON) was a large part
+/// of the claim. Events never change once written; the ones of a transaction in progress are
 /// staged and only kept when it commits.
 #[derive(Default)]
 pub(super) struct RecentEvents {

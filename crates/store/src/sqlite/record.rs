@@ -169,8 +169,8 @@ impl Writer {
         }
         // Next heads last: a webhook the state machine just disabled hands nothing over. Due
         // by this thread's clock: `now` was read when the attempts finished, and a delivery
-        // written since then (due when it was written) looked not due yet: with ten webhooks,
-        // one next head in six was left to a claim for that reason.
+        // written since then (due when it was written) looked not due yet, and was left to a
+        // claim.
         let clock = now_ticks().max(now);
         // A delivery that did not close (a retry, a lease lost) keeps its chain closed: what
         // waited behind it in memory goes back to the queue.

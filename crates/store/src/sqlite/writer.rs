@@ -97,6 +97,9 @@ pub(crate) struct WriterOptions {
     /// Tests only: the syncer waits this long before each fsync.
     pub sync_delay: Duration,
     pub local_offset: time::UtcOffset,
+    /// This process is the file's only server: leases left by a process before it are taken
+    /// back at once.
+    pub serving: bool,
 }
 
 /// A write that is not a change, a claim or a record: it runs in a transaction of its own on
@@ -188,6 +191,27 @@ pub(crate) fn spawn(
         .map_err(sql_err)?;
     if repaired > 0 {
         tracing::warn!(repaired, "marked delivery chain heads that were not marked");
+    }
+    if options.serving {
+        // Only a serving process leases deliveries, and this one holds the file's lock: every
+        // lease left in the file belongs to a process that is gone (killed, or stopped
+        // without releasing). They are pending again now, not when their leases run out; a
+        // delivery that waited behind another of its chain stays behind it.
+        let taken_back = conn
+            .execute(
+                &format!(
+                    "UPDATE delivery AS d SET status = 0, lease_until = NULL, lease_owner = NULL, \
+                     ready = CASE WHEN ready = 1 OR NOT {EARLIER_OPEN} THEN 1 ELSE 0 END WHERE status = 1"
+                ),
+                [],
+            )
+            .map_err(sql_err)?;
+        if taken_back > 0 {
+            tracing::info!(
+                deliveries = taken_back,
+                "took back the leases of a process that is gone"
+            );
+        }
     }
     let (tx, rx) = mpsc::channel(TAKE_MAX * 4);
     let synced_upto = Arc::new(AtomicI64::new(0));
