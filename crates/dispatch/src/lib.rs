@@ -6,6 +6,7 @@
 //! claim-send-record round so tests can drive it; [`Dispatcher::run`] is the long-running loop,
 //! woken at once by commits ([`Dispatcher::waker`]) with a polling fallback.
 
+pub mod client;
 pub mod mail;
 pub mod policy;
 pub mod send;
@@ -21,11 +22,13 @@ use crmhooks_store::{
     now_ticks, AttemptOutcome, ClaimRequest, Claimed, DynStore, Intake, StateChange, StoreError,
     StoredEvent, Ticks, Verdict, Webhook,
 };
+use futures::FutureExt as _;
 use tokio::sync::{mpsc, Notify, Semaphore};
 use uuid::Uuid;
 
+pub use client::Timeouts;
 pub use policy::{Policies, SuccessRule};
-pub use target::{check_url, TargetPolicy, TargetRefused, Timeouts};
+pub use target::{check_url, OwnAddresses, TargetPolicy, TargetRefused};
 
 /// Dispatcher settings.
 #[derive(Clone, Debug)]
@@ -54,6 +57,8 @@ pub struct DispatchConfig {
     pub target_policy: TargetPolicy,
     /// Timeouts.
     pub timeouts: Timeouts,
+    /// This server's own API addresses, which no delivery may reach.
+    pub own_addresses: OwnAddresses,
 }
 
 impl Default for DispatchConfig {
@@ -71,6 +76,7 @@ impl Default for DispatchConfig {
             policies: Policies::default(),
             target_policy: TargetPolicy::Strict,
             timeouts: Timeouts::default(),
+            own_addresses: OwnAddresses::default(),
         }
     }
 }
@@ -166,7 +172,7 @@ type Shared = (Arc<StoredEvent>, Arc<PayloadTemplate>);
 /// The delivery engine.
 pub struct Dispatcher {
     store: DynStore,
-    client: target::HttpClient,
+    client: client::HttpClient,
     cfg: DispatchConfig,
     wake: Arc<Notify>,
     per_webhook: Mutex<HashMap<i64, WebhookSlots>>,
@@ -251,7 +257,12 @@ impl Dispatcher {
         store: DynStore,
         cfg: DispatchConfig,
     ) -> Result<(Arc<Self>, mpsc::UnboundedReceiver<StateChange>), DispatchError> {
-        let client = target::build_client(cfg.target_policy, cfg.timeouts, cfg.max_in_flight)?;
+        let client = client::build_client(
+            cfg.target_policy,
+            cfg.timeouts,
+            cfg.max_in_flight,
+            cfg.own_addresses.clone(),
+        )?;
         let (tx, rx) = mpsc::unbounded_channel();
         let slots = Arc::new(Semaphore::new(held(&cfg)));
         let sending = Arc::new(Semaphore::new(cfg.max_in_flight.max(1)));
@@ -354,7 +365,30 @@ impl Dispatcher {
         tokio::spawn(async move {
             let _slot = requests.acquire_owned().await;
             let _sending = sending.acquire_owned().await;
-            let outcome = this.attempt_with(&c, &template).await;
+            // A panic while building or sending is a bug, but it must not leave the delivery
+            // in flight for ever (its slot held, its chain blocked): it is a failed attempt
+            // like any other, with the panic as its reason.
+            let attempted_at = now_ticks();
+            let outcome = match std::panic::AssertUnwindSafe(this.attempt_with(&c, &template))
+                .catch_unwind()
+                .await
+            {
+                Ok(outcome) => outcome,
+                Err(panic) => {
+                    let why = panic_message(panic.as_ref());
+                    tracing::error!(delivery = c.delivery_id, webhook = c.webhook.id, panic = %why, "sending a delivery panicked");
+                    this.outcome(
+                        &c,
+                        attempted_at,
+                        send::Response::failed(
+                            format!(
+                                "internal error while sending (a bug; please report it): {why}"
+                            ),
+                            Duration::ZERO,
+                        ),
+                    )
+                }
+            };
             let _ = done.send(outcome);
         });
     }
@@ -393,16 +427,24 @@ impl Dispatcher {
     async fn attempt_with(&self, c: &Claimed, template: &PayloadTemplate) -> AttemptOutcome {
         let properties = c.webhook.properties.as_ref().filter(|p| !p.is_empty());
         let body = template.render(c.event_id, &c.webhook.name, properties);
-        let out = send::build_body(
+        let attempted_at = now_ticks();
+        let resp = match send::build_body(
             &c.webhook,
             body,
             &c.event.event,
             c.event_id,
             c.attempt_in_cycle,
             false,
-        );
-        let attempted_at = now_ticks();
-        let resp = send::send(&self.client, out).await;
+        ) {
+            Ok(out) => send::send(&self.client, out).await,
+            Err(why) => send::Response::failed(why, Duration::ZERO),
+        };
+        self.outcome(c, attempted_at, resp)
+    }
+
+    /// What an attempt of `c` that got `resp` comes to: success by the webhook's rule, the
+    /// verdict of its retry policy, and what the log keeps.
+    fn outcome(&self, c: &Claimed, attempted_at: Ticks, resp: send::Response) -> AttemptOutcome {
         let rule = c
             .webhook
             .success_status
@@ -644,8 +686,10 @@ impl Dispatcher {
             associate_id,
             &hook.name,
         );
-        let out = send::build(hook, &payload.as_ref(), 0, true);
-        let resp = send::send(&self.client, out).await;
+        let resp = match send::build(hook, &payload.as_ref(), 0, true) {
+            Ok(out) => send::send(&self.client, out).await,
+            Err(why) => return (false, why),
+        };
         let rule = hook
             .success_status
             .as_deref()
@@ -655,4 +699,13 @@ impl Dispatcher {
         let message = resp.excerpt().or(resp.error).unwrap_or_default();
         (ok, message)
     }
+}
+
+/// The message of a panic's payload.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
 }

@@ -8,7 +8,7 @@ use crmhooks_store::{StoredEvent, Webhook};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http_body_util::{BodyExt, Full};
 
-use crate::target::HttpClient;
+use crate::client::HttpClient;
 use uuid::Uuid;
 
 /// `User-Agent`: SuperOffice's product name and our version as four numbers.
@@ -34,6 +34,74 @@ pub const RESERVED_HEADERS: [&str; 9] = [
     "host",
     "content-length",
 ];
+
+/// Headers that frame the message or concern the connection: a definition's custom `Headers`
+/// may not set them (they would break the request or the connection it travels on).
+pub const HOP_BY_HOP_HEADERS: [&str; 10] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "content-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
+    "proxy-authorization",
+];
+
+/// Most custom `Headers` a definition may carry.
+pub const MAX_CUSTOM_HEADERS: usize = 32;
+
+/// Most bytes the custom `Headers` of a definition may take, names and values together.
+pub const MAX_CUSTOM_HEADER_BYTES: usize = 8 * 1024;
+
+/// Checks a definition's custom `Headers` (what a save refuses, and what a delivery of a
+/// definition stored before these limits fails with): at most [`MAX_CUSTOM_HEADERS`] of them
+/// in [`MAX_CUSTOM_HEADER_BYTES`], valid HTTP names and values (strings), none of SuperOffice's
+/// own headers, none that frames the message or concerns the connection.
+pub fn check_custom_headers(
+    custom: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(), String> {
+    if custom.len() > MAX_CUSTOM_HEADERS {
+        return Err(format!(
+            "{} custom headers; at most {MAX_CUSTOM_HEADERS} are allowed",
+            custom.len()
+        ));
+    }
+    let mut bytes = 0usize;
+    for (name, value) in custom {
+        let lower = name.to_ascii_lowercase();
+        if RESERVED_HEADERS.contains(&lower.as_str()) {
+            return Err(format!(
+                "{name:?} is set by the server and may not be replaced"
+            ));
+        }
+        if HOP_BY_HOP_HEADERS.contains(&lower.as_str()) {
+            return Err(format!(
+                "{name:?} frames the message or concerns the connection and may not be set"
+            ));
+        }
+        if HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(format!("{name:?} is not a valid header name"));
+        }
+        let serde_json::Value::String(text) = value else {
+            return Err(format!("the value of {name:?} must be a string"));
+        };
+        if HeaderValue::from_str(text).is_err() {
+            return Err(format!(
+                "the value of {name:?} holds characters a header may not carry"
+            ));
+        }
+        bytes = bytes.saturating_add(name.len() + text.len());
+    }
+    if bytes > MAX_CUSTOM_HEADER_BYTES {
+        return Err(format!(
+            "custom headers take {bytes} bytes; at most {MAX_CUSTOM_HEADER_BYTES} are allowed"
+        ));
+    }
+    Ok(())
+}
 
 /// The payload of `event` with no webhook's parts (an empty name, no `Properties`, a nil
 /// `EventId`).
@@ -80,8 +148,14 @@ pub fn template_for(event: &StoredEvent, tenant: &str) -> PayloadTemplate {
     )
 }
 
-/// Builds the request of spec 2 for a payload.
-pub fn build(hook: &Webhook, payload: &PayloadRef<'_>, retry: i64, test: bool) -> Outgoing {
+/// Builds the request of spec 2 for a payload; an error when the definition's custom headers
+/// break the limits of [`check_custom_headers`].
+pub fn build(
+    hook: &Webhook,
+    payload: &PayloadRef<'_>,
+    retry: i64,
+    test: bool,
+) -> Result<Outgoing, String> {
     build_body(
         hook,
         payload.to_bytes(),
@@ -93,7 +167,9 @@ pub fn build(hook: &Webhook, payload: &PayloadRef<'_>, retry: i64, test: bool) -
 }
 
 /// Builds the request of spec 2 around a body already made (by [`PayloadTemplate::render`]
-/// or [`PayloadRef::to_bytes`]) of the event named `event` with `EventId` `event_id`.
+/// or [`PayloadRef::to_bytes`]) of the event named `event` with `EventId` `event_id`. A
+/// definition whose custom headers break the limits of [`check_custom_headers`] (stored before
+/// they were checked) gets no request: the attempt fails with the reason.
 pub fn build_body(
     hook: &Webhook,
     body: Vec<u8>,
@@ -101,8 +177,11 @@ pub fn build_body(
     event_id: Uuid,
     retry: i64,
     test: bool,
-) -> Outgoing {
-    let mut h = HeaderMap::new();
+) -> Result<Outgoing, String> {
+    if let Some(custom) = &hook.headers {
+        check_custom_headers(custom).map_err(|e| format!("the webhook's Headers: {e}"))?;
+    }
+    let mut h = HeaderMap::with_capacity(8 + hook.headers.as_ref().map_or(0, |c| c.len()));
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(wire::CONTENT_TYPE_JSON),
@@ -148,11 +227,11 @@ pub fn build_body(
             }
         }
     }
-    Outgoing {
+    Ok(Outgoing {
         url: hook.target_url.clone(),
         body,
         headers: h,
-    }
+    })
 }
 
 /// What came back.
@@ -178,6 +257,17 @@ struct Head {
 }
 
 impl Response {
+    /// No request went out (or no answer came back): `error` says why.
+    pub fn failed(error: String, elapsed: Duration) -> Self {
+        Response {
+            status: None,
+            error: Some(error),
+            head: None,
+            retry_after: None,
+            elapsed,
+        }
+    }
+
     /// Status line, headers and body, at most 4000 characters; built only when asked for
     /// (the log keeps it for failed attempts, a success needs none).
     pub fn excerpt(&self) -> Option<String> {
@@ -213,13 +303,7 @@ fn user_agent_value() -> HeaderValue {
 /// Sends a request; never fails (errors are part of the [`Response`]).
 pub async fn send(client: &HttpClient, out: Outgoing) -> Response {
     let start = Instant::now();
-    let failed = |error: String| Response {
-        status: None,
-        error: Some(error),
-        head: None,
-        retry_after: None,
-        elapsed: start.elapsed(),
-    };
+    let failed = |error: String| Response::failed(error, start.elapsed());
     let uri = match client.uri(&out.url) {
         Ok(uri) => uri,
         Err(e) => return failed(format!("request error: TargetUrl {:?}: {e}", out.url)),
@@ -274,5 +358,98 @@ pub async fn send(client: &HttpClient, out: Outgoing) -> Response {
         }),
         retry_after,
         elapsed: start.elapsed(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Map, Value};
+
+    fn hook_with(headers: Map<String, Value>) -> Webhook {
+        let mut hook = Webhook::default_for(1);
+        hook.target_url = "https://example.com/hook".into();
+        hook.headers = Some(headers);
+        hook
+    }
+
+    fn headers(pairs: &[(&str, Value)]) -> Map<String, Value> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn custom_headers_within_the_limits_are_sent() {
+        let hook = hook_with(headers(&[
+            ("X-Api-Key", json!("k")),
+            ("X-Tenant", json!("t")),
+        ]));
+        let out = build_body(
+            &hook,
+            b"{}".to_vec(),
+            "contact.created",
+            Uuid::nil(),
+            0,
+            false,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            out.headers.get("x-api-key").map(|v| v.as_bytes()),
+            Some(&b"k"[..])
+        );
+    }
+
+    /// What a save refuses, and what fails a delivery of a definition stored before the limits
+    /// (instead of a panic: a HeaderMap holds at most 32,768 entries).
+    #[test]
+    fn custom_headers_beyond_the_limits_fail_the_request_without_a_panic() {
+        let many: Map<String, Value> = (0..25_000)
+            .map(|i| (format!("X-H{i}"), json!("v")))
+            .collect();
+        for (custom, why) in [
+            (many, "at most 32"),
+            (
+                headers(&[("Connection", json!("close"))]),
+                "concerns the connection",
+            ),
+            (
+                headers(&[("transfer-encoding", json!("chunked"))]),
+                "frames the message",
+            ),
+            (
+                headers(&[("Expect", json!("100-continue"))]),
+                "may not be set",
+            ),
+            (headers(&[("Host", json!("evil"))]), "set by the server"),
+            (
+                headers(&[("content-length", json!("1"))]),
+                "set by the server",
+            ),
+            (
+                headers(&[("X-Superoffice-Signature", json!("x"))]),
+                "set by the server",
+            ),
+            (
+                headers(&[("X-Big", json!("x".repeat(9000)))]),
+                "at most 8192",
+            ),
+            (
+                headers(&[("Bad Name", json!("x"))]),
+                "not a valid header name",
+            ),
+            (
+                headers(&[("X-Line", json!("a\r\nInjected: 1"))]),
+                "characters a header",
+            ),
+            (headers(&[("X-Num", json!(1))]), "must be a string"),
+        ] {
+            let err = check_custom_headers(&custom).err().unwrap_or_default();
+            assert!(err.contains(why), "{why}: {err}");
+            let hook = hook_with(custom);
+            let built = build_body(&hook, b"{}".to_vec(), "test", Uuid::nil(), 0, true);
+            assert!(built.is_err(), "{why}");
+        }
     }
 }

@@ -1,25 +1,24 @@
-//! Target policy (SSRF protection) and the HTTP client that enforces it.
+//! Target policy (SSRF protection): which targets a delivery may reach, checked when a
+//! definition is saved ([`check_url`]) and again on every new connection of every delivery
+//! ([`Guard`]), whatever policy the definition was saved under.
 //!
-//! `strict`: only `https://` targets, and only when every address the host resolves to is
-//! public; the client connects to the addresses that were checked (the check happens inside the
-//! client's resolver), follows no redirects, and always verifies certificates. `dev` allows
-//! `http://` and loopback/private targets, for local integration work.
+//! `strict`: only `https://` targets, and only public addresses: the resolver keeps the public
+//! addresses of a name (no DNS rebinding window), a literal address is checked before any
+//! connection is made, and the address a connection reached is checked again once it is made.
+//! `dev` allows `http://` and loopback/private targets, for local integration work. Under
+//! both, a connection to this server's own API ([`OwnAddresses`]) is refused: a webhook that
+//! calls its own server's SignalEvent would loop for ever.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::uri::{Authority, PathAndQuery, Scheme};
-use http_body_util::Full;
-use hyper::client::conn::http1;
 use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::client::legacy::connect::HttpConnector;
-use tower_service::Service as _;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 
 /// Which targets may be called.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,6 +50,7 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || o[0] == 0
                 || (o[0] == 100 && (o[1] & 0xc0) == 64) // 100.64/10 shared address space
                 || (o[0] == 192 && o[1] == 0 && o[2] == 0) // 192.0.0/24 protocol assignments
+                || (o[0] == 192 && o[1] == 88 && o[2] == 99) // 192.88.99/24 6to4 relay anycast
                 || (o[0] == 198 && (o[1] & 0xfe) == 18) // 198.18/15 benchmarking
                 || o[0] >= 240)
         }
@@ -62,10 +62,18 @@ pub fn is_public(ip: IpAddr) -> bool {
             !(v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
+                || s[..6] == [0; 6] // ::/96 IPv4-compatible (deprecated; reaches v4 space)
                 || (s[0] & 0xfe00) == 0xfc00 // unique local
                 || (s[0] & 0xffc0) == 0xfe80 // link local
+                || (s[0] & 0xffc0) == 0xfec0 // site local (deprecated)
                 || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
-                || (s[0] == 0x64 && s[1] == 0xff9b)) // NAT64 can reach private v4
+                || (s[0] & 0xfff0) == 0x3ff0 // 3fff::/20 documentation
+                || (s[0] == 0x2001 && s[1] == 0) // Teredo 2001::/32 tunnels to v4
+                || (s[0] == 0x2001 && s[1] == 2 && s[2] == 0) // 2001:2::/48 benchmarking
+                || (s[0] == 0x2001 && (s[1] & 0xffe0) == 0x0020) // ORCHIDv2 2001:20::/28
+                || s[0] == 0x2002 // 6to4 2002::/16 tunnels to v4
+                || (s[0] == 0x100 && s[1..4] == [0; 3]) // 100::/64 discard only
+                || (s[0] == 0x64 && s[1] == 0xff9b)) // NAT64 (incl. 64:ff9b:1::/48) can reach private v4
         }
     }
 }
@@ -121,10 +129,17 @@ pub struct TargetResolver {
     public_only: bool,
 }
 
+impl TargetResolver {
+    /// A resolver that keeps only public addresses when `public_only`.
+    pub fn new(public_only: bool) -> Self {
+        TargetResolver { public_only }
+    }
+}
+
 /// What [`TargetResolver`] answers.
 type Resolved = std::result::Result<std::vec::IntoIter<SocketAddr>, BoxError>;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl tower_service::Service<Name> for TargetResolver {
     type Response = std::vec::IntoIter<SocketAddr>;
@@ -165,349 +180,149 @@ impl tower_service::Service<Name> for TargetResolver {
     }
 }
 
-/// Timeouts of outgoing calls.
-#[derive(Clone, Copy, Debug)]
-pub struct Timeouts {
-    /// TCP + TLS connect.
-    pub connect: Duration,
-    /// Whole request, including reading the response.
-    pub total: Duration,
-}
+/// This server's own API addresses, where no delivery may go: set by the server once its
+/// listener is bound, read at every new connection.
+#[derive(Clone, Debug, Default)]
+pub struct OwnAddresses(Arc<RwLock<Vec<SocketAddr>>>);
 
-impl Default for Timeouts {
-    fn default() -> Self {
-        Timeouts {
-            connect: Duration::from_secs(5),
-            total: Duration::from_secs(30),
-        }
-    }
-}
-
-/// The outgoing HTTP client: HTTP/1.1 over rustls, on hyper's connection-level client with
-/// keep-alive connections kept per target host. It follows no redirects (hyper never does),
-/// reads no proxy settings, verifies certificates against the webpki roots, and under `strict`
-/// connects over https only, through the public-only [`TargetResolver`].
-///
-/// Its own pool rather than hyper-util's: hyper-util's pooled client made markedly fewer POSTs
-/// per second than the connection-level client in the benchmark's raw baseline, and its pool
-/// was a large share of the dispatcher's async time with ten webhooks. This one does what a
-/// webhook sender needs of a pool: a connection is lent for one request and given back
-/// ([`HttpClient::reuse`]) only once its answer was read whole; the most recently used idle
-/// connection goes first (the one least likely to have been closed by the receiver's idle
-/// timeout); idle ones older than [`IDLE_FOR`] are dropped; a request that an idle connection
-/// could not take (closed by the receiver meanwhile) goes to the next one or a new connection,
-/// never counted as a failure.
-///
-/// Up to `max_in_flight` idle connections per host are kept: webhooks often share one receiver
-/// host, and with fewer every burst above it closed connections only to open them again
-/// (connection setup showed in the server's CPU profile with ten webhooks on one host).
-#[derive(Clone, Debug)]
-pub struct HttpClient {
-    connector: Connector,
-    pool: Arc<Pool>,
-    /// The whole request, response body included.
-    pub total: Duration,
-    /// Target URLs parsed lately (see [`HttpClient::uri`]).
-    uris: Arc<Mutex<HashMap<String, http::Uri>>>,
-}
-
-type Connector = hyper_rustls::HttpsConnector<HttpConnector<TargetResolver>>;
-type Sender = http1::SendRequest<Full<Bytes>>;
-
-/// Target URLs kept parsed at most; the cache starts over beyond.
-const URIS_MAX: usize = 4096;
-
-/// An idle connection older than this is closed rather than used (hyper-util's default).
-pub const IDLE_FOR: Duration = Duration::from_secs(90);
-
-/// Where a connection goes: scheme and authority of the target.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct PoolKey {
-    scheme: Scheme,
-    authority: Authority,
-}
-
-/// Idle connections per host, the most recently used last.
-#[derive(Debug, Default)]
-struct Pool {
-    idle: Mutex<HashMap<PoolKey, Vec<(Sender, Instant)>>>,
-    max_idle_per_host: usize,
-    /// Connections given back since the last sweep (see [`SWEEP_EVERY`]).
-    returned: std::sync::atomic::AtomicUsize,
-}
-
-/// Every this many connections given back, the pool drops the idle connections of every host
-/// that are closed or older than [`IDLE_FOR`]: a host no delivery goes to any more would
-/// otherwise keep its entry (and its receiver's sockets, until the receiver closes them).
-const SWEEP_EVERY: usize = 1024;
-
-impl Pool {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PoolKey, Vec<(Sender, Instant)>>> {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+impl OwnAddresses {
+    /// Adds an address the API listens on.
+    pub fn add(&self, addr: SocketAddr) {
+        self.0.write().unwrap_or_else(|p| p.into_inner()).push(addr);
     }
 
-    /// The most recently used idle connection to `key` that is still open and young enough.
-    fn take(&self, key: &PoolKey) -> Option<Sender> {
-        let mut idle = self.lock();
-        let list = idle.get_mut(key)?;
-        let found = loop {
-            let Some((sender, since)) = list.pop() else {
-                break None;
-            };
-            if since.elapsed() >= IDLE_FOR {
-                // Every one below is older still.
-                list.clear();
-                break None;
-            }
-            if !sender.is_closed() {
-                break Some(sender);
-            }
-        };
-        if list.is_empty() {
-            idle.remove(key);
-        }
-        found
-    }
-
-    fn put(&self, key: PoolKey, sender: Sender) {
-        if sender.is_closed() {
-            return;
-        }
-        let sweep = self
-            .returned
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            % SWEEP_EVERY
-            == SWEEP_EVERY - 1;
-        let mut idle = self.lock();
-        if sweep {
-            idle.retain(|_, list| {
-                list.retain(|(sender, since)| !sender.is_closed() && since.elapsed() < IDLE_FOR);
-                !list.is_empty()
-            });
-        }
-        let list = idle.entry(key).or_default();
-        if list.len() < self.max_idle_per_host {
-            list.push((sender, Instant::now()));
-        }
-    }
-}
-
-/// A connection lent for one request: give it back with [`HttpClient::reuse`] once the answer
-/// was read to its end, or drop it (the connection closes).
-pub struct Lent {
-    key: PoolKey,
-    sender: Sender,
-}
-
-/// Builds the HTTP client for a policy. The crypto provider is named (ring) rather than taken
-/// from the process default, which rustls cannot pick, and panics over, when a dependency
-/// compiles in a second one.
-pub fn build_client(
-    policy: TargetPolicy,
-    timeouts: Timeouts,
-    max_in_flight: usize,
-) -> Result<HttpClient, rustls::Error> {
-    let strict = policy == TargetPolicy::Strict;
-    let mut http = HttpConnector::new_with_resolver(TargetResolver {
-        public_only: strict,
-    });
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(timeouts.connect));
-    let tls = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())?;
-    let connector = if strict {
-        tls.https_only()
-    } else {
-        tls.https_or_http()
-    }
-    .enable_http1()
-    .wrap_connector(http);
-    Ok(HttpClient {
-        connector,
-        pool: Arc::new(Pool {
-            idle: Mutex::default(),
-            max_idle_per_host: max_in_flight.max(1),
-            returned: std::sync::atomic::AtomicUsize::new(0),
-        }),
-        total: timeouts.total,
-        uris: Arc::default(),
-    })
-}
-
-impl HttpClient {
-    /// `url` as a request URI, through the url crate as when the webhook was saved (it
-    /// percent-encodes what a URI may not hold). Parsed once per target: parsing it for every
-    /// request was a noticeable part of a delivery's send task.
-    pub fn uri(&self, url: &str) -> Result<http::Uri, String> {
-        let cached = self
-            .uris
-            .lock()
+    /// Whether a connection from `local` to `peer` reached this server's own API: the port of
+    /// a listening address, and its address (or, for a listener on every interface, a
+    /// loopback address or one of this machine's own, which a connection to itself has at
+    /// both ends).
+    pub fn is_own(&self, local: SocketAddr, peer: SocketAddr) -> bool {
+        let peer_ip = canonical(peer.ip());
+        self.0
+            .read()
             .unwrap_or_else(|p| p.into_inner())
-            .get(url)
-            .cloned();
-        if let Some(uri) = cached {
-            return Ok(uri);
-        }
-        let uri = url::Url::parse(url)
-            .map_err(|e| e.to_string())
-            .and_then(|u| u.as_str().parse::<http::Uri>().map_err(|e| e.to_string()))?;
-        let mut uris = self.uris.lock().unwrap_or_else(|p| p.into_inner());
-        if uris.len() >= URIS_MAX {
-            uris.clear();
-        }
-        uris.insert(url.to_owned(), uri.clone());
-        Ok(uri)
+            .iter()
+            .any(|own| {
+                own.port() == peer.port()
+                    && (canonical(own.ip()) == peer_ip
+                        || (own.ip().is_unspecified()
+                            && (peer_ip.is_loopback() || peer_ip == canonical(local.ip()))))
+            })
     }
 
-    /// Sends a request to its absolute URI (sent in origin form, with a `Host` header unless it
-    /// has one). The timeout covers connecting and the answer's head; reading its body is
-    /// bounded by the caller, who then gives the connection back.
-    pub async fn request(
-        &self,
-        req: http::Request<Full<Bytes>>,
-    ) -> std::result::Result<(http::Response<hyper::body::Incoming>, Lent), SendError> {
-        match tokio::time::timeout(self.total, self.send(req)).await {
-            Err(_) => Err(SendError::Timeout(self.total)),
-            Ok(result) => result,
-        }
-    }
-
-    /// Keeps a lent connection for the next request to its host. Call only after the answer's
-    /// body was read to its end.
-    pub fn reuse(&self, lent: Lent) {
-        self.pool.put(lent.key, lent.sender);
-    }
-
-    /// Idle connections kept, to all hosts.
-    pub fn idle_connections(&self) -> usize {
-        self.pool.lock().values().map(Vec::len).sum()
-    }
-
-    async fn send(
-        &self,
-        mut req: http::Request<Full<Bytes>>,
-    ) -> std::result::Result<(http::Response<hyper::body::Incoming>, Lent), SendError> {
-        let uri = req.uri().clone();
-        let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
-            return Err(SendError::Request(format!("{uri} is not an absolute URI")));
+    /// Whether `url` names one of this server's API addresses literally (`localhost` counts as
+    /// loopback): what a save can tell without connecting.
+    pub fn is_named_by(&self, url: &url::Url) -> bool {
+        let Some(port) = url.port_or_known_default() else {
+            return false;
         };
-        let key = PoolKey {
-            scheme: scheme.clone(),
-            authority: authority.clone(),
+        let ips: Vec<IpAddr> = match url.host() {
+            Some(url::Host::Ipv4(a)) => vec![IpAddr::V4(a)],
+            Some(url::Host::Ipv6(a)) => vec![IpAddr::V6(a)],
+            Some(url::Host::Domain(d))
+                if d.eq_ignore_ascii_case("localhost") || d.ends_with(".localhost") =>
+            {
+                vec![
+                    IpAddr::from([127, 0, 0, 1]),
+                    IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]),
+                ]
+            }
+            _ => return false,
         };
-        if !req.headers().contains_key(http::header::HOST) {
-            let host = match authority.port_u16() {
-                Some(port) if Some(port) != default_port(scheme) => {
-                    format!("{}:{port}", authority.host())
-                }
-                _ => authority.host().to_owned(),
-            };
-            let host = http::HeaderValue::from_str(&host)
-                .map_err(|e| SendError::Request(format!("Host {host:?}: {e}")))?;
-            req.headers_mut().insert(http::header::HOST, host);
-        }
-        let path = uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        *req.uri_mut() = http::Uri::from(path);
-        // Idle connections first; one the receiver closed meanwhile hands the request back.
-        while let Some(mut sender) = self.pool.take(&key) {
-            if sender.ready().await.is_err() {
-                continue;
-            }
-            match sender.try_send_request(req).await {
-                Ok(resp) => return Ok((resp, Lent { key, sender })),
-                Err(mut e) => match e.take_message() {
-                    Some(back) => req = back,
-                    None => return Err(SendError::Http(e.into_error())),
-                },
-            }
-        }
-        let mut connector = self.connector.clone();
-        std::future::poll_fn(|cx| connector.poll_ready(cx))
-            .await
-            .map_err(SendError::Connect)?;
-        let io = connector.call(uri).await.map_err(SendError::Connect)?;
-        let (mut sender, conn) = http1::handshake(io).await.map_err(SendError::Http)?;
-        tokio::spawn(async move {
-            // Ends when the connection closes (the sender and the pool's copy dropped, or the
-            // receiver closed it); its errors are the requests' errors.
-            let _ = conn.await;
-        });
-        let resp = sender.send_request(req).await.map_err(SendError::Http)?;
-        Ok((resp, Lent { key, sender }))
+        ips.into_iter().any(|ip| {
+            let peer = SocketAddr::new(ip, port);
+            self.is_own(peer, peer)
+        })
     }
 }
 
-fn default_port(scheme: &Scheme) -> Option<u16> {
-    if *scheme == Scheme::HTTPS {
-        Some(443)
-    } else if *scheme == Scheme::HTTP {
-        Some(80)
-    } else {
-        None
+/// An IPv4-mapped IPv6 address as the IPv4 address it is.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
     }
 }
 
-/// Why a request got no answer.
-#[derive(Debug)]
-pub enum SendError {
-    /// No answer within the total timeout.
-    Timeout(Duration),
-    /// No connection: refused, unreachable, refused by the target policy, TLS.
-    Connect(Box<dyn std::error::Error + Send + Sync>),
-    /// The connection failed (protocol, closed mid-answer).
-    Http(hyper::Error),
-    /// The request could not be made (its URI, its Host).
-    Request(String),
+/// Why a connection to `peer` (from `local`) is refused, if it is.
+fn refused(
+    policy: TargetPolicy,
+    own: &OwnAddresses,
+    local: SocketAddr,
+    peer: SocketAddr,
+) -> Option<String> {
+    if policy == TargetPolicy::Strict && !is_public(peer.ip()) {
+        return Some(format!(
+            "refused by target policy: {} is not a public address (allowed only with --dev)",
+            peer.ip()
+        ));
+    }
+    if own.is_own(local, peer) {
+        return Some(format!(
+            "refused by target policy: {peer} is this server's own API (a webhook may not call its own server)"
+        ));
+    }
+    None
 }
 
-impl SendError {
-    /// A readable description: the kind, then the chain of causes, which tells timeouts,
-    /// refused connections, refused addresses and TLS failures apart.
-    pub fn describe(&self) -> String {
-        fn chain(kind: &str, e: &dyn std::error::Error) -> String {
-            let mut msg = format!("{kind}: {e}");
-            let mut source = e.source();
-            while let Some(s) = source {
-                msg.push_str(": ");
-                msg.push_str(&s.to_string());
-                source = s.source();
+/// The TCP connector under TLS: connects through [`TargetResolver`], refuses a literal address
+/// the policy does not allow before connecting, and checks the address each connection reached
+/// before it is used.
+#[derive(Clone, Debug)]
+pub struct Guard {
+    inner: HttpConnector<TargetResolver>,
+    policy: TargetPolicy,
+    own: OwnAddresses,
+}
+
+impl Guard {
+    /// A guard over `inner` for `policy`.
+    pub fn new(
+        inner: HttpConnector<TargetResolver>,
+        policy: TargetPolicy,
+        own: OwnAddresses,
+    ) -> Self {
+        Guard { inner, policy, own }
+    }
+}
+
+impl tower_service::Service<http::Uri> for Guard {
+    type Response = TokioIo<TcpStream>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let mut inner = self.inner.clone();
+        let (policy, own) = (self.policy, self.own.clone());
+        Box::pin(async move {
+            let literal = uri
+                .host()
+                .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
+                .and_then(|h| h.parse::<IpAddr>().ok());
+            if let Some(ip) = literal.filter(|ip| policy == TargetPolicy::Strict && !is_public(*ip))
+            {
+                return Err(format!(
+                    "refused by target policy: {ip} is not a public address (allowed only with --dev)"
+                )
+                .into());
             }
-            msg
-        }
-        match self {
-            SendError::Timeout(t) => format!("timeout: no answer within {} ms", t.as_millis()),
-            SendError::Connect(e) => chain("connect error", e.as_ref()),
-            SendError::Http(e) => chain("request error", e),
-            SendError::Request(e) => format!("request error: {e}"),
-        }
+            let io = inner.call(uri).await?;
+            let stream = io.inner();
+            let (local, peer) = (stream.local_addr()?, stream.peer_addr()?);
+            if let Some(why) = refused(policy, &own, local, peer) {
+                return Err(why.into());
+            }
+            Ok(io)
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A target is parsed once, as the url crate writes it (percent-encoded), and the cache
-    /// starts over when full; a URL that does not parse is refused every time.
-    #[test]
-    fn target_uris_are_parsed_once_and_encoded() {
-        let client = build_client(TargetPolicy::Strict, Timeouts::default(), 8).unwrap();
-        let uri = client.uri("https://example.com/a b?x=é").unwrap();
-        assert_eq!(uri.to_string(), "https://example.com/a%20b?x=%C3%A9");
-        assert_eq!(client.uris.lock().unwrap().len(), 1);
-        assert_eq!(client.uri("https://example.com/a b?x=é").unwrap(), uri);
-        assert_eq!(client.uris.lock().unwrap().len(), 1);
-        assert!(client.uri("not a url").is_err());
-        assert_eq!(client.uris.lock().unwrap().len(), 1);
-        for i in 0..URIS_MAX {
-            client.uri(&format!("https://example.com/{i}")).unwrap();
-        }
-        assert!(client.uris.lock().unwrap().len() <= URIS_MAX);
-    }
 
     #[test]
     fn strict_refuses_http_loopback_and_private_literals() {
@@ -534,255 +349,59 @@ mod tests {
         assert!(check_url(TargetPolicy::Dev, "ftp://127.0.0.1/").is_err());
     }
 
-    /// What the strict client answers for a POST to `url`.
-    async fn strict_error(url: &str) -> String {
-        let client = build_client(TargetPolicy::Strict, Timeouts::default(), 8)
-            .unwrap_or_else(|e| panic!("{e}"));
-        let req = http::Request::post(url)
-            .body(Full::new(Bytes::new()))
-            .unwrap_or_else(|e| panic!("{e}"));
-        client
-            .request(req)
-            .await
-            .err()
-            .map(|e| e.describe())
-            .unwrap_or_default()
-    }
-
-    #[tokio::test]
-    async fn strict_client_refuses_names_that_resolve_to_loopback() {
-        let err = strict_error("https://localhost:1/").await;
-        assert!(err.contains("refused by target policy"), "{err}");
-        assert!(err.starts_with("connect error"), "{err}");
-    }
-
-    #[tokio::test]
-    async fn strict_client_refuses_plain_http() {
-        let err = strict_error("http://example.com/").await;
-        assert!(err.contains("unsupported scheme http"), "{err}");
-    }
-
-    /// How the test receiver treats its connections.
-    #[derive(Clone, Copy, PartialEq)]
-    enum Mode {
-        /// Keep-alive: answers every request on a connection.
-        KeepAlive,
-        /// Answers one request (without `Connection: close`), then closes the connection, as a
-        /// receiver's idle timeout does.
-        CloseAfterOne,
-        /// Answers with a body longer than the excerpt the sender reads.
-        LongBody,
-    }
-
-    /// A raw HTTP/1.1 receiver on port 0: answers 200 to each request; counts the connections
-    /// it accepted and the requests it answered, and keeps their Host headers.
-    struct TestReceiver {
-        url: String,
-        accepted: Arc<std::sync::atomic::AtomicUsize>,
-        hosts: Arc<Mutex<Vec<String>>>,
-    }
-
-    async fn receiver(mode: Mode) -> TestReceiver {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let hosts = Arc::new(Mutex::new(Vec::new()));
-        let (count, seen) = (accepted.clone(), hosts.clone());
-        tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                count.fetch_add(1, Ordering::SeqCst);
-                let seen = seen.clone();
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    loop {
-                        // One request: the head, then Content-Length bytes of body.
-                        let head_end = loop {
-                            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                                break i + 4;
-                            }
-                            let mut chunk = [0u8; 4096];
-                            match stream.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                            }
-                        };
-                        let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
-                        let header = |name: &str| {
-                            head.lines()
-                                .find_map(|l| l.strip_prefix(name))
-                                .map(|v| v.trim().to_owned())
-                        };
-                        let length: usize = header("content-length:")
-                            .and_then(|v| v.parse().ok())
-                            .unwrap_or(0);
-                        seen.lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .push(header("host:").unwrap_or_default());
-                        while buf.len() < head_end + length {
-                            let mut chunk = [0u8; 4096];
-                            match stream.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                            }
-                        }
-                        buf.drain(..head_end + length);
-                        let body = if mode == Mode::LongBody {
-                            "x".repeat(3 * EXCERPT)
-                        } else {
-                            String::new()
-                        };
-                        let answer = format!(
-                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
-                            body.len()
-                        );
-                        if stream.write_all(answer.as_bytes()).await.is_err() {
-                            return;
-                        }
-                        if mode == Mode::CloseAfterOne {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        TestReceiver {
-            url: format!("http://{addr}/hook?x=1"),
-            accepted,
-            hosts,
+    #[test]
+    fn special_ranges_are_not_public() {
+        for ip in [
+            "192.88.99.1",
+            "::1.2.3.4",
+            "::a00:1",
+            "2002:c0a8:0101::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "fec0::1",
+            "3fff::1",
+            "100::1",
+            "2001:2::1",
+            "64:ff9b:1::a00:1",
+            "::ffff:10.0.0.1",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap_or_else(|e| panic!("{ip}: {e}"));
+            assert!(!is_public(ip), "{ip} is not public");
+        }
+        for ip in [
+            "93.184.216.34",
+            "2606:2800:220:1:248:1893:25c8:1946",
+            "2001:4860::8888",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap_or_else(|e| panic!("{ip}: {e}"));
+            assert!(is_public(ip), "{ip} is public");
         }
     }
 
-    /// More than the sender keeps of an answer (send.rs reads at most 4000 bytes).
-    const EXCERPT: usize = 4000;
-
-    async fn post(client: &HttpClient, url: &str) -> crate::send::Response {
-        crate::send::send(
-            client,
-            crate::send::Outgoing {
-                url: url.to_owned(),
-                body: b"{}".to_vec(),
-                headers: http::HeaderMap::new(),
-            },
-        )
-        .await
-    }
-
-    fn dev_client() -> HttpClient {
-        build_client(TargetPolicy::Dev, Timeouts::default(), 8).unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    /// Requests in turn share one keep-alive connection, sent in origin form with the target's
-    /// host and port as `Host`.
-    #[tokio::test]
-    async fn one_connection_serves_requests_in_turn() {
-        let r = receiver(Mode::KeepAlive).await;
-        let client = dev_client();
-        for _ in 0..5 {
-            let resp = post(&client, &r.url).await;
-            assert_eq!(resp.status, Some(200), "{:?}", resp.error);
-        }
-        assert_eq!(r.accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
-        assert_eq!(client.idle_connections(), 1);
-        let host = r
-            .url
-            .trim_start_matches("http://")
-            .split('/')
-            .next()
-            .map(str::to_owned);
-        let hosts = r.hosts.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        assert_eq!(hosts.len(), 5);
-        assert!(hosts.iter().all(|h| Some(h) == host.as_ref()), "{hosts:?}");
-    }
-
-    /// A receiver that closes its connections after each answer costs new connections, never
-    /// a failed delivery.
-    #[tokio::test]
-    async fn a_connection_closed_by_the_receiver_is_not_reused() {
-        let r = receiver(Mode::CloseAfterOne).await;
-        let client = dev_client();
-        for _ in 0..4 {
-            let resp = post(&client, &r.url).await;
-            assert_eq!(resp.status, Some(200), "{:?}", resp.error);
-            // Time for the connection's task to see the close.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert_eq!(r.accepted.load(std::sync::atomic::Ordering::SeqCst), 4);
-    }
-
-    /// An answer not read to its end leaves its connection unusable: it is not kept.
-    #[tokio::test]
-    async fn an_answer_cut_short_closes_its_connection() {
-        let r = receiver(Mode::LongBody).await;
-        let client = dev_client();
-        for _ in 0..2 {
-            let resp = post(&client, &r.url).await;
-            assert_eq!(resp.status, Some(200), "{:?}", resp.error);
-            assert_eq!(client.idle_connections(), 0);
-        }
-        assert_eq!(r.accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
-    }
-
-    /// Idle connections older than IDLE_FOR are dropped instead of used; the pool keeps at most
-    /// `max_idle_per_host` per host.
-    #[tokio::test]
-    async fn old_idle_connections_are_dropped_and_the_pool_is_bounded() {
-        let r = receiver(Mode::KeepAlive).await;
-        let client = build_client(TargetPolicy::Dev, Timeouts::default(), 2)
-            .unwrap_or_else(|e| panic!("{e}"));
-        // Three at once: three connections, of which two are kept.
-        let (a, b, c) = tokio::join!(
-            post(&client, &r.url),
-            post(&client, &r.url),
-            post(&client, &r.url)
+    #[test]
+    fn own_addresses_are_recognised() {
+        let own = OwnAddresses::default();
+        let any: SocketAddr = "0.0.0.0:8080".parse().unwrap_or_else(|e| panic!("{e}"));
+        let lo: SocketAddr = "127.0.0.1:9000".parse().unwrap_or_else(|e| panic!("{e}"));
+        own.add(any);
+        own.add(lo);
+        let at = |s: &str| s.parse::<SocketAddr>().unwrap_or_else(|e| panic!("{e}"));
+        // A listener on every interface: loopback, or an address this machine has at both ends.
+        assert!(own.is_own(at("127.0.0.1:5555"), at("127.0.0.1:8080")));
+        assert!(own.is_own(at("10.0.0.5:5555"), at("10.0.0.5:8080")));
+        assert!(own.is_own(at("[::1]:5555"), at("[::ffff:127.0.0.1]:8080")));
+        assert!(
+            !own.is_own(at("10.0.0.5:5555"), at("10.0.0.6:8080")),
+            "another host"
         );
-        for resp in [a, b, c] {
-            assert_eq!(resp.status, Some(200), "{:?}", resp.error);
-        }
-        assert_eq!(r.accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
-        assert_eq!(client.idle_connections(), 2);
-        // Age them past IDLE_FOR: the next request opens a new connection.
-        for list in client.pool.lock().values_mut() {
-            for (_, since) in list.iter_mut() {
-                *since -= IDLE_FOR;
-            }
-        }
-        let resp = post(&client, &r.url).await;
-        assert_eq!(resp.status, Some(200), "{:?}", resp.error);
-        assert_eq!(r.accepted.load(std::sync::atomic::Ordering::SeqCst), 4);
-        assert_eq!(client.idle_connections(), 1);
-    }
-
-    /// A host no request goes to any more loses its idle connections at the next sweep, when
-    /// they are too old (or closed).
-    #[tokio::test]
-    async fn a_sweep_drops_what_another_host_left_idle() {
-        let (old, busy) = (
-            receiver(Mode::KeepAlive).await,
-            receiver(Mode::KeepAlive).await,
+        assert!(
+            !own.is_own(at("127.0.0.1:5555"), at("127.0.0.1:8081")),
+            "another port"
         );
-        let client = dev_client();
-        let resp = post(&client, &old.url).await;
-        assert_eq!(resp.status, Some(200), "{:?}", resp.error);
-        for list in client.pool.lock().values_mut() {
-            for (_, since) in list.iter_mut() {
-                *since -= IDLE_FOR;
-            }
-        }
-        // Requests to the other host only: the sweep comes with the SWEEP_EVERY-th give-back
-        // (the first was the old host's).
-        for _ in 2..SWEEP_EVERY {
-            let resp = post(&client, &busy.url).await;
-            assert_eq!(resp.status, Some(200), "{:?}", resp.error);
-            let keys: Vec<PoolKey> = client.pool.lock().keys().cloned().collect();
-            assert_eq!(keys.len(), 2, "{keys:?}");
-        }
-        let resp = post(&client, &busy.url).await;
-        assert_eq!(resp.status, Some(200), "{:?}", resp.error);
-        assert_eq!(client.pool.lock().len(), 1);
-        assert_eq!(client.idle_connections(), 1);
+        assert!(own.is_own(at("127.0.0.1:5555"), at("127.0.0.1:9000")));
+        let url = |s: &str| url::Url::parse(s).unwrap_or_else(|e| panic!("{e}"));
+        assert!(own.is_named_by(&url("http://localhost:8080/api/v1/Webhook/a.b/1")));
+        assert!(own.is_named_by(&url("http://127.0.0.1:9000/")));
+        assert!(!own.is_named_by(&url("http://127.0.0.1:9001/")));
+        assert!(!own.is_named_by(&url("https://example.com:8080/")));
     }
 }

@@ -174,7 +174,11 @@ impl Server {
                 .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?,
         };
         let addr = listener.local_addr()?;
-        let (dispatcher, mail_rx) = Dispatcher::new(store.clone(), config.dispatch())?;
+        let dispatch = config.dispatch();
+        // No delivery may reach this server's own API (a webhook calling its own SignalEvent
+        // would loop for ever).
+        dispatch.own_addresses.add(addr);
+        let (dispatcher, mail_rx) = Dispatcher::new(store.clone(), dispatch)?;
         let smtp = config.smtp.as_ref().map(|s| SmtpConfig {
             host: s.host.clone(),
             port: s.port,
