@@ -16,7 +16,7 @@ use serde_json::{Map, Value as Json_};
 
 use crate::auth::Auth;
 use crate::body::{ApiPath, ApiQuery, JsonBody};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::{patch, AppState};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -366,8 +366,8 @@ fn default_row() -> Row {
 fn object(body: Json_) -> ApiResult<Map<String, Json_>> {
     match body {
         Json_::Object(m) => Ok(m),
-        _ => Err(ApiError::bad_request(
-            "InvalidBody",
+        _ => Err(ApiError::new(
+            ErrorCode::InvalidBody,
             "the body must be a ContactEntity JSON object",
         )),
     }
@@ -407,7 +407,10 @@ async fn get_default(State(state): State<AppState>, _auth: Auth) -> Json<Entity>
 
 fn parse_id(raw: &str) -> ApiResult<i64> {
     raw.parse::<i32>().map(i64::from).map_err(|_| {
-        ApiError::bad_request("InvalidId", format!("contact id {raw:?} is not an int32"))
+        ApiError::new(
+            ErrorCode::InvalidId,
+            format!("contact id {raw:?} is not an int32"),
+        )
     })
 }
 
@@ -516,7 +519,7 @@ async fn patch_one(
                 let mut doc = entity_json(current, offset, &base);
                 patch::apply(&mut doc, &body).map_err(|e| {
                     r.reject(match e {
-                        patch::PatchError::Invalid(m) => ApiError::bad_request("InvalidBody", m),
+                        patch::PatchError::Invalid(m) => ApiError::new(ErrorCode::InvalidBody, m),
                         patch::PatchError::TestFailed(m) => ApiError::conflict(m),
                     })
                 })?;
@@ -557,8 +560,8 @@ async fn delete(
         None | Some("false") | Some("0") => false,
         Some("true") | Some("1") | Some("") => true,
         Some(other) => {
-            return Err(ApiError::bad_request(
-                "InvalidQuery",
+            return Err(ApiError::new(
+                ErrorCode::InvalidQuery,
                 format!("permanent={other:?}: use true or false"),
             ))
         }

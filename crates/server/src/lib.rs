@@ -29,7 +29,7 @@ use tokio::sync::watch;
 use tower::ServiceExt as _;
 
 pub use config::Config;
-use error::ApiError;
+use error::{ApiError, ErrorCode};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -90,11 +90,10 @@ async fn metrics(State(state): State<AppState>) -> Result<String, ApiError> {
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError {
-        status: axum::http::StatusCode::METHOD_NOT_ALLOWED,
-        code: "MethodNotAllowed",
-        message: "this route does not take that method".into(),
-    }
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        "this route does not take that method",
+    )
 }
 
 async fn fallback() -> ApiError {

@@ -21,7 +21,7 @@ use serde_json::{json, Map, Value};
 
 use crate::auth::Auth;
 use crate::body::{ApiPath, ApiQuery, JsonBody};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::{patch, AppState};
 
 fn date(ticks: Ticks, offset: time::UtcOffset) -> Value {
@@ -300,8 +300,8 @@ async fn save(state: &AppState, auth: &Auth, hook: Webhook) -> ApiResult<Json<Va
             .send_test(&hook, &auth.actor.tenant, auth.actor.associate_id)
             .await;
         if !ok {
-            return Err(ApiError::bad_request(
-                "WebhookTestFailed",
+            return Err(ApiError::new(
+                ErrorCode::WebhookTestFailed,
                 format!("the test event to TargetUrl did not succeed, so the webhook was not saved. Receiver answer: {message}"),
             ));
         }
@@ -320,7 +320,10 @@ async fn save(state: &AppState, auth: &Auth, hook: Webhook) -> ApiResult<Json<Va
 
 fn parse_id(raw: &str) -> ApiResult<i64> {
     raw.parse::<i32>().map(i64::from).map_err(|_| {
-        ApiError::bad_request("InvalidId", format!("webhook id {raw:?} is not an int32"))
+        ApiError::new(
+            ErrorCode::InvalidId,
+            format!("webhook id {raw:?} is not an int32"),
+        )
     })
 }
 
@@ -358,8 +361,8 @@ async fn list(
     let status = match q.status_filter.as_deref().filter(|s| !s.is_empty()) {
         None => None,
         Some(s) => Some(WebhookState::parse(s).ok_or_else(|| {
-            ApiError::bad_request(
-                "InvalidQuery",
+            ApiError::new(
+                ErrorCode::InvalidQuery,
                 format!("statusFilter {s:?}: use Unknown, Active, Stopped or TooManyErrors"),
             )
         })?),
@@ -384,8 +387,8 @@ async fn list(
 fn object(body: Value) -> ApiResult<Map<String, Value>> {
     match body {
         Value::Object(m) => Ok(m),
-        _ => Err(ApiError::bad_request(
-            "InvalidBody",
+        _ => Err(ApiError::new(
+            ErrorCode::InvalidBody,
             "the body must be a Webhook JSON object",
         )),
     }
@@ -441,7 +444,7 @@ async fn patch_one(
         m.remove("Secret");
     }
     patch::apply(&mut doc, &body).map_err(|e| match e {
-        patch::PatchError::Invalid(m) => ApiError::bad_request("InvalidBody", m),
+        patch::PatchError::Invalid(m) => ApiError::new(ErrorCode::InvalidBody, m),
         patch::PatchError::TestFailed(m) => ApiError::conflict(m),
     })?;
     let doc = object(doc)?;
@@ -489,27 +492,33 @@ async fn signal(
     body: axum::body::Bytes,
 ) -> ApiResult<StatusCode> {
     if event.is_empty() || event.len() > 255 || event.contains(',') {
-        return Err(ApiError::bad_request(
-            "InvalidEvent",
+        return Err(ApiError::new(
+            ErrorCode::InvalidEvent,
             "the event name must be 1 to 255 characters without commas",
         ));
     }
     let pk: i64 = pk.parse::<i32>().map(i64::from).map_err(|_| {
-        ApiError::bad_request("InvalidId", format!("primary key {pk:?} is not an int32"))
+        ApiError::new(
+            ErrorCode::InvalidId,
+            format!("primary key {pk:?} is not an int32"),
+        )
     })?;
     let parsed: Option<Value> = if body.iter().all(u8::is_ascii_whitespace) {
         None
     } else {
         Some(serde_json::from_slice(&body).map_err(|e| {
-            ApiError::bad_request("InvalidJson", format!("the body is not valid JSON: {e}"))
+            ApiError::new(
+                ErrorCode::InvalidJson,
+                format!("the body is not valid JSON: {e}"),
+            )
         })?)
     };
     let data = match parsed {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(m)) => m,
         Some(_) => {
-            return Err(ApiError::bad_request(
-                "InvalidBody",
+            return Err(ApiError::new(
+                ErrorCode::InvalidBody,
                 "the event data must be a JSON object",
             ))
         }
@@ -574,8 +583,8 @@ fn parse_time(field: &str, s: &str) -> ApiResult<Ticks> {
             time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
         })
         .ok_or_else(|| {
-            ApiError::bad_request(
-                "InvalidQuery",
+            ApiError::new(
+                ErrorCode::InvalidQuery,
                 format!("{field} {s:?} is not a date-time (use RFC 3339)"),
             )
         })?;
@@ -621,8 +630,8 @@ async fn deliveries(
     let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
         None => None,
         Some(s) => Some(DeliveryStatus::parse(s).ok_or_else(|| {
-            ApiError::bad_request(
-                "InvalidQuery",
+            ApiError::new(
+                ErrorCode::InvalidQuery,
                 format!("status {s:?}: use pending, inflight, delivered, failed or cancelled"),
             )
         })?),
@@ -716,7 +725,7 @@ async fn replay(
 ) -> ApiResult<Json<Value>> {
     let hook = load(&state, &auth, &id).await?;
     let body: ReplayBody = serde_json::from_value(body)
-        .map_err(|e| ApiError::bad_request("InvalidBody", format!("replay body: {e} (expected {{\"since\": RFC 3339, \"until\"?, \"onlyFailed\"?, \"limit\"?}})")))?;
+        .map_err(|e| ApiError::new(ErrorCode::InvalidBody, format!("replay body: {e} (expected {{\"since\": RFC 3339, \"until\"?, \"onlyFailed\"?, \"limit\"?}})")))?;
     let req = ReplayRequest {
         since: parse_time("since", &body.since)?,
         until: body
