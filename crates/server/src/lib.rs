@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod carriers;
 pub mod config;
 pub mod contact_api;
 pub mod error;
