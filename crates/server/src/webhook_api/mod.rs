@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use crmhooks_dispatch::policy::POLICY_NAMES;
-use crmhooks_dispatch::send::RESERVED_HEADERS;
+use crmhooks_dispatch::send::is_reserved_header;
 use crmhooks_dispatch::{check_url, SuccessRule};
 use crmhooks_store::{
     render_date, DeliveryFilter, DeliveryStatus, NewEvent, ReplayRequest, Ticks, Webhook,
@@ -235,7 +235,7 @@ fn validate(hook: &Webhook, state: &AppState) -> ApiResult<()> {
         .map_err(|e| ApiError::invalid_field("TargetUrl", e))?;
     if let Some(headers) = &hook.headers {
         for (k, v) in headers {
-            if RESERVED_HEADERS.contains(&k.to_ascii_lowercase().as_str()) {
+            if is_reserved_header(k) {
                 return Err(ApiError::invalid_field(
                     &format!("Headers.{k}"),
                     "may not replace a standard header",
