@@ -190,6 +190,27 @@ async fn create(
     respond(&state, out.row)
 }
 
+/// Edits the live contact `id` in one store transaction: `edit` gets the stored row and a
+/// copy to change; the answer is the row after the change.
+async fn edit_live(
+    state: &AppState,
+    auth: &Auth,
+    id: i64,
+    mut edit: impl FnMut(&Row, &mut Row) -> ApiResult<()> + Send + 'static,
+) -> ApiResult<Response> {
+    let out = change_contact(state, auth, Some(id), move |current| {
+        let current = live(current)?;
+        let mut row = current.clone();
+        edit(current, &mut row)?;
+        Ok(Change::Update {
+            row,
+            verb: "changed",
+        })
+    })
+    .await?;
+    respond(state, out.row)
+}
+
 async fn put(
     State(state): State<AppState>,
     auth: Auth,
@@ -198,16 +219,10 @@ async fn put(
 ) -> ApiResult<Response> {
     let id = parse_id(&id)?;
     let input: ContactInput = read_object(body, Spelling::FirstWins, NOT_AN_ENTITY)?;
-    let out = change_contact(&state, &auth, Some(id), move |current| {
-        let mut row = live(current)?.clone();
-        apply(&input, &mut row, Absent::IsDefault)?;
-        Ok(Change::Update {
-            row,
-            verb: "changed",
-        })
+    edit_live(&state, &auth, id, move |_, row| {
+        apply(&input, row, Absent::IsDefault)
     })
-    .await?;
-    respond(&state, out.row)
+    .await
 }
 
 async fn patch_one(
@@ -227,22 +242,15 @@ async fn patch_one(
     } else {
         None
     };
-    let out = change_contact(&state, &auth, Some(id), move |current| {
-        let current = live(current)?;
-        let mut row = current.clone();
-        if let Some(fields) = &fields {
-            apply(fields, &mut row, Absent::Keeps)?;
-        } else {
-            let doc = patched(current, offset, &base, &body)?;
-            apply(&doc, &mut row, Absent::IsDefault)?;
-        }
-        Ok(Change::Update {
+    edit_live(&state, &auth, id, move |current, row| match &fields {
+        Some(fields) => apply(fields, row, Absent::Keeps),
+        None => apply(
+            &patched(current, offset, &base, &body)?,
             row,
-            verb: "changed",
-        })
+            Absent::IsDefault,
+        ),
     })
-    .await?;
-    respond(&state, out.row)
+    .await
 }
 
 /// The entity of `current` with `patch` (JSON Patch or Merge Patch) applied, read back.
