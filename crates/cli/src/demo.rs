@@ -193,7 +193,7 @@ async fn show(
             p.map(|p| p.event.as_str()).unwrap_or("?"),
             p.map(|p| p.event_id.to_string()).unwrap_or_default(),
             p.map(|p| p.primary_key).unwrap_or_default(),
-            r.header("x-superoffice-retry").unwrap_or("-"),
+            r.header(crmhooks_payload::headers::RETRY).unwrap_or("-"),
             r.verdict,
             if r.is_test() { "  (X-Hook-Test)" } else { "" },
         );

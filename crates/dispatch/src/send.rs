@@ -1,5 +1,6 @@
 //! Building one request (body, headers, signature) and sending it.
 
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -22,18 +23,32 @@ pub fn user_agent() -> String {
     )
 }
 
-/// Header names a webhook's custom `Headers` may not replace.
-pub const RESERVED_HEADERS: [&str; 9] = [
-    "content-type",
-    "user-agent",
-    "x-superoffice-event",
-    "x-superoffice-eventid",
-    "x-superoffice-signature",
-    "x-superoffice-retry",
-    "x-hook-test",
-    "host",
-    "content-length",
-];
+/// Whether a webhook's custom `Headers` may not use `name` (any case): the standard headers
+/// of a call are ours to send.
+pub fn is_reserved_header(name: &str) -> bool {
+    wire::is_standard(name)
+}
+
+/// The SuperOffice header names as [`HeaderName`]s, made once from the payload crate's
+/// spellings (`HeaderName::from_static` takes only lower case).
+struct Names {
+    event: HeaderName,
+    event_id: HeaderName,
+    signature: HeaderName,
+    retry: HeaderName,
+    hook_test: HeaderName,
+}
+
+static NAMES: LazyLock<Names> = LazyLock::new(|| {
+    let name = |s: &'static str| HeaderName::from_bytes(s.as_bytes()).expect("a valid header name");
+    Names {
+        event: name(wire::EVENT),
+        event_id: name(wire::EVENT_ID),
+        signature: name(wire::SIGNATURE),
+        retry: name(wire::RETRY),
+        hook_test: name(wire::HOOK_TEST),
+    }
+});
 
 /// Headers that frame the message or concern the connection: a definition's custom `Headers`
 /// may not set them (they would break the request or the connection it travels on).
@@ -72,7 +87,7 @@ pub fn check_custom_headers(
     let mut bytes = 0usize;
     for (name, value) in custom {
         let lower = name.to_ascii_lowercase();
-        if RESERVED_HEADERS.contains(&lower.as_str()) {
+        if is_reserved_header(name) {
             return Err(format!(
                 "{name:?} is set by the server and may not be replaced"
             ));
@@ -181,6 +196,7 @@ pub fn build_body(
     if let Some(custom) = &hook.headers {
         check_custom_headers(custom).map_err(|e| format!("the webhook's Headers: {e}"))?;
     }
+    let names = &*NAMES;
     let mut h = HeaderMap::with_capacity(8 + hook.headers.as_ref().map_or(0, |c| c.len()));
     h.insert(
         header::CONTENT_TYPE,
@@ -188,31 +204,24 @@ pub fn build_body(
     );
     h.insert(header::USER_AGENT, user_agent_value());
     if let Ok(v) = HeaderValue::from_str(event) {
-        h.insert(HeaderName::from_static("x-superoffice-event"), v);
+        h.insert(names.event.clone(), v);
     }
     let mut id = Uuid::encode_buffer();
     if let Ok(v) = HeaderValue::from_str(event_id.hyphenated().encode_lower(&mut id)) {
-        h.insert(HeaderName::from_static("x-superoffice-eventid"), v);
+        h.insert(names.event_id.clone(), v);
     }
     if let Some(secret) = hook.secret.as_deref().filter(|s| !s.is_empty()) {
         if let Ok(v) = HeaderValue::from_str(&sign(secret, &body)) {
-            h.insert(HeaderName::from_static("x-superoffice-signature"), v);
+            h.insert(names.signature.clone(), v);
         }
     }
-    h.insert(
-        HeaderName::from_static("x-superoffice-retry"),
-        HeaderValue::from(retry),
-    );
+    h.insert(names.retry.clone(), HeaderValue::from(retry));
     if test {
-        h.insert(
-            HeaderName::from_static("x-hook-test"),
-            HeaderValue::from_static("true"),
-        );
+        h.insert(names.hook_test.clone(), HeaderValue::from_static("true"));
     }
     if let Some(custom) = &hook.headers {
         for (k, v) in custom {
-            let lower = k.to_ascii_lowercase();
-            if RESERVED_HEADERS.contains(&lower.as_str()) {
+            if is_reserved_header(k) {
                 continue;
             }
             let value = match v {
@@ -451,5 +460,43 @@ mod tests {
             let built = build_body(&hook, b"{}".to_vec(), "test", Uuid::nil(), 0, true);
             assert!(built.is_err(), "{why}");
         }
+    }
+
+    /// The request carries the payload crate's headers, in SuperOffice's order, then the
+    /// custom ones.
+    #[test]
+    fn a_request_carries_the_standard_headers_then_the_custom_ones() {
+        let mut hook = hook_with(headers(&[("X-Custom", json!("c"))]));
+        hook.secret = Some("s".into());
+        let out = build_body(
+            &hook,
+            b"{}".to_vec(),
+            "contact.created",
+            Uuid::nil(),
+            2,
+            true,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let names: Vec<&str> = out.headers.keys().map(HeaderName::as_str).collect();
+        let mut want: Vec<String> = wire::STANDARD[..7]
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect();
+        want.push("x-custom".into());
+        assert_eq!(names, want);
+        let get = |name: &str| out.headers.get(name).and_then(|v| v.to_str().ok());
+        assert_eq!(get(wire::EVENT), Some("contact.created"));
+        assert_eq!(get(wire::RETRY), Some("2"));
+        assert_eq!(get(wire::HOOK_TEST), Some("true"));
+        assert_eq!(get(wire::CONTENT_TYPE), Some(wire::CONTENT_TYPE_JSON));
+        assert_eq!(get(wire::SIGNATURE), Some(sign("s", b"{}").as_str()));
+    }
+
+    #[test]
+    fn the_standard_headers_are_reserved_in_any_case() {
+        for name in wire::STANDARD {
+            assert!(is_reserved_header(&name.to_ascii_uppercase()), "{name}");
+        }
+        assert!(!is_reserved_header("X-Custom"));
     }
 }

@@ -12,7 +12,40 @@ pub const SIGNATURE: &str = "X-SuperOffice-Signature";
 pub const RETRY: &str = "X-SuperOffice-Retry";
 /// `true` on the `test` event only.
 pub const HOOK_TEST: &str = "X-Hook-Test";
+/// The body's media type, [`CONTENT_TYPE_JSON`].
+pub const CONTENT_TYPE: &str = "Content-Type";
+/// The sender, `NetServer-Webhook/<four-part version>`.
+pub const USER_AGENT: &str = "User-Agent";
+/// The target's host, as HTTP/1.1 requires.
+pub const HOST: &str = "Host";
+/// The body's length in bytes.
+pub const CONTENT_LENGTH: &str = "Content-Length";
 /// The `Content-Type` of every call.
 pub const CONTENT_TYPE_JSON: &str = "application/json; charset=utf-8";
 /// The product part of the `User-Agent`, which is `NetServer-Webhook/<four-part version>`.
 pub const USER_AGENT_PRODUCT: &str = "NetServer-Webhook";
+
+/// Every header of a webhook call, in the order SuperOffice sends them (custom headers go
+/// between [`HOOK_TEST`] and [`HOST`]).
+pub const STANDARD: [&str; 9] = [
+    CONTENT_TYPE,
+    USER_AGENT,
+    EVENT,
+    EVENT_ID,
+    SIGNATURE,
+    RETRY,
+    HOOK_TEST,
+    HOST,
+    CONTENT_LENGTH,
+];
+
+/// Whether `name`, in any case, is one of the [`STANDARD`] headers of a call.
+///
+/// ```
+/// use crmhooks_payload::headers;
+/// assert!(headers::is_standard("x-superoffice-signature"));
+/// assert!(!headers::is_standard("X-Custom"));
+/// ```
+pub fn is_standard(name: &str) -> bool {
+    STANDARD.iter().any(|h| h.eq_ignore_ascii_case(name))
+}

@@ -4,7 +4,7 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 
 /// Any JSON value; the request body limit applies.
 pub struct JsonBody(pub serde_json::Value);
@@ -15,23 +15,25 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError {
-                    status: StatusCode::PAYLOAD_TOO_LARGE,
-                    code: "BodyTooLarge",
-                    message: "the request body is larger than max_body_bytes".into(),
-                }
+                ApiError::new(
+                    ErrorCode::BodyTooLarge,
+                    "the request body is larger than max_body_bytes",
+                )
             } else {
-                ApiError::bad_request("InvalidBody", format!("cannot read the body: {e}"))
+                ApiError::new(ErrorCode::InvalidBody, format!("cannot read the body: {e}"))
             }
         })?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Err(ApiError::bad_request(
-                "MissingBody",
+            return Err(ApiError::new(
+                ErrorCode::MissingBody,
                 "the request needs a JSON body",
             ));
         }
         serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {
-            ApiError::bad_request("InvalidJson", format!("the body is not valid JSON: {e}"))
+            ApiError::new(
+                ErrorCode::InvalidJson,
+                format!("the body is not valid JSON: {e}"),
+            )
         })
     }
 }
@@ -53,7 +55,7 @@ where
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|q| ApiQuery(q.0))
-            .map_err(|e| ApiError::bad_request("InvalidQuery", e.body_text()))
+            .map_err(|e| ApiError::new(ErrorCode::InvalidQuery, e.body_text()))
     }
 }
 
@@ -74,6 +76,6 @@ where
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|p| ApiPath(p.0))
-            .map_err(|e| ApiError::bad_request("InvalidPath", e.body_text()))
+            .map_err(|e| ApiError::new(ErrorCode::InvalidPath, e.body_text()))
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod carriers;
 pub mod config;
 pub mod contact_api;
 pub mod error;
@@ -29,7 +30,7 @@ use tokio::sync::watch;
 use tower::ServiceExt as _;
 
 pub use config::Config;
-use error::ApiError;
+use error::{ApiError, ErrorCode};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -90,11 +91,10 @@ async fn metrics(State(state): State<AppState>) -> Result<String, ApiError> {
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError {
-        status: axum::http::StatusCode::METHOD_NOT_ALLOWED,
-        code: "MethodNotAllowed",
-        message: "this route does not take that method".into(),
-    }
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        "this route does not take that method",
+    )
 }
 
 async fn fallback() -> ApiError {

@@ -4,6 +4,8 @@
 
 use serde_json::{Map, Value};
 
+use crate::error::{ApiError, ErrorCode};
+
 /// A patch that cannot be applied.
 #[derive(Debug, PartialEq, Eq)]
 pub enum PatchError {
@@ -11,6 +13,16 @@ pub enum PatchError {
     Invalid(String),
     /// A `test` operation failed (409).
     TestFailed(String),
+}
+
+impl PatchError {
+    /// The answer: 400 `InvalidBody`, or 409 `Conflict` when a `test` failed.
+    pub fn into_api(self) -> ApiError {
+        match self {
+            PatchError::Invalid(m) => ApiError::new(ErrorCode::InvalidBody, m),
+            PatchError::TestFailed(m) => ApiError::conflict(m),
+        }
+    }
 }
 
 fn find_key(map: &Map<String, Value>, name: &str) -> Option<String> {

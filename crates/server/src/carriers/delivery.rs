@@ -1,0 +1,116 @@
+//! The delivery log of a webhook as answered (our addition to the API): deliveries and
+//! their attempts.
+
+use crmhooks_store::{Attempt, Delivery, DeliveryStatus};
+use serde::Serialize;
+
+use super::net_date;
+
+/// One delivery of an event to a webhook.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DeliveryCarrier<'a> {
+    /// Row id.
+    pub delivery_id: i64,
+    /// The webhook.
+    pub webhook_id: i64,
+    /// The event's place in the event log.
+    pub event_seq: i64,
+    /// Event name.
+    pub event: &'a str,
+    /// Primary key of the changed row.
+    pub primary_key: i64,
+    /// The current `EventId` (a failed cycle gets a new one).
+    pub event_id: &'a str,
+    /// `pending`, `inflight`, `delivered`, `failed`, `cancelled`.
+    pub status: &'static str,
+    /// Attempts so far.
+    pub attempts: i64,
+    /// Failed cycles so far.
+    pub failed_cycles: i64,
+    /// .NET date.
+    pub created: String,
+    /// When the next attempt is due; `null` unless pending.
+    pub next_attempt_at: Option<String>,
+    /// When it was delivered or given up; `null` before.
+    pub completed: Option<String>,
+    /// The last HTTP status, if any.
+    pub last_status: Option<i64>,
+    /// The last error, if any.
+    pub last_error: Option<&'a str>,
+    /// The delivery this one replays, if any.
+    pub replay_of: Option<i64>,
+}
+
+impl<'a> DeliveryCarrier<'a> {
+    /// The carrier of `d`, its dates in `offset`.
+    pub fn of(d: &'a Delivery, offset: time::UtcOffset) -> Self {
+        DeliveryCarrier {
+            delivery_id: d.delivery_id,
+            webhook_id: d.webhook_id,
+            event_seq: d.event_seq,
+            event: &d.event,
+            primary_key: d.primary_key,
+            event_id: &d.event_id,
+            status: d.status.name(),
+            attempts: d.attempts,
+            failed_cycles: d.cycles,
+            created: net_date(d.created, offset),
+            next_attempt_at: (d.status == DeliveryStatus::Pending)
+                .then(|| net_date(d.next_attempt_at, offset)),
+            completed: d.completed.map(|t| net_date(t, offset)),
+            last_status: d.last_status,
+            last_error: d.last_error.as_deref(),
+            replay_of: d.replay_of,
+        }
+    }
+}
+
+/// One delivery with its attempts, as `GET /Webhook/{id}/Deliveries/{delivery_id}` answers.
+#[derive(Debug, Serialize)]
+pub struct DeliveryWithAttempts<'a> {
+    /// The delivery.
+    #[serde(flatten)]
+    pub delivery: DeliveryCarrier<'a>,
+    /// Its attempts, oldest first.
+    #[serde(rename = "AttemptLog")]
+    pub attempt_log: Vec<AttemptCarrier<'a>>,
+}
+
+/// One attempt of a delivery.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AttemptCarrier<'a> {
+    /// Row id.
+    pub attempt_id: i64,
+    /// The `EventId` sent.
+    pub event_id: &'a str,
+    /// The `X-SuperOffice-Retry` sent.
+    pub retry: i64,
+    /// .NET date.
+    pub attempted_at: String,
+    /// How long it took, in milliseconds.
+    pub duration_ms: f64,
+    /// The HTTP status, if a response came.
+    pub status_code: Option<i64>,
+    /// The failure, if any.
+    pub error: Option<&'a str>,
+    /// The start of a failed attempt's response.
+    pub response: Option<&'a str>,
+}
+
+impl<'a> AttemptCarrier<'a> {
+    /// The carrier of `a`, its date in `offset`.
+    pub fn of(a: &'a Attempt, offset: time::UtcOffset) -> Self {
+        AttemptCarrier {
+            attempt_id: a.attempt_id,
+            event_id: &a.event_id,
+            retry: a.retry,
+            attempted_at: net_date(a.attempted_at, offset),
+            duration_ms: a.duration_us as f64 / 1000.0,
+            status_code: a.status_code,
+            error: a.error.as_deref(),
+            response: a.response_excerpt.as_deref(),
+        }
+    }
+}

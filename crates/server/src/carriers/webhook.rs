@@ -1,0 +1,357 @@
+//! The `Webhook` carrier (spec 4.1) in and out, and the result of `POST /Webhook/Test`.
+//!
+//! `Secret` is write-only: taken from [`WebhookInput`], always `null` in [`WebhookCarrier`].
+
+use crmhooks_store::{Webhook, WebhookState};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::field::{Field, FromJson, Refusal};
+use super::{net_date, Links};
+use crate::error::ApiResult;
+
+/// A webhook as answered, in SuperOffice's property order.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct WebhookCarrier<'a> {
+    /// 0 for the `default` carrier.
+    pub webhook_id: i64,
+    /// `null` on the `default` carrier.
+    pub name: Option<&'a str>,
+    /// Subscribed event names.
+    pub events: &'a [String],
+    /// Where the errors mail goes.
+    pub errors_email: Option<&'a str>,
+    /// `null` when not set.
+    pub target_url: Option<&'a str>,
+    /// Write-only: always `null`.
+    pub secret: (),
+    /// `Active`, `Stopped`, `TooManyErrors`.
+    pub state: &'static str,
+    /// `webhook`.
+    #[serde(rename = "Type")]
+    pub kind: &'a str,
+    /// Custom headers (`null` when none).
+    pub headers: Option<&'a Map<String, Value>>,
+    /// Custom properties put into each body (`null` when none).
+    pub properties: Option<&'a Map<String, Value>>,
+    /// .NET date; `0001-01-01T00:00:00` on the `default` carrier.
+    pub registered: String,
+    /// `null` when none.
+    pub registered_associate: Option<AssociateId>,
+    /// .NET date; `0001-01-01T00:00:00` until the first update.
+    pub updated: String,
+    /// `null` until the first update.
+    pub updated_associate: Option<AssociateId>,
+    /// Our addition: the retry policy's name, `null` for the default.
+    pub retry_policy: Option<&'a str>,
+    /// Our addition: `200` or `2xx`, `null` for the default.
+    pub success_status: Option<&'a str>,
+}
+
+/// `{"AssociateId": n}`, the associate of a webhook's `Registered`/`Updated`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct AssociateId {
+    /// The associate.
+    #[serde(rename = "AssociateId")]
+    pub associate_id: i64,
+}
+
+impl AssociateId {
+    /// `null` for 0 (nobody).
+    fn of(id: i64) -> Option<AssociateId> {
+        (id != 0).then_some(AssociateId { associate_id: id })
+    }
+}
+
+impl<'a> WebhookCarrier<'a> {
+    /// The carrier of `hook`, its dates in `offset`.
+    pub fn of(hook: &'a Webhook, offset: time::UtcOffset) -> Self {
+        WebhookCarrier {
+            webhook_id: hook.id,
+            name: (hook.id != 0 || !hook.name.is_empty()).then_some(hook.name.as_str()),
+            events: &hook.events,
+            errors_email: hook.errors_email.as_deref(),
+            target_url: (!hook.target_url.is_empty()).then_some(hook.target_url.as_str()),
+            secret: (),
+            state: hook.state.name(),
+            kind: &hook.kind,
+            headers: hook.headers.as_ref(),
+            properties: hook.properties.as_ref(),
+            registered: net_date(hook.registered, offset),
+            registered_associate: AssociateId::of(hook.registered_associate_id),
+            updated: net_date(hook.updated, offset),
+            updated_associate: AssociateId::of(hook.updated_associate_id),
+            retry_policy: hook.retry_policy.as_deref(),
+            success_status: hook.success_status.as_deref(),
+        }
+    }
+}
+
+/// A stored webhook as answered by the routes that name it: the carrier, then `_Links`.
+#[derive(Debug, Serialize)]
+pub struct WebhookWithLinks<'a> {
+    /// The carrier.
+    #[serde(flatten)]
+    pub webhook: WebhookCarrier<'a>,
+    /// Its URL.
+    #[serde(rename = "_Links")]
+    pub links: Links,
+}
+
+impl<'a> WebhookWithLinks<'a> {
+    /// `hook` (a stored one) with its links under `base_url`.
+    pub fn of(hook: &'a Webhook, offset: time::UtcOffset, base_url: &str) -> Self {
+        WebhookWithLinks {
+            webhook: WebhookCarrier::of(hook, offset),
+            links: Links::to(format!("{base_url}/api/v1/Webhook/{}", hook.id)),
+        }
+    }
+}
+
+/// A webhook as a client sends it (POST, PUT, PATCH, Test).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct WebhookInput {
+    /// Required (non-blank) once applied.
+    pub name: Field<String>,
+    /// At least one, once applied.
+    pub events: Field<EventNames>,
+    /// Checked against the target policy when saved.
+    pub target_url: Field<String>,
+    /// Absent keeps the stored secret; `null` and `""` remove it.
+    pub secret: Field<String>,
+    /// A name or 1, 2, 3; `null` is `Active`.
+    pub state: Field<WebhookState>,
+    /// `null` is `webhook`.
+    #[serde(rename = "Type")]
+    pub kind: Field<String>,
+    /// `null` or `{}` is none.
+    pub headers: Field<Map<String, Value>>,
+    /// `null` or `{}` is none.
+    pub properties: Field<Map<String, Value>>,
+    /// `null` or `""` is none.
+    pub errors_email: Field<String>,
+    /// `null` or `""` is the default.
+    pub retry_policy: Field<String>,
+    /// `null` or `""` is the default.
+    pub success_status: Field<String>,
+}
+
+impl WebhookInput {
+    /// What a PUT, which replaces the definition, writes: properties it leaves out take their
+    /// defaults, but the secret is kept (so that a GET, an edit and a PUT keep deliveries
+    /// signed).
+    pub fn replacing(self) -> Self {
+        WebhookInput {
+            name: self.name.or_null(),
+            events: self.events.or_null(),
+            target_url: self.target_url.or_null(),
+            secret: self.secret,
+            state: self.state.or_null(),
+            kind: self.kind.or_null(),
+            headers: self.headers.or_null(),
+            properties: self.properties.or_null(),
+            errors_email: self.errors_email.or_null(),
+            retry_policy: self.retry_policy.or_null(),
+            success_status: self.success_status.or_null(),
+        }
+    }
+
+    /// Writes the properties present over `hook`, in the carrier's order; the first refused
+    /// one is the answer.
+    pub fn apply_to(&self, hook: &mut Webhook) -> ApiResult<()> {
+        fn some_text(v: Option<&str>) -> Option<String> {
+            v.filter(|s| !s.is_empty()).map(str::to_owned)
+        }
+        fn some_map(v: Option<&Map<String, Value>>) -> Option<Map<String, Value>> {
+            v.filter(|m| !m.is_empty()).cloned()
+        }
+        if let Some(v) = self.name.read_text("Name", 400)? {
+            hook.name = v.unwrap_or_default().to_owned();
+        }
+        if let Some(v) = self.events.read("Events")? {
+            hook.events = v.map(|e| e.0.clone()).unwrap_or_default();
+        }
+        if let Some(v) = self.target_url.read_text("TargetUrl", 4000)? {
+            hook.target_url = v.unwrap_or_default().to_owned();
+        }
+        if let Some(v) = self.secret.read_text("Secret", 400)? {
+            hook.secret = some_text(v);
+        }
+        if let Some(v) = self.state.read("State")? {
+            hook.state = v.copied().unwrap_or(WebhookState::Active);
+        }
+        if let Some(v) = self.kind.read_text("Type", 100)? {
+            hook.kind = v.unwrap_or("webhook").to_owned();
+        }
+        if let Some(v) = self.headers.read("Headers")? {
+            hook.headers = some_map(v);
+        }
+        if let Some(v) = self.properties.read("Properties")? {
+            hook.properties = some_map(v);
+        }
+        if let Some(v) = self.errors_email.read_text("ErrorsEmail", 239)? {
+            hook.errors_email = some_text(v);
+        }
+        if let Some(v) = self.retry_policy.read_text("RetryPolicy", 40)? {
+            hook.retry_policy = some_text(v);
+        }
+        if let Some(v) = self.success_status.read_text("SuccessStatus", 10)? {
+            hook.success_status = some_text(v);
+        }
+        Ok(())
+    }
+}
+
+/// `Events`: event names, each trimmed, non-empty, without commas, at most 255 bytes, at
+/// most 4000 characters together.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventNames(pub Vec<String>);
+
+impl FromJson for EventNames {
+    fn from_json(v: Value) -> Result<Self, Refusal> {
+        let Value::Array(items) = v else {
+            return Err(Refusal::new("must be an array of event names"));
+        };
+        let mut events = Vec::with_capacity(items.len());
+        for (i, it) in items.iter().enumerate() {
+            let s = it
+                .as_str()
+                .ok_or_else(|| Refusal::at(format!("[{i}]"), "must be a string"))?
+                .trim();
+            if s.is_empty() || s.contains(',') || s.len() > 255 {
+                return Err(Refusal::at(
+                    format!("[{i}]"),
+                    "must be a non-empty event name without commas, at most 255 characters",
+                ));
+            }
+            events.push(s.to_owned());
+        }
+        if events.join(",").chars().count() > 4000 {
+            return Err(Refusal::new("is longer than 4000 characters in total"));
+        }
+        Ok(EventNames(events))
+    }
+}
+
+impl FromJson for WebhookState {
+    fn from_json(v: Value) -> Result<Self, Refusal> {
+        let known = |s: &WebhookState| *s != WebhookState::Unknown;
+        match v {
+            Value::String(s) => WebhookState::parse(&s).filter(known).ok_or_else(|| {
+                Refusal::new(format!("{s:?} is not Active, Stopped or TooManyErrors"))
+            }),
+            Value::Number(n) => n
+                .as_i64()
+                .map(WebhookState::from_i64)
+                .filter(known)
+                .ok_or_else(|| {
+                    Refusal::new("must be 1 (Active), 2 (Stopped) or 3 (TooManyErrors)")
+                }),
+            _ => Err(Refusal::new("must be a state name")),
+        }
+    }
+}
+
+/// The answer of `POST /Webhook/Test`: whether the receiver took the test event, and its
+/// answer (or the transport error).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct WebhookResult {
+    /// The receiver answered with success.
+    pub success: bool,
+    /// Status line, headers and body, or the error.
+    pub message: String,
+    /// Always `null`.
+    pub table_right: (),
+    /// Always `{}`.
+    pub field_properties: FieldProperties,
+}
+
+/// The empty `FieldProperties` object of a [`WebhookResult`].
+#[derive(Debug, Default, Serialize)]
+pub struct FieldProperties {}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::carriers::field::{property_names, read_object, Spelling};
+    use serde_json::json;
+
+    /// Every property's refusal names it as the carrier spells it.
+    #[test]
+    fn each_property_is_named_in_its_refusal() {
+        let names = property_names::<WebhookInput>();
+        assert_eq!(names.len(), 11);
+        for name in names {
+            let mut body = Map::new();
+            body.insert((*name).to_owned(), json!([[]]));
+            let body = Value::Object(body);
+            let input: WebhookInput = read_object(body, Spelling::FirstWins, "x").unwrap();
+            let e = input.apply_to(&mut Webhook::default_for(1)).unwrap_err();
+            assert!(e.message.starts_with(name), "{name}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn refusals_come_in_property_order() {
+        let body = json!({"SuccessStatus": 5, "State": "x", "Events": 1, "Name": 2});
+        let input: WebhookInput = read_object(body, Spelling::FirstWins, "x").unwrap();
+        let e = input.apply_to(&mut Webhook::default_for(1)).unwrap_err();
+        assert_eq!(e.message, "Name: must be a string");
+    }
+
+    #[test]
+    fn the_carrier_serializes_in_superoffice_order() {
+        let mut hook = Webhook::default_for(1);
+        hook.id = 4;
+        hook.name = "n".into();
+        let v = serde_json::to_value(WebhookWithLinks::of(
+            &hook,
+            time::UtcOffset::UTC,
+            "http://h",
+        ))
+        .unwrap();
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "WebhookId",
+                "Name",
+                "Events",
+                "ErrorsEmail",
+                "TargetUrl",
+                "Secret",
+                "State",
+                "Type",
+                "Headers",
+                "Properties",
+                "Registered",
+                "RegisteredAssociate",
+                "Updated",
+                "UpdatedAssociate",
+                "RetryPolicy",
+                "SuccessStatus",
+                "_Links"
+            ]
+        );
+        assert_eq!(v["_Links"]["Self"], "http://h/api/v1/Webhook/4");
+        assert_eq!(v["Secret"], Value::Null);
+    }
+
+    #[test]
+    fn the_test_result_has_its_fixed_parts() {
+        let r = WebhookResult {
+            success: true,
+            message: "m".into(),
+            table_right: (),
+            field_properties: FieldProperties::default(),
+        };
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"Success":true,"Message":"m","TableRight":null,"FieldProperties":{}}"#
+        );
+    }
+}

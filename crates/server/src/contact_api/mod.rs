@@ -1,0 +1,348 @@
+//! `/api/v1/Contact`: the ContactEntity of spec 8 (see [`crate::carriers::contact`]) read,
+//! created, replaced, patched, soft-deleted, restored and deleted, each change in one store
+//! transaction with its events.
+//!
+//! A missing or null property means its default (empty string, 0, no date), so a PUT
+//! replaces the entity and a GET → edit → PUT changes only the edit. Wrong types and
+//! over-long strings are refused with 400 naming the property.
+
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use crmhooks_store::contact::{soundex, CONTACT};
+use crmhooks_store::{now_ticks, Change, ChangeFn, ChangeOutcome, Row, StoreError, Value};
+use serde::Deserialize;
+
+use crate::auth::Auth;
+use crate::body::{ApiPath, ApiQuery, JsonBody};
+use crate::carriers::contact::{Absent, ContactEntity, ContactInput};
+use crate::carriers::field::{read_object, Spelling};
+use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::{patch, AppState};
+
+#[cfg(test)]
+mod tests;
+
+const NOT_AN_ENTITY: &str = "the body must be a ContactEntity JSON object";
+
+/// `soundEx` follows the name.
+fn set_soundex(row: &mut Row) {
+    let name = row
+        .get(&CONTACT, "name")
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    row.set(&CONTACT, "soundEx", Value::Text(soundex(&name)));
+}
+
+/// Writes `input` over `row` (absent properties as `absent` says), then what follows from it.
+fn apply(input: &ContactInput, row: &mut Row, absent: Absent) -> ApiResult<()> {
+    input.apply_to(row, absent)?;
+    set_soundex(row);
+    Ok(())
+}
+
+/// A Merge Patch whose values are all strings, numbers or booleans (the usual one: "set these
+/// fields"). It changes exactly the fields it names, so it is applied to the row directly,
+/// without rendering the whole entity as JSON, merging, and reading it back (the same result;
+/// `scalar_merge_patch_matches_the_document_route` checks it).
+fn is_scalar_merge(patch: &serde_json::Value) -> bool {
+    use serde_json::Value as J;
+    match patch {
+        J::Object(m) => m
+            .values()
+            .all(|v| matches!(v, J::String(_) | J::Number(_) | J::Bool(_))),
+        _ => false,
+    }
+}
+
+/// A new contact row with defaults: zeros, empty strings, no dates.
+fn default_row() -> Row {
+    let mut row = Row::empty(&CONTACT);
+    for (i, c) in CONTACT.columns.iter().enumerate() {
+        row.values[i] = match c.kind {
+            crmhooks_store::ColumnKind::Text { .. } => Value::Text(String::new()),
+            crmhooks_store::ColumnKind::Date | crmhooks_store::ColumnKind::Key => Value::Null,
+            _ => Value::Int(0),
+        };
+    }
+    row
+}
+
+/// Why a change function refuses the change: an answer for the client, or a store error
+/// (the contact is not there).
+enum Refused {
+    Api(ApiError),
+    Store(StoreError),
+}
+
+impl From<ApiError> for Refused {
+    fn from(e: ApiError) -> Self {
+        Refused::Api(e)
+    }
+}
+
+impl From<StoreError> for Refused {
+    fn from(e: StoreError) -> Self {
+        Refused::Store(e)
+    }
+}
+
+/// Runs `change` on contact `pk` (a new contact for `None`) in one store transaction, then
+/// wakes the dispatcher for what it queued.
+///
+/// The store's [`ChangeFn`] can only fail with a [`StoreError`], so an [`ApiError`] the
+/// change decides on travels beside it, in a slot taken out again here: the one place that
+/// side channel lives.
+async fn change_contact(
+    state: &AppState,
+    auth: &Auth,
+    pk: Option<i64>,
+    mut change: impl FnMut(Option<&Row>) -> Result<Change, Refused> + Send + 'static,
+) -> ApiResult<ChangeOutcome> {
+    let slot: Arc<Mutex<Option<ApiError>>> = Arc::default();
+    let side = slot.clone();
+    let change: ChangeFn = Box::new(move |current| {
+        change(current).map_err(|refused| match refused {
+            Refused::Store(e) => e,
+            Refused::Api(e) => {
+                if let Ok(mut s) = side.lock() {
+                    *s = Some(e);
+                }
+                StoreError::Conflict("rejected".into())
+            }
+        })
+    });
+    let out = state
+        .store
+        .apply_change(&auth.actor, &CONTACT, pk, change)
+        .await
+        .map_err(|e| match slot.lock().ok().and_then(|mut s| s.take()) {
+            Some(api) => api,
+            None => match e {
+                StoreError::NotFound => ApiError::not_found("contact not found"),
+                other => other.into(),
+            },
+        })?;
+    state.committed(&out.committed);
+    Ok(out)
+}
+
+/// The row of a contact that is not in the recycle bin.
+fn live(current: Option<&Row>) -> Result<&Row, StoreError> {
+    match current {
+        Some(r) if r.get(&CONTACT, "deleted").as_i64() == 0 => Ok(r),
+        _ => Err(StoreError::NotFound),
+    }
+}
+
+fn respond(state: &AppState, row: Option<Row>) -> ApiResult<Response> {
+    let row = row.ok_or_else(|| ApiError::not_found("contact not found"))?;
+    Ok(Json(ContactEntity::of(&row, state.offset, &state.base_url)).into_response())
+}
+
+fn parse_id(raw: &str) -> ApiResult<i64> {
+    raw.parse::<i32>().map(i64::from).map_err(|_| {
+        ApiError::new(
+            ErrorCode::InvalidId,
+            format!("contact id {raw:?} is not an int32"),
+        )
+    })
+}
+
+async fn get_default(State(state): State<AppState>, _auth: Auth) -> Response {
+    let row = default_row();
+    Json(ContactEntity::of(&row, state.offset, &state.base_url)).into_response()
+}
+
+async fn get_one(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Response> {
+    let id = parse_id(&id)?;
+    let row = state
+        .store
+        .get_row(auth.actor.tenant_id, &CONTACT, id, false)
+        .await?;
+    respond(&state, row)
+}
+
+async fn create(
+    State(state): State<AppState>,
+    auth: Auth,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    let input: ContactInput = read_object(body, Spelling::FirstWins, NOT_AN_ENTITY)?;
+    if input.name.is_absent() {
+        return Err(ApiError::invalid_field("Name", "is required"));
+    }
+    let mut row = default_row();
+    apply(&input, &mut row, Absent::IsDefault)?;
+    let out = change_contact(&state, &auth, None, move |_| {
+        Ok(Change::Create(row.clone()))
+    })
+    .await?;
+    respond(&state, out.row)
+}
+
+/// Edits the live contact `id` in one store transaction: `edit` gets the stored row and a
+/// copy to change; the answer is the row after the change.
+async fn edit_live(
+    state: &AppState,
+    auth: &Auth,
+    id: i64,
+    mut edit: impl FnMut(&Row, &mut Row) -> ApiResult<()> + Send + 'static,
+) -> ApiResult<Response> {
+    let out = change_contact(state, auth, Some(id), move |current| {
+        let current = live(current)?;
+        let mut row = current.clone();
+        edit(current, &mut row)?;
+        Ok(Change::Update {
+            row,
+            verb: "changed",
+        })
+    })
+    .await?;
+    respond(state, out.row)
+}
+
+async fn put(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiPath(id): ApiPath<String>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    let id = parse_id(&id)?;
+    let input: ContactInput = read_object(body, Spelling::FirstWins, NOT_AN_ENTITY)?;
+    edit_live(&state, &auth, id, move |_, row| {
+        apply(&input, row, Absent::IsDefault)
+    })
+    .await
+}
+
+async fn patch_one(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiPath(id): ApiPath<String>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    let id = parse_id(&id)?;
+    let (offset, base) = (state.offset, state.base_url.clone());
+    let fields: Option<ContactInput> = if is_scalar_merge(&body) {
+        Some(read_object(
+            body.clone(),
+            Spelling::LastWins,
+            NOT_AN_ENTITY,
+        )?)
+    } else {
+        None
+    };
+    edit_live(&state, &auth, id, move |current, row| match &fields {
+        Some(fields) => apply(fields, row, Absent::Keeps),
+        None => apply(
+            &patched(current, offset, &base, &body)?,
+            row,
+            Absent::IsDefault,
+        ),
+    })
+    .await
+}
+
+/// The entity of `current` with `patch` (JSON Patch or Merge Patch) applied, read back.
+fn patched(
+    current: &Row,
+    offset: time::UtcOffset,
+    base_url: &str,
+    patch: &serde_json::Value,
+) -> ApiResult<ContactInput> {
+    let mut doc = serde_json::to_value(ContactEntity::of(current, offset, base_url))
+        .map_err(ApiError::internal)?;
+    patch::apply(&mut doc, patch).map_err(patch::PatchError::into_api)?;
+    read_object(doc, Spelling::FirstWins, NOT_AN_ENTITY)
+}
+
+#[derive(Deserialize)]
+struct DeleteQuery {
+    #[serde(default)]
+    permanent: Option<String>,
+}
+
+async fn delete(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<DeleteQuery>,
+) -> ApiResult<StatusCode> {
+    let id = parse_id(&id)?;
+    let permanent = match q
+        .permanent
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("false") | Some("0") => false,
+        Some("true") | Some("1") | Some("") => true,
+        Some(other) => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidQuery,
+                format!("permanent={other:?}: use true or false"),
+            ))
+        }
+    };
+    change_contact(&state, &auth, Some(id), move |current| {
+        if permanent {
+            return current
+                .map(|_| Change::Delete)
+                .ok_or_else(|| StoreError::NotFound.into());
+        }
+        let mut row = live(current)?.clone();
+        row.set(&CONTACT, "deleted", Value::Int(1));
+        row.set(&CONTACT, "DeletedDate", Value::Date(now_ticks()));
+        Ok(Change::Update {
+            row,
+            verb: "softdeleted",
+        })
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn restore(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Response> {
+    let id = parse_id(&id)?;
+    let out = change_contact(&state, &auth, Some(id), |current| {
+        let row = current.ok_or(StoreError::NotFound)?;
+        if row.get(&CONTACT, "deleted").as_i64() == 0 {
+            return Err(ApiError::conflict("the contact is not in the recycle bin").into());
+        }
+        let mut row = row.clone();
+        row.set(&CONTACT, "deleted", Value::Int(0));
+        row.set(&CONTACT, "DeletedDate", Value::Null);
+        Ok(Change::Update {
+            row,
+            verb: "changed",
+        })
+    })
+    .await?;
+    respond(&state, out.row)
+}
+
+/// The contact routes (mounted under `/api/v1`).
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/Contact", post(create))
+        .route("/Contact/default", get(get_default))
+        .route(
+            "/Contact/{id}",
+            get(get_one).put(put).patch(patch_one).delete(delete),
+        )
+        .route("/Contact/{id}/Restore", post(restore))
+}

@@ -1,0 +1,241 @@
+//! Webhook definitions: the `default` carrier, list, create, read, replace, patch, delete,
+//! and the rules a definition must meet to be saved.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use crmhooks_dispatch::policy::POLICY_NAMES;
+use crmhooks_dispatch::send::is_reserved_header;
+use crmhooks_dispatch::{check_url, SuccessRule};
+use crmhooks_store::{Webhook, WebhookFilter, WebhookState};
+use serde::Deserialize;
+
+use super::{load, parse_id, NOT_A_WEBHOOK};
+use crate::auth::Auth;
+use crate::body::{ApiPath, ApiQuery, JsonBody};
+use crate::carriers::field::{read_object, Spelling};
+use crate::carriers::webhook::{WebhookCarrier, WebhookInput, WebhookWithLinks};
+use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::{patch, AppState};
+
+/// The rules a definition must meet beyond its properties' types: what it needs, what the
+/// target policy allows, headers that do not replace the standard ones.
+pub(super) fn validate(hook: &Webhook, state: &AppState) -> ApiResult<()> {
+    if hook.name.trim().is_empty() {
+        return Err(ApiError::invalid_field("Name", "is required"));
+    }
+    if hook.events.is_empty() {
+        return Err(ApiError::invalid_field(
+            "Events",
+            "must name at least one event",
+        ));
+    }
+    if hook.kind != "webhook" {
+        return Err(ApiError::invalid_field(
+            "Type",
+            format!(
+                "{:?} is not supported; crmhooks delivers type \"webhook\" (HTTP POST)",
+                hook.kind
+            ),
+        ));
+    }
+    check_url(state.dispatcher.config().target_policy, &hook.target_url)
+        .map_err(|e| ApiError::invalid_field("TargetUrl", e))?;
+    if let Some(headers) = &hook.headers {
+        for (k, v) in headers {
+            let field = format!("Headers.{k}");
+            if is_reserved_header(k) {
+                return Err(ApiError::invalid_field(
+                    &field,
+                    "may not replace a standard header",
+                ));
+            }
+            let Some(s) = v.as_str() else {
+                return Err(ApiError::invalid_field(&field, "must be a string"));
+            };
+            if axum::http::HeaderName::from_bytes(k.as_bytes()).is_err()
+                || axum::http::HeaderValue::from_str(s).is_err()
+            {
+                return Err(ApiError::invalid_field(
+                    &field,
+                    "is not a valid HTTP header",
+                ));
+            }
+        }
+    }
+    if let Some(p) = &hook.properties {
+        if serde_json::to_string(p).map_or(0, |s| s.len()) > 64 * 1024 {
+            return Err(ApiError::invalid_field(
+                "Properties",
+                "is larger than 64 KiB",
+            ));
+        }
+    }
+    if let Some(e) = &hook.errors_email {
+        if !e.contains('@') {
+            return Err(ApiError::invalid_field(
+                "ErrorsEmail",
+                "is not a mail address",
+            ));
+        }
+    }
+    if let Some(p) = &hook.retry_policy {
+        if !POLICY_NAMES.contains(&p.as_str()) {
+            return Err(ApiError::invalid_field(
+                "RetryPolicy",
+                format!("{p:?}: use one of {POLICY_NAMES:?}"),
+            ));
+        }
+    }
+    if let Some(s) = &hook.success_status {
+        if SuccessRule::parse(s).is_none() {
+            return Err(ApiError::invalid_field(
+                "SuccessStatus",
+                format!("{s:?}: use \"200\" or \"2xx\""),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Writes `input` over `hook` and checks the result.
+pub(super) fn apply(input: &WebhookInput, hook: &mut Webhook, state: &AppState) -> ApiResult<()> {
+    input.apply_to(hook)?;
+    validate(hook, state)
+}
+
+/// Saves after the test POST of spec 4.4 (Active webhooks only).
+async fn save(state: &AppState, auth: &Auth, hook: Webhook) -> ApiResult<Response> {
+    if state.test_on_save && hook.state == WebhookState::Active {
+        let (ok, message) = state
+            .dispatcher
+            .send_test(&hook, &auth.actor.tenant, auth.actor.associate_id)
+            .await;
+        if !ok {
+            return Err(ApiError::new(
+                ErrorCode::WebhookTestFailed,
+                format!("the test event to TargetUrl did not succeed, so the webhook was not saved. Receiver answer: {message}"),
+            ));
+        }
+    }
+    let (saved, change) = state.store.save_webhook(&auth.actor, hook).await?;
+    if change.is_some() {
+        state.wake();
+    }
+    Ok(answer(state, &saved))
+}
+
+/// A stored webhook as the routes that name it answer it.
+fn answer(state: &AppState, hook: &Webhook) -> Response {
+    Json(WebhookWithLinks::of(hook, state.offset, &state.base_url)).into_response()
+}
+
+pub(super) async fn get_default(State(state): State<AppState>, auth: Auth) -> Response {
+    let hook = Webhook::default_for(auth.actor.tenant_id);
+    Json(WebhookCarrier::of(&hook, state.offset)).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct ListQuery {
+    name_filter: Option<String>,
+    event_filter: Option<String>,
+    status_filter: Option<String>,
+}
+
+pub(super) async fn list(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Response> {
+    let status = match q.status_filter.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(WebhookState::parse(s).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::InvalidQuery,
+                format!("statusFilter {s:?}: use Unknown, Active, Stopped or TooManyErrors"),
+            )
+        })?),
+    };
+    let filter = WebhookFilter {
+        name: q.name_filter.filter(|s| !s.is_empty()),
+        event: q.event_filter.filter(|s| !s.is_empty()),
+        state: status,
+    };
+    let hooks = state
+        .store
+        .list_webhooks(auth.actor.tenant_id, &filter)
+        .await?;
+    let carriers: Vec<WebhookCarrier<'_>> = hooks
+        .iter()
+        .map(|h| WebhookCarrier::of(h, state.offset))
+        .collect();
+    Ok(Json(carriers).into_response())
+}
+
+pub(super) async fn create(
+    State(state): State<AppState>,
+    auth: Auth,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    let input: WebhookInput = read_object(body, Spelling::FirstWins, NOT_A_WEBHOOK)?;
+    let mut hook = Webhook::default_for(auth.actor.tenant_id);
+    hook.events = Vec::new();
+    apply(&input, &mut hook, &state)?;
+    save(&state, &auth, hook).await
+}
+
+pub(super) async fn get_one(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Response> {
+    let hook = load(&state, &auth, &id).await?;
+    Ok(answer(&state, &hook))
+}
+
+pub(super) async fn put(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiPath(id): ApiPath<String>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    let mut hook = load(&state, &auth, &id).await?;
+    let input: WebhookInput = read_object(body, Spelling::FirstWins, NOT_A_WEBHOOK)?;
+    apply(&input.replacing(), &mut hook, &state)?;
+    save(&state, &auth, hook).await
+}
+
+/// A JSON Patch or Merge Patch applies to the carrier as a GET answers it (without
+/// `Secret`, so a patch that does not name it keeps it).
+pub(super) async fn patch_one(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiPath(id): ApiPath<String>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    let mut hook = load(&state, &auth, &id).await?;
+    let mut doc = serde_json::to_value(WebhookCarrier::of(&hook, state.offset))
+        .map_err(ApiError::internal)?;
+    if let Some(m) = doc.as_object_mut() {
+        m.remove("Secret");
+    }
+    patch::apply(&mut doc, &body).map_err(patch::PatchError::into_api)?;
+    let input: WebhookInput = read_object(doc, Spelling::FirstWins, NOT_A_WEBHOOK)?;
+    apply(&input, &mut hook, &state)?;
+    save(&state, &auth, hook).await
+}
+
+pub(super) async fn delete(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<StatusCode> {
+    let id = parse_id(&id)?;
+    if state.store.delete_webhook(auth.actor.tenant_id, id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!("webhook {id} not found")))
+    }
+}

@@ -1,0 +1,175 @@
+//! The delivery log of a webhook (our addition): usage, the last error, deliveries with
+//! their attempts, and replay of past events.
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use crmhooks_store::{
+    DeliveryFilter, DeliveryStatus, ReplayReport, ReplayRequest, Ticks, WebhookUsage,
+};
+use serde::Deserialize;
+
+use super::{load, parse_id};
+use crate::auth::Auth;
+use crate::body::{ApiPath, ApiQuery, JsonBody};
+use crate::carriers::delivery::{AttemptCarrier, DeliveryCarrier, DeliveryWithAttempts};
+use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::AppState;
+
+/// Most events one replay request may queue.
+pub const REPLAY_MAX: i64 = 100_000;
+
+async fn usage_of(state: &AppState, auth: &Auth, id: &str) -> ApiResult<WebhookUsage> {
+    let id = parse_id(id)?;
+    state
+        .store
+        .webhook_usage(auth.actor.tenant_id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("webhook {id} not found")))
+}
+
+pub(super) async fn last_error(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<String>> {
+    let usage = usage_of(&state, &auth, &id).await?;
+    Ok(Json(usage.last_error.unwrap_or_default()))
+}
+
+pub(super) async fn usage(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<WebhookUsage>> {
+    Ok(Json(usage_of(&state, &auth, &id).await?))
+}
+
+/// A date-time of a query or a replay body: .NET's form or RFC 3339.
+fn parse_time(field: &str, s: &str) -> ApiResult<Ticks> {
+    let d = crmhooks_payload::NetDateTime::parse(s)
+        .ok()
+        .and_then(|d| d.to_offset_date_time())
+        .or_else(|| {
+            time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+        })
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::InvalidQuery,
+                format!("{field} {s:?} is not a date-time (use RFC 3339)"),
+            )
+        })?;
+    Ok((d.unix_timestamp_nanos() / 100) as i64)
+}
+
+fn parse_times(field: &str, s: Option<&str>) -> ApiResult<Option<Ticks>> {
+    s.map(|s| parse_time(field, s)).transpose()
+}
+
+#[derive(Deserialize)]
+pub(super) struct DeliveriesQuery {
+    status: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    before: Option<i64>,
+    limit: Option<i64>,
+}
+
+pub(super) async fn deliveries(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<DeliveriesQuery>,
+) -> ApiResult<Response> {
+    let hook = load(&state, &auth, &id).await?;
+    let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(DeliveryStatus::parse(s).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::InvalidQuery,
+                format!("status {s:?}: use pending, inflight, delivered, failed or cancelled"),
+            )
+        })?),
+    };
+    let filter = DeliveryFilter {
+        status,
+        since: parse_times("since", q.since.as_deref())?,
+        until: parse_times("until", q.until.as_deref())?,
+        before_id: q.before,
+        limit: q.limit.unwrap_or(100).clamp(1, 1000),
+    };
+    let list = state
+        .store
+        .list_deliveries(auth.actor.tenant_id, hook.id, &filter)
+        .await?;
+    let carriers: Vec<DeliveryCarrier<'_>> = list
+        .iter()
+        .map(|d| DeliveryCarrier::of(d, state.offset))
+        .collect();
+    Ok(Json(carriers).into_response())
+}
+
+pub(super) async fn delivery(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiPath((id, delivery_id)): ApiPath<(String, i64)>,
+) -> ApiResult<Response> {
+    let hook = load(&state, &auth, &id).await?;
+    let (d, attempts) = state
+        .store
+        .get_delivery(auth.actor.tenant_id, hook.id, delivery_id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "delivery {delivery_id} of webhook {} not found",
+                hook.id
+            ))
+        })?;
+    Ok(Json(DeliveryWithAttempts {
+        delivery: DeliveryCarrier::of(&d, state.offset),
+        attempt_log: attempts
+            .iter()
+            .map(|a| AttemptCarrier::of(a, state.offset))
+            .collect(),
+    })
+    .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ReplayBody {
+    since: String,
+    until: Option<String>,
+    #[serde(default)]
+    only_failed: bool,
+    limit: Option<i64>,
+}
+
+pub(super) async fn replay(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiPath(id): ApiPath<String>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<ReplayReport>> {
+    let hook = load(&state, &auth, &id).await?;
+    let body: ReplayBody = serde_json::from_value(body).map_err(|e| {
+        ApiError::new(
+            ErrorCode::InvalidBody,
+            format!("replay body: {e} (expected {{\"since\": RFC 3339, \"until\"?, \"onlyFailed\"?, \"limit\"?}})"),
+        )
+    })?;
+    let req = ReplayRequest {
+        since: parse_time("since", &body.since)?,
+        until: parse_times("until", body.until.as_deref())?,
+        only_failed: body.only_failed,
+        limit: body.limit.unwrap_or(REPLAY_MAX).clamp(1, REPLAY_MAX),
+    };
+    let report = state
+        .store
+        .replay(auth.actor.tenant_id, hook.id, &req)
+        .await?;
+    if report.queued > 0 {
+        state.wake();
+    }
+    Ok(Json(report))
+}

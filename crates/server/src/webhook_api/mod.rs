@@ -1,0 +1,66 @@
+//! `/api/v1/Webhook`: definitions (spec 5), test and signal, and our additions: usage,
+//! the delivery log, and replay.
+//!
+//! - [`definition`]: the `default` carrier, list, create, read, replace, patch, delete;
+//! - [`signal`]: `Test` (a test event to a definition not saved) and signalling an event;
+//! - [`log`]: usage, the delivery log and replay.
+//!
+//! `Secret` is write-only: accepted on POST, PUT and PATCH, never returned (responses carry
+//! `"Secret": null`). A PUT or PATCH without `Secret` keeps the stored one; an explicit empty
+//! string or null removes it.
+
+mod definition;
+mod log;
+mod signal;
+
+use axum::routing::{get, post};
+use axum::Router;
+use crmhooks_store::Webhook;
+
+use crate::auth::Auth;
+use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::AppState;
+
+pub use log::REPLAY_MAX;
+
+const NOT_A_WEBHOOK: &str = "the body must be a Webhook JSON object";
+
+fn parse_id(raw: &str) -> ApiResult<i64> {
+    raw.parse::<i32>().map(i64::from).map_err(|_| {
+        ApiError::new(
+            ErrorCode::InvalidId,
+            format!("webhook id {raw:?} is not an int32"),
+        )
+    })
+}
+
+/// The webhook `id` (as in the path) of the caller's tenant.
+async fn load(state: &AppState, auth: &Auth, id: &str) -> ApiResult<Webhook> {
+    let id = parse_id(id)?;
+    state
+        .store
+        .get_webhook(auth.actor.tenant_id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("webhook {id} not found")))
+}
+
+/// The webhook routes (mounted under `/api/v1`).
+pub fn router() -> Router<AppState> {
+    use definition::{create, delete, get_default, get_one, list, patch_one, put};
+    use log::{deliveries, delivery, last_error, replay, usage};
+    use signal::{signal, test};
+    Router::new()
+        .route("/Webhook", get(list).post(create))
+        .route("/Webhook/default", get(get_default))
+        .route("/Webhook/Test", post(test))
+        .route(
+            "/Webhook/{id}",
+            get(get_one).put(put).patch(patch_one).delete(delete),
+        )
+        .route("/Webhook/{id}/LastError", get(last_error))
+        .route("/Webhook/{id}/Usage", get(usage))
+        .route("/Webhook/{id}/Deliveries", get(deliveries))
+        .route("/Webhook/{id}/Deliveries/{delivery_id}", get(delivery))
+        .route("/Webhook/{id}/Replay", post(replay))
+        .route("/Webhook/{id}/{pk}", post(signal))
+}

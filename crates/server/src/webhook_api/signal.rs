@@ -1,0 +1,103 @@
+//! `POST /Webhook/Test`, a test event to a definition that is not saved, and
+//! `POST /Webhook/{event}/{pk}`, an event signalled by the client.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use crmhooks_store::{NewEvent, Webhook};
+use serde_json::{Map, Value};
+
+use super::definition::apply;
+use super::NOT_A_WEBHOOK;
+use crate::auth::Auth;
+use crate::body::{ApiPath, JsonBody};
+use crate::carriers::field::{read_object, Spelling};
+use crate::carriers::webhook::{FieldProperties, WebhookInput, WebhookResult};
+use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::AppState;
+
+pub(super) async fn test(
+    State(state): State<AppState>,
+    auth: Auth,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<WebhookResult>> {
+    let input: WebhookInput = read_object(body, Spelling::FirstWins, NOT_A_WEBHOOK)?;
+    let mut hook = Webhook::default_for(auth.actor.tenant_id);
+    if input.name.is_absent() {
+        hook.name = "test".into();
+    }
+    apply(&input, &mut hook, &state)?;
+    let (success, message) = state
+        .dispatcher
+        .send_test(&hook, &auth.actor.tenant, auth.actor.associate_id)
+        .await;
+    Ok(Json(WebhookResult {
+        success,
+        message,
+        table_right: (),
+        field_properties: FieldProperties::default(),
+    }))
+}
+
+pub(super) async fn signal(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiPath((event, pk)): ApiPath<(String, String)>,
+    body: axum::body::Bytes,
+) -> ApiResult<StatusCode> {
+    if event.is_empty() || event.len() > 255 || event.contains(',') {
+        return Err(ApiError::new(
+            ErrorCode::InvalidEvent,
+            "the event name must be 1 to 255 characters without commas",
+        ));
+    }
+    let pk: i64 = pk.parse::<i32>().map(i64::from).map_err(|_| {
+        ApiError::new(
+            ErrorCode::InvalidId,
+            format!("primary key {pk:?} is not an int32"),
+        )
+    })?;
+    // The event's data is free-form: any JSON object, or nothing.
+    let parsed: Option<Value> = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        Some(serde_json::from_slice(&body).map_err(|e| {
+            ApiError::new(
+                ErrorCode::InvalidJson,
+                format!("the body is not valid JSON: {e}"),
+            )
+        })?)
+    };
+    let data = match parsed {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(m)) => m,
+        Some(_) => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidBody,
+                "the event data must be a JSON object",
+            ))
+        }
+    };
+    let entity = event.split('.').next().unwrap_or_default().to_owned();
+    let committed = state
+        .store
+        .emit(
+            &auth.actor,
+            NewEvent {
+                changes: data.keys().cloned().collect(),
+                field_values: if data.is_empty() {
+                    None
+                } else {
+                    serde_json::to_string(&data).ok()
+                },
+                order_key: format!("{entity}:{pk}"),
+                event,
+                entity,
+                primary_key: pk,
+                values: None,
+            },
+        )
+        .await?;
+    state.committed(&committed);
+    Ok(StatusCode::NO_CONTENT)
+}
