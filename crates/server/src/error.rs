@@ -180,9 +180,22 @@ impl ApiError {
     }
 }
 
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
+            // A change function's own refusal comes back as it was made.
+            StoreError::Rejected(inner) => match inner.downcast::<ApiError>() {
+                Ok(api) => *api,
+                Err(other) => ApiError::internal(other),
+            },
             StoreError::NotFound => ApiError::not_found("not found"),
             StoreError::Invalid(f) => ApiError::invalid_field(&f.field, &f.message),
             StoreError::Conflict(m) => ApiError::conflict(m),

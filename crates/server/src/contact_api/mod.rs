@@ -6,8 +6,6 @@
 //! replaces the entity and a GET → edit → PUT changes only the edit. Wrong types and
 //! over-long strings are refused with 400 naming the property.
 
-use std::sync::{Arc, Mutex};
-
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -93,40 +91,27 @@ impl From<StoreError> for Refused {
 }
 
 /// Runs `change` on contact `pk` (a new contact for `None`) in one store transaction, then
-/// wakes the dispatcher for what it queued.
-///
-/// The store's [`ChangeFn`] can only fail with a [`StoreError`], so an [`ApiError`] the
-/// change decides on travels beside it, in a slot taken out again here: the one place that
-/// side channel lives.
+/// wakes the dispatcher for what it queued. An [`ApiError`] the change decides on leaves the
+/// store as [`StoreError::Rejected`] and is answered as it was made.
 async fn change_contact(
     state: &AppState,
     auth: &Auth,
     pk: Option<i64>,
     mut change: impl FnMut(Option<&Row>) -> Result<Change, Refused> + Send + 'static,
 ) -> ApiResult<ChangeOutcome> {
-    let slot: Arc<Mutex<Option<ApiError>>> = Arc::default();
-    let side = slot.clone();
     let change: ChangeFn = Box::new(move |current| {
         change(current).map_err(|refused| match refused {
             Refused::Store(e) => e,
-            Refused::Api(e) => {
-                if let Ok(mut s) = side.lock() {
-                    *s = Some(e);
-                }
-                StoreError::Conflict("rejected".into())
-            }
+            Refused::Api(e) => StoreError::rejected(e),
         })
     });
     let out = state
         .store
         .apply_change(&auth.actor, &CONTACT, pk, change)
         .await
-        .map_err(|e| match slot.lock().ok().and_then(|mut s| s.take()) {
-            Some(api) => api,
-            None => match e {
-                StoreError::NotFound => ApiError::not_found("contact not found"),
-                other => other.into(),
-            },
+        .map_err(|e| match e {
+            StoreError::NotFound => ApiError::not_found("contact not found"),
+            other => ApiError::from(other),
         })?;
     state.committed(&out.committed);
     Ok(out)
