@@ -62,12 +62,16 @@ pub struct DeliveryConfig {
     pub poll_ms: u64,
     /// In flight in total.
     pub max_in_flight: usize,
+    /// In flight per tenant.
+    pub max_per_tenant: usize,
     /// In flight per webhook.
     pub max_per_webhook: usize,
     /// Connect timeout, milliseconds.
     pub connect_timeout_ms: u64,
     /// Total timeout, milliseconds.
     pub timeout_ms: u64,
+    /// Test and test-on-save timeout, milliseconds.
+    pub test_timeout_ms: u64,
     /// "200" or "2xx".
     pub success_status: String,
     /// "superoffice" or "exponential".
@@ -219,9 +223,15 @@ impl Config {
                 d.retry_policy
             ));
         }
-        if d.batch < 1 || d.max_in_flight < 1 || d.max_per_webhook < 1 {
+        if d.batch < 1
+            || d.max_in_flight < 1
+            || d.max_per_tenant < 1
+            || d.max_per_webhook < 1
+            || d.test_timeout_ms < 1
+        {
             return fail(
-                "delivery.batch, max_in_flight and max_per_webhook must be at least 1".into(),
+                "delivery.batch, max_in_flight, max_per_tenant, max_per_webhook and test_timeout_ms must be at least 1"
+                    .into(),
             );
         }
         if d.max_consecutive_errors < 1 {
@@ -254,7 +264,9 @@ impl Config {
             lease: Duration::from_secs_f64(d.lease_secs),
             poll_interval: Duration::from_millis(d.poll_ms.max(1)),
             max_in_flight: d.max_in_flight,
+            max_per_tenant: d.max_per_tenant,
             max_per_webhook: d.max_per_webhook,
+            test_timeout: Duration::from_millis(d.test_timeout_ms),
             max_consecutive_errors: d.max_consecutive_errors,
             success: SuccessRule::parse(&d.success_status).unwrap_or(SuccessRule::Exactly200),
             default_policy: d.retry_policy.clone(),

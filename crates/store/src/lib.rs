@@ -73,8 +73,10 @@ pub struct ClaimRequest {
     pub lease_until: Ticks,
     /// At most this many.
     pub limit: i64,
-    /// Skip these webhooks (their per-webhook concurrency is used up).
+    /// Skip these webhooks (this node holds their most).
     pub skip_webhooks: Vec<i64>,
+    /// Skip every webhook of these tenants (this node holds their most).
+    pub skip_tenants: Vec<i64>,
     /// At most this many deliveries per webhook in one claim (the dispatcher bounds requests in
     /// flight per webhook itself).
     pub max_per_webhook: i64,
@@ -154,6 +156,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<StateChange>>;
     /// The earliest `next_attempt_at` of a pending delivery of an Active webhook.
     async fn next_due(&self) -> Result<Option<Ticks>>;
+    /// Extends to `lease_until` the leases of `owner` on its deliveries `ids` still in flight
+    /// (a node renews what it holds, so that leases can be short: a dead node's deliveries
+    /// are taken over once its leases run out). How many were extended.
+    async fn renew_leases(&self, owner: &str, ids: &[i64], lease_until: Ticks) -> Result<u64>;
     /// Returns this owner's in-flight deliveries to pending (graceful shutdown).
     async fn release(&self, owner: &str) -> Result<u64>;
     /// The delivery log of a webhook, newest first.
@@ -216,10 +222,11 @@ pub trait Intake: Send + Sync {
     fn owner(&self) -> &str;
     /// The lease length, in ticks.
     fn lease_ticks(&self) -> Ticks;
-    /// Takes room for one delivery of `webhook_id`; false when there is none.
-    fn reserve(&self, webhook_id: i64) -> bool;
+    /// Takes room for one delivery of webhook `webhook_id` of tenant `tenant_id`; false when
+    /// there is none.
+    fn reserve(&self, tenant_id: i64, webhook_id: i64) -> bool;
     /// Gives back room taken by [`Intake::reserve`] for a delivery that was not committed.
-    fn unreserve(&self, webhook_id: i64);
+    fn unreserve(&self, tenant_id: i64, webhook_id: i64);
     /// Committed deliveries (their inserts durable) leased to [`Intake::owner`], each reserved
     /// before.
     fn take(&self, handed: Vec<Claimed>);

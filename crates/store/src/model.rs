@@ -329,6 +329,8 @@ pub struct AttemptOutcome {
     pub delivery_id: i64,
     /// The webhook it went to.
     pub webhook_id: i64,
+    /// The webhook's tenant.
+    pub tenant_id: i64,
     /// The EventId sent.
     pub event_id: uuid::Uuid,
     /// The `X-SuperOffice-Retry` sent.

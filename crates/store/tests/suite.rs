@@ -287,6 +287,7 @@ fn req(owner: &str, now: Ticks, limit: i64) -> ClaimRequest {
         lease_until: now + 60 * SEC,
         limit,
         skip_webhooks: Vec::new(),
+        skip_tenants: Vec::new(),
         max_per_webhook: 64,
     }
 }
@@ -294,6 +295,7 @@ fn req(owner: &str, now: Ticks, limit: i64) -> ClaimRequest {
 fn outcome(c: &Claimed, verdict: Verdict) -> AttemptOutcome {
     let ok = verdict == Verdict::Delivered;
     AttemptOutcome {
+        tenant_id: c.webhook.tenant_id,
         delivery_id: c.delivery_id,
         webhook_id: c.webhook.id,
         event_id: c.event_id,
@@ -1548,7 +1550,7 @@ impl crmhooks_store::Intake for RoomIntake {
     fn lease_ticks(&self) -> Ticks {
         60 * SEC
     }
-    fn reserve(&self, webhook_id: i64) -> bool {
+    fn reserve(&self, _tenant_id: i64, webhook_id: i64) -> bool {
         let mut room = self.room.lock().unwrap();
         match room.get_mut(&webhook_id) {
             Some(n) if *n > 0 => {
@@ -1560,7 +1562,7 @@ impl crmhooks_store::Intake for RoomIntake {
             _ => false,
         }
     }
-    fn unreserve(&self, webhook_id: i64) {
+    fn unreserve(&self, _tenant_id: i64, webhook_id: i64) {
         *self.room.lock().unwrap().entry(webhook_id).or_default() += 1;
         self.reserved
             .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);

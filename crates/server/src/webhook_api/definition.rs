@@ -6,8 +6,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use crmhooks_dispatch::policy::POLICY_NAMES;
-use crmhooks_dispatch::send::is_reserved_header;
-use crmhooks_dispatch::{check_url, SuccessRule};
+use crmhooks_dispatch::send::{check_custom_headers, is_reserved_header};
+use crmhooks_dispatch::SuccessRule;
 use crmhooks_store::{Webhook, WebhookFilter, WebhookState};
 use serde::Deserialize;
 
@@ -40,7 +40,9 @@ pub(super) fn validate(hook: &Webhook, state: &AppState) -> ApiResult<()> {
             ),
         ));
     }
-    check_url(state.dispatcher.config().target_policy, &hook.target_url)
+    state
+        .dispatcher
+        .check_target(&hook.target_url)
         .map_err(|e| ApiError::invalid_field("TargetUrl", e))?;
     if let Some(headers) = &hook.headers {
         for (k, v) in headers {
@@ -63,6 +65,9 @@ pub(super) fn validate(hook: &Webhook, state: &AppState) -> ApiResult<()> {
                 ));
             }
         }
+        // How many, how large, and no header that frames the message or concerns the
+        // connection: what a delivery would fail on.
+        check_custom_headers(headers).map_err(|e| ApiError::invalid_field("Headers", e))?;
     }
     if let Some(p) = &hook.properties {
         if serde_json::to_string(p).map_or(0, |s| s.len()) > 64 * 1024 {

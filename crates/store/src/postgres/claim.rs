@@ -94,17 +94,18 @@ impl PgStore {
         // setting. The UPDATE and the joins of the few leased rows to their event, webhook and
         // tenant run with the planner's own settings (its cost penalties would make their
         // plans arbitrary).
-        let skip = req
-            .skip_webhooks
-            .iter()
-            .map(i64::to_string)
-            .collect::<Vec<_>>()
-            .join(", ");
+        let list = |ids: &[i64]| {
+            ids.iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let (skip, skip_tenants) = (list(&req.skip_webhooks), list(&req.skip_tenants));
         let sql = format!(
             "DO $$BEGIN PERFORM set_config('synchronous_commit', 'off', true); \
              PERFORM pg_advisory_xact_lock({CLAIM_LOCK}); \
              PERFORM set_config('crmhooks.claim', COALESCE(array_to_string(\
-             crmhooks_claim_ids({now}, {window}, {cap}, {limit}, ARRAY[{skip}]::BIGINT[]), ','), ''), true); END$$; \
+             crmhooks_claim_ids({now}, {window}, {cap}, {limit}, ARRAY[{skip}]::BIGINT[], ARRAY[{skip_tenants}]::BIGINT[]), ','), ''), true); END$$; \
              WITH upd AS (UPDATE delivery d SET status = 1, lease_until = {lease_until}, lease_owner = {owner} \
              WHERE d.delivery_id = ANY (string_to_array(NULLIF(current_setting('crmhooks.claim'), ''), ',')::BIGINT[]) \
              AND EXISTS (SELECT 1 FROM event x WHERE x.event_seq = d.event_seq) \

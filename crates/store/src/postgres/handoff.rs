@@ -78,7 +78,7 @@ impl PgStore {
         };
         let (taken, refused): (Vec<Claimed>, Vec<Claimed>) = claimed
             .into_iter()
-            .partition(|c| intake.reserve(c.webhook.id));
+            .partition(|c| intake.reserve(c.webhook.tenant_id, c.webhook.id));
         if !refused.is_empty() {
             let ids: Vec<i64> = refused.iter().map(|c| c.delivery_id).collect();
             let unleased = sqlx::query(

@@ -10,6 +10,7 @@
 
 pub(crate) mod columns;
 pub(crate) mod keys;
+pub(crate) mod leases;
 pub(crate) mod log;
 pub(crate) mod plan;
 pub(crate) mod replay;

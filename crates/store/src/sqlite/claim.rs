@@ -36,27 +36,35 @@ impl Writer {
         // inserts and by next_head; checked again here). Both walks read only their partial
         // indexes.
         let window = req.limit.saturating_mul(4);
+        // Webhooks and tenants this node holds its most of, skipped: `skip(alias)` is the
+        // condition on the rows of `alias`, with `skip_args` its values.
         let skip_args: Vec<SqlValue> = req
             .skip_webhooks
             .iter()
+            .chain(&req.skip_tenants)
             .map(|id| SqlValue::Integer(*id))
             .collect();
-        let skip = |col: &str| {
-            if skip_args.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    " AND {col} NOT IN ({})",
-                    vec!["?"; skip_args.len()].join(", ")
-                )
+        let skip = |alias: &str| {
+            let mut sql = String::new();
+            for (col, ids) in [
+                ("webhook_id", &req.skip_webhooks),
+                ("tenant_id", &req.skip_tenants),
+            ] {
+                if !ids.is_empty() {
+                    sql.push_str(&format!(
+                        " AND {alias}.{col} NOT IN ({})",
+                        vec!["?"; ids.len()].join(", ")
+                    ));
+                }
             }
+            sql
         };
         if !skip_args.is_empty() {
             // Every Active webhook skipped (its requests in flight are at the cap): nothing to
             // claim, and the walk below would visit every head of its backlog to learn that.
             let sql = format!(
                 "SELECT EXISTS (SELECT 1 FROM webhook w WHERE w.state = 1{})",
-                skip("w.webhook_id")
+                skip("w")
             );
             let any: bool = self
                 .conn
@@ -107,7 +115,7 @@ impl Writer {
                 "SELECT d.delivery_id, d.webhook_id, d.queue_pos FROM delivery d JOIN webhook w ON w.webhook_id = d.webhook_id \
                  WHERE d.status = 1 AND d.lease_until < ? AND w.state = 1{} AND NOT {EARLIER_OPEN} \
                  ORDER BY d.lease_until LIMIT ?",
-                skip("d.webhook_id")
+                skip("d")
             ),
             std::iter::once(SqlValue::Integer(req.now))
                 .chain(skip_args.iter().cloned())
@@ -124,7 +132,7 @@ impl Writer {
                  WHERE d.status = 0 AND d.ready = 1 AND d.next_attempt_at <= ? AND w.state = 1{}{} \
                  AND NOT {EARLIER_OPEN} ORDER BY d.queue_pos, d.delivery_id LIMIT ?",
                 if unsynced.is_some() { " AND d.delivery_id <= ?" } else { "" },
-                skip("d.webhook_id")
+                skip("d")
             ),
             std::iter::once(SqlValue::Integer(req.now))
                 .chain(unsynced)

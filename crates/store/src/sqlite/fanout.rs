@@ -144,7 +144,7 @@ impl Writer {
                 }
                 (Err(e), webhook) => {
                     if let (Some(_), Some(b)) = (webhook, &self.batch) {
-                        b.intake.unreserve(webhook_id);
+                        b.intake.unreserve(actor.tenant_id, webhook_id);
                     }
                     self.give_back(&leased);
                     return Err(e);
@@ -197,7 +197,7 @@ impl Writer {
     pub(super) fn give_back(&self, leased: &[(i64, Uuid, Arc<Webhook>)]) {
         if let Some(b) = &self.batch {
             for (_, _, webhook) in leased {
-                b.intake.unreserve(webhook.id);
+                b.intake.unreserve(webhook.tenant_id, webhook.id);
             }
         }
     }

@@ -79,7 +79,7 @@ impl Batch {
             )
         } else {
             for c in self.handed.iter().chain(&self.after_sync) {
-                self.intake.unreserve(c.webhook.id);
+                self.intake.unreserve(c.webhook.tenant_id, c.webhook.id);
             }
             (Handed::default(), Handed::default(), 0)
         }
@@ -204,7 +204,7 @@ impl Writer {
         Ok(self
             .handoff_of(kind)
             .as_ref()
-            .is_some_and(|b| b.intake.reserve(webhook_id))
+            .is_some_and(|b| b.intake.reserve(webhook.tenant_id, webhook_id))
             .then_some(webhook))
     }
 }

@@ -348,6 +348,14 @@ impl Store for SqliteStore {
         self.reader.read(claim::next_due).await
     }
 
+    async fn renew_leases(&self, owner: &str, ids: &[i64], lease_until: Ticks) -> Result<u64> {
+        let (owner, ids) = (owner.to_owned(), ids.to_vec());
+        self.write(false, move |w| {
+            block_on(sql::leases::renew(w, &owner, &ids, lease_until))
+        })
+        .await
+    }
+
     async fn release(&self, owner: &str) -> Result<u64> {
         // On the writer thread: it forgets the chains it follows in memory with them.
         let (reply, answer) = oneshot::channel();

@@ -123,7 +123,7 @@ impl Writer {
                     }
                     (result, b) => {
                         if let Some(b) = b {
-                            b.intake.unreserve(n.webhook_id);
+                            b.intake.unreserve(n.tenant_id, n.webhook_id);
                         }
                         result?;
                         // Not written (or its event is gone): marked ready below, claimed later.

@@ -1,0 +1,310 @@
+//! The dispatcher's loop: claims while there is room, starts each delivery on its own task,
+//! records completions in batches, renews the leases of what it holds, and sleeps until
+//! something is due; [`Dispatcher::step`] is one round of it for tests.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crmhooks_store::{
+    now_ticks, AttemptOutcome, ClaimRequest, Claimed, DynStore, Intake, StoreError, Ticks, Verdict,
+};
+use tokio::sync::mpsc;
+
+use crate::Dispatcher;
+
+/// How long a `next_due` answer is reused while wake-ups keep coming (a retry scheduled by this
+/// node in the meantime is known without asking).
+const NEXT_DUE_TTL: Duration = Duration::from_millis(100);
+
+/// The earliest time something may become due, as the dispatcher's loop sleeps until it. Under
+/// load every commit wakes the loop, and asking the store's `next_due` at every wake-up cost
+/// two queries per event: an answer is reused for [`NEXT_DUE_TTL`], with the retries this node
+/// scheduled since folded in.
+struct NextDue {
+    /// The last answer, when it was read, and whether it named a future time then.
+    read: Option<Read>,
+    /// The earliest retry this node scheduled since the last read (i64::MAX: none).
+    local: Arc<std::sync::atomic::AtomicI64>,
+}
+
+/// One `next_due` answer.
+#[derive(Clone, Copy)]
+struct Read {
+    at: tokio::time::Instant,
+    due: Option<Ticks>,
+    /// The answer named a time still to come when it was read.
+    future: bool,
+}
+
+impl Default for NextDue {
+    fn default() -> Self {
+        NextDue {
+            read: None,
+            local: Arc::new(std::sync::atomic::AtomicI64::new(i64::MAX)),
+        }
+    }
+}
+
+impl NextDue {
+    /// The earliest due time known. Reads the store again when the answer is older than
+    /// [`NEXT_DUE_TTL`], or when a time it or a retry of this node named has come since (what
+    /// follows it is not known).
+    ///
+    /// An answer that was already past when it was read is reused like any other: under load
+    /// there is always such a row (a later event of a contact waiting behind an earlier one,
+    /// or a batch waiting for its fsync), the claim that ran just before could not take it,
+    /// and reading it again at every wake-up was a visible share of the server's CPU spent to
+    /// learn the same.
+    /// The loop then sleeps until a wake-up, the poll interval, or a retry of this node.
+    async fn earliest(&mut self, store: &DynStore) -> Result<Option<Ticks>, StoreError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = now_ticks();
+        let local = self.local.load(Relaxed);
+        let fresh = self.read.filter(|r| {
+            r.at.elapsed() < NEXT_DUE_TTL
+                && !(r.future && r.due.is_some_and(|d| d <= now))
+                && local > now
+        });
+        let due = match fresh {
+            Some(r) => r.due,
+            None => {
+                self.local.store(i64::MAX, Relaxed);
+                let due = store.next_due().await?;
+                self.read = Some(Read {
+                    at: tokio::time::Instant::now(),
+                    due,
+                    future: due.is_some_and(|d| d > now_ticks()),
+                });
+                due
+            }
+        };
+        Ok(match (due, self.local.load(Relaxed)) {
+            (_, i64::MAX) => due,
+            (Some(d), l) => Some(d.min(l)),
+            (None, l) => Some(l),
+        })
+    }
+}
+
+impl Dispatcher {
+    /// One round: claim a batch, send all of it concurrently, record the attempts. Returns how
+    /// many deliveries were attempted (0 when nothing was due).
+    pub async fn step(&self) -> Result<usize, StoreError> {
+        let claimed = self.claim(self.cfg.batch).await?;
+        let n = claimed.len();
+        let outcomes = futures::future::join_all(claimed.iter().map(|c| self.attempt(c))).await;
+        if !outcomes.is_empty() {
+            self.record(&outcomes).await?;
+        }
+        Ok(n)
+    }
+
+    /// Runs until `shutdown` resolves: claims while there is capacity, sends each delivery on its
+    /// own task, records completions in batches. On shutdown, waits up to `grace` for requests
+    /// in flight, records them, and returns what is left to the queue.
+    pub async fn run(
+        self: Arc<Self>,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+        grace: Duration,
+    ) {
+        if let Err(e) = self.store.listen_for_work(self.wake.clone()).await {
+            tracing::warn!(error = %e, "cannot listen for work from other nodes; polling only");
+        }
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<AttemptOutcome>();
+        // Deliveries handed over by the store at commit start here.
+        let launcher = {
+            let handed = self
+                .handed_rx
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            let (this, done) = (self.clone(), done_tx.clone());
+            tokio::spawn(async move {
+                let Some(mut handed) = handed else { return };
+                while let Some(list) = handed.recv().await {
+                    let mut last = None;
+                    for c in list {
+                        this.launch(c, &mut last, &done);
+                    }
+                }
+            })
+        };
+        self.accepting.store(true, Ordering::SeqCst);
+        self.store
+            .set_intake(Some(self.clone() as Arc<dyn Intake + 'static>));
+        let renewer = tokio::spawn(Arc::clone(&self).renew_leases());
+        let mut next_due = NextDue::default();
+        let scheduled = next_due.local.clone();
+        // Completion writer: batches whatever has finished.
+        let this = self.clone();
+        let writer = tokio::spawn(async move {
+            while let Some(first) = done_rx.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < 512 {
+                    match done_rx.try_recv() {
+                        Ok(o) => batch.push(o),
+                        Err(_) => break,
+                    }
+                }
+                let mut delay = Duration::from_millis(100);
+                loop {
+                    match this.record(&batch).await {
+                        Ok(()) => break,
+                        Err(e) => {
+                            tracing::error!(error = %e, "recording attempts failed; retrying");
+                            tokio::time::sleep(delay).await;
+                            delay = (delay * 2).min(Duration::from_secs(5));
+                        }
+                    }
+                }
+                for o in &batch {
+                    this.done(o);
+                    if let Verdict::RetryAt(t) | Verdict::Requeue(t) = o.verdict {
+                        scheduled.fetch_min(t, Ordering::Relaxed);
+                    }
+                }
+                this.wake.notify_one();
+            }
+        });
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let free = self.room.free();
+            let mut claimed_full = false;
+            // The room is taken before the claim: the store hands deliveries over at commit
+            // concurrently (Intake::reserve), and every delivery claimed must have its room.
+            let want = self
+                .room
+                .take_for_claim(usize::try_from(self.cfg.batch).unwrap_or(usize::MAX));
+            if want > 0 {
+                match self.claim(i64::try_from(want).unwrap_or(i64::MAX)).await {
+                    Ok(claimed) => {
+                        claimed_full = claimed.len() >= want;
+                        self.room.unclaimed(want.saturating_sub(claimed.len()));
+                        let mut last = None;
+                        for c in claimed {
+                            self.room.claimed(c.webhook.tenant_id, c.webhook.id);
+                            self.launch(c, &mut last, &done_tx);
+                        }
+                    }
+                    Err(e) => {
+                        self.room.unclaimed(want);
+                        tracing::error!(error = %e, "claiming deliveries failed");
+                    }
+                }
+            }
+            // A full batch may have left more behind; a short one took all there was (a commit
+            // or a completion wakes the loop when that changes).
+            if claimed_full && self.room.free() > 0 {
+                continue;
+            }
+            // Nothing claimable now. Sleep until the next retry is due; when work exists but is
+            // blocked (all slots busy, or later events waiting for an earlier one of the same
+            // contact), a completion wakes the loop, and the poll interval is the fallback.
+            let wait = if free == 0 {
+                self.cfg.poll_interval
+            } else {
+                match next_due.earliest(&self.store).await {
+                    Ok(Some(due)) if due > now_ticks() => {
+                        let ms = (due - now_ticks()) / 10_000 + 1;
+                        Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+                            .min(self.cfg.poll_interval)
+                    }
+                    Ok(_) => self.cfg.poll_interval,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading next due time failed");
+                        self.cfg.poll_interval
+                    }
+                }
+            };
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        // Shutdown: nothing more is handed over (the store drops its reference, which also
+        // ends the cycle store -> dispatcher -> store); let requests in flight, handed ones
+        // included, finish within the grace period.
+        self.accepting.store(false, Ordering::SeqCst);
+        self.store.set_intake(None);
+        let deadline = tokio::time::Instant::now() + grace;
+        while !self.room.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        launcher.abort();
+        renewer.abort();
+        drop(done_tx);
+        let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+        match self.store.release(&self.cfg.owner).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(released = n, "returned unfinished deliveries to the queue"),
+            Err(e) => {
+                tracing::warn!(error = %e, "releasing leases failed; they expire by themselves")
+            }
+        }
+    }
+
+    async fn claim(&self, limit: i64) -> Result<Vec<Claimed>, StoreError> {
+        let now = now_ticks();
+        let (skip_webhooks, skip_tenants) = self.room.saturated();
+        self.store
+            .claim(&ClaimRequest {
+                owner: self.cfg.owner.clone(),
+                now,
+                lease_until: now.saturating_add(self.lease_len()),
+                limit,
+                skip_webhooks,
+                skip_tenants,
+                max_per_webhook: i64::try_from(self.cfg.max_per_webhook).unwrap_or(i64::MAX),
+            })
+            .await
+    }
+
+    async fn record(&self, outcomes: &[AttemptOutcome]) -> Result<(), StoreError> {
+        let changes = self
+            .store
+            .complete(outcomes, now_ticks(), self.cfg.max_consecutive_errors)
+            .await?;
+        for ch in changes {
+            tracing::warn!(webhook = ch.webhook.id, name = %ch.webhook.name, reason = ?ch.reason, "webhook disabled: TooManyErrors");
+            let _ = self.state_changes.send(ch);
+        }
+        Ok(())
+    }
+
+    /// What follows a recorded attempt: the delivery's room frees and its lease is no longer
+    /// renewed.
+    fn done(&self, o: &AttemptOutcome) {
+        self.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&o.delivery_id);
+        self.room.release(o.tenant_id, o.webhook_id);
+    }
+
+    /// Renews the leases of what this node holds every third of a lease, until aborted, so a
+    /// lease runs out only when its node is gone (or cannot reach the database for that long).
+    async fn renew_leases(self: Arc<Self>) {
+        let every = self.cfg.lease / 3;
+        loop {
+            tokio::time::sleep(every).await;
+            let ids: Vec<i64> = self
+                .held
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .copied()
+                .collect();
+            if ids.is_empty() {
+                continue;
+            }
+            let until = now_ticks().saturating_add(self.lease_len());
+            if let Err(e) = self.store.renew_leases(&self.cfg.owner, &ids, until).await {
+                tracing::warn!(error = %e, held = ids.len(), "renewing leases failed; trying again");
+            }
+        }
+    }
+}
