@@ -173,31 +173,20 @@ impl TestApp {
         let deadline = tokio::time::Instant::now() + SETTLE;
         let mut attempts = 0;
         loop {
-            let n = self
-                .state
-                .dispatcher
-                .step()
-                .await
-                .expect("a dispatcher round");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "deliveries still queued after {SETTLE:?} ({attempts} attempts made)"
+            );
+            let n = self.step().await;
             attempts += n;
             if n > 0 {
                 continue;
             }
-            if self
-                .state
-                .store
-                .next_due()
-                .await
-                .expect("next_due")
-                .is_none()
-            {
+            let due = self.state.store.next_due().await.expect("next_due");
+            if due.is_none() {
                 return attempts;
             }
             // Due later (a retry's own time, a Retry-After): wait for it.
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "deliveries still queued after {SETTLE:?}"
-            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
