@@ -60,25 +60,18 @@ async fn retries_are_on_time_without_polling() {
 
 /// A SuperOffice cycle on the running dispatcher: attempts spaced by the configured delays, one
 /// EventId for the cycle, and a failed cycle queued again at once under a new EventId. The
-/// delays are the real ones (1 s, 4 s: the defaults, see the config tests) scaled down by four,
-/// so that the test takes one second of waiting instead of five.
+/// delays are the tests' (100 ms, 400 ms: `test_config`), the real ones (1 s, 4 s, the defaults
+/// held by the config tests) scaled down ten times.
 async fn superoffice_cycle_keeps_its_delays_and_event_id_then_a_new_one() {
-    let app = TestApp::start_with(|t| {
-        let d = t.get_mut("delivery").unwrap().as_table_mut().unwrap();
-        d.insert(
-            "superoffice_delays_ms".into(),
-            toml::Value::Array(vec![250.into(), 1000.into()]),
-        );
-    })
-    .await;
+    let app = TestApp::start().await;
     let rx = receiver(None).await;
     let hook = app.create_hook(&rx, &["contact.created"], None).await;
     rx.script([500, 500, 500, 200]);
     app.create_contact("A").await;
     let got = wait_deliveries(&rx, 4, T).await;
     assert_eq!(got.len(), 4);
-    assert_gap(&got, 1, 240, 1250);
-    assert_gap(&got, 2, 990, 2200);
+    assert_gap(&got, 1, 95, 1100);
+    assert_gap(&got, 2, 395, 1400);
     let gap3 = got[3].at.duration_since(got[2].at);
     assert!(
         gap3 < Duration::from_millis(1000),
