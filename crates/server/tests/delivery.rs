@@ -749,14 +749,11 @@ impl SmtpSink {
     }
 
     async fn wait_mail(&self, timeout: Duration) -> Option<String> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Some(m) = self.mails.lock().unwrap().first().cloned() {
-                return Some(m);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        None
+        crmhooks_testkit::wait_for(
+            || async { self.mails.lock().unwrap().first().cloned() },
+            timeout,
+        )
+        .await
     }
 }
 
