@@ -2,15 +2,13 @@
 //! restarted on the same database; every committed event arrives at least once afterwards.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
-use common::wait_until;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crmhooks_listen::{Receiver, ReceiverConfig};
+use crmhooks_testkit::{wait_for, wait_until};
 use serde_json::{json, Value};
 
 const KEY: &str = "crash-test-key";
@@ -159,31 +157,22 @@ async fn sigkill_during_a_failing_cycle_keeps_events_and_counters() {
     rx.set_status(200);
     let mut node = spawn(&db);
     let all = wait_until(|| created_keys(&rx) == committed, Duration::from_secs(60)).await;
-    let mut usage = call(
-        &node.base,
-        reqwest::Method::GET,
-        &format!("/api/v1/Webhook/{hook_id}/Usage"),
-        Value::Null,
+    // The last successes are recorded a moment after the receiver answered.
+    let usage_path = format!("/api/v1/Webhook/{hook_id}/Usage");
+    let usage = wait_for(
+        || async {
+            let usage = call(&node.base, reqwest::Method::GET, &usage_path, Value::Null).await;
+            let successes = usage["total_calls"].as_i64().unwrap_or(0)
+                - usage["total_errors"].as_i64().unwrap_or(0);
+            (usage["consecutive_errors"] == 0 && successes == 3).then_some(usage)
+        },
+        Duration::from_secs(5),
     )
     .await;
-    // The last successes are recorded a moment after the receiver answered.
-    for _ in 0..100 {
-        if usage["consecutive_errors"] == 0
-            && usage["total_calls"].as_i64().unwrap_or(0)
-                - usage["total_errors"].as_i64().unwrap_or(0)
-                == 3
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        usage = call(
-            &node.base,
-            reqwest::Method::GET,
-            &format!("/api/v1/Webhook/{hook_id}/Usage"),
-            Value::Null,
-        )
-        .await;
-    }
+    let usage = match usage {
+        Some(u) => u,
+        None => call(&node.base, reqwest::Method::GET, &usage_path, Value::Null).await,
+    };
     let delivered = call(
         &node.base,
         reqwest::Method::GET,

@@ -1,13 +1,10 @@
 //! Several `crmhooks serve` processes sharing one PostgreSQL database: work spread over the
 //! nodes is delivered exactly once and in per-contact order, a node killed with SIGKILL has its
 //! deliveries finished by the others, and a node survives its database connections being
-//! terminated. Each test gets a fresh database through the admin URL in
-//! `CRMHOOKS_TEST_DATABASE_URL`; without it the tests print why they are skipped.
+//! terminated. Each test gets a fresh database on the server `crmhooks_testkit::postgres`
+//! finds; without one the tests are skipped, and the skips counted.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
-use common::wait_until;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -16,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use crmhooks_listen::{Received, Receiver, ReceiverConfig};
 use crmhooks_payload::NetDateTime;
+use crmhooks_testkit::postgres::{self, PgDatabase};
+use crmhooks_testkit::{wait_for, wait_until};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sqlx::Connection as _;
@@ -24,41 +23,30 @@ const KEY: &str = "pg-nodes-test-key";
 
 /// A fresh database, dropped at the end of the test.
 struct Database {
-    admin: String,
-    name: String,
-    url: String,
+    db: PgDatabase,
 }
 
 impl Database {
-    async fn create() -> Option<Database> {
-        let Ok(admin) = std::env::var("CRMHOOKS_TEST_DATABASE_URL") else {
-            eprintln!("skipped: needs CRMHOOKS_TEST_DATABASE_URL (an admin URL, e.g. postgres://postgres@127.0.0.1:5432/postgres)");
-            return None;
-        };
-        let name = format!("crmhooks_nodes_{}", uuid::Uuid::new_v4().simple());
-        let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        let _ = conn.close().await;
-        let mut url = url::Url::parse(&admin).unwrap();
-        url.set_path(&format!("/{name}"));
+    /// `None` when no PostgreSQL server is there (the skip is recorded).
+    async fn create(test: &str) -> Option<Database> {
+        let admin = postgres::admin_or_skip(test).await?;
         Some(Database {
-            admin,
-            name,
-            url: url.to_string(),
+            db: PgDatabase::create(&admin).await,
         })
+    }
+
+    fn url(&self) -> &str {
+        self.db.url()
     }
 
     /// Terminates every connection to the database (what a failover or restart does to the
     /// nodes); returns how many.
     async fn terminate_connections(&self) -> i64 {
-        let mut conn = sqlx::PgConnection::connect(&self.admin).await.unwrap();
+        let mut conn = sqlx::PgConnection::connect(self.db.admin()).await.unwrap();
         let n: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()) t",
         )
-        .bind(&self.name)
+        .bind(self.db.name())
         .fetch_one(&mut conn)
         .await
         .unwrap();
@@ -68,7 +56,7 @@ impl Database {
 
     /// Deliveries by status, read directly from the database.
     async fn delivery_statuses(&self) -> BTreeMap<i64, i64> {
-        let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
+        let mut conn = sqlx::PgConnection::connect(self.url()).await.unwrap();
         let rows: Vec<(i64, i64)> =
             sqlx::query_as("SELECT status, COUNT(*) FROM delivery GROUP BY status")
                 .fetch_all(&mut conn)
@@ -80,7 +68,7 @@ impl Database {
 
     /// How many nodes hold leases right now.
     async fn lease_owners(&self) -> i64 {
-        let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
+        let mut conn = sqlx::PgConnection::connect(self.url()).await.unwrap();
         let n: i64 =
             sqlx::query_scalar("SELECT COUNT(DISTINCT lease_owner) FROM delivery WHERE status = 1")
                 .fetch_one(&mut conn)
@@ -91,14 +79,7 @@ impl Database {
     }
 
     async fn drop_database(self) {
-        let mut conn = sqlx::PgConnection::connect(&self.admin).await.unwrap();
-        let _ = sqlx::query(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        ))
-        .execute(&mut conn)
-        .await;
-        let _ = conn.close().await;
+        self.db.drop_database().await;
     }
 }
 
@@ -260,11 +241,14 @@ async fn create_hook(node: &Node, rx: &Receiver, events: &[&str]) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_deliver_every_event_once_in_contact_order() {
-    let Some(db) = Database::create().await else {
+    let Some(db) =
+        Database::create("postgres_nodes::three_nodes_deliver_every_event_once_in_contact_order")
+            .await
+    else {
         return;
     };
     let rx = receiver().await;
-    let nodes = start_nodes(&db.url, 3, &[]);
+    let nodes = start_nodes(db.url(), 3, &[]);
     create_hook(&nodes[0], &rx, &["contact.created", "contact.changed"]).await;
     const CONTACTS: usize = 100;
     const CHANGES: usize = 2;
@@ -321,8 +305,14 @@ async fn three_nodes_deliver_every_event_once_in_contact_order() {
     )
     .await;
     let done = started.elapsed();
-    // A little longer: anything sent twice would show up now.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Every attempt recorded: nothing is leased or pending any more, so whatever was sent twice
+    // has arrived by now.
+    let all_delivered = BTreeMap::from([(2, expected as i64)]);
+    wait_for(
+        || async { (db.delivery_statuses().await == all_delivered).then_some(()) },
+        Duration::from_secs(30),
+    )
+    .await;
     let got = delivered(&rx);
     eprintln!(
         "{expected} events over 3 nodes: committed in {committed:?}, all delivered after {done:?}"
@@ -370,12 +360,16 @@ async fn three_nodes_deliver_every_event_once_in_contact_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_mid_delivery_is_taken_over_after_its_lease() {
-    let Some(db) = Database::create().await else {
+    let Some(db) = Database::create(
+        "postgres_nodes::a_node_killed_mid_delivery_is_taken_over_after_its_lease",
+    )
+    .await
+    else {
         return;
     };
     let rx = receiver().await;
     // At most 6 requests in flight for the webhook (over all nodes): the queue outlasts the kill.
-    let mut nodes = start_nodes(&db.url, 3, &[("CRMHOOKS_DELIVERY_MAX_PER_WEBHOOK", "6")]);
+    let mut nodes = start_nodes(db.url(), 3, &[("CRMHOOKS_DELIVERY_MAX_PER_WEBHOOK", "6")]);
     create_hook(&nodes[0], &rx, &["contact.created"]).await;
     // Slow receiver: every node has requests in flight when one dies.
     rx.set_delay(Duration::from_millis(300));
@@ -468,17 +462,23 @@ async fn a_node_killed_mid_delivery_is_taken_over_after_its_lease() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_survives_its_database_connections_being_terminated() {
-    let Some(db) = Database::create().await else {
+    let Some(db) = Database::create(
+        "postgres_nodes::a_node_survives_its_database_connections_being_terminated",
+    )
+    .await
+    else {
         return;
     };
     let rx = receiver().await;
-    let nodes = start_nodes(&db.url, 1, &[]);
+    let nodes = start_nodes(db.url(), 1, &[]);
     let node = &nodes[0];
     create_hook(node, &rx, &["contact.created", "contact.changed"]).await;
     let unavailable = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let written = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let writer = {
         let base = node.base.clone();
         let unavailable = unavailable.clone();
+        let written = written.clone();
         tokio::spawn(async move {
             let http = reqwest::Client::new();
             let mut acknowledged = Vec::new();
@@ -503,14 +503,22 @@ async fn a_node_survives_its_database_connections_being_terminated() {
                 )
                 .await;
                 acknowledged.push(id);
+                written.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             acknowledged
         })
     };
+    // Four terminations spread over the writes (after every twelfth contact), each while the
+    // node is busy writing and delivering.
     let mut terminated = 0;
-    for _ in 0..4 {
-        tokio::time::sleep(Duration::from_millis(700)).await;
+    for round in 1..=4 {
+        let progressed = wait_until(
+            || written.load(std::sync::atomic::Ordering::Relaxed) >= 12 * round,
+            Duration::from_secs(60),
+        )
+        .await;
+        assert!(progressed, "the writes stalled before termination {round}");
         terminated += db.terminate_connections().await;
     }
     let acknowledged = writer.await.unwrap();

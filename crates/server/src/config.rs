@@ -319,4 +319,16 @@ mod tests {
             "{err}"
         );
     }
+
+    /// SuperOffice's schedule: a retry 1 s after the first attempt, the last 4 s after that.
+    /// (The integration tests run the cycle with shorter delays; this holds the real ones.)
+    #[test]
+    fn the_superoffice_delays_default_to_1_s_then_4_s() {
+        let cfg = Config::defaults().expect("defaults parse");
+        assert_eq!(cfg.delivery.superoffice_delays_ms, [1000, 4000]);
+        assert_eq!(
+            cfg.dispatch().policies.superoffice.delays,
+            [Duration::from_secs(1), Duration::from_secs(4)]
+        );
+    }
 }

@@ -3,14 +3,10 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 use crmhooks_payload::{verify, CONTACT_FIELD_VALUE_KEYS};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-
-const T: Duration = Duration::from_secs(10);
 
 fn is_utc_timestamp(s: &str) -> bool {
     // yyyy-MM-ddTHH:mm:ss[.F{1,7}]Z
@@ -39,7 +35,7 @@ const ORDER: [&str; 11] = [
 ];
 
 async fn four_contact_events_arrive_once_with_the_superoffice_wire_format() {
-    let app = TestApp::start().await;
+    let app = TestApp::stepped().await;
     let rx = receiver(Some("s3cret")).await;
     let events = [
         "contact.created",
@@ -68,8 +64,8 @@ async fn four_contact_events_arrive_once_with_the_superoffice_wire_format() {
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
 
-    let got = wait_deliveries(&rx, 4, T).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = app.delivered(&rx).await;
+    assert_eq!(app.deliver().await, 0, "nothing left to send");
     let got_after = deliveries(&rx);
     assert_eq!(got.len(), 4, "exactly four deliveries");
     assert_eq!(got_after.len(), 4, "no duplicates afterwards");
@@ -190,7 +186,7 @@ async fn four_contact_events_arrive_once_with_the_superoffice_wire_format() {
 }
 
 async fn name_change_lists_soundex_and_a_put_that_changes_nothing_fires_nothing() {
-    let app = TestApp::start().await;
+    let app = TestApp::stepped().await;
     let rx = receiver(None).await;
     app.create_hook(&rx, &["contact.changed"], None).await;
     let id = app.create_contact("Robert").await;
@@ -211,9 +207,8 @@ async fn name_change_lists_soundex_and_a_put_that_changes_nothing_fires_nothing(
     edited["Name"] = json!("Rupert Inc");
     app.ok(Method::PUT, &format!("/api/v1/Contact/{id}"), Some(edited))
         .await;
-    let got = wait_deliveries(&rx, 1, T).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(deliveries(&rx).len(), 1);
+    let got = app.delivered(&rx).await;
+    assert_eq!(got.len(), 1);
     let p = got[0].payload.as_ref().unwrap();
     assert_eq!(
         p.changes,
@@ -237,7 +232,7 @@ async fn name_change_lists_soundex_and_a_put_that_changes_nothing_fires_nothing(
 }
 
 async fn unsubscribed_events_and_stopped_hooks_get_nothing() {
-    let app = TestApp::start().await;
+    let app = TestApp::stepped().await;
     let created_only = receiver(None).await;
     let stopped = receiver(None).await;
     app.create_hook(&created_only, &["contact.created"], None)
@@ -258,9 +253,8 @@ async fn unsubscribed_events_and_stopped_hooks_get_nothing() {
         Some(json!({"Name": "B"})),
     )
     .await;
-    let got = wait_deliveries(&created_only, 1, T).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(deliveries(&created_only).len(), 1);
+    let got = app.delivered(&created_only).await;
+    assert_eq!(got.len(), 1);
     assert_eq!(got[0].payload.as_ref().unwrap().event, "contact.created");
     assert!(
         deliveries(&stopped).is_empty(),
@@ -270,7 +264,7 @@ async fn unsubscribed_events_and_stopped_hooks_get_nothing() {
 }
 
 async fn restore_fires_changed_and_the_recycle_bin_hides_the_contact() {
-    let app = TestApp::start().await;
+    let app = TestApp::stepped().await;
     let rx = receiver(None).await;
     app.create_hook(&rx, &["contact.changed", "contact.softdeleted"], None)
         .await;
@@ -285,7 +279,8 @@ async fn restore_fires_changed_and_the_recycle_bin_hides_the_contact() {
         .ok(Method::POST, &format!("/api/v1/Contact/{id}/Restore"), None)
         .await;
     assert_eq!(restored["Deleted"], 0);
-    let got = wait_deliveries(&rx, 2, T).await;
+    let got = app.delivered(&rx).await;
+    assert_eq!(got.len(), 2);
     let p = got[1].payload.as_ref().unwrap();
     assert_eq!(p.event, "contact.changed");
     assert_eq!(
@@ -307,7 +302,7 @@ async fn restore_fires_changed_and_the_recycle_bin_hides_the_contact() {
 }
 
 async fn tenants_do_not_see_each_other() {
-    let app = TestApp::start().await;
+    let app = TestApp::stepped().await;
     let other = app.add_key("Cust2", 7).await;
     let rx_a = receiver(None).await;
     let rx_b = receiver(None).await;
@@ -340,7 +335,7 @@ async fn tenants_do_not_see_each_other() {
         .await;
     assert_eq!(s, StatusCode::OK);
     // Only tenant A's receiver gets A's event, with A's ContextIdentifier.
-    let got = wait_deliveries(&rx_a, 1, T).await;
+    let got = app.delivered(&rx_a).await;
     assert_eq!(
         got[0].payload.as_ref().unwrap().context_identifier,
         "Default"
@@ -356,12 +351,11 @@ async fn tenants_do_not_see_each_other() {
         .1["ContactId"]
         .as_i64()
         .unwrap();
-    let got_b = wait_deliveries(&rx_b, 1, T).await;
+    let got_b = app.delivered(&rx_b).await;
     let pb = got_b[0].payload.as_ref().unwrap();
     assert_eq!(pb.context_identifier, "Cust2");
     assert_eq!(pb.changed_by_associate_id, 7);
     assert_eq!(pb.primary_key, other_id);
-    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(deliveries(&rx_a).len(), 1);
     assert_eq!(deliveries(&rx_b).len(), 1);
     app.stop().await;
@@ -566,7 +560,7 @@ async fn strict_target_policy_refuses_http_and_loopback() {
 }
 
 async fn webhook_api_secret_is_write_only_and_filters_work() {
-    let app = TestApp::start().await;
+    let app = TestApp::stepped().await;
     let rx = receiver(Some("abc")).await;
     let id = app
         .create_hook(&rx, &["contact.created", "contact.changed"], Some("abc"))
@@ -592,7 +586,8 @@ async fn webhook_api_secret_is_write_only_and_filters_work() {
     app.ok(Method::PUT, &format!("/api/v1/Webhook/{id}"), Some(put))
         .await;
     app.create_contact("x").await;
-    let got = wait_deliveries(&rx, 1, T).await;
+    let got = app.delivered(&rx).await;
+    assert_eq!(got.len(), 1);
     assert!(got[0].verdict.is_valid());
     assert_eq!(got[0].payload.as_ref().unwrap().webhook_name, "Renamed");
     // Filters.
@@ -637,7 +632,7 @@ async fn webhook_api_secret_is_write_only_and_filters_work() {
     )
     .await;
     app.create_contact("y").await;
-    let got = wait_deliveries(&rx2, 1, T).await;
+    let got = app.delivered(&rx2).await;
     assert_eq!(got.len(), 1);
     assert!(got[0].header("x-superoffice-signature").is_none());
     let (s, _) = app

@@ -58,24 +58,20 @@ async fn retries_are_on_time_without_polling() {
     assert_eq!(retry_headers(&got), ["0", "1", "2"]);
 }
 
-async fn real_superoffice_schedule_1s_then_4s_same_event_id_then_a_new_one() {
-    // The real schedule: delays of 1 s and 4 s.
-    let app = TestApp::start_with(|t| {
-        let d = t.get_mut("delivery").unwrap().as_table_mut().unwrap();
-        d.insert(
-            "superoffice_delays_ms".into(),
-            toml::Value::Array(vec![1000.into(), 4000.into()]),
-        );
-    })
-    .await;
+/// A SuperOffice cycle on the running dispatcher: attempts spaced by the configured delays, one
+/// EventId for the cycle, and a failed cycle queued again at once under a new EventId. The
+/// delays are the tests' (100 ms, 400 ms: `test_config`), the real ones (1 s, 4 s, the defaults
+/// held by the config tests) scaled down ten times.
+async fn superoffice_cycle_keeps_its_delays_and_event_id_then_a_new_one() {
+    let app = TestApp::start().await;
     let rx = receiver(None).await;
     let hook = app.create_hook(&rx, &["contact.created"], None).await;
     rx.script([500, 500, 500, 200]);
     app.create_contact("A").await;
-    let got = wait_deliveries(&rx, 4, Duration::from_secs(20)).await;
+    let got = wait_deliveries(&rx, 4, T).await;
     assert_eq!(got.len(), 4);
-    assert_gap(&got, 1, 950, 2000);
-    assert_gap(&got, 2, 3950, 5200);
+    assert_gap(&got, 1, 95, 1100);
+    assert_gap(&got, 2, 395, 1400);
     let gap3 = got[3].at.duration_since(got[2].at);
     assert!(
         gap3 < Duration::from_millis(1000),
@@ -87,18 +83,10 @@ async fn real_superoffice_schedule_1s_then_4s_same_event_id_then_a_new_one() {
     assert_eq!(ids[1], ids[2]);
     assert_ne!(ids[2], ids[3], "a new cycle gets a new EventId");
     // The last success is recorded a moment after the receiver answered.
-    let mut usage = app
+    app.wait_idle().await;
+    let usage = app
         .ok(Method::GET, &format!("/api/v1/Webhook/{hook}/Usage"), None)
         .await;
-    for _ in 0..100 {
-        if usage["total_calls"] == 4 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        usage = app
-            .ok(Method::GET, &format!("/api/v1/Webhook/{hook}/Usage"), None)
-            .await;
-    }
     assert_eq!(usage["total_calls"], 4);
     assert_eq!(usage["total_errors"], 3);
     assert_eq!(usage["consecutive_errors"], 0, "reset by the success");
@@ -108,7 +96,7 @@ async fn real_superoffice_schedule_1s_then_4s_same_event_id_then_a_new_one() {
 async fn nine_failures_make_too_many_errors_fire_the_state_event_and_mail() {
     let smtp = SmtpSink::start().await;
     let port = smtp.port;
-    let app = TestApp::start_with(move |t| {
+    let app = TestApp::stepped_with(move |t| {
         let mut s = toml::value::Table::new();
         s.insert("host".into(), "127.0.0.1".into());
         s.insert("port".into(), i64::from(port).into());
@@ -143,11 +131,16 @@ async fn nine_failures_make_too_many_errors_fire_the_state_event_and_mail() {
     .await;
     failing.set_status(500);
     app.create_contact("A").await;
-    let got = wait_deliveries(&failing, 9, T).await;
-    assert_eq!(got.len(), 9);
-    let state_events = wait_deliveries(&watcher, 1, T).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(deliveries(&failing).len(), 9, "nothing after TooManyErrors");
+    // Every round until nothing is left: nothing is sent after TooManyErrors.
+    app.deliver().await;
+    let got = deliveries(&failing);
+    assert_eq!(
+        got.len(),
+        9,
+        "nine attempts, then nothing after TooManyErrors"
+    );
+    let state_events = deliveries(&watcher);
+    assert_eq!(state_events.len(), 1, "one state event");
     assert_eq!(
         retry_headers(&got),
         ["0", "1", "2", "0", "1", "2", "0", "1", "2"]
@@ -209,13 +202,14 @@ async fn nine_failures_make_too_many_errors_fire_the_state_event_and_mail() {
         Some(json!({"State": "Active"})),
     )
     .await;
-    let after = wait_deliveries(&failing, 10, T).await;
+    let after = app.delivered(&failing).await;
     assert_eq!(
         after.len(),
         10,
         "the parked event is delivered after reactivation"
     );
-    let started = wait_deliveries(&watcher, 2, T).await;
+    let started = deliveries(&watcher);
+    assert_eq!(started.len(), 2);
     assert_eq!(
         started[1].payload.as_ref().unwrap().event,
         format!("webhook{hook}.started")
@@ -234,16 +228,15 @@ async fn nine_failures_make_too_many_errors_fire_the_state_event_and_mail() {
 }
 
 async fn gone_410_disables_at_once() {
-    let app = TestApp::start().await;
+    let app = TestApp::stepped().await;
     let rx = receiver(None).await;
     let hook = app
         .create_hook(&rx, &["contact.created", "contact.changed"], None)
         .await;
     rx.set_status(410);
-    // Two events of one contact: the second waits for the first (per-contact order), so it is
-    // still queued when the 410 disables the webhook. The slow answer makes sure the second
-    // event is committed (while the webhook is still Active) before the 410 comes back.
-    rx.set_delay(Duration::from_millis(600));
+    // Two events of one contact, both committed while the webhook is Active, before the
+    // dispatcher runs: the second waits for the first (per-contact order), so it is still
+    // queued when the 410 disables the webhook.
     let a = app.create_contact("A").await;
     app.ok(
         Method::PATCH,
@@ -251,10 +244,9 @@ async fn gone_410_disables_at_once() {
         Some(json!({"Name": "A2"})),
     )
     .await;
-    let got = wait_deliveries(&rx, 1, T).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let got = app.delivered(&rx).await;
     assert_eq!(
-        deliveries(&rx).len(),
+        got.len(),
         1,
         "one call, then disabled: {:?}",
         retry_headers(&got)
@@ -379,12 +371,12 @@ async fn handed_and_claimed_deliveries_share_few_slots_without_losing_any() {
 }
 
 async fn per_contact_order_holds_while_one_contact_is_failing() {
-    let app = TestApp::start().await;
+    let app = TestApp::stepped().await;
     let rx = receiver(None).await;
     app.create_hook(&rx, &["contact.created", "contact.changed"], None)
         .await;
     let a = app.create_contact("A").await;
-    wait_deliveries(&rx, 1, T).await;
+    app.deliver().await;
     // Contact A's next event fails a whole cycle and more; meanwhile B flows, and A's later
     // change waits for the failing one.
     rx.script_primary_key(a, [500, 500, 500, 500]);
@@ -401,7 +393,7 @@ async fn per_contact_order_holds_while_one_contact_is_failing() {
     )
     .await;
     let b = app.create_contact("B").await;
-    let got = wait_deliveries(&rx, 8, T).await;
+    let got = app.delivered(&rx).await;
     assert_eq!(got.len(), 8, "1 created + 4 failures + 2 changes + B");
     let seq: Vec<(i64, String, u16)> = got[1..]
         .iter()
@@ -447,7 +439,7 @@ async fn per_contact_order_holds_while_one_contact_is_failing() {
 async fn a_hanging_target_does_not_block_other_webhooks() {
     let app = TestApp::start_with(|t| {
         let d = t.get_mut("delivery").unwrap().as_table_mut().unwrap();
-        d.insert("timeout_ms".into(), 5000.into());
+        d.insert("timeout_ms".into(), 1000.into());
     })
     .await;
     let slow = receiver(None).await;
@@ -466,22 +458,22 @@ async fn a_hanging_target_does_not_block_other_webhooks() {
         "fast receiver served in {:?}",
         start.elapsed()
     );
-    // The slow one times out (after 5 s) and says so.
-    let deadline = Instant::now() + Duration::from_secs(8);
-    while Instant::now() < deadline {
-        let last = app.last_error(slow_hook).await;
-        if !last.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let last = app.last_error(slow_hook).await;
+    // The slow one times out (after 1 s) and says so.
+    let last = crmhooks_testkit::wait_for(
+        || async {
+            let last = app.last_error(slow_hook).await;
+            (!last.is_empty()).then_some(last)
+        },
+        T,
+    )
+    .await
+    .unwrap_or_default();
     assert!(last.contains("timeout"), "{last}");
     app.stop().await;
 }
 
 async fn refused_connections_are_failures_with_a_readable_error() {
-    let app = TestApp::start().await;
+    let app = TestApp::stepped().await;
     let rx = receiver(None).await;
     let hook = app.create_hook(&rx, &["contact.created"], None).await;
     let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -489,7 +481,9 @@ async fn refused_connections_are_failures_with_a_readable_error() {
     drop(dead);
     app.activate_untested(hook, &dead_url).await;
     app.create_contact("A").await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Two rounds: the first attempt, then its retry (due at once in a stepped test).
+    assert_eq!(app.step().await, 1);
+    assert_eq!(app.step().await, 1);
     let last = app.last_error(hook).await;
     assert!(last.contains("connect"), "{last}");
     let list = app
@@ -508,7 +502,7 @@ async fn refused_connections_are_failures_with_a_readable_error() {
         )
         .await;
     let attempts = detail["AttemptLog"].as_array().unwrap();
-    assert!(attempts.len() >= 2, "{detail}");
+    assert_eq!(attempts.len(), 2, "{detail}");
     assert!(attempts[0]["StatusCode"].is_null());
     assert!(attempts[0]["Error"].as_str().unwrap().contains("connect"));
     assert_eq!(attempts[0]["Retry"], 0);
@@ -517,7 +511,7 @@ async fn refused_connections_are_failures_with_a_readable_error() {
 }
 
 async fn test_endpoint_and_signal_event() {
-    let app = TestApp::start().await;
+    let app = TestApp::stepped().await;
     let rx = receiver(Some("k")).await;
     let (s, v) = app
         .call(
@@ -565,9 +559,8 @@ async fn test_endpoint_and_signal_event() {
         .call(Method::POST, "/api/v1/Webhook/window.opened/42", None)
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    let got = wait_deliveries(&rx, 1, T).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(deliveries(&rx).len(), 1);
+    let got = app.delivered(&rx).await;
+    assert_eq!(got.len(), 1);
     let p = got[0].payload.as_ref().unwrap();
     assert_eq!(p.event, "window.closed");
     assert_eq!(p.entity, "window");
@@ -587,12 +580,12 @@ async fn test_endpoint_and_signal_event() {
 }
 
 async fn replay_delivers_exactly_the_missed_events() {
-    let app = TestApp::start().await;
+    let app = TestApp::stepped().await;
     let rx = receiver(None).await;
     let hook = app.create_hook(&rx, &["contact.created"], None).await;
     let since = time::OffsetDateTime::now_utc() - time::Duration::seconds(5);
     let first = app.create_contact("delivered").await;
-    wait_deliveries(&rx, 1, T).await;
+    app.deliver().await;
     // Stopped: events happen but the hook gets no deliveries.
     app.ok(
         Method::PATCH,
@@ -610,8 +603,7 @@ async fn replay_delivers_exactly_the_missed_events() {
         Some(json!({"State": "Active"})),
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(deliveries(&rx).len(), 1);
+    assert_eq!(app.delivered(&rx).await.len(), 1);
     let since_s = since
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap();
@@ -623,9 +615,8 @@ async fn replay_delivers_exactly_the_missed_events() {
         )
         .await;
     assert_eq!(report, json!({"matched": 4, "queued": 3, "skipped": 1}));
-    let got = wait_deliveries(&rx, 4, T).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(deliveries(&rx).len(), 4);
+    let got = app.delivered(&rx).await;
+    assert_eq!(got.len(), 4);
     let pks: Vec<i64> = got[1..]
         .iter()
         .map(|r| r.payload.as_ref().unwrap().primary_key)
@@ -688,7 +679,7 @@ async fn exponential_policy_grows_delays_and_accepts_2xx() {
         "{g1:?} {g2:?}"
     );
     // (lower bounds only: a loaded machine can only make gaps longer)
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.wait_idle().await;
     assert_eq!(
         deliveries(&rx).len(),
         3,
@@ -758,19 +749,16 @@ impl SmtpSink {
     }
 
     async fn wait_mail(&self, timeout: Duration) -> Option<String> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Some(m) = self.mails.lock().unwrap().first().cloned() {
-                return Some(m);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        None
+        crmhooks_testkit::wait_for(
+            || async { self.mails.lock().unwrap().first().cloned() },
+            timeout,
+        )
+        .await
     }
 }
 
 both_backends!(
-    real_superoffice_schedule_1s_then_4s_same_event_id_then_a_new_one,
+    superoffice_cycle_keeps_its_delays_and_event_id_then_a_new_one,
     retries_are_on_time_without_polling,
     nine_failures_make_too_many_errors_fire_the_state_event_and_mail,
     gone_410_disables_at_once,

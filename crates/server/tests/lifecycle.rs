@@ -7,23 +7,23 @@ use std::time::Duration;
 
 use common::*;
 use crmhooks_store::DeliveryStatus;
-use reqwest::Method;
+use crmhooks_testkit::wait_for;
+use reqwest::{Method, StatusCode};
 
 const T: Duration = Duration::from_secs(15);
 
 async fn graceful_shutdown_releases_in_flight_deliveries_and_a_restart_sends_them() {
     let dir = tempfile::tempdir().unwrap();
     let mut flags = test_config(dir.path()).await;
-    flags
-        .get_mut("delivery")
-        .unwrap()
-        .as_table_mut()
-        .unwrap()
-        .insert("shutdown_grace_secs".into(), 0.3.into());
+    let delivery = flags.get_mut("delivery").unwrap().as_table_mut().unwrap();
+    delivery.insert("shutdown_grace_secs".into(), 0.3.into());
+    delivery.insert("timeout_ms".into(), 1000.into());
     let app = TestApp::start_in(dir, flags.clone()).await;
     let rx = receiver(None).await;
     app.create_hook(&rx, &["contact.created"], None).await;
-    rx.set_delay(Duration::from_secs(3));
+    // Answers slower than the grace period and the timeout: the requests are still in flight
+    // at the stop, and none of them succeeds.
+    rx.set_delay(Duration::from_millis(1500));
     for i in 0..5 {
         app.create_contact(&format!("c{i}")).await;
     }
@@ -50,18 +50,14 @@ async fn graceful_shutdown_releases_in_flight_deliveries_and_a_restart_sends_the
     let got = wait_deliveries(&rx, 10, T).await;
     assert_eq!(got.len(), 10, "each event again after the restart");
     // The receiver has them; their attempts are recorded a moment later.
-    let deadline = tokio::time::Instant::now() + T;
-    let mut counts = app.state.store.delivery_counts().await.unwrap();
-    while counts != vec![(DeliveryStatus::Delivered, 5)] && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        counts = app.state.store.delivery_counts().await.unwrap();
-    }
+    app.wait_idle().await;
+    let counts = app.state.store.delivery_counts().await.unwrap();
     assert_eq!(counts, vec![(DeliveryStatus::Delivered, 5)]);
     app.stop().await;
 }
 
 async fn recycle_bin_purge_fires_deleted_as_the_system() {
-    let app = TestApp::start_with(|t| {
+    let app = TestApp::stepped_with(|t| {
         t.insert("recycle_bin_days".into(), (0.5 / 86_400.0).into());
         t.insert("maintenance_interval_secs".into(), 0.2.into());
     })
@@ -81,10 +77,31 @@ async fn recycle_bin_purge_fires_deleted_as_the_system() {
         None,
     )
     .await;
-    let got = wait_deliveries(&rx, 3, T).await;
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    let got_after = deliveries(&rx);
-    assert_eq!(got_after.len(), 3, "softdeleted ×2, deleted ×1");
+    // The purge comes with a maintenance round once the contact has been in the bin for half a
+    // second: the clock is what this tests, so the test waits for it, delivering meanwhile.
+    let got = wait_for(
+        || async {
+            let got = app.delivered(&rx).await;
+            (got.len() >= 3).then_some(got)
+        },
+        T,
+    )
+    .await
+    .expect("the purge's event");
+    // Purged for good: no longer in the bin, so no later round fires for it again.
+    let (s, _) = app
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/Contact/{gone}?permanent=true"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(
+        app.delivered(&rx).await.len(),
+        3,
+        "softdeleted ×2, deleted ×1"
+    );
     let p = got[2].payload.as_ref().unwrap();
     assert_eq!(p.event, "contact.deleted");
     assert_eq!(p.primary_key, gone);
@@ -96,31 +113,40 @@ async fn recycle_bin_purge_fires_deleted_as_the_system() {
 }
 
 async fn event_retention_prunes_finished_events_only() {
-    let app = TestApp::start_with(|t| {
-        t.insert("event_retention_days".into(), (1.0 / 86_400.0).into());
+    let app = TestApp::stepped_with(|t| {
+        t.insert("event_retention_days".into(), (0.5 / 86_400.0).into());
         t.insert("maintenance_interval_secs".into(), 0.2.into());
     })
     .await;
     let rx = receiver(None).await;
     let hook = app.create_hook(&rx, &["contact.created"], None).await;
     let a = app.create_contact("a").await;
-    wait_deliveries(&rx, 1, T).await;
+    app.deliver().await;
     // Hook B fails until it is disabled; its delivery of "b" stays pending (parked), so the
     // event "b" must outlive the retention period.
     let rx_b = receiver(None).await;
     let b_hook = app.create_hook(&rx_b, &["contact.created"], None).await;
     rx_b.set_status(500);
     let b = app.create_contact("b").await;
-    wait_deliveries(&rx_b, 9, T).await;
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    let first = app
-        .ok(
-            Method::GET,
-            &format!("/api/v1/Webhook/{hook}/Deliveries"),
-            None,
-        )
-        .await;
-    let first = first.as_array().unwrap();
+    assert_eq!(app.delivered(&rx_b).await.len(), 9);
+    // Event a is pruned by a maintenance round once it is older than the retention period:
+    // the clock is what this tests, so the test waits for it.
+    let first = wait_for(
+        || async {
+            let list = app
+                .ok(
+                    Method::GET,
+                    &format!("/api/v1/Webhook/{hook}/Deliveries"),
+                    None,
+                )
+                .await;
+            let list = list.as_array().unwrap().clone();
+            (list.len() < 2).then_some(list)
+        },
+        T,
+    )
+    .await
+    .expect("event a pruned");
     assert_eq!(first.len(), 1, "event a pruned, event b kept: {first:?}");
     assert_eq!(first[0]["PrimaryKey"], b);
     assert_ne!(first[0]["PrimaryKey"], a);
@@ -136,14 +162,14 @@ async fn event_retention_prunes_finished_events_only() {
 }
 
 async fn tls_failures_are_failures_with_a_readable_error() {
-    let app = TestApp::start().await;
+    let app = TestApp::stepped().await;
     let rx = receiver(None).await;
     let hook = app.create_hook(&rx, &["contact.created"], None).await;
     // https to a plain-HTTP listener: the TLS handshake fails.
     let url = rx.url("/hook").replace("http://", "https://");
     app.activate_untested(hook, &url).await;
     app.create_contact("a").await;
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(app.step().await, 1);
     let last = app.last_error(hook).await;
     assert!(last.contains("connect error"), "{last}");
     let usage = app

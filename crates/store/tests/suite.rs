@@ -1,6 +1,6 @@
 //! The store suite: every test runs against SQLite (a temporary file) and PostgreSQL (a fresh
-//! database per test, created through the admin URL in `CRMHOOKS_TEST_DATABASE_URL`; the
-//! PostgreSQL variant is skipped with a printed reason without it).
+//! database per test, on the server `crmhooks_testkit::postgres` finds; the PostgreSQL variant
+//! is skipped, and the skip counted, when there is none).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, HashSet};
@@ -13,26 +13,23 @@ use crmhooks_store::{
     DeliveryFilter, DeliveryStatus, DynStore, OpenOptions, ReplayRequest, Row, StoreError, Ticks,
     Value, Verdict, Webhook, WebhookState, TICKS_PER_SECOND,
 };
+use crmhooks_testkit::postgres::{self, PgDatabase};
+use crmhooks_testkit::Backend;
 use sqlx::Connection as _;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
 
 /// One test's database: the store, and how to open a second one on it (another node).
 struct Ctx {
     store: DynStore,
     url: String,
     backend: Backend,
-    /// `(admin URL, database name)` to drop afterwards.
-    pg: Option<(String, String)>,
+    /// The PostgreSQL database to drop afterwards.
+    pg: Option<PgDatabase>,
     _dir: Option<tempfile::TempDir>,
 }
 
 impl Ctx {
-    async fn new(backend: Backend) -> Option<Ctx> {
+    /// `None` when `backend` is PostgreSQL and no server is there (the skip is recorded).
+    async fn new(backend: Backend, test: &str) -> Option<Ctx> {
         let (url, pg, dir) = match backend {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().unwrap();
@@ -40,18 +37,9 @@ impl Ctx {
                 (url, None, Some(dir))
             }
             Backend::Postgres => {
-                let Ok(admin) = std::env::var("CRMHOOKS_TEST_DATABASE_URL") else {
-                    eprintln!("skipped: the PostgreSQL variant needs CRMHOOKS_TEST_DATABASE_URL (an admin URL, e.g. postgres://postgres@127.0.0.1:5432/postgres)");
-                    return None;
-                };
-                let name = format!("crmhooks_store_{}", uuid::Uuid::new_v4().simple());
-                let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
-                sqlx::query(&format!("CREATE DATABASE {name}"))
-                    .execute(&mut conn)
-                    .await
-                    .unwrap();
-                let _ = conn.close().await;
-                (with_database(&admin, &name), Some((admin, name)), None)
+                let admin = postgres::admin_or_skip(test).await?;
+                let db = PgDatabase::create(&admin).await;
+                (db.url().to_owned(), Some(db), None)
             }
         };
         let store = open(&url, &OpenOptions::default()).await.unwrap();
@@ -90,52 +78,26 @@ impl Ctx {
     async fn finish(self) {
         let Ctx { store, pg, .. } = self;
         drop(store);
-        if let Some((admin, name)) = pg {
-            let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
-            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .execute(&mut conn)
-                .await;
-            let _ = conn.close().await;
+        if let Some(db) = pg {
+            db.drop_database().await;
         }
     }
 }
 
-/// `admin` with its database name replaced by `name`.
-fn with_database(admin: &str, name: &str) -> String {
-    let (base, query) = match admin.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (admin, None),
-    };
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let host_end = base[scheme_end..]
-        .find('/')
-        .map_or(base.len(), |i| scheme_end + i);
-    let mut url = format!("{}/{name}", &base[..host_end]);
-    if let Some(q) = query {
-        url.push('?');
-        url.push_str(q);
+/// Runs one variant of a `both_backends!` test.
+async fn run(backend: Backend, test: &str, body: impl AsyncFnOnce(&Ctx)) {
+    if let Some(ctx) = Ctx::new(backend, test).await {
+        body(&ctx).await;
+        ctx.finish().await;
     }
-    url
 }
 
 macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                let ctx = super::Ctx::new(super::Backend::Sqlite).await.unwrap();
-                super::$name(&ctx).await;
-                ctx.finish().await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                if let Some(ctx) = super::Ctx::new(super::Backend::Postgres).await {
-                    super::$name(&ctx).await;
-                    ctx.finish().await;
-                }
-            }
-        }
-    )*};
+    ($($name:ident),* $(,)?) => {
+        crmhooks_testkit::both_backends!(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)] crate::run => $($name),*
+        );
+    };
 }
 
 both_backends!(
@@ -1578,7 +1540,7 @@ impl crmhooks_store::Intake for RoomIntake {
 /// failed attempt keeps the chain closed, so nothing behind it moves.
 #[tokio::test]
 async fn sqlite_hands_the_next_delivery_of_a_chain_when_one_is_recorded() {
-    let ctx = Ctx::new(Backend::Sqlite).await.unwrap();
+    let ctx = Ctx::new(Backend::Sqlite, "sqlite").await.unwrap();
     let s = &ctx.store;
     let me = actor(s, "Default", 7).await;
     let h1 = hook(s, &me, &["contact.created", "contact.changed"]).await;
@@ -1930,7 +1892,7 @@ async fn sqlite_deliveries_waiting_in_memory_keep_their_order_when_the_node_dies
 /// behind it. Nothing is handed from memory after that.
 #[tokio::test]
 async fn sqlite_release_returns_deliveries_handed_from_memory_in_order() {
-    let ctx = Ctx::new(Backend::Sqlite).await.unwrap();
+    let ctx = Ctx::new(Backend::Sqlite, "sqlite").await.unwrap();
     let s = &ctx.store;
     let (me, intake, c1, head) = handed_contact(s).await;
     let first = set_department(s, &me, c1, "d1").await.unwrap();

@@ -1,4 +1,6 @@
-//! A real server on port 0 over a fresh SQLite file, a real receiver, and a small HTTP client.
+//! A real server on port 0 over a fresh database (a SQLite file, or a PostgreSQL database for the
+//! `::postgres` variants), a real receiver, and a small HTTP client. The server's dispatcher
+//! runs its loop ([`TestApp::start`]) or is driven round by round ([`TestApp::stepped`]).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
@@ -8,69 +10,42 @@ use crmhooks_server::{AppState, Config, Server};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-/// Which database a test runs on. Every integration test runs on both: `both_backends!`
-/// generates `<test>::sqlite` and `<test>::postgres`; the PostgreSQL variant needs
-/// `CRMHOOKS_TEST_DATABASE_URL` (an admin URL; each test gets a fresh database) and is skipped
-/// with a printed reason without it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
+use crmhooks_testkit::postgres::{self, PgDatabase};
+pub use crmhooks_testkit::Backend;
 
 thread_local! {
     static BACKEND: std::cell::Cell<Backend> = const { std::cell::Cell::new(Backend::Sqlite) };
 }
 
-/// Selects the backend for this test thread; false when PostgreSQL is not configured.
-pub fn set_backend(b: Backend) -> bool {
-    if b == Backend::Postgres && std::env::var("CRMHOOKS_TEST_DATABASE_URL").is_err() {
-        eprintln!("skipped: PostgreSQL variant needs CRMHOOKS_TEST_DATABASE_URL (e.g. postgres://postgres@127.0.0.1/postgres)");
-        return false;
+/// Runs one variant of a `both_backends!` test: selects `backend` for this test thread (the
+/// server the test starts opens its database there), or skips a PostgreSQL variant when no
+/// server is available (counted and reported by `crmhooks_testkit::skips`).
+pub async fn run(backend: Backend, test: &str, body: impl AsyncFnOnce()) {
+    if backend == Backend::Postgres && postgres::admin_or_skip(test).await.is_none() {
+        return;
     }
-    BACKEND.with(|c| c.set(b));
-    true
+    BACKEND.with(|c| c.set(backend));
+    body().await
+}
+
+/// Runs each named `async fn` on both backends: `<test>::sqlite` and `<test>::postgres`.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        crmhooks_testkit::both_backends!(#[tokio::test] $crate::common::run => $($name),*);
+    };
 }
 
 pub fn backend() -> Backend {
     BACKEND.with(|c| c.get())
 }
 
-/// Drops a test database made by [`fresh_pg_database`] (best effort).
-pub async fn drop_pg_database(url: &str) {
-    use sqlx::Connection;
-    let Ok(admin) = std::env::var("CRMHOOKS_TEST_DATABASE_URL") else {
-        return;
-    };
-    let Some(name) = url
-        .rsplit('/')
-        .next()
-        .filter(|n| n.starts_with("crmhooks_test_"))
-    else {
-        return;
-    };
-    if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .execute(&mut conn)
-            .await;
-    }
-}
-
-/// A fresh, empty PostgreSQL database for one test.
+/// A fresh, empty PostgreSQL database for one test; [`TestApp::stop`] drops it.
 pub async fn fresh_pg_database() -> String {
-    use sqlx::Connection;
-    let admin = std::env::var("CRMHOOKS_TEST_DATABASE_URL").expect("CRMHOOKS_TEST_DATABASE_URL");
-    let name = format!("crmhooks_test_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = sqlx::PgConnection::connect(&admin)
+    let admin = postgres::admin_url()
         .await
-        .expect("connect to CRMHOOKS_TEST_DATABASE_URL");
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await
-        .expect("create test database");
-    let mut url = url::Url::parse(&admin).expect("admin URL");
-    url.set_path(&format!("/{name}"));
-    url.to_string()
+        .expect("a PostgreSQL variant runs only when a server is there");
+    PgDatabase::create(&admin).await.url().to_owned()
 }
 
 /// The database URL for a test in `dir` on the current backend.
@@ -79,26 +54,6 @@ pub async fn test_database(dir: &std::path::Path) -> String {
         Backend::Sqlite => format!("sqlite://{}", dir.join("test.db").display()),
         Backend::Postgres => fresh_pg_database().await,
     }
-}
-
-/// Runs each named `async fn` on both backends.
-#[macro_export]
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test]
-            async fn sqlite() {
-                super::common::set_backend(super::common::Backend::Sqlite);
-                super::$name().await
-            }
-            #[tokio::test]
-            async fn postgres() {
-                if super::common::set_backend(super::common::Backend::Postgres) {
-                    super::$name().await
-                }
-            }
-        }
-    )*};
 }
 
 pub struct TestApp {
@@ -110,6 +65,27 @@ pub struct TestApp {
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     pub dir: tempfile::TempDir,
     pub database: String,
+    /// The dispatcher's loop does not run: the test drives it ([`TestApp::stepped`]).
+    stepped: bool,
+}
+
+/// How long [`TestApp::deliver`] and [`TestApp::wait_idle`] wait for the queue to empty.
+const SETTLE: Duration = Duration::from_secs(20);
+
+/// Turns `flags` into those of a server whose dispatcher loop does not run, and whose retries
+/// are due at once: the test drives each round with [`TestApp::deliver`], so attempt `n` of a
+/// cycle is round `n`, whatever the clock says.
+pub fn stepped_config(flags: &mut toml::value::Table) {
+    let d = flags
+        .entry("delivery")
+        .or_insert_with(|| toml::value::Table::new().into())
+        .as_table_mut()
+        .expect("[delivery] is a table");
+    d.insert("enabled".into(), false.into());
+    d.insert(
+        "superoffice_delays_ms".into(),
+        toml::Value::Array(vec![0.into(), 0.into()]),
+    );
 }
 
 /// Settings for fast tests: dev mode, short retry delays, quick polling, no maintenance.
@@ -143,7 +119,28 @@ impl TestApp {
         Self::start_in(dir, flags).await
     }
 
+    /// A server whose dispatcher does not run by itself: nothing is delivered until the test
+    /// calls [`TestApp::deliver`], which runs `Dispatcher::step` rounds. For tests of what is
+    /// delivered (payloads, order, the state machine), not of the loop's timing.
+    pub async fn stepped() -> Self {
+        Self::stepped_with(|_| {}).await
+    }
+
+    /// [`TestApp::stepped`] with other settings too.
+    pub async fn stepped_with(edit: impl FnOnce(&mut toml::value::Table)) -> Self {
+        Self::start_with(|t| {
+            stepped_config(t);
+            edit(t);
+        })
+        .await
+    }
+
     pub async fn start_in(dir: tempfile::TempDir, flags: toml::value::Table) -> Self {
+        let stepped = flags
+            .get("delivery")
+            .and_then(|d| d.get("enabled"))
+            .and_then(toml::Value::as_bool)
+            == Some(false);
         let database = flags
             .get("database")
             .and_then(|v| v.as_str())
@@ -165,7 +162,70 @@ impl TestApp {
             task: Some(task),
             dir,
             database,
+            stepped,
         }
+    }
+
+    /// Runs the stopped dispatcher's rounds (claim what is due, send it, record it) until the
+    /// queue holds nothing due now or later: every delivery recorded, every retry made,
+    /// deliveries of disabled webhooks parked. Returns how many attempts were made.
+    pub async fn deliver(&self) -> usize {
+        let deadline = tokio::time::Instant::now() + SETTLE;
+        let mut attempts = 0;
+        loop {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "deliveries still queued after {SETTLE:?} ({attempts} attempts made)"
+            );
+            let n = self.step().await;
+            attempts += n;
+            if n > 0 {
+                continue;
+            }
+            let due = self.state.store.next_due().await.expect("next_due");
+            if due.is_none() {
+                return attempts;
+            }
+            // Due later (a retry's own time, a Retry-After): wait for it.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// One round of the stopped dispatcher: claims what is due, sends it, records it. Returns
+    /// how many deliveries it attempted.
+    pub async fn step(&self) -> usize {
+        assert!(self.stepped, "step() drives a TestApp::stepped() server");
+        self.state
+            .dispatcher
+            .step()
+            .await
+            .expect("a dispatcher round")
+    }
+
+    /// [`TestApp::deliver`], then what `r` received (test events aside).
+    pub async fn delivered(&self, r: &Receiver) -> Vec<crmhooks_listen::Received> {
+        self.deliver().await;
+        deliveries(r)
+    }
+
+    /// Waits until the running dispatcher has nothing left: no delivery in flight, none due
+    /// now or later (deliveries of disabled webhooks aside). After it, nothing more is sent
+    /// unless something new happens, so a test can check that something was not sent.
+    pub async fn wait_idle(&self) {
+        let store = &self.state.store;
+        let idle = crmhooks_testkit::wait_for(
+            || async {
+                store
+                    .next_due()
+                    .await
+                    .expect("next_due")
+                    .is_none()
+                    .then_some(())
+            },
+            SETTLE,
+        )
+        .await;
+        assert!(idle.is_some(), "deliveries still queued after {SETTLE:?}");
     }
 
     /// Stops the server and removes its PostgreSQL test database.
@@ -173,7 +233,7 @@ impl TestApp {
         let database = self.database.clone();
         let dir = self.stop_keep().await;
         if database.starts_with("postgres") {
-            drop_pg_database(&database).await;
+            postgres::drop_database_url(&database).await;
         }
         dir
     }
@@ -338,20 +398,15 @@ pub fn deliveries(r: &Receiver) -> Vec<crmhooks_listen::Received> {
     r.received().into_iter().filter(|x| !x.is_test()).collect()
 }
 
-/// Waits until `n` non-test requests arrived (or the timeout), returns them.
+/// Waits until the running dispatcher has sent `n` non-test requests (or the timeout), returns
+/// them. (A [`TestApp::stepped`] test calls [`TestApp::delivered`] instead.)
 pub async fn wait_deliveries(
     r: &Receiver,
     n: usize,
     timeout: Duration,
 ) -> Vec<crmhooks_listen::Received> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let got = deliveries(r);
-        if got.len() >= n || tokio::time::Instant::now() >= deadline {
-            return got;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    crmhooks_testkit::wait_until(|| deliveries(r).len() >= n, timeout).await;
+    deliveries(r)
 }
 
 /// Top-level keys of a JSON body, in order.
