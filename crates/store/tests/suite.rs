@@ -110,6 +110,7 @@ both_backends!(
     per_webhook_cap_and_skip_list,
     complete_applies_each_verdict,
     too_many_errors_at_the_threshold_fires_the_state_event,
+    failures_in_flight_together_stop_at_the_threshold,
     gone_disables_at_once,
     replay_reports_and_queues,
     prune_removes_only_finished_events,
@@ -914,6 +915,31 @@ async fn complete_applies_each_verdict(ctx: &Ctx) {
         .await
         .unwrap();
     assert!(none.is_empty());
+}
+
+/// Attempts in flight together may all fail (many contacts, one webhook): the count of
+/// consecutive errors stops at the threshold, and the webhook is disabled once.
+async fn failures_in_flight_together_stop_at_the_threshold(ctx: &Ctx) {
+    let s = &ctx.store;
+    let me = actor(s, "Default", 1).await;
+    let h = hook(s, &me, &["contact.created"]).await;
+    for i in 0..12 {
+        create(s, &me, &format!("c{i}")).await;
+    }
+    let now = now_ticks();
+    let claimed = s.claim(&req("n1", now, 100)).await.unwrap();
+    assert_eq!(claimed.len(), 12);
+    let failed: Vec<AttemptOutcome> = claimed
+        .iter()
+        .map(|c| outcome(c, Verdict::RetryAt(now + SEC)))
+        .collect();
+    let changes = s.complete(&failed[..7], now, 9).await.unwrap();
+    assert!(changes.is_empty());
+    let changes = s.complete(&failed[7..], now, 9).await.unwrap();
+    assert_eq!(changes.len(), 1, "disabled once");
+    let usage = s.webhook_usage(me.tenant_id, h.id).await.unwrap().unwrap();
+    assert_eq!(usage.consecutive_errors, 9, "not 12");
+    assert_eq!(usage.total_errors, 12, "every failure counted");
 }
 
 async fn too_many_errors_at_the_threshold_fires_the_state_event(ctx: &Ctx) {

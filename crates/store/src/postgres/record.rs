@@ -89,7 +89,10 @@ impl PgStore {
                     .push_bind(o.webhook_id)
                     .push(" RETURNING NULL::BIGINT AS consecutive_errors");
             } else {
-                qb.push("UPDATE webhook_usage SET total_calls = total_calls + 1, total_errors = total_errors + 1, consecutive_errors = consecutive_errors + 1, last_error = ")
+                // Attempts in flight together may all fail: the count stops at the threshold.
+                qb.push("UPDATE webhook_usage SET total_calls = total_calls + 1, total_errors = total_errors + 1, consecutive_errors = LEAST(consecutive_errors + 1, ")
+                    .push_bind(max_consecutive_errors)
+                    .push("), last_error = ")
                     .push_bind(usage_last_error(o))
                     .push(", updated = ")
                     .push_bind(now)

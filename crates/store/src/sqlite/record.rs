@@ -257,10 +257,14 @@ impl Writer {
             self.conn
                 .prepare_cached(
                     "UPDATE webhook_usage SET total_calls = total_calls + 1, total_errors = total_errors + 1, \
-                     consecutive_errors = consecutive_errors + 1, last_error = ?, updated = ? WHERE webhook_usage_id = ? RETURNING consecutive_errors",
+                     consecutive_errors = MIN(consecutive_errors + 1, ?), last_error = ?, updated = ? WHERE webhook_usage_id = ? \
+                     RETURNING consecutive_errors",
                 )
                 .map_err(sql_err)?
-                .query_row(params![usage_last_error(o), now, o.webhook_id], |r| r.get(0))
+                .query_row(
+                    params![max_consecutive_errors, usage_last_error(o), now, o.webhook_id],
+                    |r| r.get(0),
+                )
                 .optional()
                 .map_err(sql_err)?
         };
