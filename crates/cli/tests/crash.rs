@@ -19,6 +19,10 @@ struct Node {
 }
 
 fn spawn(db: &str) -> Node {
+    spawn_with(db, &[])
+}
+
+fn spawn_with(db: &str, env: &[(&str, &str)]) -> Node {
     let mut child = Command::new(env!("CARGO_BIN_EXE_crmhooks"))
         .args([
             "serve",
@@ -34,6 +38,7 @@ fn spawn(db: &str) -> Node {
         .env("CRMHOOKS_DELIVERY_POLL_MS", "100")
         .env("CRMHOOKS_DELIVERY_MAX_PER_WEBHOOK", "4")
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -198,4 +203,79 @@ async fn sigkill_during_a_failing_cycle_keeps_events_and_counters() {
     );
     assert!(errors >= 3, "{usage}");
     assert_eq!(delivered.as_array().unwrap().len(), 3);
+}
+
+/// A server restarted on its SQLite file takes back at once what the killed one had leased,
+/// however long the leases: the time from the restart until every acknowledged change has
+/// arrived is the time to send them, not a lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_sqlite_server_sends_what_the_killed_one_held_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("restart.db").display());
+    let rx = Receiver::start(([127, 0, 0, 1], 0).into(), ReceiverConfig::default())
+        .await
+        .unwrap();
+    // Two-minute leases: waiting them out would fail the deadline below.
+    let lease = [("CRMHOOKS_DELIVERY_LEASE_SECS", "120")];
+    let mut node = spawn_with(&db, &lease);
+    call(
+        &node.base,
+        reqwest::Method::POST,
+        "/api/v1/Webhook",
+        json!({"Name": "restart", "Events": ["contact.created", "contact.changed"], "TargetUrl": rx.url("/hook")}),
+    )
+    .await;
+    // A receiver that hangs: everything the node takes stays in flight until the kill.
+    rx.set_delay(Duration::from_secs(3600));
+    let mut committed = BTreeSet::new();
+    for i in 0..20 {
+        let v = call(
+            &node.base,
+            reqwest::Method::POST,
+            "/api/v1/Contact",
+            json!({"Name": format!("c{i}")}),
+        )
+        .await;
+        committed.insert(v["ContactId"].as_i64().unwrap());
+    }
+    assert!(wait_until(|| rx.count() >= 4, Duration::from_secs(20)).await);
+    node.child.kill().unwrap(); // SIGKILL
+    node.child.wait().unwrap();
+    rx.set_delay(Duration::ZERO);
+    let restarted = std::time::Instant::now();
+    let mut node = spawn_with(&db, &lease);
+    let all = wait_until(|| created_keys(&rx) == committed, Duration::from_secs(20)).await;
+    let took = restarted.elapsed();
+    eprintln!("every acknowledged change arrived {took:?} after the restart");
+    // A second server on the same file is refused while this one runs, naming the file.
+    let second = Command::new(env!("CARGO_BIN_EXE_crmhooks"))
+        .args([
+            "serve",
+            "--dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--database",
+            &db,
+        ])
+        .env("CRMHOOKS_API_KEY", KEY)
+        .output()
+        .expect("run a second server");
+    node.child.kill().unwrap();
+    node.child.wait().unwrap();
+    assert!(
+        all,
+        "missing: {:?}",
+        committed.difference(&created_keys(&rx)).collect::<Vec<_>>()
+    );
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert!(
+        !second.status.success(),
+        "a second server started on the same file"
+    );
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains("in use by another crmhooks server"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("restart.db"), "{stderr}");
 }

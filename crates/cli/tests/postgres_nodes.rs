@@ -564,3 +564,118 @@ async fn a_node_survives_its_database_connections_being_terminated() {
     drop(nodes);
     db.drop_database().await;
 }
+
+/// A node renews the leases of what it is sending: a request that takes longer than a lease is
+/// not sent again by another node while its own node lives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_longer_than_its_lease_is_not_sent_twice_while_its_node_lives() {
+    let Some(db) = Database::create(
+        "postgres_nodes::a_request_longer_than_its_lease_is_not_sent_twice_while_its_node_lives",
+    )
+    .await
+    else {
+        return;
+    };
+    let rx = receiver().await;
+    let nodes = start_nodes(db.url(), 2, &[("CRMHOOKS_DELIVERY_LEASE_SECS", "1")]);
+    create_hook(&nodes[0], &rx, &["contact.created"]).await;
+    rx.set_delay(Duration::from_millis(2500));
+    let http = reqwest::Client::new();
+    let none = std::sync::atomic::AtomicUsize::new(0);
+    for i in 0..3 {
+        call(
+            &http,
+            &nodes[i % 2].base,
+            Method::POST,
+            "/api/v1/Contact",
+            json!({"Name": format!("long {i}")}),
+            &none,
+        )
+        .await;
+    }
+    let done = async {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if db.delivery_statuses().await == BTreeMap::from([(2, 3)]) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    };
+    assert!(done.await, "every delivery recorded");
+    // Time for a node to have claimed a lease that ran out.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(delivered(&rx).len(), 3, "each sent once");
+    assert_eq!(
+        rx.duplicates(),
+        0,
+        "no lease ran out while its request was in flight"
+    );
+    drop(nodes);
+    db.drop_database().await;
+}
+
+/// A node that dies holding deliveries (its requests in flight) has them taken over by another
+/// node once their leases run out: with the default 15 s lease, within about 15 s of its death.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_nodes_deliveries_are_taken_over_within_its_lease() {
+    let Some(db) =
+        Database::create("postgres_nodes::a_dead_nodes_deliveries_are_taken_over_within_its_lease")
+            .await
+    else {
+        return;
+    };
+    let rx = receiver().await;
+    let lease = [("CRMHOOKS_DELIVERY_LEASE_SECS", "15")];
+    let mut first = start_nodes(db.url(), 1, &lease);
+    create_hook(&first[0], &rx, &["contact.created"]).await;
+    // The receiver hangs: what the node takes stays in flight until it dies.
+    rx.set_delay(Duration::from_secs(3600));
+    let http = reqwest::Client::new();
+    let none = std::sync::atomic::AtomicUsize::new(0);
+    let mut committed = BTreeSet::new();
+    for i in 0..5 {
+        let v = call(
+            &http,
+            &first[0].base,
+            Method::POST,
+            "/api/v1/Contact",
+            json!({"Name": format!("held {i}")}),
+            &none,
+        )
+        .await;
+        committed.insert(v["ContactId"].as_i64().unwrap());
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while db.delivery_statuses().await.get(&1).copied().unwrap_or(0) < 5 {
+        assert!(
+            Instant::now() < deadline,
+            "the node never held its deliveries"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    first[0].kill();
+    let died = Instant::now();
+    rx.set_delay(Duration::ZERO);
+    let _second = start_nodes(db.url(), 1, &lease);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        if db.delivery_statuses().await == BTreeMap::from([(2, 5)]) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never taken over");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let took = died.elapsed();
+    eprintln!("a dead node's deliveries were delivered {took:?} after its death (lease 15 s)");
+    let keys: BTreeSet<i64> = delivered(&rx)
+        .iter()
+        .filter(|r| r.answered == 200)
+        .map(|r| r.payload.as_ref().unwrap().primary_key)
+        .collect();
+    assert_eq!(keys, committed, "nothing lost");
+    assert!(took <= Duration::from_secs(18), "took {took:?}");
+    drop(first);
+    db.drop_database().await;
+}
