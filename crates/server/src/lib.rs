@@ -12,6 +12,7 @@ pub mod contact_api;
 pub mod error;
 mod maintenance;
 pub mod patch;
+pub mod replay;
 pub mod webhook_api;
 
 use std::net::SocketAddr;

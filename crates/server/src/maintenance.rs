@@ -48,6 +48,10 @@ pub async fn run_once(state: &AppState, config: &Config) -> Result<(u64, u64), S
         .store
         .prune_events(now - days(config.event_retention_days), 10_000)
         .await?;
+    let resumed = crate::replay::resume_stale(state).await?;
+    if resumed > 0 {
+        tracing::info!(resumed, "resumed replays whose node stopped");
+    }
     Ok((purged, pruned))
 }
 

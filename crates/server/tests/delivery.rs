@@ -614,7 +614,33 @@ async fn replay_delivers_exactly_the_missed_events() {
             Some(json!({"since": since_s, "onlyFailed": true})),
         )
         .await;
-    assert_eq!(report, json!({"matched": 4, "queued": 3, "skipped": 1}));
+    assert_eq!(
+        (
+            &report["status"],
+            &report["matched"],
+            &report["queued"],
+            &report["skipped"]
+        ),
+        (&json!("Done"), &json!(4), &json!(3), &json!(1)),
+        "{report}"
+    );
+    // The job can be read back, done; another webhook's path does not find it.
+    let job = app
+        .ok(
+            Method::GET,
+            &format!("/api/v1/Webhook/{hook}/Replay/{}", report["replayId"]),
+            None,
+        )
+        .await;
+    assert_eq!(job, report);
+    let (s, _) = app
+        .call(
+            Method::GET,
+            &format!("/api/v1/Webhook/{hook}/Replay/999999"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
     let got = app.delivered(&rx).await;
     assert_eq!(got.len(), 4);
     let pks: Vec<i64> = got[1..]

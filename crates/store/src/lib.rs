@@ -176,13 +176,41 @@ pub trait Store: Send + Sync + 'static {
         webhook_id: i64,
         delivery_id: i64,
     ) -> Result<Option<(Delivery, Vec<Attempt>)>>;
-    /// Queues events from the log again for one webhook.
+    /// Starts a replay of logged events for a webhook of a tenant (NotFound when the tenant has
+    /// no such webhook): the job, with nothing done yet. [`Store::replay_step`] runs it.
+    async fn start_replay(
+        &self,
+        tenant_id: i64,
+        webhook_id: i64,
+        req: &ReplayRequest,
+    ) -> Result<ReplayJob>;
+    /// Runs one batch (at most `batch` events) of a replay job in a short transaction of its
+    /// own; the job after it.
+    async fn replay_step(&self, replay_id: i64, batch: i64) -> Result<ReplayJob>;
+    /// A replay job of a webhook of a tenant.
+    async fn get_replay(
+        &self,
+        tenant_id: i64,
+        webhook_id: i64,
+        replay_id: i64,
+    ) -> Result<Option<ReplayJob>>;
+    /// Replay jobs still running whose last batch ran before `updated_before` (their node
+    /// died).
+    async fn stale_replays(&self, updated_before: Ticks) -> Result<Vec<i64>>;
+    /// Queues events from the log again for one webhook: a replay job run to its end, batch by
+    /// batch.
     async fn replay(
         &self,
         tenant_id: i64,
         webhook_id: i64,
         req: &ReplayRequest,
-    ) -> Result<ReplayReport>;
+    ) -> Result<ReplayReport> {
+        let mut job = self.start_replay(tenant_id, webhook_id, req).await?;
+        while job.status == ReplayStatus::Running {
+            job = self.replay_step(job.id, REPLAY_BATCH).await?;
+        }
+        Ok(job.report)
+    }
     /// Removes events older than `cutoff` whose deliveries are all finished; returns how many.
     async fn prune_events(&self, cutoff: Ticks, limit: i64) -> Result<u64>;
     /// Counts of deliveries by status (all tenants), for metrics and tests.
@@ -231,6 +259,9 @@ pub trait Intake: Send + Sync {
     /// before.
     fn take(&self, handed: Vec<Claimed>);
 }
+
+/// Events a replay handles per batch (one short transaction each).
+pub const REPLAY_BATCH: i64 = 500;
 
 /// A shared store.
 pub type DynStore = Arc<dyn Store>;

@@ -434,7 +434,7 @@ pub struct DeliveryFilter {
 }
 
 /// A replay request.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReplayRequest {
     /// Events committed at or after.
     pub since: Ticks,
@@ -455,4 +455,64 @@ pub struct ReplayReport {
     pub queued: u64,
     /// Skipped: already delivered (with `onlyFailed`) or already pending.
     pub skipped: u64,
+}
+
+/// Where a replay job is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplayStatus {
+    /// Batches still to run.
+    Running = 0,
+    /// Every event of the window handled.
+    Done = 1,
+    /// Stopped early (its webhook was deleted): `error` says why.
+    Failed = 2,
+}
+
+impl ReplayStatus {
+    /// From the stored number (unknown numbers read as Failed).
+    pub fn from_i64(v: i64) -> Self {
+        match v {
+            0 => ReplayStatus::Running,
+            1 => ReplayStatus::Done,
+            _ => ReplayStatus::Failed,
+        }
+    }
+
+    /// The name clients see.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReplayStatus::Running => "Running",
+            ReplayStatus::Done => "Done",
+            ReplayStatus::Failed => "Failed",
+        }
+    }
+}
+
+/// A replay job: its request, how far it got, and what it did so far. A replay runs in bounded
+/// batches, each a short transaction of its own, so that a large one never holds the database
+/// for long; its progress can be read while it runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplayJob {
+    /// Its id.
+    pub id: i64,
+    /// The tenant.
+    pub tenant_id: i64,
+    /// The webhook it queues events for.
+    pub webhook_id: i64,
+    /// What was asked.
+    pub request: ReplayRequest,
+    /// The last event of the window handled so far (0: none yet).
+    pub cursor: i64,
+    /// What it did so far.
+    pub report: ReplayReport,
+    /// Where it is.
+    pub status: ReplayStatus,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+    /// When it was asked for.
+    pub created: Ticks,
+    /// When a batch of it last ran.
+    pub updated: Ticks,
+    /// When it ended.
+    pub finished: Option<Ticks>,
 }

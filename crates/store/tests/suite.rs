@@ -10,8 +10,8 @@ use std::time::Duration;
 use crmhooks_store::contact::CONTACT;
 use crmhooks_store::{
     now_ticks, open, Actor, AttemptOutcome, Change, ChangeOutcome, ClaimRequest, Claimed,
-    DeliveryFilter, DeliveryStatus, DynStore, OpenOptions, ReplayRequest, Row, StoreError, Ticks,
-    Value, Verdict, Webhook, WebhookState, TICKS_PER_SECOND,
+    DeliveryFilter, DeliveryStatus, DynStore, OpenOptions, ReplayRequest, ReplayStatus, Row,
+    StoreError, Ticks, Value, Verdict, Webhook, WebhookState, TICKS_PER_SECOND,
 };
 use crmhooks_testkit::postgres::{self, PgDatabase};
 use crmhooks_testkit::Backend;
@@ -113,6 +113,7 @@ both_backends!(
     failures_in_flight_together_stop_at_the_threshold,
     gone_disables_at_once,
     replay_reports_and_queues,
+    a_replay_runs_in_batches_and_shows_its_progress,
     prune_removes_only_finished_events,
     delete_webhook_cancels_its_deliveries,
     two_nodes_never_claim_the_same_delivery,
@@ -1117,6 +1118,65 @@ async fn replay_reports_and_queues(ctx: &Ctx) {
         s.replay(me.tenant_id, 999_999, &all(false)).await,
         Err(StoreError::NotFound)
     ));
+}
+
+/// A replay is a job: each batch handles at most so many events in a transaction of its own,
+/// and its progress can be read between batches.
+async fn a_replay_runs_in_batches_and_shows_its_progress(ctx: &Ctx) {
+    let s = &ctx.store;
+    let me = actor(s, "Default", 1).await;
+    let h = hook(s, &me, &["contact.created"]).await;
+    for i in 0..5 {
+        create(s, &me, &format!("r{i}")).await;
+    }
+    let req = ReplayRequest {
+        since: 0,
+        until: None,
+        only_failed: false,
+        limit: 100,
+    };
+    let job = s.start_replay(me.tenant_id, h.id, &req).await.unwrap();
+    assert_eq!(job.status, ReplayStatus::Running);
+    let mut seen = Vec::new();
+    let mut last = job;
+    while last.status == ReplayStatus::Running {
+        last = s.replay_step(last.id, 2).await.unwrap();
+        let read = s
+            .get_replay(me.tenant_id, h.id, last.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(read, last, "the progress read back is the batch's");
+        seen.push(last.report.matched);
+        assert!(seen.len() <= 4, "{seen:?}");
+    }
+    assert_eq!(seen, vec![2, 4, 5], "two events a batch");
+    assert_eq!(last.status, ReplayStatus::Done);
+    // The originals are still pending: all skipped, nothing queued twice.
+    assert_eq!((last.report.queued, last.report.skipped), (0, 5));
+    assert!(last.finished.is_some());
+    // Another tenant does not see it; a webhook of another tenant cannot be replayed.
+    let other = actor(s, "Other", 1).await;
+    assert!(s
+        .get_replay(other.tenant_id, h.id, last.id)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(matches!(
+        s.start_replay(other.tenant_id, h.id, &req).await,
+        Err(StoreError::NotFound)
+    ));
+    // A job stopped halfway (its node died) is found stale, and goes on from its cursor.
+    let job = s.start_replay(me.tenant_id, h.id, &req).await.unwrap();
+    let half = s.replay_step(job.id, 3).await.unwrap();
+    assert_eq!(half.report.matched, 3);
+    assert_eq!(
+        s.stale_replays(now_ticks() + SEC).await.unwrap(),
+        vec![job.id]
+    );
+    assert!(s.stale_replays(half.updated).await.unwrap().is_empty());
+    let rest = s.replay_step(job.id, 100).await.unwrap();
+    assert_eq!((rest.report.matched, rest.status), (5, ReplayStatus::Done));
 }
 
 async fn prune_removes_only_finished_events(ctx: &Ctx) {

@@ -1,23 +1,18 @@
 //! The delivery log of a webhook (our addition): usage, the last error, deliveries with
-//! their attempts, and replay of past events.
+//! their attempts.
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use crmhooks_store::{
-    DeliveryFilter, DeliveryStatus, ReplayReport, ReplayRequest, Ticks, WebhookUsage,
-};
+use crmhooks_store::{DeliveryFilter, DeliveryStatus, Ticks, WebhookUsage};
 use serde::Deserialize;
 
 use super::{load, parse_id};
 use crate::auth::Auth;
-use crate::body::{ApiPath, ApiQuery, JsonBody};
+use crate::body::{ApiPath, ApiQuery};
 use crate::carriers::delivery::{AttemptCarrier, DeliveryCarrier, DeliveryWithAttempts};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::AppState;
-
-/// Most events one replay request may queue.
-pub const REPLAY_MAX: i64 = 100_000;
 
 async fn usage_of(state: &AppState, auth: &Auth, id: &str) -> ApiResult<WebhookUsage> {
     let id = parse_id(id)?;
@@ -46,7 +41,7 @@ pub(super) async fn usage(
 }
 
 /// A date-time of a query or a replay body: .NET's form or RFC 3339.
-fn parse_time(field: &str, s: &str) -> ApiResult<Ticks> {
+pub(super) fn parse_time(field: &str, s: &str) -> ApiResult<Ticks> {
     let d = crmhooks_payload::NetDateTime::parse(s)
         .ok()
         .and_then(|d| d.to_offset_date_time())
@@ -62,7 +57,7 @@ fn parse_time(field: &str, s: &str) -> ApiResult<Ticks> {
     Ok((d.unix_timestamp_nanos() / 100) as i64)
 }
 
-fn parse_times(field: &str, s: Option<&str>) -> ApiResult<Option<Ticks>> {
+pub(super) fn parse_times(field: &str, s: Option<&str>) -> ApiResult<Option<Ticks>> {
     s.map(|s| parse_time(field, s)).transpose()
 }
 
@@ -133,43 +128,4 @@ pub(super) async fn delivery(
             .collect(),
     })
     .into_response())
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct ReplayBody {
-    since: String,
-    until: Option<String>,
-    #[serde(default)]
-    only_failed: bool,
-    limit: Option<i64>,
-}
-
-pub(super) async fn replay(
-    State(state): State<AppState>,
-    auth: Auth,
-    ApiPath(id): ApiPath<String>,
-    JsonBody(body): JsonBody,
-) -> ApiResult<Json<ReplayReport>> {
-    let hook = load(&state, &auth, &id).await?;
-    let body: ReplayBody = serde_json::from_value(body).map_err(|e| {
-        ApiError::new(
-            ErrorCode::InvalidBody,
-            format!("replay body: {e} (expected {{\"since\": RFC 3339, \"until\"?, \"onlyFailed\"?, \"limit\"?}})"),
-        )
-    })?;
-    let req = ReplayRequest {
-        since: parse_time("since", &body.since)?,
-        until: parse_times("until", body.until.as_deref())?,
-        only_failed: body.only_failed,
-        limit: body.limit.unwrap_or(REPLAY_MAX).clamp(1, REPLAY_MAX),
-    };
-    let report = state
-        .store
-        .replay(auth.actor.tenant_id, hook.id, &req)
-        .await?;
-    if report.queued > 0 {
-        state.wake();
-    }
-    Ok(Json(report))
 }

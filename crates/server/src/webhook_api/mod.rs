@@ -3,7 +3,8 @@
 //!
 //! - [`definition`]: the `default` carrier, list, create, read, replace, patch, delete;
 //! - [`signal`]: `Test` (a test event to a definition not saved) and signalling an event;
-//! - [`log`]: usage, the delivery log and replay.
+//! - [`log`]: usage and the delivery log;
+//! - [`replay`]: replay of past events, as a job.
 //!
 //! `Secret` is write-only: accepted on POST, PUT and PATCH, never returned (responses carry
 //! `"Secret": null`). A PUT or PATCH without `Secret` keeps the stored one; an explicit empty
@@ -11,6 +12,7 @@
 
 mod definition;
 mod log;
+mod replay;
 mod signal;
 
 use axum::routing::{get, post};
@@ -21,7 +23,7 @@ use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::AppState;
 
-pub use log::REPLAY_MAX;
+pub use replay::REPLAY_MAX;
 
 const NOT_A_WEBHOOK: &str = "the body must be a Webhook JSON object";
 
@@ -47,7 +49,8 @@ async fn load(state: &AppState, auth: &Auth, id: &str) -> ApiResult<Webhook> {
 /// The webhook routes (mounted under `/api/v1`).
 pub fn router() -> Router<AppState> {
     use definition::{create, delete, get_default, get_one, list, patch_one, put};
-    use log::{deliveries, delivery, last_error, replay, usage};
+    use log::{deliveries, delivery, last_error, usage};
+    use replay::{replay, replay_progress};
     use signal::{signal, test};
     Router::new()
         .route("/Webhook", get(list).post(create))
@@ -62,5 +65,6 @@ pub fn router() -> Router<AppState> {
         .route("/Webhook/{id}/Deliveries", get(deliveries))
         .route("/Webhook/{id}/Deliveries/{delivery_id}", get(delivery))
         .route("/Webhook/{id}/Replay", post(replay))
+        .route("/Webhook/{id}/Replay/{replay_id}", get(replay_progress))
         .route("/Webhook/{id}/{pk}", post(signal))
 }

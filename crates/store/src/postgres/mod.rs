@@ -281,19 +281,38 @@ impl Store for PgStore {
         sql::log::get(&mut PgDb(&mut conn), tenant_id, webhook_id, delivery_id).await
     }
 
-    async fn replay(
+    async fn start_replay(
         &self,
         tenant_id: i64,
         webhook_id: i64,
         req: &ReplayRequest,
-    ) -> Result<ReplayReport> {
+    ) -> Result<ReplayJob> {
+        let mut conn = self.conn().await?;
+        sql::replay::start(&mut PgDb(&mut conn), tenant_id, webhook_id, req).await
+    }
+
+    async fn replay_step(&self, replay_id: i64, batch: i64) -> Result<ReplayJob> {
         let mut tx = self.begin().await?;
-        let report = sql::replay::replay(&mut PgDb(&mut tx), tenant_id, webhook_id, req).await?;
+        let before = sql::replay::step(&mut PgDb(&mut tx), replay_id, batch).await?;
         tx.commit().await.map_err(db)?;
-        if report.queued > 0 {
-            self.wake_nodes();
-        }
-        Ok(report)
+        // What the batch queued is due now, on whichever node.
+        self.wake_nodes();
+        Ok(before)
+    }
+
+    async fn get_replay(
+        &self,
+        tenant_id: i64,
+        webhook_id: i64,
+        replay_id: i64,
+    ) -> Result<Option<ReplayJob>> {
+        let mut conn = self.conn().await?;
+        sql::replay::get(&mut PgDb(&mut conn), tenant_id, webhook_id, replay_id).await
+    }
+
+    async fn stale_replays(&self, updated_before: Ticks) -> Result<Vec<i64>> {
+        let mut conn = self.conn().await?;
+        sql::replay::stale(&mut PgDb(&mut conn), updated_before).await
     }
 
     async fn prune_events(&self, cutoff: Ticks, limit: i64) -> Result<u64> {

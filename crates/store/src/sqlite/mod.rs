@@ -386,17 +386,41 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn replay(
+    async fn start_replay(
         &self,
         tenant_id: i64,
         webhook_id: i64,
         req: &ReplayRequest,
-    ) -> Result<ReplayReport> {
+    ) -> Result<ReplayJob> {
         let req = req.clone();
         self.write(true, move |w| {
-            block_on(sql::replay::replay(w, tenant_id, webhook_id, &req))
+            block_on(sql::replay::start(w, tenant_id, webhook_id, &req))
         })
         .await
+    }
+
+    async fn replay_step(&self, replay_id: i64, batch: i64) -> Result<ReplayJob> {
+        self.write(true, move |w| {
+            block_on(sql::replay::step(w, replay_id, batch))
+        })
+        .await
+    }
+
+    async fn get_replay(
+        &self,
+        tenant_id: i64,
+        webhook_id: i64,
+        replay_id: i64,
+    ) -> Result<Option<ReplayJob>> {
+        self.reader
+            .read(move |c| block_on(sql::replay::get(c, tenant_id, webhook_id, replay_id)))
+            .await
+    }
+
+    async fn stale_replays(&self, updated_before: Ticks) -> Result<Vec<i64>> {
+        self.reader
+            .read(move |c| block_on(sql::replay::stale(c, updated_before)))
+            .await
     }
 
     async fn prune_events(&self, cutoff: Ticks, limit: i64) -> Result<u64> {
