@@ -11,6 +11,7 @@ pub mod contact;
 pub mod entity;
 pub mod model;
 mod postgres;
+pub mod preload;
 mod sqlite;
 mod sqlite_writer;
 

@@ -1994,3 +1994,44 @@ async fn sqlite_a_waiting_delivery_whose_lease_ran_out_is_leased_again_before_it
     drop(raw);
     drop(s);
 }
+
+both_backends!(preloaded_contacts_are_stored_without_events);
+
+/// `preload::contacts` writes readable contacts of the tenant asked for and refuses an unknown
+/// tenant.
+async fn preloaded_contacts_are_stored_without_events(ctx: &Ctx) {
+    let store = &ctx.store;
+    let other = store.ensure_tenant("other").await.unwrap();
+    let acme = store.ensure_tenant("acme").await.unwrap();
+    crmhooks_store::preload::contacts(&ctx.url, "acme", 1_000)
+        .await
+        .unwrap();
+    crmhooks_store::preload::contacts(&ctx.url, "acme", 0)
+        .await
+        .unwrap();
+    let first = store.get_row(acme, &CONTACT, 1, false).await.unwrap();
+    let first = first.expect("contact 1 stored");
+    assert_eq!(first.get(&CONTACT, "name"), &Value::Text("Stored 1".into()));
+    assert_eq!(
+        first.get(&CONTACT, "department"),
+        &Value::Text("Sales".into())
+    );
+    let last = store.get_row(acme, &CONTACT, 1_000, false).await.unwrap();
+    let last = last.expect("contact 1000 stored");
+    assert_eq!(
+        last.get(&CONTACT, "name"),
+        &Value::Text("Stored 1000".into())
+    );
+    assert!(store
+        .get_row(acme, &CONTACT, 1_001, false)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .get_row(other, &CONTACT, 1, false)
+        .await
+        .unwrap()
+        .is_none());
+    let unknown = crmhooks_store::preload::contacts(&ctx.url, "nobody", 5).await;
+    assert!(matches!(unknown, Err(StoreError::NotFound)), "{unknown:?}");
+}
