@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
-use reqwest::{header::ACCEPT, Method, StatusCode};
-use serde_json::{json, Map, Value};
+use crmhooks_client::{routes, ApiKey, ContactBody, HttpApi, NewWebhook, Replay, Transport as _};
+use serde_json::{Map, Value};
 use time::{format_description::well_known::Rfc3339, OffsetDateTime, UtcOffset};
 
 /// How to reach the server; flattened into every client subcommand.
@@ -188,11 +188,7 @@ pub enum WebhookCmd {
 /// Runs a `crmhooks contact ...` subcommand.
 pub async fn run_contact(cmd: ContactCmd) -> Result<()> {
     match cmd {
-        ContactCmd::Get(t) => print_json(
-            &Api::new(&t.conn)?
-                .call(Method::GET, &format!("Contact/{}", t.id), &[], None)
-                .await?,
-        ),
+        ContactCmd::Get(t) => print_json(&t.conn.api()?.json(&routes::get_contact(t.id())).await?),
         ContactCmd::Create { conn, fields } => {
             let body = contact_body(&fields)?;
             if body
@@ -202,40 +198,22 @@ pub async fn run_contact(cmd: ContactCmd) -> Result<()> {
             {
                 bail!("a contact needs a name: pass --name or put \"Name\" in --json");
             }
-            print_json(
-                &Api::new(&conn)?
-                    .call(Method::POST, "Contact", &[], Some(&body))
-                    .await?,
-            )
+            print_json(&conn.api()?.json(&routes::create_contact(&body)?).await?)
         }
         ContactCmd::Update { target: t, fields } => {
             let patch = contact_body(&fields)?;
             if patch.as_object().is_some_and(Map::is_empty) {
                 bail!("nothing to change: pass at least one field flag or --json");
             }
-            print_json(
-                &Api::new(&t.conn)?
-                    .call(
-                        Method::PATCH,
-                        &format!("Contact/{}", t.id),
-                        &[],
-                        Some(&patch),
-                    )
-                    .await?,
-            )
+            let call = routes::change_contact(t.id(), &patch)?;
+            print_json(&t.conn.api()?.json(&call).await?)
         }
         ContactCmd::Delete {
             target: t,
             permanent,
         } => {
-            let query = if permanent {
-                vec![("permanent", "true".to_owned())]
-            } else {
-                vec![]
-            };
-            Api::new(&t.conn)?
-                .call(Method::DELETE, &format!("Contact/{}", t.id), &query, None)
-                .await?;
+            let call = routes::delete_contact(t.id(), permanent);
+            t.conn.api()?.call(&call).await?;
             println!(
                 "{} contact {}",
                 if permanent {
@@ -248,14 +226,7 @@ pub async fn run_contact(cmd: ContactCmd) -> Result<()> {
             Ok(())
         }
         ContactCmd::Restore(t) => {
-            let v = Api::new(&t.conn)?
-                .call(
-                    Method::POST,
-                    &format!("Contact/{}/Restore", t.id),
-                    &[],
-                    None,
-                )
-                .await?;
+            let v = t.conn.api()?.json(&routes::restore_contact(t.id())).await?;
             if v.is_null() {
                 println!("restored contact {}", t.id);
                 return Ok(());
@@ -274,16 +245,9 @@ pub async fn run_webhook(cmd: WebhookCmd) -> Result<()> {
             event,
             status,
         } => {
-            let query: Vec<(&str, String)> = [
-                ("nameFilter", name),
-                ("eventFilter", event),
-                ("statusFilter", status),
-            ]
-            .into_iter()
-            .filter_map(|(k, v)| Some((k, v?)))
-            .collect();
-            let v = Api::new(&conn)?
-                .call(Method::GET, "Webhook", &query, None)
+            let v = conn
+                .api()?
+                .json(&routes::list_webhooks(name, event, status))
                 .await?;
             let cols = [
                 &["WebhookId"][..],
@@ -299,48 +263,37 @@ pub async fn run_webhook(cmd: WebhookCmd) -> Result<()> {
                 "webhooks",
             )
         }
-        WebhookCmd::Get(t) => print_json(&webhook_get(&t, "").await?),
-        WebhookCmd::Create(c) => print_json(
-            &Api::new(&c.conn)?
-                .call(Method::POST, "Webhook", &[], Some(&webhook_body(&c)))
-                .await?,
-        ),
+        WebhookCmd::Get(t) => print_json(&t.conn.api()?.json(&routes::get_webhook(t.id())).await?),
+        WebhookCmd::Create(c) => {
+            let call = routes::create_webhook(&webhook_body(&c))?;
+            print_json(&c.conn.api()?.json(&call).await?)
+        }
         WebhookCmd::Start(t) => set_state(&t, "Active").await,
         WebhookCmd::Stop(t) => set_state(&t, "Stopped").await,
         WebhookCmd::Delete(t) => {
-            Api::new(&t.conn)?
-                .call(Method::DELETE, &format!("Webhook/{}", t.id), &[], None)
-                .await?;
+            t.conn.api()?.call(&routes::delete_webhook(t.id())).await?;
             println!("deleted webhook {}", t.id);
             Ok(())
         }
         WebhookCmd::LastError(t) => {
-            match webhook_get(&t, "/LastError").await? {
+            let call = routes::webhook_last_error(t.id());
+            match t.conn.api()?.json(&call).await? {
                 Value::String(s) if !s.trim().is_empty() => println!("{s}"),
                 Value::Null | Value::String(_) => println!("(no error recorded)"),
                 other => print_json(&other)?,
             }
             Ok(())
         }
-        WebhookCmd::Usage(t) => print_json(&webhook_get(&t, "/Usage").await?),
+        WebhookCmd::Usage(t) => {
+            print_json(&t.conn.api()?.json(&routes::webhook_usage(t.id())).await?)
+        }
         WebhookCmd::Deliveries {
             target: t,
             status,
             limit,
         } => {
-            let query: Vec<(&str, String)> =
-                [("status", status), ("limit", limit.map(|n| n.to_string()))]
-                    .into_iter()
-                    .filter_map(|(k, v)| Some((k, v?)))
-                    .collect();
-            let v = Api::new(&t.conn)?
-                .call(
-                    Method::GET,
-                    &format!("Webhook/{}/Deliveries", t.id),
-                    &query,
-                    None,
-                )
-                .await?;
+            let call = routes::webhook_deliveries(t.id(), status, limit);
+            let v = t.conn.api()?.json(&call).await?;
             let cols = [
                 &["delivery_id", "DeliveryId"][..],
                 &["status", "Status"],
@@ -369,23 +322,17 @@ pub async fn run_webhook(cmd: WebhookCmd) -> Result<()> {
             until,
             only_failed,
         } => {
-            let mut body = json!({ "since": since.format(&Rfc3339)?, "onlyFailed": only_failed });
-            if let Some(u) = until {
-                body["until"] = Value::String(u.format(&Rfc3339)?);
-            }
-            let mut api = Api::new(&t.conn)?;
-            api.timeout = Duration::from_secs(900);
+            let replay = Replay {
+                since,
+                until,
+                only_failed,
+            };
+            let call = routes::replay(t.id(), &replay)?;
+            let mut api = t.conn.api()?.with_timeout(Duration::from_secs(900));
             let spinner = indicatif::ProgressBar::new_spinner();
             spinner.set_message(format!("replaying events to webhook {}...", t.id));
             spinner.enable_steady_tick(Duration::from_millis(100));
-            let res = api
-                .call(
-                    Method::POST,
-                    &format!("Webhook/{}/Replay", t.id),
-                    &[],
-                    Some(&body),
-                )
-                .await;
+            let res = api.json(&call).await;
             spinner.finish_and_clear();
             let v = res?;
             println!(
@@ -399,24 +346,10 @@ pub async fn run_webhook(cmd: WebhookCmd) -> Result<()> {
     }
 }
 
-/// `GET /api/v1/Webhook/{id}{suffix}`.
-async fn webhook_get(t: &IdArgs, suffix: &str) -> Result<Value> {
-    Api::new(&t.conn)?
-        .call(Method::GET, &format!("Webhook/{}{suffix}", t.id), &[], None)
-        .await
-}
-
 /// PATCHes the webhook's `State` and reports the state the server answers with.
 async fn set_state(t: &IdArgs, state: &str) -> Result<()> {
-    let body = json!({ "State": state });
-    let v = Api::new(&t.conn)?
-        .call(
-            Method::PATCH,
-            &format!("Webhook/{}", t.id),
-            &[],
-            Some(&body),
-        )
-        .await?;
+    let call = routes::set_webhook_state(t.id(), state)?;
+    let v = t.conn.api()?.json(&call).await?;
     println!(
         "webhook {}: {}",
         t.id,
@@ -429,147 +362,35 @@ async fn set_state(t: &IdArgs, state: &str) -> Result<()> {
     Ok(())
 }
 
-/// A configured connection to one crmhooks server.
-struct Api {
-    http: reqwest::Client,
-    base: url::Url,
-    key: String,
-    timeout: Duration,
-}
-
-impl Api {
-    fn new(conn: &Conn) -> Result<Self> {
-        let key = (conn
-            .api_key
-            .as_deref()
-            .map(str::trim)
-            .filter(|k| !k.is_empty()))
-        .context("no API key: pass --api-key or set CRMHOOKS_API_KEY")?
-        .to_owned();
-        let base = url::Url::parse(conn.url.trim())
-            .with_context(|| format!("invalid server URL {:?}", conn.url))?;
-        if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
-            bail!(
-                "invalid server URL {:?}: expected http(s)://HOST:PORT",
-                conn.url
-            );
-        }
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("crmhooks/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .context("cannot set up the HTTP client")?;
-        Ok(Self {
-            http,
-            base,
-            key,
-            timeout: Duration::from_secs(120),
-        })
-    }
-
-    /// `{base}/api/v1/{path}`, keeping any path prefix (tenant) of the base URL.
-    fn endpoint(&self, path: &str) -> Result<url::Url> {
-        let mut url = self.base.clone();
-        url.set_query(None);
-        url.set_fragment(None);
-        url.path_segments_mut()
-            .map_err(|()| anyhow!("invalid server URL {}", self.base))?
-            .pop_if_empty()
-            .extend(["api", "v1"])
-            .extend(path.split('/'));
-        Ok(url)
-    }
-
-    /// Sends one request; returns the JSON answer (`Null` when empty) or the server's error message.
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        query: &[(&str, String)],
-        body: Option<&Value>,
-    ) -> Result<Value> {
-        let url = self.endpoint(path)?;
-        let mut req = (self.http.request(method.clone(), url.clone()))
-            .bearer_auth(&self.key)
-            .header(ACCEPT, "application/json")
-            .timeout(self.timeout);
-        if !query.is_empty() {
-            req = req.query(query);
-        }
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the crmhooks server at {}", self.base))?;
-        let status = resp.status();
-        let bytes = resp
-            .bytes()
-            .await
-            .with_context(|| format!("reading the answer to {method} {url}"))?;
-        if !status.is_success() {
-            bail!("{}", error_message(status, &bytes));
-        }
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Value::Null);
-        }
-        serde_json::from_slice(&bytes)
-            .with_context(|| format!("the answer to {method} {url} is not JSON"))
+impl Conn {
+    /// The server these flags name, with their key.
+    fn api(&self) -> Result<HttpApi> {
+        let key = (self.api_key.as_deref())
+            .filter(|k| !k.trim().is_empty())
+            .context("no API key: pass --api-key or set CRMHOOKS_API_KEY")?;
+        Ok(HttpApi::new(&self.url, ApiKey::new(key)?)?)
     }
 }
 
-/// The message of an error answer: `Message` (or `Error`) of a JSON error body, else the body.
-fn error_message(status: StatusCode, body: &[u8]) -> String {
-    let from_json = serde_json::from_slice::<Value>(body).ok().and_then(|v| {
-        ["Message", "Error"].iter().find_map(|k| {
-            v.get(k)?
-                .as_str()
-                .filter(|s| !s.trim().is_empty())
-                .map(str::to_owned)
-        })
-    });
-    let text = from_json.unwrap_or_else(|| {
-        String::from_utf8_lossy(body)
-            .trim()
-            .chars()
-            .take(500)
-            .collect()
-    });
-    if text.is_empty() {
-        format!("server answered {status}")
-    } else {
-        format!("server answered {status}: {text}")
+impl IdArgs {
+    fn id(&self) -> i64 {
+        i64::from(self.id)
     }
 }
 
 /// The ContactEntity (create) or merge patch (update) the flags describe, with `--json` laid over it.
 fn contact_body(f: &ContactFields) -> Result<Value> {
-    let mut m = Map::new();
-    let strings = [
-        ("Name", &f.name),
-        ("Department", &f.department),
-        ("OrgNr", &f.org_nr),
-        ("Number1", &f.number1),
-    ];
-    for (key, v) in strings {
-        if let Some(v) = v {
-            m.insert(key.to_owned(), Value::String(v.clone()));
-        }
-    }
-    let carriers = [
-        ("Business", "Id", f.business),
-        ("Category", "Id", f.category),
-        ("Country", "CountryId", f.country),
-        ("Associate", "AssociateId", f.associate),
-    ];
-    for (key, id_key, v) in carriers {
-        if let Some(id) = v {
-            m.insert(key.to_owned(), json!({ id_key: id }));
-        }
-    }
-    let mut body = Value::Object(m);
+    let flags = ContactBody {
+        name: f.name.as_deref(),
+        department: f.department.as_deref(),
+        org_nr: f.org_nr.as_deref(),
+        number1: f.number1.as_deref(),
+        business: f.business,
+        category: f.category,
+        country: f.country,
+        associate: f.associate,
+    };
+    let mut body = serde_json::to_value(&flags)?;
     if let Some(raw) = &f.json {
         overlay(&mut body, parse_json_arg(raw)?);
     }
@@ -609,35 +430,17 @@ fn overlay(base: &mut Value, top: Value) {
 }
 
 /// The `Webhook` body of `webhook create`.
-fn webhook_body(c: &WebhookCreate) -> Value {
-    let mut body = json!({
-        "Name": c.name,
-        "Events": c.events,
-        "TargetUrl": c.target_url,
-        "State": if c.stopped { "Stopped" } else { "Active" },
-        "Type": "webhook",
-    });
-    let headers: Map<String, Value> = c
-        .headers
-        .iter()
-        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-        .collect();
-    let optional = [
-        ("Secret", c.secret.clone().map(Value::String)),
-        (
-            "Headers",
-            (!headers.is_empty()).then_some(Value::Object(headers)),
-        ),
-        ("ErrorsEmail", c.errors_email.clone().map(Value::String)),
-        ("RetryPolicy", c.retry_policy.clone().map(Value::String)),
-        ("SuccessStatus", c.success_status.clone().map(Value::String)),
-    ];
-    for (key, v) in optional {
-        if let Some(v) = v {
-            body[key] = v;
-        }
+fn webhook_body(c: &WebhookCreate) -> NewWebhook {
+    let mut hook = NewWebhook::new(&c.name, c.events.clone(), &c.target_url);
+    if c.stopped {
+        hook.state = "Stopped";
     }
-    body
+    hook.secret.clone_from(&c.secret);
+    hook.headers.clone_from(&c.headers);
+    hook.errors_email.clone_from(&c.errors_email);
+    hook.retry_policy.clone_from(&c.retry_policy);
+    hook.success_status.clone_from(&c.success_status);
+    hook
 }
 
 /// Parses `K=V` (for `--header`).
@@ -745,6 +548,7 @@ fn print_table(head: &[&str], cols: &[&[&str]], rows: &Value, what: &str) -> Res
 mod tests {
     use super::*;
     use clap::{CommandFactory, Parser};
+    use serde_json::json;
     use time::macros::datetime;
 
     #[derive(Parser)]
@@ -855,7 +659,7 @@ mod tests {
         ];
         let want = json!({"Name": "n", "Events": events, "TargetUrl": "https://example.com/hook", "State": "Stopped",
             "Type": "webhook", "Headers": {"X-A": "b=c"}, "SuccessStatus": "2xx"});
-        assert_eq!(webhook_body(&c), want);
+        assert_eq!(serde_json::to_value(webhook_body(&c))?, want);
         let cli = Cli::try_parse_from(
             "x webhook create --name n --target u --event a,b --event c".split(' '),
         )?;
@@ -876,44 +680,35 @@ mod tests {
     }
 
     #[test]
-    fn error_messages() {
-        let body =
-            br#"{"Error": "not_found", "ErrorType": "NotFound", "Message": "Contact 9 not found"}"#;
-        assert_eq!(
-            error_message(StatusCode::NOT_FOUND, body),
-            "server answered 404 Not Found: Contact 9 not found"
-        );
-        assert_eq!(
-            error_message(StatusCode::BAD_GATEWAY, b" oops "),
-            "server answered 502 Bad Gateway: oops"
-        );
-        assert_eq!(
-            error_message(StatusCode::UNAUTHORIZED, b""),
-            "server answered 401 Unauthorized"
-        );
+    fn table_cells_are_clipped() {
         assert_eq!(clip("a\n  b"), "a b");
         assert_eq!(clip(&"é".repeat(100)).chars().count(), 80);
+        assert_eq!(cell(&json!(["a", 1, null])), "a,1,-");
     }
 
     #[test]
-    fn endpoints_keep_a_tenant_prefix() -> Result<()> {
+    fn a_key_is_needed() -> Result<()> {
         let conn = Conn {
             url: "http://h:1/Acme/".into(),
             api_key: Some("k".into()),
         };
-        assert_eq!(
-            Api::new(&conn)?.endpoint("Contact/5")?.as_str(),
-            "http://h:1/Acme/api/v1/Contact/5"
-        );
+        assert!(conn.api().is_ok());
+        for key in [None, Some(" ".to_owned())] {
+            let conn = Conn {
+                url: "http://h:1".into(),
+                api_key: key,
+            };
+            let err = conn.api().err().map(|e| e.to_string());
+            assert_eq!(
+                err.as_deref(),
+                Some("no API key: pass --api-key or set CRMHOOKS_API_KEY")
+            );
+        }
         let conn = Conn {
-            url: "http://h:1".into(),
-            api_key: None,
+            url: "ftp://h".into(),
+            api_key: Some("k".into()),
         };
-        let err = Api::new(&conn).err().map(|e| e.to_string());
-        assert_eq!(
-            err.as_deref(),
-            Some("no API key: pass --api-key or set CRMHOOKS_API_KEY")
-        );
+        assert!(conn.api().is_err());
         Ok(())
     }
 }
