@@ -1,189 +1,17 @@
 //! Client subcommands: `crmhooks contact ...` and `crmhooks webhook ...` call a running crmhooks
-//! server over its REST API (`/api/v1/Contact`, `/api/v1/Webhook`).
+//! server over its REST API (`/api/v1/Contact`, `/api/v1/Webhook`), through `crmhooks_client`.
+
+mod args;
+mod output;
 
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
-use clap::{Args, Subcommand};
+use anyhow::{bail, Context, Result};
 use crmhooks_client::{routes, ApiKey, ContactBody, HttpApi, NewWebhook, Replay, Transport as _};
 use serde_json::{Map, Value};
-use time::{format_description::well_known::Rfc3339, OffsetDateTime, UtcOffset};
 
-/// How to reach the server; flattened into every client subcommand.
-#[derive(Args, Clone)]
-pub struct Conn {
-    /// Base URL of the crmhooks server (may end in a tenant, e.g. http://host:8080/Acme).
-    #[arg(long, env = "CRMHOOKS_URL", default_value = "http://127.0.0.1:8080")]
-    url: String,
-    /// API key, sent as `Authorization: Bearer KEY`.
-    #[arg(long, env = "CRMHOOKS_API_KEY", hide_env_values = true)]
-    api_key: Option<String>,
-}
-
-/// Contact fields settable from flags, for `contact create` and `contact update`.
-#[derive(Args, Clone, Default)]
-pub struct ContactFields {
-    /// Name.
-    #[arg(long)]
-    name: Option<String>,
-    /// Department.
-    #[arg(long)]
-    department: Option<String>,
-    /// Organisation number.
-    #[arg(long)]
-    org_nr: Option<String>,
-    /// Number1 (customer number).
-    #[arg(long)]
-    number1: Option<String>,
-    /// Business list id.
-    #[arg(long, value_name = "ID")]
-    business: Option<i32>,
-    /// Category list id.
-    #[arg(long, value_name = "ID")]
-    category: Option<i32>,
-    /// Country id (e.g. 578 for Norway).
-    #[arg(long, value_name = "ID")]
-    country: Option<i32>,
-    /// Associate (owner) id.
-    #[arg(long, value_name = "ID")]
-    associate: Option<i32>,
-    /// JSON object (or @FILE) laid over the flags: a ContactEntity for create, a merge patch for update.
-    #[arg(long, value_name = "JSON")]
-    json: Option<String>,
-}
-
-/// A server connection plus the id of one contact or webhook.
-#[derive(Args, Clone)]
-pub struct IdArgs {
-    #[command(flatten)]
-    conn: Conn,
-    /// Contact or webhook id.
-    id: u32,
-}
-
-/// `crmhooks contact ...`
-#[derive(Subcommand)]
-pub enum ContactCmd {
-    /// Show a contact.
-    Get(IdArgs),
-    /// Create a contact (a name is required, from --name or --json).
-    Create {
-        #[command(flatten)]
-        conn: Conn,
-        #[command(flatten)]
-        fields: ContactFields,
-    },
-    /// Change fields of a contact (sends a JSON merge patch).
-    Update {
-        #[command(flatten)]
-        target: IdArgs,
-        #[command(flatten)]
-        fields: ContactFields,
-    },
-    /// Delete a contact: into the recycle bin, or for good with --permanent.
-    Delete {
-        #[command(flatten)]
-        target: IdArgs,
-        /// Remove the row at once (fires contact.deleted).
-        #[arg(long)]
-        permanent: bool,
-    },
-    /// Restore a soft-deleted contact.
-    Restore(IdArgs),
-}
-
-/// Flags of `webhook create`.
-#[derive(Args, Clone)]
-pub struct WebhookCreate {
-    #[command(flatten)]
-    conn: Conn,
-    /// Name of the webhook.
-    #[arg(long)]
-    name: String,
-    /// Target URL the events are POSTed to (`--url` is the server's address).
-    #[arg(long = "target-url", visible_alias = "target", value_name = "URL")]
-    target_url: String,
-    /// Event to subscribe to; repeat or separate with commas.
-    #[arg(long = "event", value_name = "EVENT", value_delimiter = ',',
-          default_values = ["contact.created", "contact.changed", "contact.softdeleted", "contact.deleted"])]
-    events: Vec<String>,
-    /// Shared secret for the X-SuperOffice-Signature header.
-    #[arg(long)]
-    secret: Option<String>,
-    /// Create it Stopped instead of Active.
-    #[arg(long)]
-    stopped: bool,
-    /// Custom HTTP header sent with every delivery; repeatable.
-    #[arg(long = "header", value_name = "K=V", value_parser = parse_kv)]
-    headers: Vec<(String, String)>,
-    /// Address that gets a mail when the webhook fails.
-    #[arg(long, value_name = "EMAIL")]
-    errors_email: Option<String>,
-    /// Retry policy.
-    #[arg(long, value_name = "POLICY", value_parser = ["superoffice", "exponential"])]
-    retry_policy: Option<String>,
-    /// Which answers count as success.
-    #[arg(long, value_name = "STATUS", value_parser = ["200", "2xx"])]
-    success_status: Option<String>,
-}
-
-/// `crmhooks webhook ...`
-#[derive(Subcommand)]
-pub enum WebhookCmd {
-    /// List webhooks as a table.
-    List {
-        #[command(flatten)]
-        conn: Conn,
-        /// Only webhooks with exactly this name.
-        #[arg(long)]
-        name: Option<String>,
-        /// Only webhooks subscribed to this event.
-        #[arg(long)]
-        event: Option<String>,
-        /// Only webhooks in this state (Active, Stopped, TooManyErrors).
-        #[arg(long)]
-        status: Option<String>,
-    },
-    /// Show a webhook.
-    Get(IdArgs),
-    /// Create a webhook (the server first sends it a test event when Active).
-    Create(Box<WebhookCreate>),
-    /// Set a webhook Active.
-    Start(IdArgs),
-    /// Set a webhook Stopped.
-    Stop(IdArgs),
-    /// Delete a webhook for good.
-    Delete(IdArgs),
-    /// Show the last delivery error of a webhook.
-    LastError(IdArgs),
-    /// Show call and error counters of a webhook.
-    Usage(IdArgs),
-    /// List recent deliveries of a webhook as a table.
-    Deliveries {
-        #[command(flatten)]
-        target: IdArgs,
-        /// Only deliveries with this status.
-        #[arg(long)]
-        status: Option<String>,
-        /// At most this many.
-        #[arg(long)]
-        limit: Option<u32>,
-    },
-    /// Queue logged events again for a webhook.
-    Replay {
-        #[command(flatten)]
-        target: IdArgs,
-        /// Events since TIME: RFC 3339, or an age like 30s, 10m, 2h, 1d, 1w.
-        #[arg(long, value_name = "TIME", value_parser = parse_when)]
-        since: OffsetDateTime,
-        /// Events before TIME (same forms as --since).
-        #[arg(long, value_name = "TIME", value_parser = parse_when)]
-        until: Option<OffsetDateTime>,
-        /// Only events whose delivery did not succeed.
-        #[arg(long)]
-        only_failed: bool,
-    },
-}
+pub use args::{Conn, ContactCmd, ContactFields, IdArgs, WebhookCmd, WebhookCreate};
+use output::{cell, print_json, print_table};
 
 /// Runs a `crmhooks contact ...` subcommand.
 pub async fn run_contact(cmd: ContactCmd) -> Result<()> {
@@ -443,113 +271,11 @@ fn webhook_body(c: &WebhookCreate) -> NewWebhook {
     hook
 }
 
-/// Parses `K=V` (for `--header`).
-fn parse_kv(s: &str) -> Result<(String, String), String> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
-        _ => Err(format!("expected NAME=VALUE, got {s:?}")),
-    }
-}
-
-/// clap parser for `--since`/`--until`, relative to now.
-fn parse_when(s: &str) -> Result<OffsetDateTime, String> {
-    let now = OffsetDateTime::now_utc();
-    parse_time(s, now.replace_nanosecond(0).unwrap_or(now)).map_err(|e| e.to_string())
-}
-
-/// RFC 3339, or an age (`30s`, `10m`, `2h`, `1d`, `1w`) counted back from `now`; the result is in UTC.
-fn parse_time(s: &str, now: OffsetDateTime) -> Result<OffsetDateTime> {
-    let s = s.trim();
-    if let Ok(t) = OffsetDateTime::parse(s, &Rfc3339) {
-        return Ok(t.to_offset(UtcOffset::UTC));
-    }
-    let bad = || {
-        anyhow!("invalid time {s:?}: expected RFC 3339 (2024-05-01T12:00:00Z) or an age like 10m, 2h, 1d")
-    };
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let per_unit: i64 = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        "w" => 604_800,
-        _ => return Err(bad()),
-    };
-    let n: i64 = num.parse().map_err(|_| bad())?;
-    let secs = n.checked_mul(per_unit).ok_or_else(bad)?;
-    now.checked_sub(time::Duration::seconds(secs))
-        .filter(|t| t.year() >= 1)
-        .ok_or_else(bad)
-}
-
-fn print_json(v: &Value) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
-    Ok(())
-}
-
-/// A JSON value as a table cell: strings bare, arrays comma-joined, null as `-`.
-fn cell(v: &Value) -> String {
-    match v {
-        Value::Null => "-".to_owned(),
-        Value::String(s) => s.clone(),
-        Value::Array(a) => a.iter().map(cell).collect::<Vec<_>>().join(","),
-        other => other.to_string(),
-    }
-}
-
-/// A table cell on one line (whitespace runs collapsed), at most 80 characters.
-fn clip(s: &str) -> String {
-    let one_line = s.split_whitespace().collect::<Vec<_>>().join(" ");
-    match one_line.char_indices().nth(79) {
-        Some((i, _)) => format!("{}…", &one_line[..i]),
-        None => one_line,
-    }
-}
-
-/// Prints a JSON array as a table, one column per entry of `cols` (the first key present wins).
-fn print_table(head: &[&str], cols: &[&[&str]], rows: &Value, what: &str) -> Result<()> {
-    let rows = rows
-        .as_array()
-        .context("the server did not answer with a list")?;
-    if rows.is_empty() {
-        println!("(no {what})");
-        return Ok(());
-    }
-    let body: Vec<Vec<String>> = (rows.iter())
-        .map(|r| {
-            cols.iter()
-                .map(|keys| {
-                    clip(&cell(
-                        keys.iter().find_map(|k| r.get(*k)).unwrap_or(&Value::Null),
-                    ))
-                })
-                .collect()
-        })
-        .collect();
-    let head: Vec<String> = head.iter().map(|h| (*h).to_owned()).collect();
-    let mut widths: Vec<usize> = head.iter().map(|h| h.chars().count()).collect();
-    for r in &body {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    for r in std::iter::once(&head).chain(&body) {
-        let line: Vec<String> = r
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        println!("{}", line.join("  ").trim_end());
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::{CommandFactory, Parser};
+    use clap::{CommandFactory, Parser, Subcommand};
     use serde_json::json;
-    use time::macros::datetime;
 
     #[derive(Parser)]
     struct Cli {
@@ -565,45 +291,9 @@ mod tests {
         Webhook(WebhookCmd),
     }
 
-    const NOW: OffsetDateTime = datetime!(2024-05-01 12:00:00 UTC);
-
     #[test]
     fn clap_definitions_are_consistent() {
         Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn relative_and_absolute_times() -> Result<()> {
-        assert_eq!(parse_time("10m", NOW)?, datetime!(2024-05-01 11:50:00 UTC));
-        assert_eq!(parse_time("2h", NOW)?, datetime!(2024-05-01 10:00:00 UTC));
-        assert_eq!(parse_time("1d", NOW)?, datetime!(2024-04-30 12:00:00 UTC));
-        assert_eq!(
-            parse_time(" 30s ", NOW)?,
-            datetime!(2024-05-01 11:59:30 UTC)
-        );
-        assert_eq!(
-            parse_time("2024-01-02T03:04:05+01:00", NOW)?,
-            datetime!(2024-01-02 02:04:05 UTC)
-        );
-        assert_eq!(
-            parse_time("2024-01-02T03:04:05Z", NOW)?.format(&Rfc3339)?,
-            "2024-01-02T03:04:05Z"
-        );
-        for bad in [
-            "",
-            "10",
-            "m",
-            "10x",
-            "-5m",
-            "1.5h",
-            "yesterday",
-            "99999999999999999999d",
-            "800000d",
-            "2024-01-02",
-        ] {
-            assert!(parse_time(bad, NOW).is_err(), "{bad:?} should be refused");
-        }
-        Ok(())
     }
 
     #[test]
@@ -677,13 +367,6 @@ mod tests {
         )
         .is_ok());
         Ok(())
-    }
-
-    #[test]
-    fn table_cells_are_clipped() {
-        assert_eq!(clip("a\n  b"), "a b");
-        assert_eq!(clip(&"é".repeat(100)).chars().count(), 80);
-        assert_eq!(cell(&json!(["a", 1, null])), "a,1,-");
     }
 
     #[test]
