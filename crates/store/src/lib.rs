@@ -10,8 +10,8 @@ mod common;
 pub mod contact;
 pub mod entity;
 pub mod model;
-mod postgres;
 pub mod preload;
+mod postgres;
 mod sqlite;
 mod sqlite_writer;
 
