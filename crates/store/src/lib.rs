@@ -10,8 +10,8 @@ mod common;
 pub mod contact;
 pub mod entity;
 pub mod model;
-pub mod preload;
 mod postgres;
+pub mod preload;
 mod sqlite;
 mod sqlite_writer;
 
