@@ -12,7 +12,7 @@ use anyhow::{bail, Context as _};
 use tokio::io::AsyncBufReadExt as _;
 use tokio::process::Command;
 
-use crate::machine::{proc_cpu_seconds, proc_memory_kb};
+use crate::machine::{proc_cpu_seconds, proc_memory_kb, CpuMark};
 use crate::BENCH_TENANT;
 
 /// A child process of this binary that is listening.
@@ -116,6 +116,13 @@ impl Child {
     }
 }
 
+/// What a server child's [`ServerChild::finish`] read.
+pub(crate) struct Finished {
+    pub(crate) cpu_seconds: Option<f64>,
+    pub(crate) mark: CpuMark,
+    pub(crate) peak_rss_kb: Option<u64>,
+}
+
 /// `crmhooks serve` as a child process, its memory sampled.
 pub(crate) struct ServerChild {
     pub(crate) child: Child,
@@ -196,6 +203,18 @@ impl ServerChild {
     /// User plus system CPU seconds so far.
     pub(crate) fn cpu_seconds(&self) -> Option<f64> {
         proc_cpu_seconds(self.child.pid)
+    }
+
+    /// Stops the server at the end of a measured window, reading first its CPU seconds, this
+    /// process's and the machine's counters, and its peak memory.
+    pub(crate) async fn finish(self) -> Finished {
+        let finished = Finished {
+            cpu_seconds: self.cpu_seconds(),
+            mark: CpuMark::now(),
+            peak_rss_kb: self.peak_rss_kb(),
+        };
+        self.stop().await;
+        finished
     }
 
     /// SIGTERM, then waits for a graceful exit (SIGKILL after 30 s).

@@ -22,6 +22,24 @@ pub(crate) fn proc_cpu_seconds(pid: u32) -> Option<f64> {
     Some((utime + stime) as f64 / 100.0)
 }
 
+/// This process's CPU seconds and the machine's CPU time at one moment, to difference over a
+/// window.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CpuMark {
+    pub(crate) bench: Option<f64>,
+    pub(crate) machine: Option<MachineCpu>,
+}
+
+impl CpuMark {
+    /// The counters now.
+    pub(crate) fn now() -> Self {
+        CpuMark {
+            bench: proc_cpu_seconds(std::process::id()),
+            machine: machine_cpu(),
+        }
+    }
+}
+
 /// CPU time of the whole machine, all CPUs together, in seconds (USER_HZ taken as 100, as for
 /// the processes).
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -13,7 +13,7 @@ use crate::args::BenchArgs;
 use crate::children::{log_tail, Child, ServerChild};
 use crate::database::BenchDatabase;
 use crate::load::{run_clients, Api, LoadTally, Pacer};
-use crate::machine::{machine_cpu, proc_cpu_seconds};
+use crate::machine::{proc_cpu_seconds, CpuMark};
 use crate::progress::Progress;
 use crate::raw::{raw_baseline, realistic_bodies, RawResult};
 use crate::report::{kb_to_mb, percentile_ms, ratio, round, Report};
@@ -99,8 +99,7 @@ async fn load_phase(
     receiver.tally().reset();
 
     let cpu_before = server.cpu_seconds();
-    let bench_cpu_before = proc_cpu_seconds(std::process::id());
-    let machine_before = machine_cpu();
+    let mark = CpuMark::now();
     let load = Arc::new(LoadTally::default());
     let deadline = Instant::now() + Duration::from_secs_f64(args.seconds);
     let pacer = args.rate.map(|r| Arc::new(Pacer::new(r)));
@@ -122,11 +121,7 @@ async fn load_phase(
     let drained = drain(receiver.tally(), expected, drain_timeout, &mut server).await;
     let window_secs = started.elapsed().as_secs_f64();
     progress.finish();
-    let cpu_after = server.cpu_seconds();
-    let bench_cpu_after = proc_cpu_seconds(std::process::id());
-    let machine_after = machine_cpu();
-    let peak_kb = server.peak_rss_kb();
-    server.stop().await;
+    let end = server.finish().await;
     drained?;
 
     let t = receiver.tally();
@@ -143,16 +138,15 @@ async fn load_phase(
     report.p50_ms = percentile_ms(&latencies, 50.0);
     report.p99_ms = percentile_ms(&latencies, 99.0);
     report.max_ms = latencies.last().map(|&us| round(f64::from(us) / 1000.0, 3));
-    report.peak_rss_mb = peak_kb.map(kb_to_mb);
-    report.cpu_seconds = cpu_after.zip(cpu_before).map(|(a, b)| round(a - b, 2));
+    report.peak_rss_mb = end.peak_rss_kb.map(kb_to_mb);
+    report.cpu_seconds = (end.cpu_seconds)
+        .zip(cpu_before)
+        .map(|(a, b)| round(a - b, 2));
     report.cpu_us_per_event = report
         .cpu_seconds
         .filter(|_| committed > 0)
         .map(|c| round(c * 1e6 / committed as f64, 1));
-    report.bench_cpu_seconds = bench_cpu_after
-        .zip(bench_cpu_before)
-        .map(|(a, b)| round(a - b, 2));
-    report.machine(machine_before, machine_after);
+    report.window_cpu(mark, end.mark);
     report.window_seconds = round(window_secs, 3);
     report.drain_seconds = if delivered > 0 {
         round(((last_delivery - load_end_us).max(0)) as f64 / 1e6, 3)
@@ -260,8 +254,7 @@ async fn backlog_phase(
 
     receiver.tally().reset();
     let spawned_us = unix_micros_now();
-    let bench_cpu_before = proc_cpu_seconds(std::process::id());
-    let machine_before = machine_cpu();
+    let mark = CpuMark::now();
     let mut drainer =
         ServerChild::spawn(&db.url, key, &dir.join("server-drain.log"), false).await?;
     report.server_start_seconds = round(drainer.child.ready.as_secs_f64(), 3);
@@ -281,11 +274,7 @@ async fn backlog_phase(
     ticker.abort();
     bar.finish_and_clear();
     let window_secs = (unix_micros_now() - spawned_us) as f64 / 1e6;
-    let cpu = drainer.cpu_seconds();
-    let bench_cpu_after = proc_cpu_seconds(std::process::id());
-    let machine_after = machine_cpu();
-    let peak_kb = drainer.peak_rss_kb();
-    drainer.stop().await;
+    let end = drainer.finish().await;
     drained?;
 
     let t = receiver.tally();
@@ -297,13 +286,10 @@ async fn backlog_phase(
     report.deliveries_per_sec = drain_per_sec.map(|v| round(v, 1));
     report.drain_per_sec = report.deliveries_per_sec;
     report.ratio = ratio(drain_per_sec, report.raw_posts_per_sec);
-    report.peak_rss_mb = peak_kb.map(kb_to_mb);
+    report.peak_rss_mb = end.peak_rss_kb.map(kb_to_mb);
     report.backlog_peak_rss_mb = report.peak_rss_mb;
-    report.cpu_seconds = cpu.map(|c| round(c, 2));
-    report.bench_cpu_seconds = bench_cpu_after
-        .zip(bench_cpu_before)
-        .map(|(a, b)| round(a - b, 2));
-    report.machine(machine_before, machine_after);
+    report.cpu_seconds = end.cpu_seconds.map(|c| round(c, 2));
+    report.window_cpu(mark, end.mark);
     report.window_seconds = round(window_secs, 3);
     report.drain_seconds = round(drain_secs, 3);
     report.counts(committed, expected, &load, t);

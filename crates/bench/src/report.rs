@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::args::BenchArgs;
 use crate::load::LoadTally;
-use crate::machine::MachineCpu;
+use crate::machine::CpuMark;
 use crate::raw::RawResult;
 
 /// Everything measured, with the parameters; the `--json` object.
@@ -259,10 +259,11 @@ impl Report {
         })
     }
 
-    /// The machine's figures from two readings of `/proc/stat` around the window, with the
-    /// server's and this process's CPU already set.
-    pub(crate) fn machine(&mut self, before: Option<MachineCpu>, after: Option<MachineCpu>) {
-        let Some(d) = after.zip(before).map(|(a, b)| a.since(b)) else {
+    /// This process's and the machine's figures over a window from two marks around it, with
+    /// the server's CPU already set.
+    pub(crate) fn window_cpu(&mut self, before: CpuMark, after: CpuMark) {
+        self.bench_cpu_seconds = after.bench.zip(before.bench).map(|(a, b)| round(a - b, 2));
+        let Some(d) = after.machine.zip(before.machine).map(|(a, b)| a.since(b)) else {
             return;
         };
         if d.total <= 0.0 {
@@ -342,6 +343,7 @@ mod tests {
     use clap::Parser as _;
 
     use super::*;
+    use crate::machine::MachineCpu;
 
     #[derive(clap::Parser)]
     struct Cli {
@@ -413,8 +415,8 @@ mod tests {
         assert_eq!(percentile_ms(&[], 50.0), None);
     }
 
-    /// The machine's shares come from two `/proc/stat` readings; the other processes' CPU is
-    /// what the machine spent beyond the server and this process.
+    /// This process's CPU and the machine's shares come from two marks; the other processes'
+    /// CPU is what the machine spent beyond the server and this process.
     #[test]
     fn the_machine_figures_of_a_window() {
         let a = MachineCpu {
@@ -429,10 +431,11 @@ mod tests {
         };
         let mut r = run(100.0, 1000.0, 1.0, 2.0, 30.0, 100);
         r.cpu_seconds = Some(1.5);
-        r.bench_cpu_seconds = Some(0.5);
-        r.machine(Some(a), None);
+        let mark = |bench, machine| CpuMark { bench, machine };
+        r.window_cpu(mark(Some(2.0), Some(a)), mark(Some(2.5), None));
+        assert_eq!(r.bench_cpu_seconds, Some(0.5));
         assert_eq!(r.machine_idle_share, None);
-        r.machine(Some(a), Some(b));
+        r.window_cpu(mark(Some(2.0), Some(a)), mark(Some(2.5), Some(b)));
         assert_eq!(r.machine_idle_share, Some(0.238));
         assert_eq!(r.machine_steal_share, Some(0.048));
         assert_eq!(r.other_cpu_seconds, Some(1.0));
