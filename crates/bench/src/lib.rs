@@ -9,14 +9,15 @@
 //! fastest stack here) over as many keep-alive connections as the dispatcher may open to one
 //! webhook, so `ratio` says how close the whole server (API, store, outbox, dispatcher) comes to
 //! what the loopback, the receiver and this machine allow. The relay floor
-//! (`crmhooks bench-relay`, [`run_relay`]) says how much of that this load's HTTP alone leaves.
+//! (`crmhooks bench-relay`, [`run_relay`]) is the same load through a bare relay that makes the
+//! same HTTP exchanges and nothing else: the most this load's HTTP alone allows.
 //!
-//! The modules, in the order a run uses them: [`args`] (the flags), `database` (a new database
+//! The modules, in the order a run uses them: `args` (the flags), `database` (a new database
 //! per run), `raw` (the baseline) over `conn` (one hyper connection), `children` (the server and
 //! relay processes), `load` (the API clients, through `crmhooks_client`'s routes), `phases` (the
 //! relay floor, the steady load, the backlog), `machine` (`/proc`), `report` and `table`.
 
-pub mod args;
+mod args;
 mod children;
 mod conn;
 mod database;
