@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
+use crmhooks_client::{routes, ApiKey, ContactBody, HttpApi, NewWebhook, Transport as _};
 use crmhooks_listen::{Receiver, ReceiverConfig};
 use crmhooks_server::{Config, Server};
-use serde_json::{json, Value};
 
 /// Flags of `demo`.
 #[derive(clap::Args, Debug)]
@@ -15,40 +15,6 @@ pub struct DemoArgs {
     /// Seconds to wait for each delivery before giving up.
     #[arg(long, default_value_t = 15)]
     pub timeout: u64,
-}
-
-struct Api {
-    http: reqwest::Client,
-    base: String,
-    key: String,
-}
-
-impl Api {
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> anyhow::Result<Value> {
-        let mut req = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.base))
-            .bearer_auth(&self.key);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await?;
-        let status = resp.status();
-        let text = resp.text().await?;
-        if !status.is_success() {
-            anyhow::bail!("{method} {path} answered {status}: {text}");
-        }
-        Ok(if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text)?
-        })
-    }
 }
 
 fn step(n: u32, what: &str) {
@@ -93,11 +59,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "  receiver  {}   (secret {secret:?})",
         receiver.url("/hook")
     );
-    let api = Api {
-        http: reqwest::Client::new(),
-        base,
-        key,
-    };
+    let mut api = HttpApi::new(&base, ApiKey::new(&key)?)?;
     let timeout = Duration::from_secs(args.timeout);
     let mut seen = 0usize;
 
@@ -105,51 +67,39 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         1,
         "create a webhook for the four contact events (the server first POSTs a test event)",
     );
-    let hook = api
-        .call(
-            reqwest::Method::POST,
-            "/api/v1/Webhook",
-            Some(json!({
-                "Name": "Demo receiver",
-                "Events": ["contact.created", "contact.changed", "contact.softdeleted", "contact.deleted"],
-                "TargetUrl": receiver.url("/hook"),
-                "Secret": secret,
-                "State": "Active",
-                "Type": "webhook",
-            })),
-        )
-        .await?;
+    let mut hook = NewWebhook::new(
+        "Demo receiver",
+        crmhooks_payload::ContactEvent::ALL
+            .iter()
+            .map(|e| e.as_str().to_owned())
+            .collect(),
+        receiver.url("/hook"),
+    );
+    hook.secret = Some(secret.to_owned());
+    let hook = api.json(&routes::create_webhook(&hook)?).await?;
     println!("   webhook {} saved: {}", hook["WebhookId"], hook["Name"]);
     seen = show(&receiver, seen, 1, timeout, args.bodies).await?;
 
     step(2, "create a contact");
-    let contact = api
-        .call(
-            reqwest::Method::POST,
-            "/api/v1/Contact",
-            Some(json!({"Name": "Acme Inc", "Department": "Sales", "Business": {"Id": 2}, "Category": {"Id": 4}, "Country": {"CountryId": 578}})),
-        )
-        .await?;
-    let id = contact["ContactId"].as_i64().unwrap_or_default();
+    let contact = ContactBody {
+        name: Some("Acme Inc"),
+        department: Some("Sales"),
+        business: Some(2),
+        category: Some(4),
+        country: Some(578),
+        ..ContactBody::default()
+    };
+    let id = api.create_contact(&contact).await?;
     println!("   contact {id} created");
     seen = show(&receiver, seen, 1, timeout, args.bodies).await?;
 
     step(3, "change its department (PATCH)");
-    api.call(
-        reqwest::Method::PATCH,
-        &format!("/api/v1/Contact/{id}"),
-        Some(json!({"Department": "Key accounts"})),
-    )
-    .await?;
+    api.change_contact(id, &ContactBody::department("Key accounts"))
+        .await?;
     seen = show(&receiver, seen, 1, timeout, args.bodies).await?;
 
     step(4, "delete it (soft: into the recycle bin)");
-    api.call(
-        reqwest::Method::DELETE,
-        &format!("/api/v1/Contact/{id}"),
-        None,
-    )
-    .await?;
+    api.call(&routes::delete_contact(id, false)).await?;
     seen = show(&receiver, seen, 1, timeout, args.bodies).await?;
 
     step(

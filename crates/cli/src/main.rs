@@ -1,9 +1,7 @@
 //! The `crmhooks` binary: a thin layer over the library crates.
 
-mod bench;
 mod client;
 mod demo;
-mod relay;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -39,10 +37,10 @@ enum Command {
     #[command(subcommand)]
     Webhook(client::WebhookCmd),
     /// Measure throughput and latency end to end, with a raw baseline in the same run.
-    Bench(bench::BenchArgs),
+    Bench(crmhooks_bench::BenchArgs),
     /// The benchmark's relay floor (run by `bench` as a child process).
     #[command(hide = true)]
-    BenchRelay(relay::RelayArgs),
+    BenchRelay(crmhooks_bench::RelayArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -60,8 +58,8 @@ fn main() -> std::process::ExitCode {
         Command::Listen(args) => rt.block_on(crmhooks_listen::run(args)),
         Command::Contact(c) => rt.block_on(client::run_contact(c)),
         Command::Webhook(c) => rt.block_on(client::run_webhook(c)),
-        Command::Bench(args) => rt.block_on(bench::run(args)),
-        Command::BenchRelay(args) => rt.block_on(relay::run(args)),
+        Command::Bench(args) => rt.block_on(crmhooks_bench::run(args)),
+        Command::BenchRelay(args) => rt.block_on(crmhooks_bench::run_relay(args)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -3,7 +3,8 @@
 //! statuses) so retries can be exercised.
 //!
 //! It runs behind `crmhooks listen` ([`run`]) and, as a library ([`Receiver`]), in tests, demos and
-//! benchmarks:
+//! benchmarks. The benchmark's own receiver, which only counts and times deliveries, is
+//! [`counting::CountingReceiver`].
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -23,6 +24,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod counting;
 mod receiver;
 mod record;
 

@@ -116,6 +116,9 @@ pub trait Store: Send + Sync + 'static {
         pk: Option<i64>,
         change: ChangeFn,
     ) -> Result<ChangeOutcome>;
+    /// Stores `n` contacts of an existing tenant in one statement, with no events (data that
+    /// was there before a measurement: `crmhooks bench --preload-contacts`). How many.
+    async fn preload_contacts(&self, tenant: &str, n: i64) -> Result<u64>;
     /// Rows soft-deleted before `cutoff`: `(tenant_id, tenant name, pk)`.
     async fn recycle_bin_expired(
         &self,

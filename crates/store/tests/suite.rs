@@ -2132,3 +2132,40 @@ async fn sqlite_a_restarted_server_takes_back_its_leases_at_once() {
     assert_eq!(second.len(), 1);
     assert_eq!(second[0].event.event, "contact.changed", "in order");
 }
+
+both_backends!(preloaded_contacts_are_stored_without_events);
+
+/// `preload_contacts` writes readable contacts of the tenant asked for and refuses an unknown
+/// tenant.
+async fn preloaded_contacts_are_stored_without_events(ctx: &Ctx) {
+    let store = &ctx.store;
+    let other = store.ensure_tenant("other").await.unwrap();
+    let acme = store.ensure_tenant("acme").await.unwrap();
+    assert_eq!(store.preload_contacts("acme", 1_000).await.unwrap(), 1_000);
+    assert_eq!(store.preload_contacts("acme", 0).await.unwrap(), 0);
+    let first = store.get_row(acme, &CONTACT, 1, false).await.unwrap();
+    let first = first.expect("contact 1 stored");
+    assert_eq!(first.get(&CONTACT, "name"), &Value::Text("Stored 1".into()));
+    assert_eq!(
+        first.get(&CONTACT, "department"),
+        &Value::Text("Sales".into())
+    );
+    let last = store.get_row(acme, &CONTACT, 1_000, false).await.unwrap();
+    let last = last.expect("contact 1000 stored");
+    assert_eq!(
+        last.get(&CONTACT, "name"),
+        &Value::Text("Stored 1000".into())
+    );
+    assert!(store
+        .get_row(acme, &CONTACT, 1_001, false)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .get_row(other, &CONTACT, 1, false)
+        .await
+        .unwrap()
+        .is_none());
+    let unknown = store.preload_contacts("nobody", 5).await;
+    assert!(matches!(unknown, Err(StoreError::NotFound)), "{unknown:?}");
+}

@@ -170,6 +170,19 @@ impl Store for PgStore {
         self.change_row(actor, def, pk, change).await
     }
 
+    async fn preload_contacts(&self, tenant: &str, n: i64) -> Result<u64> {
+        let mut tx = self.begin().await?;
+        let mut pg = PgDb(&mut tx);
+        let stored = sql::rows::preload_contacts(&mut pg, tenant, n).await?;
+        tx.commit().await.map_err(db)?;
+        // The planner's statistics know the table's new size before a measurement starts.
+        sqlx::query("ANALYZE contact")
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(stored)
+    }
+
     async fn recycle_bin_expired(
         &self,
         def: &'static EntityDef,

@@ -259,6 +259,14 @@ impl Store for SqliteStore {
         answer.await.map_err(|_| writer_stopped())?
     }
 
+    async fn preload_contacts(&self, tenant: &str, n: i64) -> Result<u64> {
+        let tenant = tenant.to_owned();
+        self.write(true, move |w| {
+            block_on(sql::rows::preload_contacts(w, &tenant, n))
+        })
+        .await
+    }
+
     async fn recycle_bin_expired(
         &self,
         def: &'static EntityDef,

@@ -27,9 +27,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::sync::Semaphore;
 
-use crate::bench::{
-    contact_answer, loopback_url, raw_requests, realistic_bodies, Conn, RawRequest,
-};
+use crate::conn::{loopback_url, Conn};
+use crate::raw::{contact_answer, raw_requests, realistic_bodies, RawRequest};
 
 /// Flags of `bench-relay`.
 #[derive(clap::Args, Debug, Clone)]
@@ -194,16 +193,19 @@ impl Relay {
 
 #[cfg(test)]
 mod tests {
+    use crmhooks_client::{ContactBody, Transport as _};
+    use crmhooks_listen::counting::{CountingReceiver, RELAY_PREFIX};
+
     use super::*;
-    use crate::bench::{Api, Receiver};
+    use crate::load::Api;
 
     /// The relay answers the load's API calls as the server would (a contact with a new
     /// ContactId, about the server's size) and sends every call to each of its webhooks.
     #[tokio::test]
     async fn relays_each_call_to_every_webhook() {
-        let receiver = Receiver::start().await.expect("receiver");
+        let receiver = CountingReceiver::start().await.expect("receiver");
         let relay = Relay::new(&RelayArgs {
-            target: receiver.url("/relay"),
+            target: receiver.url(RELAY_PREFIX),
             fanout: 3,
             changes: 3,
         })
@@ -214,10 +216,14 @@ mod tests {
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let serving = tokio::spawn(relay.serve(listener));
         let mut api = Api::new(&base, "relay").expect("api").connect();
-        let first = api.create_contact("a").await.expect("create");
-        let second = api.create_contact("b").await.expect("create");
-        assert_eq!(second, first + 1);
-        api.change_department(first, "d").await.expect("change");
+        let first = api.create_contact(&ContactBody::named("a")).await;
+        let first = first.expect("create");
+        let second = api.create_contact(&ContactBody::named("b")).await;
+        assert_eq!(second.expect("create"), first + 1);
+        let changed = api
+            .change_contact(first, &ContactBody::department("d"))
+            .await;
+        changed.expect("change");
         let answer = contact_answer(7);
         let contact: serde_json::Value = serde_json::from_slice(&answer).expect("JSON");
         assert_eq!(contact["ContactId"], 7);
@@ -227,14 +233,12 @@ mod tests {
             answer.len()
         );
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while receiver.tally.relay.load(Ordering::SeqCst) < 9
-            && std::time::Instant::now() < deadline
-        {
+        while receiver.tally().relay() < 9 && std::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
         // Three calls, three webhooks; nothing counted as a delivery of the server.
-        assert_eq!(receiver.tally.relay.load(Ordering::SeqCst), 9);
-        assert_eq!(receiver.tally.deliveries.load(Ordering::SeqCst), 0);
+        assert_eq!(receiver.tally().relay(), 9);
+        assert_eq!(receiver.tally().deliveries(), 0);
         serving.abort();
     }
 }
