@@ -85,7 +85,13 @@ pub fn webhook_deliveries(id: i64, status: Option<String>, limit: Option<u32>) -
         .query("limit", limit.map(|n| n.to_string()))
 }
 
-/// `POST Webhook/{id}/Replay`.
+/// `POST Webhook/{id}/Replay`: starts a replay job (its result when it ends within a moment,
+/// else its progress; see [`replay_progress`]).
 pub fn replay(id: i64, replay: &Replay) -> Result<ApiCall, ClientError> {
     ApiCall::new(Method::POST, format_args!("Webhook/{id}/Replay")).json(replay)
+}
+
+/// `GET Webhook/{id}/Replay/{replay_id}`: a replay job's progress.
+pub fn replay_progress(id: i64, replay_id: i64) -> ApiCall {
+    ApiCall::new(Method::GET, format_args!("Webhook/{id}/Replay/{replay_id}"))
 }

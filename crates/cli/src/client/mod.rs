@@ -156,18 +156,42 @@ pub async fn run_webhook(cmd: WebhookCmd) -> Result<()> {
                 only_failed,
             };
             let call = routes::replay(t.id(), &replay)?;
-            let mut api = t.conn.api()?.with_timeout(Duration::from_secs(900));
+            let mut api = t.conn.api()?;
             let spinner = indicatif::ProgressBar::new_spinner();
             spinner.set_message(format!("replaying events to webhook {}...", t.id));
             spinner.enable_steady_tick(Duration::from_millis(100));
-            let res = api.json(&call).await;
+            // A large replay runs as a job in the background: its progress is read until it
+            // ends.
+            let mut v = api.json(&call).await;
+            while let Ok(job) = &v {
+                if job["status"] != "Running" {
+                    break;
+                }
+                spinner.set_message(format!(
+                    "replaying events to webhook {}: {} matched, {} queued so far...",
+                    t.id,
+                    cell(&job["matched"]),
+                    cell(&job["queued"])
+                ));
+                let Some(replay_id) = job["replayId"].as_i64() else {
+                    break;
+                };
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                v = api.json(&routes::replay_progress(t.id(), replay_id)).await;
+            }
             spinner.finish_and_clear();
-            let v = res?;
+            let v = v?;
             println!(
-                "matched {}, queued {}, skipped {}",
+                "{} replay {}: matched {}, queued {}, skipped {}{}",
+                cell(&v["status"]),
+                cell(&v["replayId"]),
                 cell(&v["matched"]),
                 cell(&v["queued"]),
-                cell(&v["skipped"])
+                cell(&v["skipped"]),
+                v["error"]
+                    .as_str()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
             );
             Ok(())
         }
