@@ -40,7 +40,7 @@ fn text_literal(s: &str) -> String {
 
 /// What a claim selects from the rows it leased (`upd`, with `event_seq`, `webhook_id` and
 /// `tenant_id`) joined to their event `e`, webhook `w` and tenant `t`.
-fn claimed_cols() -> String {
+pub(super) fn claimed_cols() -> String {
     format!(
         "u.delivery_id, u.event_id, u.attempt_in_cycle, u.queue_pos, t.name, {}, {}",
         qualified(EVENT_COLS, "e"),
@@ -49,7 +49,7 @@ fn claimed_cols() -> String {
 }
 
 /// Rows of [`claimed_cols`], each with its queue position.
-fn read_claimed(rows: &[PgRow]) -> Result<Vec<(i64, Claimed)>> {
+pub(super) fn read_claimed(rows: &[PgRow]) -> Result<Vec<(i64, Claimed)>> {
     let event_at = 5;
     let webhook_at = event_at + count_cols(EVENT_COLS);
     let mut out = Vec::with_capacity(rows.len());

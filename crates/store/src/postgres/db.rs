@@ -7,7 +7,7 @@ use sqlx::postgres::{PgArguments, PgConnection, PgRow, Postgres};
 use sqlx::query::Query;
 use uuid::Uuid;
 
-use super::fanout::insert_event;
+use super::group;
 use crate::entity::Ticks;
 use crate::model::{Actor, Committed, NewEvent};
 use crate::sql::{Arg, Db, DbRow, Fanout};
@@ -86,7 +86,7 @@ impl Fanout for PgDb<'_> {
         ev: NewEvent,
         now: Ticks,
     ) -> impl Future<Output = Result<Committed>> + Send {
-        insert_event(self.0, actor, ev, now)
+        group::emit(self.0, actor, ev, now)
     }
 
     fn queue_again(

@@ -1,13 +1,13 @@
 //! The fresh heads of a change's chains, handed to this node's dispatcher after the commit.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
-use super::fanout::LeasedDelivery;
-use super::PgStore;
+use std::collections::HashMap;
+
 use crate::entity::Ticks;
 use crate::model::*;
-use crate::sql::columns::stored_event;
 use crate::{now_ticks, Intake};
+use tokio::sync::Notify;
 
 /// Fresh heads of chains written leased to this node's dispatcher (see [`Intake`]): each
 /// delivery of a change with no earlier delivery of its chain open. The dispatcher's room is
@@ -18,42 +18,23 @@ pub(super) struct Hand {
     pub(super) lease_until: Ticks,
 }
 
-/// Deliveries written leased to [`Hand::intake`]'s owner, to hand over once committed.
-pub(super) struct Leased {
-    intake: Arc<dyn Intake>,
-    claimed: Vec<Claimed>,
+/// The hand-off of fresh deliveries to this node's dispatcher, and the wake-up of the nodes
+/// for the rest: shared by the store and its group committer.
+pub(super) struct Handoff {
+    pub(super) pool: sqlx::PgPool,
+    /// This node's dispatcher, which takes the fresh heads of chains at commit.
+    pub(super) intake: RwLock<Option<Arc<dyn Intake>>>,
+    /// Asks the notifier task for a `NOTIFY` (signals that arrive while one is being sent
+    /// fold into the next).
+    pub(super) notify: Arc<Notify>,
 }
 
-/// The deliveries a change wrote leased with `hand`, with its event as a claim would read it
-/// back (`ev` moved into it); `None` when there are none.
-pub(super) fn leased_of(
-    hand: Option<Hand>,
-    actor: &Actor,
-    seq: i64,
-    ev: NewEvent,
-    now: Ticks,
-    deliveries: Vec<LeasedDelivery>,
-) -> Option<Leased> {
-    let hand = hand.filter(|_| !deliveries.is_empty())?;
-    let event = Arc::new(stored_event(seq, actor, ev, now));
-    let claimed = deliveries
-        .into_iter()
-        .map(|d| Claimed {
-            delivery_id: d.delivery_id,
-            event_id: d.event_id,
-            attempt_in_cycle: 0,
-            event: event.clone(),
-            tenant: actor.tenant.clone(),
-            webhook: d.webhook,
-        })
-        .collect();
-    Some(Leased {
-        intake: hand.intake,
-        claimed,
-    })
-}
+impl Handoff {
+    /// Wakes every node's dispatcher soon: call after committing work that is due now.
+    pub(super) fn wake_nodes(&self) {
+        self.notify.notify_one();
+    }
 
-impl PgStore {
     /// Where a change writes the fresh heads of its chains: leased to this node's dispatcher,
     /// when one takes deliveries.
     pub(super) fn hand(&self) -> Option<Hand> {
@@ -69,13 +50,25 @@ impl PgStore {
         })
     }
 
-    /// After the commit of a change that wrote deliveries leased to this node's dispatcher:
-    /// each goes to the dispatcher with the room [`Intake::reserve`] gives it; one that finds
-    /// none is pending again (its lease given back) for a claim. Returns how many were taken.
-    pub(super) async fn hand_over(&self, leased: Option<Leased>) -> u64 {
-        let Some(Leased { intake, claimed }) = leased else {
-            return 0;
-        };
+    /// After the commit of deliveries written leased to this node's dispatcher (a group's fresh
+    /// heads, a record's next heads): each goes to the dispatcher with the room
+    /// [`Intake::reserve`] gives it; one that finds none is pending again (its lease given
+    /// back) for a claim. How many of each event's were taken.
+    pub(super) async fn hand_over_all(&self, claimed: Vec<Claimed>) -> HashMap<i64, u64> {
+        let intake = self
+            .intake
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        match intake {
+            Some(intake) if !claimed.is_empty() => self.give(&intake, claimed).await,
+            _ => HashMap::new(),
+        }
+    }
+
+    /// Gives `claimed` to `intake` as far as it has room; the rest is pending again. How many
+    /// of each event's were taken.
+    async fn give(&self, intake: &Arc<dyn Intake>, claimed: Vec<Claimed>) -> HashMap<i64, u64> {
         let (taken, refused): (Vec<Claimed>, Vec<Claimed>) = claimed
             .into_iter()
             .partition(|c| intake.reserve(c.webhook.tenant_id, c.webhook.id));
@@ -96,10 +89,13 @@ impl PgStore {
                 }
             }
         }
-        let n = taken.len() as u64;
+        let mut by_event: HashMap<i64, u64> = HashMap::new();
+        for c in &taken {
+            *by_event.entry(c.event.seq).or_default() += 1;
+        }
         if !taken.is_empty() {
             intake.take(taken);
         }
-        n
+        by_event
     }
 }

@@ -1,8 +1,9 @@
 //! The PostgreSQL store: several nodes share one database.
 //!
 //! Same semantics as the SQLite store, plus what sharing needs:
-//! - a change locks its row, so concurrent changes to one row queue up, and the delivery ids of
-//!   one row's events follow commit order ([`change`]);
+//! - changes are applied in groups, each in one transaction with one commit ([`group`]); a
+//!   change locks its row, so concurrent changes to one row queue up, and the delivery ids of
+//!   one row's events follow commit order;
 //! - claims serialize on a transaction-level advisory lock and select with `FOR UPDATE SKIP
 //!   LOCKED`, so two nodes never lease the same delivery and the per-key order check sees every
 //!   earlier claim ([`claim`]);
@@ -19,10 +20,10 @@
 //! Tenants, keys, webhook definitions, the delivery log, retention and replay are the shared
 //! statements of [`crate::sql`].
 
-mod change;
+mod batch;
 mod claim;
 mod db;
-mod fanout;
+mod group;
 mod handoff;
 mod notify;
 mod record;
@@ -51,12 +52,15 @@ pub struct PgStore {
     local_offset: time::UtcOffset,
     /// Dropped with the store, which ends the listener and notifier tasks.
     alive: watch::Sender<()>,
-    /// Asks the notifier task for a `NOTIFY` (signals that arrive while one is being sent
-    /// fold into the next).
-    notify: Arc<Notify>,
-    /// This node's dispatcher, which takes the fresh heads of chains at commit.
-    intake: std::sync::RwLock<Option<Arc<dyn Intake>>>,
+    /// The hand-off to this node's dispatcher and the wake-up of the nodes.
+    handoff: Arc<handoff::Handoff>,
+    /// Changes waiting for their group commit ([`group`]); dropped with the store, which ends
+    /// the committer's workers.
+    changes: tokio::sync::mpsc::Sender<group::Job>,
 }
+
+/// Group committers per node: while one group commits, the next one forms and goes.
+const COMMITTERS: usize = 2;
 
 type Tx<'a> = Transaction<'a, Postgres>;
 
@@ -91,19 +95,35 @@ impl PgStore {
             notify.clone(),
             alive.subscribe(),
         ));
+        let handoff = Arc::new(handoff::Handoff {
+            pool: pool.clone(),
+            intake: std::sync::RwLock::new(None),
+            notify,
+        });
+        let local_offset = crate::local_offset();
+        let (changes, waiting) = tokio::sync::mpsc::channel(group::GROUP_MAX * 4);
+        let waiting = Arc::new(tokio::sync::Mutex::new(waiting));
+        let committer = Arc::new(group::Committer {
+            pool: pool.clone(),
+            handoff: handoff.clone(),
+            local_offset,
+        });
+        for _ in 0..COMMITTERS {
+            tokio::spawn(Arc::clone(&committer).run(Arc::clone(&waiting)));
+        }
         Ok(PgStore {
             pool,
             connect,
-            local_offset: crate::local_offset(),
+            local_offset,
             alive,
-            notify,
-            intake: std::sync::RwLock::new(None),
+            handoff,
+            changes,
         })
     }
 
     /// Wakes every node's dispatcher soon: call after committing work that is due now.
     fn wake_nodes(&self) {
-        self.notify.notify_one();
+        self.handoff.wake_nodes();
     }
 
     /// [`PgStore::wake_nodes`] when a committed change queued deliveries that wait for a
@@ -167,7 +187,22 @@ impl Store for PgStore {
         pk: Option<i64>,
         change: ChangeFn,
     ) -> Result<ChangeOutcome> {
-        self.change_row(actor, def, pk, change).await
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = group::Job {
+            actor: actor.clone(),
+            def,
+            pk,
+            change,
+            reply,
+        };
+        if self.changes.send(job).await.is_err() {
+            return Err(StoreError::Unavailable(
+                "the group committer stopped".into(),
+            ));
+        }
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the group committer stopped".into()))?
     }
 
     async fn preload_contacts(&self, tenant: &str, n: i64) -> Result<u64> {
@@ -237,7 +272,7 @@ impl Store for PgStore {
 
     async fn emit(&self, actor: &Actor, event: NewEvent) -> Result<Committed> {
         let mut tx = self.begin().await?;
-        let c = fanout::insert_event(&mut tx, actor, event, crate::now_ticks()).await?;
+        let c = group::emit(&mut tx, actor, event, crate::now_ticks()).await?;
         tx.commit().await.map_err(db)?;
         self.wake_for(&c);
         Ok(c)
@@ -350,6 +385,10 @@ impl Store for PgStore {
     }
 
     fn set_intake(&self, intake: Option<Arc<dyn Intake>>) {
-        *self.intake.write().unwrap_or_else(|p| p.into_inner()) = intake;
+        *self
+            .handoff
+            .intake
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = intake;
     }
 }

@@ -4,13 +4,23 @@ use sqlx::postgres::Postgres;
 use sqlx::QueryBuilder;
 use uuid::Uuid;
 
+use super::claim::{claimed_cols, read_claimed};
 use super::db::{db, PgDb};
+use super::handoff::Hand;
 use super::PgStore;
 use crate::entity::Ticks;
 use crate::model::*;
 use crate::sql::plan::{disable_reason, usage_last_error};
 use crate::sql::{keys, webhooks, Db as _};
 use crate::Result;
+
+/// Planner settings for the bookkeeping's statements, for its transaction only: each of them
+/// reaches its rows by key (the deliveries recorded, the chains they close), and with a
+/// delivery table whose statistics are stale (a queue changes faster than autovacuum follows,
+/// or autovacuum is off) the planner otherwise picks scans of the whole table.
+const PLANNER_FOR_BOOKKEEPING: &str = "PERFORM set_config('enable_seqscan', 'off', true); \
+     PERFORM set_config('enable_hashjoin', 'off', true); PERFORM set_config('enable_mergejoin', 'off', true); \
+     PERFORM set_config('enable_bitmapscan', 'off', true); PERFORM set_config('jit', 'off', true);";
 
 impl PgStore {
     pub(super) async fn record(
@@ -42,13 +52,15 @@ impl PgStore {
         let mut tx = self
             .pool
             .begin_with(format!(
-                "BEGIN; DO $$BEGIN PERFORM set_config('synchronous_commit', 'off', true); \
+                "BEGIN; DO $$BEGIN PERFORM set_config('synchronous_commit', 'off', true); {PLANNER_FOR_BOOKKEEPING} \
                  PERFORM 1 FROM webhook WHERE webhook_id IN ({ids}) ORDER BY webhook_id FOR NO KEY UPDATE; END$$"
             ))
             .await
             .map_err(db)?;
         let mut changes = Vec::new();
         let mut requeued = false;
+        // Deliveries this batch closes: the next delivery of each of their chains may go.
+        let mut closed: Vec<i64> = Vec::new();
         // Webhooks whose attempts in this batch all succeeded (the common case) are recorded in
         // bulk: three statements for the whole batch, whatever its size.
         let mut all_ok: std::collections::HashMap<i64, bool> = std::collections::HashMap::new();
@@ -61,6 +73,7 @@ impl PgStore {
             .partition(|o| all_ok.get(&o.webhook_id).copied().unwrap_or(false));
         if !bulk.is_empty() {
             self.complete_successes(&mut tx, &bulk, now).await?;
+            closed.extend(bulk.iter().map(|o| o.delivery_id));
         }
         for o in single {
             // One statement per attempt: the attempt row, the usage counters and the delivery.
@@ -143,6 +156,9 @@ impl PgStore {
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(db)?;
+            if matches!(o.verdict, Verdict::Delivered | Verdict::Gone) {
+                closed.push(o.delivery_id);
+            }
             let disable = o.verdict == Verdict::Gone
                 || consecutive.is_some_and(|n| n >= max_consecutive_errors);
             if disable {
@@ -171,7 +187,16 @@ impl PgStore {
                 }
             }
         }
+        // Next heads last: a webhook the state machine just disabled hands nothing over.
+        let hand = self.handoff.hand();
+        let next = match &hand {
+            Some(hand) if !closed.is_empty() => next_heads(&mut tx, &closed, hand, now).await?,
+            _ => Vec::new(),
+        };
         tx.commit().await.map_err(db)?;
+        if !next.is_empty() {
+            self.handoff.hand_over_all(next).await;
+        }
         if requeued || !changes.is_empty() {
             // Retries due on any node; a state event may have queued deliveries.
             self.wake_nodes();
@@ -193,32 +218,66 @@ impl PgStore {
         let at: Vec<i64> = bulk.iter().map(|o| o.attempted_at).collect();
         let dur: Vec<i64> = bulk.iter().map(|o| o.duration_us).collect();
         let status: Vec<Option<i64>> = bulk.iter().map(|o| o.status_code.map(i64::from)).collect();
-        // A delivery pruned meanwhile has nothing to record against (the join skips it).
-        sqlx::query(
-            "INSERT INTO attempt (delivery_id, event_id, retry, attempted_at, duration_us, status_code) \
-             SELECT u.id, u.eid, u.retry, u.at, u.dur, u.st FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::BIGINT[], $4::BIGINT[], $5::BIGINT[], $6::BIGINT[]) \
-             AS u(id, eid, retry, at, dur, st) JOIN delivery d ON d.delivery_id = u.id",
+        // A success at the first attempt of a delivery still leased (nearly all) is kept in the
+        // delivery's own row, with an AttemptId from the attempts' sequence, instead of a row
+        // of `attempt`: the log reads both alike (as on SQLite). One statement closes them all
+        // and names the ones it kept.
+        let folded: Vec<i64> = sqlx::query_scalar(
+            "UPDATE delivery d SET status = 2, completed = $1, attempts = 1, last_status = u.st, last_error = NULL, \
+             lease_until = NULL, lease_owner = NULL, first_attempt_id = nextval(pg_get_serial_sequence('attempt', 'attempt_id')), \
+             first_attempted_at = u.at, first_duration_us = u.dur, first_response_excerpt = NULL \
+             FROM UNNEST($2::BIGINT[], $3::TEXT[], $4::BIGINT[], $5::BIGINT[], $6::BIGINT[], $7::BIGINT[]) AS u(id, eid, retry, at, dur, st) \
+             WHERE d.delivery_id = u.id AND d.status = 1 AND d.attempts = 0 AND u.retry = 0 AND d.event_id = u.eid \
+             RETURNING d.delivery_id",
         )
+        .bind(now)
         .bind(&ids)
         .bind(&event_ids)
         .bind(&retries)
         .bind(&at)
         .bind(&dur)
         .bind(&status)
-        .execute(&mut **tx)
+        .fetch_all(&mut **tx)
         .await
         .map_err(db)?;
-        sqlx::query(
-            "UPDATE delivery SET status = 2, completed = $1, attempts = attempts + 1, last_status = u.st, last_error = NULL, \
-             lease_until = NULL, lease_owner = NULL FROM UNNEST($2::BIGINT[], $3::BIGINT[]) AS u(id, st) \
-             WHERE delivery.delivery_id = u.id AND delivery.status = 1",
-        )
-        .bind(now)
-        .bind(&ids)
-        .bind(&status)
-        .execute(&mut **tx)
-        .await
-        .map_err(db)?;
+        if folded.len() < ids.len() {
+            // The others (successes at a retry): an attempt row each, then their deliveries
+            // closed. A delivery pruned meanwhile has nothing to record against (the join skips
+            // it).
+            let folded: std::collections::HashSet<i64> = folded.into_iter().collect();
+            let rest: Vec<usize> = (0..ids.len())
+                .filter(|&i| !folded.contains(&ids[i]))
+                .collect();
+            let pick = |v: &Vec<i64>| rest.iter().map(|&i| v[i]).collect::<Vec<i64>>();
+            let rest_ids = pick(&ids);
+            let rest_status: Vec<Option<i64>> = rest.iter().map(|&i| status[i]).collect();
+            let rest_eids: Vec<String> = rest.iter().map(|&i| event_ids[i].clone()).collect();
+            sqlx::query(
+                "INSERT INTO attempt (delivery_id, event_id, retry, attempted_at, duration_us, status_code) \
+                 SELECT u.id, u.eid, u.retry, u.at, u.dur, u.st FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::BIGINT[], $4::BIGINT[], $5::BIGINT[], $6::BIGINT[]) \
+                 AS u(id, eid, retry, at, dur, st) JOIN delivery d ON d.delivery_id = u.id",
+            )
+            .bind(&rest_ids)
+            .bind(&rest_eids)
+            .bind(pick(&retries))
+            .bind(pick(&at))
+            .bind(pick(&dur))
+            .bind(&rest_status)
+            .execute(&mut **tx)
+            .await
+            .map_err(db)?;
+            sqlx::query(
+                "UPDATE delivery SET status = 2, completed = $1, attempts = attempts + 1, last_status = u.st, last_error = NULL, \
+                 lease_until = NULL, lease_owner = NULL FROM UNNEST($2::BIGINT[], $3::BIGINT[]) AS u(id, st) \
+                 WHERE delivery.delivery_id = u.id AND delivery.status = 1",
+            )
+            .bind(now)
+            .bind(&rest_ids)
+            .bind(&rest_status)
+            .execute(&mut **tx)
+            .await
+            .map_err(db)?;
+        }
         let mut per_hook: std::collections::BTreeMap<i64, i64> = std::collections::BTreeMap::new();
         for o in bulk {
             *per_hook.entry(o.webhook_id).or_insert(0) += 1;
@@ -236,4 +295,37 @@ impl PgStore {
         .map_err(db)?;
         Ok(())
     }
+}
+
+/// Leases to this node the next delivery of each chain (webhook and contact) whose delivery
+/// `closed` names, when it is due and its webhook Active: it may go now, and goes to this
+/// node's dispatcher after the commit instead of waiting for a claim. Row locks keep a claim
+/// on another node from taking the same one (it skips or re-checks a row this transaction
+/// leased).
+async fn next_heads(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+    closed: &[i64],
+    hand: &Hand,
+    now: Ticks,
+) -> Result<Vec<Claimed>> {
+    let rows = sqlx::query(&format!(
+        "WITH closed AS (SELECT DISTINCT d.webhook_id, d.order_key FROM delivery d WHERE d.delivery_id = ANY($1)), \
+         nxt AS (SELECT n.delivery_id FROM closed c CROSS JOIN LATERAL (SELECT p.delivery_id, p.status, p.next_attempt_at \
+         FROM delivery p WHERE p.webhook_id = c.webhook_id AND p.order_key = c.order_key AND p.status IN (0, 1) \
+         ORDER BY p.delivery_id LIMIT 1) n WHERE n.status = 0 AND n.next_attempt_at <= $2), \
+         upd AS (UPDATE delivery d SET status = 1, lease_until = $3, lease_owner = $4 FROM nxt, webhook h \
+         WHERE d.delivery_id = nxt.delivery_id AND d.status = 0 AND h.webhook_id = d.webhook_id AND h.state = 1 \
+         RETURNING d.delivery_id, d.event_id, d.attempt_in_cycle, d.queue_pos, d.event_seq, d.webhook_id, d.tenant_id) \
+         SELECT {} FROM upd u JOIN event e ON e.event_seq = u.event_seq JOIN webhook w ON w.webhook_id = u.webhook_id \
+         JOIN tenant t ON t.tenant_id = u.tenant_id",
+        claimed_cols()
+    ))
+    .bind(closed)
+    .bind(now)
+    .bind(hand.lease_until)
+    .bind(hand.intake.owner())
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(db)?;
+    Ok(read_claimed(&rows)?.into_iter().map(|(_, c)| c).collect())
 }

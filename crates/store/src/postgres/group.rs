@@ -1,0 +1,355 @@
+//! Group commit on PostgreSQL: the changes that wait at the same time are applied together, in
+//! one transaction of a few array-bound statements (the rows they lock, the rows they write,
+//! their events, their deliveries) and one commit, so that one WAL flush and a handful of round
+//! trips serve the whole group. The callers are answered after that commit.
+//!
+//! Order and isolation are as for a change on its own: the rows a group changes are locked in
+//! key order before they are read (`SELECT … ORDER BY key FOR UPDATE`), so a group on another
+//! node that changes the same rows waits for this one, and the deliveries of one contact get
+//! ids in commit order. A change decides against the row as the changes before it in the group
+//! left it. A change that its function refuses writes nothing and gets its error; a database
+//! error fails the group, whose changes are then made one by one, so one bad change does not
+//! fail the others.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use sqlx::postgres::PgConnection;
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use super::batch::{insert_deliveries, insert_events, lock_rows, numbers, write_rows};
+use super::db::db;
+use super::handoff::{Hand, Handoff};
+use crate::entity::{EntityDef, Row, Ticks, Value};
+use crate::model::*;
+use crate::sql::columns::stored_event;
+use crate::sql::plan::{created_event, plan_change, Planned};
+use crate::{now_ticks, ChangeFn, ChangeOutcome, Result, StoreError};
+
+/// Most changes in one group.
+pub(super) const GROUP_MAX: usize = 256;
+
+/// A change waiting for its group.
+pub(super) struct Job {
+    pub(super) actor: Actor,
+    pub(super) def: &'static EntityDef,
+    pub(super) pk: Option<i64>,
+    pub(super) change: ChangeFn,
+    pub(super) reply: oneshot::Sender<Result<ChangeOutcome>>,
+}
+
+/// Who changes which row: what the statements of a group need of its jobs (the change
+/// functions stay out of the futures, which must be `Send`).
+pub(super) struct Meta {
+    pub(super) actor: Actor,
+    pub(super) def: &'static EntityDef,
+    pub(super) pk: Option<i64>,
+}
+
+/// What a change of the group came to before anything is written.
+pub(super) enum Plan {
+    /// Refused or nothing to write: answered as it is.
+    Done(Result<ChangeOutcome>),
+    /// A new row (its key assigned below).
+    Insert(Row),
+    /// The row after the change, and its event.
+    Update(Row, NewEvent),
+    /// The row is removed; its event.
+    Delete(NewEvent),
+}
+
+/// A row of the group, by tenant, table and key.
+pub(super) type Key = (i64, &'static str, i64);
+
+/// Takes the waiting changes in groups and commits each group.
+pub(super) struct Committer {
+    pub(super) pool: sqlx::PgPool,
+    pub(super) handoff: Arc<Handoff>,
+    pub(super) local_offset: time::UtcOffset,
+}
+
+impl Committer {
+    /// Commits groups taken from `rx` until every sender is gone. Several workers may share
+    /// one receiver: while one group commits, the next one forms and goes.
+    pub(super) async fn run(self: Arc<Self>, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>) {
+        loop {
+            let jobs = {
+                let mut rx = rx.lock().await;
+                let Some(first) = rx.recv().await else {
+                    return;
+                };
+                let mut jobs = vec![first];
+                while jobs.len() < GROUP_MAX {
+                    match rx.try_recv() {
+                        Ok(job) => jobs.push(job),
+                        Err(_) => break,
+                    }
+                }
+                jobs
+            };
+            self.commit(jobs).await;
+        }
+    }
+
+    /// Commits one group and answers its callers; a group that fails in the database is
+    /// made again one change at a time.
+    async fn commit(&self, mut jobs: Vec<Job>) {
+        let hand = self.handoff.hand();
+        let started = std::time::Instant::now();
+        let size = jobs.len();
+        match self.group(&mut jobs, hand.as_ref()).await {
+            Ok((answers, leased)) => {
+                let taken = self.handoff.hand_over_all(leased).await;
+                let mut waiting = false;
+                for (job, answer) in jobs.into_iter().zip(answers) {
+                    let answer = answer.map(|mut outcome| {
+                        if let Some(seq) = outcome.committed.event_seq {
+                            outcome.committed.handed = taken.get(&seq).copied().unwrap_or(0);
+                        }
+                        waiting |= outcome.committed.deliveries > outcome.committed.handed;
+                        outcome
+                    });
+                    let _ = job.reply.send(answer);
+                }
+                if waiting {
+                    self.handoff.wake_nodes();
+                }
+                tracing::debug!(
+                    group = size,
+                    total_us = started.elapsed().as_micros() as u64,
+                    "group commit"
+                );
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, group = size, "a group commit failed; its changes are made one by one");
+                for job in jobs {
+                    let answer = self.alone(job.actor, job.def, job.pk, job.change).await;
+                    let _ = job.reply.send(answer);
+                }
+            }
+        }
+    }
+
+    /// One change on its own, in a transaction of its own (what a failed group falls back to).
+    async fn alone(
+        &self,
+        actor: Actor,
+        def: &'static EntityDef,
+        pk: Option<i64>,
+        change: ChangeFn,
+    ) -> Result<ChangeOutcome> {
+        let mut job_list = vec![Job {
+            actor,
+            def,
+            pk,
+            change,
+            reply: oneshot::channel().0,
+        }];
+        let hand = self.handoff.hand();
+        let (mut answers, leased) = self.group(&mut job_list, hand.as_ref()).await?;
+        let taken = self.handoff.hand_over_all(leased).await;
+        let mut answer = answers
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::Corrupt("a change had no answer".into())));
+        if let Ok(outcome) = &mut answer {
+            if let Some(seq) = outcome.committed.event_seq {
+                outcome.committed.handed = taken.get(&seq).copied().unwrap_or(0);
+                if outcome.committed.deliveries > outcome.committed.handed {
+                    self.handoff.wake_nodes();
+                }
+            }
+        }
+        answer
+    }
+
+    /// Applies `jobs` in one transaction: each job's answer (in order), and the deliveries
+    /// written leased to this node's dispatcher (to hand over after the commit).
+    async fn group(
+        &self,
+        jobs: &mut [Job],
+        hand: Option<&Hand>,
+    ) -> Result<(Vec<Result<ChangeOutcome>>, Vec<Claimed>)> {
+        let metas: Vec<Meta> = jobs
+            .iter()
+            .map(|j| Meta {
+                actor: j.actor.clone(),
+                def: j.def,
+                pk: j.pk,
+            })
+            .collect();
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut rows = lock_rows(&mut tx, &metas).await?;
+        let now = now_ticks();
+        // Decide every change against the row as the changes before it left it.
+        let mut plans = Vec::with_capacity(jobs.len());
+        for job in jobs.iter_mut() {
+            let key = job.pk.map(|pk| (job.actor.tenant_id, job.def.table, pk));
+            let current = key.and_then(|k| rows.get(&k).cloned().flatten());
+            let plan = (job.change)(current.as_ref()).and_then(|decided| {
+                plan_change(
+                    job.def,
+                    &job.actor,
+                    current,
+                    decided,
+                    now,
+                    self.local_offset,
+                )
+            });
+            plans.push(match plan {
+                Err(e) => Plan::Done(Err(e)),
+                Ok(Planned::Nothing(row)) => Plan::Done(Ok(ChangeOutcome {
+                    row,
+                    committed: Committed::default(),
+                })),
+                Ok(Planned::Insert(row)) => Plan::Insert(row),
+                Ok(Planned::Update { row, event }) => {
+                    if let Some(k) = key {
+                        rows.insert(k, Some(row.clone()));
+                    }
+                    Plan::Update(row, event)
+                }
+                Ok(Planned::Delete { event }) => {
+                    if let Some(k) = key {
+                        rows.insert(k, None);
+                    }
+                    Plan::Delete(event)
+                }
+            });
+        }
+        // Keys for the new rows, numbers for the events: one round trip.
+        let inserts: Vec<usize> = (0..plans.len())
+            .filter(|&i| matches!(plans[i], Plan::Insert(_)))
+            .collect();
+        let events = plans.iter().filter(|p| !matches!(p, Plan::Done(_))).count();
+        if events == 0 {
+            // Nothing to write (refusals, changes that change nothing): only the locks to let
+            // go of.
+            let _ = tx.rollback().await;
+            let answers = plans
+                .into_iter()
+                .map(|p| match p {
+                    Plan::Done(answer) => answer,
+                    _ => Err(StoreError::Corrupt("a change was left unwritten".into())),
+                })
+                .collect();
+            return Ok((answers, Vec::new()));
+        }
+        let (mut keys, mut seqs) = numbers(&mut tx, &metas, &inserts, events).await?;
+        // The rows.
+        let mut new_rows: Vec<(usize, Row)> = Vec::new();
+        for &i in &inserts {
+            if let Plan::Insert(row) = &mut plans[i] {
+                row.values[0] = Value::Int(keys.next().unwrap_or_default());
+                new_rows.push((i, row.clone()));
+            }
+        }
+        write_rows(&mut tx, &metas, &plans, &rows).await?;
+        // The events, in the group's order, and their deliveries.
+        let mut written: Vec<(usize, i64, NewEvent)> = Vec::with_capacity(events);
+        for (i, plan) in plans.iter().enumerate() {
+            let event = match plan {
+                Plan::Done(_) => continue,
+                Plan::Insert(row) => created_event(metas[i].def, row, self.local_offset),
+                Plan::Update(_, event) | Plan::Delete(event) => event.clone(),
+            };
+            written.push((i, seqs.next().unwrap_or_default(), event));
+        }
+        insert_events(&mut tx, &metas, &written, now).await?;
+        let deliveries = insert_deliveries(&mut tx, &metas, &written, now, hand).await?;
+        tx.commit().await.map_err(db)?;
+        // The answers, and what was written leased with the events as claims read them.
+        let mut counts: HashMap<i64, u64> = HashMap::new();
+        for d in &deliveries {
+            *counts.entry(d.event_seq).or_default() += 1;
+        }
+        let mut leased_by_seq: HashMap<i64, Vec<Leased>> = HashMap::new();
+        for d in deliveries {
+            if let Some(webhook) = d.webhook {
+                leased_by_seq.entry(d.event_seq).or_default().push(Leased {
+                    delivery_id: d.delivery_id,
+                    event_id: d.event_id,
+                    webhook,
+                });
+            }
+        }
+        let mut seq_of: HashMap<usize, (i64, NewEvent)> = written
+            .into_iter()
+            .map(|(i, seq, event)| (i, (seq, event)))
+            .collect();
+        let mut new_rows: HashMap<usize, Row> = new_rows.into_iter().collect();
+        let mut leased = Vec::new();
+        let mut answers = Vec::with_capacity(plans.len());
+        for (i, plan) in plans.into_iter().enumerate() {
+            let row = match plan {
+                Plan::Done(answer) => {
+                    answers.push(answer);
+                    continue;
+                }
+                Plan::Insert(_) => new_rows.remove(&i),
+                Plan::Update(row, _) => Some(row),
+                Plan::Delete(_) => None,
+            };
+            let Some((seq, event)) = seq_of.remove(&i) else {
+                answers.push(Err(StoreError::Corrupt("an event went missing".into())));
+                continue;
+            };
+            let deliveries = counts.get(&seq).copied().unwrap_or(0);
+            if let Some(list) = leased_by_seq.remove(&seq) {
+                let actor = &metas[i].actor;
+                let stored = Arc::new(stored_event(seq, actor, event, now));
+                leased.extend(list.into_iter().map(|d| Claimed {
+                    delivery_id: d.delivery_id,
+                    event_id: d.event_id,
+                    attempt_in_cycle: 0,
+                    event: Arc::clone(&stored),
+                    tenant: actor.tenant.clone(),
+                    webhook: d.webhook,
+                }));
+            }
+            answers.push(Ok(ChangeOutcome {
+                row,
+                committed: Committed {
+                    event_seq: Some(seq),
+                    deliveries,
+                    handed: 0,
+                },
+            }));
+        }
+        Ok((answers, leased))
+    }
+}
+
+/// Appends one event of `actor` (one that is not a row's change: SignalEvent, a webhook's state
+/// event) and its deliveries, on `conn` (in its transaction), as a group does.
+pub(super) async fn emit(
+    conn: &mut PgConnection,
+    actor: &Actor,
+    ev: NewEvent,
+    now: Ticks,
+) -> Result<Committed> {
+    let metas = [Meta {
+        actor: actor.clone(),
+        def: &crate::contact::CONTACT,
+        pk: None,
+    }];
+    let (_, mut seqs) = numbers(&mut *conn, &metas, &[], 1).await?;
+    let seq = seqs
+        .next()
+        .ok_or_else(|| StoreError::Corrupt("no event number was taken".into()))?;
+    let written = [(0, seq, ev)];
+    insert_events(&mut *conn, &metas, &written, now).await?;
+    let deliveries = insert_deliveries(&mut *conn, &metas, &written, now, None).await?;
+    Ok(Committed {
+        event_seq: Some(seq),
+        deliveries: deliveries.len() as u64,
+        handed: 0,
+    })
+}
+
+/// A delivery written leased, before its event is attached.
+struct Leased {
+    delivery_id: i64,
+    event_id: Uuid,
+    webhook: Arc<Webhook>,
+}
