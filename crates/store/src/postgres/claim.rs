@@ -92,8 +92,7 @@ impl PgStore {
         // the planner settings of [`PLANNER_FOR_QUEUES`] as its own); the DO block takes the
         // claim lock, calls it and hands its ids to the UPDATE through a transaction-local
         // setting. The UPDATE and the joins of the few leased rows to their event, webhook and
-        // tenant run with the planner's own settings (its cost penalties would make their
-        // plans arbitrary).
+        // tenant reach their rows by key, whatever the statistics say.
         let list = |ids: &[i64]| {
             ids.iter()
                 .map(i64::to_string)
@@ -102,7 +101,7 @@ impl PgStore {
         };
         let (skip, skip_tenants) = (list(&req.skip_webhooks), list(&req.skip_tenants));
         let sql = format!(
-            "DO $$BEGIN PERFORM set_config('synchronous_commit', 'off', true); \
+            "DO $$BEGIN PERFORM set_config('synchronous_commit', 'off', true); {by_key} \
              PERFORM pg_advisory_xact_lock({CLAIM_LOCK}); \
              PERFORM set_config('crmhooks.claim', COALESCE(array_to_string(\
              crmhooks_claim_ids({now}, {window}, {cap}, {limit}, ARRAY[{skip}]::BIGINT[], ARRAY[{skip_tenants}]::BIGINT[]), ','), ''), true); END$$; \
@@ -113,6 +112,9 @@ impl PgStore {
              SELECT {claimed_cols} \
              FROM upd u JOIN event e ON e.event_seq = u.event_seq JOIN webhook w ON w.webhook_id = u.webhook_id \
              JOIN tenant t ON t.tenant_id = u.tenant_id",
+            // The leases' UPDATE and its joins reach their rows by key (see PLANNER_BY_KEY).
+            by_key = "PERFORM set_config('enable_seqscan', 'off', true); PERFORM set_config('enable_hashjoin', 'off', true); \
+                      PERFORM set_config('enable_mergejoin', 'off', true);",
             now = req.now,
             // Rank within a window of candidates so one webhook never takes more than its share.
             window = req.limit.max(0).saturating_mul(4),

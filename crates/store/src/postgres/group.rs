@@ -27,6 +27,14 @@ use crate::sql::columns::stored_event;
 use crate::sql::plan::{created_event, plan_change, Planned};
 use crate::{now_ticks, ChangeFn, ChangeOutcome, Result, StoreError};
 
+/// Planner settings for a transaction whose statements reach their rows by key (a group, a
+/// record): with a queue's statistics stale (it changes faster than autovacuum follows, or
+/// autovacuum is off) the planner otherwise picks scans of the whole delivery table, and a
+/// statement of a few rows took seconds.
+pub(super) const PLANNER_BY_KEY: &str =
+    "SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off; \
+     SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; SET LOCAL jit = off;";
+
 /// Most changes in one group.
 pub(super) const GROUP_MAX: usize = 256;
 
@@ -178,7 +186,13 @@ impl Committer {
                 pk: j.pk,
             })
             .collect();
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        // Each statement reaches its rows by key: planner settings that keep it so whatever
+        // the statistics say (see PLANNER_BY_KEY), in the BEGIN's round trip.
+        let mut tx = self
+            .pool
+            .begin_with(format!("BEGIN; {PLANNER_BY_KEY}"))
+            .await
+            .map_err(db)?;
         let mut rows = lock_rows(&mut tx, &metas).await?;
         let now = now_ticks();
         // Decide every change against the row as the changes before it left it.

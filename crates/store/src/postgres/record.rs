@@ -6,6 +6,7 @@ use uuid::Uuid;
 
 use super::claim::{claimed_cols, read_claimed};
 use super::db::{db, PgDb};
+use super::group::PLANNER_BY_KEY;
 use super::handoff::Hand;
 use super::PgStore;
 use crate::entity::Ticks;
@@ -13,14 +14,6 @@ use crate::model::*;
 use crate::sql::plan::{disable_reason, usage_last_error};
 use crate::sql::{keys, webhooks, Db as _};
 use crate::Result;
-
-/// Planner settings for the bookkeeping's statements, for its transaction only: each of them
-/// reaches its rows by key (the deliveries recorded, the chains they close), and with a
-/// delivery table whose statistics are stale (a queue changes faster than autovacuum follows,
-/// or autovacuum is off) the planner otherwise picks scans of the whole table.
-const PLANNER_FOR_BOOKKEEPING: &str = "PERFORM set_config('enable_seqscan', 'off', true); \
-     PERFORM set_config('enable_hashjoin', 'off', true); PERFORM set_config('enable_mergejoin', 'off', true); \
-     PERFORM set_config('enable_bitmapscan', 'off', true); PERFORM set_config('jit', 'off', true);";
 
 impl PgStore {
     pub(super) async fn record(
@@ -52,7 +45,7 @@ impl PgStore {
         let mut tx = self
             .pool
             .begin_with(format!(
-                "BEGIN; DO $$BEGIN PERFORM set_config('synchronous_commit', 'off', true); {PLANNER_FOR_BOOKKEEPING} \
+                "BEGIN; {PLANNER_BY_KEY} DO $$BEGIN PERFORM set_config('synchronous_commit', 'off', true); \
                  PERFORM 1 FROM webhook WHERE webhook_id IN ({ids}) ORDER BY webhook_id FOR NO KEY UPDATE; END$$"
             ))
             .await
@@ -308,13 +301,20 @@ async fn next_heads(
     hand: &Hand,
     now: Ticks,
 ) -> Result<Vec<Claimed>> {
+    // The next deliveries are found first and once (MATERIALIZED), then leased by key (an
+    // array of ids, which only the primary key can serve): with statistics that say the table
+    // is small, the planner otherwise drove the lease from every pending delivery of the
+    // webhook and looked for the next heads again for each one (millions of probes, seconds per
+    // record). The oldest open delivery of a chain is ordered by the
+    // whole key of `delivery_order` (webhook, contact, id), which no other index gives.
     let rows = sqlx::query(&format!(
-        "WITH closed AS (SELECT DISTINCT d.webhook_id, d.order_key FROM delivery d WHERE d.delivery_id = ANY($1)), \
-         nxt AS (SELECT n.delivery_id FROM closed c CROSS JOIN LATERAL (SELECT p.delivery_id, p.status, p.next_attempt_at \
+        "WITH closed AS MATERIALIZED (SELECT DISTINCT d.webhook_id, d.order_key FROM delivery d WHERE d.delivery_id = ANY($1)), \
+         nxt AS MATERIALIZED (SELECT n.delivery_id FROM closed c JOIN webhook h ON h.webhook_id = c.webhook_id AND h.state = 1 \
+         CROSS JOIN LATERAL (SELECT p.delivery_id, p.status, p.next_attempt_at \
          FROM delivery p WHERE p.webhook_id = c.webhook_id AND p.order_key = c.order_key AND p.status IN (0, 1) \
-         ORDER BY p.delivery_id LIMIT 1) n WHERE n.status = 0 AND n.next_attempt_at <= $2), \
-         upd AS (UPDATE delivery d SET status = 1, lease_until = $3, lease_owner = $4 FROM nxt, webhook h \
-         WHERE d.delivery_id = nxt.delivery_id AND d.status = 0 AND h.webhook_id = d.webhook_id AND h.state = 1 \
+         ORDER BY p.webhook_id, p.order_key, p.delivery_id LIMIT 1) n WHERE n.status = 0 AND n.next_attempt_at <= $2), \
+         upd AS (UPDATE delivery d SET status = 1, lease_until = $3, lease_owner = $4 \
+         WHERE d.delivery_id = ANY (ARRAY(SELECT delivery_id FROM nxt)) AND d.status = 0 \
          RETURNING d.delivery_id, d.event_id, d.attempt_in_cycle, d.queue_pos, d.event_seq, d.webhook_id, d.tenant_id) \
          SELECT {} FROM upd u JOIN event e ON e.event_seq = u.event_seq JOIN webhook w ON w.webhook_id = u.webhook_id \
          JOIN tenant t ON t.tenant_id = u.tenant_id",
