@@ -36,6 +36,8 @@ pub struct Config {
     pub maintenance_interval_secs: f64,
     /// Test POST before saving an Active webhook.
     pub test_on_save: bool,
+    /// Timeouts and the connection cap of the API's HTTP server.
+    pub http: HttpConfig,
     /// Delivery settings.
     pub delivery: DeliveryConfig,
     /// SMTP for `ErrorsEmail`.
@@ -46,6 +48,20 @@ pub struct Config {
     pub sqlite_wal_autocheckpoint: u32,
     /// Connection pool size.
     pub pool_size: u32,
+}
+
+/// `[http]`: what a client may take of the API's HTTP server.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Seconds from a request's first byte until its whole head has arrived.
+    pub header_read_timeout_secs: f64,
+    /// Seconds from a request's head until its whole body has arrived.
+    pub request_timeout_secs: f64,
+    /// Seconds a connection may wait for its next request.
+    pub idle_timeout_secs: f64,
+    /// Open connections at most.
+    pub max_connections: usize,
 }
 
 /// `[delivery]`.
@@ -126,8 +142,8 @@ fn merge(base: &mut toml::Value, over: toml::Value) {
 }
 
 /// Environment variables read into the config: `CRMHOOKS_<KEY>` for top-level keys and
-/// `CRMHOOKS_DELIVERY_<KEY>` for `[delivery]`; values are parsed as TOML (so numbers and booleans
-/// work) and fall back to strings.
+/// `CRMHOOKS_<TABLE>_<KEY>` for the tables (`[http]`, `[delivery]`); values are parsed as TOML
+/// (so numbers and booleans work) and fall back to strings.
 fn env_overrides(defaults: &toml::Value) -> Result<toml::Value, ConfigError> {
     let mut out = toml::value::Table::new();
     let Some(table) = defaults.as_table() else {
@@ -252,6 +268,22 @@ impl Config {
         }
         if self.max_body_bytes < 1024 {
             return fail("max_body_bytes must be at least 1024".into());
+        }
+        let h = &self.http;
+        for (key, secs) in [
+            ("header_read_timeout_secs", h.header_read_timeout_secs),
+            ("request_timeout_secs", h.request_timeout_secs),
+            ("idle_timeout_secs", h.idle_timeout_secs),
+        ] {
+            // Duration::from_secs_f64 panics on what is not finite or too large.
+            if !(secs > 0.0 && secs <= 86_400.0) {
+                return fail(format!(
+                    "http.{key} must be more than 0 and at most 86400 (seconds), not {secs}"
+                ));
+            }
+        }
+        if h.max_connections < 1 {
+            return fail("http.max_connections must be at least 1".into());
         }
         Ok(())
     }

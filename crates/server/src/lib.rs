@@ -10,6 +10,7 @@ pub mod carriers;
 pub mod config;
 pub mod contact_api;
 pub mod error;
+pub mod http;
 mod maintenance;
 pub mod patch;
 pub mod webhook_api;
@@ -27,7 +28,6 @@ use crmhooks_dispatch::Dispatcher;
 use crmhooks_store::{Committed, DynStore, OpenOptions};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tower::ServiceExt as _;
 
 pub use config::Config;
 use error::{ApiError, ErrorCode};
@@ -47,6 +47,8 @@ pub struct AppState {
     pub base_url: Arc<str>,
     /// Test POST before saving an Active webhook.
     pub test_on_save: bool,
+    /// What the HTTP server has done (connections open, cut off).
+    pub http: Arc<http::Stats>,
 }
 
 impl AppState {
@@ -87,6 +89,7 @@ async fn metrics(State(state): State<AppState>) -> Result<String, ApiError> {
             status.name()
         ));
     }
+    state.http.render(&mut out);
     Ok(out)
 }
 
@@ -112,7 +115,7 @@ pub fn router(state: AppState, max_body: usize) -> Router {
         .route("/metrics", get(metrics))
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        .layer(axum::Extension(body::BodyLimit(max_body)))
         .with_state(state)
 }
 
@@ -192,6 +195,7 @@ impl Server {
             offset: crmhooks_store::local_offset(),
             base_url: format!("http://{addr}").into(),
             test_on_save: config.test_on_save,
+            http: Arc::default(),
         };
         Ok(Server {
             listener,
@@ -224,10 +228,6 @@ impl Server {
             mailer,
         } = self;
         let app = router(state.clone(), config.max_body_bytes);
-        let service = tower::service_fn(move |req: Request| {
-            let app = app.clone();
-            async move { app.oneshot(strip_tenant_prefix(req)).await }
-        });
         let dispatcher = state.dispatcher.clone();
         let grace = Duration::from_secs_f64(config.delivery.shutdown_grace_secs);
         let dispatch_task = if config.delivery.enabled {
@@ -246,13 +246,16 @@ impl Server {
             config.clone(),
             shutdown.clone(),
         ));
-        let mut stop = shutdown.clone();
         tracing::info!(addr = %listener.local_addr()?, database = %config.database, dev = config.dev, "crmhooks serving");
-        axum::serve(listener, tower::make::Shared::new(service))
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|v| *v).await;
-            })
-            .await?;
+        http::serve(
+            listener,
+            app,
+            http::Limits::of(&config),
+            state.http.clone(),
+            shutdown.clone(),
+            grace,
+        )
+        .await;
         if let Some(t) = dispatch_task {
             let _ = t.await;
         }
