@@ -26,7 +26,8 @@ use crate::error::{ApiError, ErrorCode};
 pub(super) const SHED_AFTER: Duration = Duration::from_secs(1);
 
 /// How long the answer to a connection cut off mid-request may take to write, and how long
-/// its socket then lingers to read what the client still sends.
+/// its socket then lingers to read what the client still sends (a client that reads the
+/// answer and closes ends it at once).
 const LINGER: Duration = Duration::from_secs(2);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -240,8 +241,9 @@ pub(super) async fn run(
                         break End::HeadTimedOut;
                     }
                     Due::Shed if head => {
+                        // Its bytes so far are in hyper's buffer, so closing resets nothing.
                         stats.count(&stats.shed);
-                        break End::HeadTimedOut;
+                        break End::Closed;
                     }
                     Due::Shed | Due::IdleTimeout => {
                         let counter = if why == Due::Shed {

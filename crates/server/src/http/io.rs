@@ -83,17 +83,31 @@ impl AsyncWrite for Io {
         Poll::Ready(Ok(()))
     }
 
-    /// The socket closes when the connection's task lets it go (after a lingering read, when
-    /// the client may still be sending): every answer hyper writes carries its length, so
-    /// the client needs no early end of stream.
+    /// Ends the sending side only: the socket closes when the connection's task lets it go,
+    /// after a lingering read when the client may still be sending.
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        shutdown_write(&self.tcp);
         Poll::Ready(Ok(()))
     }
 }
 
-/// Writes `bytes` to `tcp`, then reads and discards what the client still sends until it
-/// closes its side or `linger` passes, so that closing does not reset the connection before
-/// the client has read the answer.
+/// Sends the end of stream (FIN) while the socket stays open for reading. Through a duplicate
+/// of the descriptor: tokio shuts a stream down only through `&mut`, and the socket is shared.
+fn shutdown_write(tcp: &TcpStream) {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsFd as _;
+        if let Ok(fd) = tcp.as_fd().try_clone_to_owned() {
+            let _ = std::net::TcpStream::from(fd).shutdown(std::net::Shutdown::Write);
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tcp;
+}
+
+/// Writes `bytes` to `tcp` and ends the sending side, then reads and discards what the client
+/// still sends until it closes its side or `linger` passes: closing with unread bytes would
+/// reset the connection, and the client could lose the answer.
 pub(super) async fn answer_and_linger(tcp: &TcpStream, bytes: &[u8], linger: std::time::Duration) {
     let _ = tokio::time::timeout(linger, async {
         let mut written = 0;
@@ -107,6 +121,7 @@ pub(super) async fn answer_and_linger(tcp: &TcpStream, bytes: &[u8], linger: std
                 Err(_) => return,
             }
         }
+        shutdown_write(tcp);
         let mut sink = [0u8; 8192];
         loop {
             if tcp.readable().await.is_err() {
