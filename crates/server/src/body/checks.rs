@@ -88,9 +88,17 @@ pub fn check_params<'a>(
 ) -> Result<(), ApiError> {
     for (name, value) in params {
         if name.contains('\0') || value.contains('\0') {
+            let what = if code == ErrorCode::InvalidPath {
+                "path parameter "
+            } else {
+                ""
+            };
             return Err(ApiError::new(
                 code,
-                format!("{}: {NUL}", name.replace('\0', "\\u0000")),
+                format!(
+                    "{what}{}: must not contain the NUL character (%00)",
+                    name.replace('\0', "%00")
+                ),
             ));
         }
     }
@@ -166,7 +174,7 @@ mod tests {
             e,
             Some((
                 ErrorCode::InvalidQuery,
-                "nameFilter: must not contain the NUL character (\\u0000)".into()
+                "nameFilter: must not contain the NUL character (%00)".into()
             ))
         );
     }
