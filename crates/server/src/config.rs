@@ -186,6 +186,45 @@ fn env_overrides(defaults: &toml::Value) -> Result<toml::Value, ConfigError> {
     Ok(toml::Value::Table(out))
 }
 
+/// A TOML syntax error in one line: where (line and column) and what.
+fn parse_error(e: &toml::de::Error, text: &str) -> String {
+    let message = e.message().split_whitespace().collect::<Vec<_>>().join(" ");
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message,
+    }
+}
+
+/// A value of the wrong type or an unknown key, in one line naming the key first
+/// (`http.idle_timeout_secs: invalid type: …`). The layers are merged by then, so the key may
+/// come from the file, the environment (`CRMHOOKS_…`) or a flag.
+fn value_error(e: &toml::de::Error) -> String {
+    let text = e.to_string();
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let key = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("in `").and_then(|k| k.strip_suffix('`')));
+    let what = lines
+        .iter()
+        .filter(|l| !l.starts_with("in `"))
+        .copied()
+        .collect::<Vec<_>>()
+        .join(" ");
+    match key {
+        Some(key) => format!("{key}: {what}"),
+        None => what,
+    }
+}
+
 impl Config {
     /// Defaults, then `file`, then the environment, then `overrides` (flags, as TOML values).
     pub fn load(
@@ -198,15 +237,16 @@ impl Config {
         if let Some(path) = file {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
-            let file_value: toml::Value = toml::from_str(&text)
-                .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+            let file_value: toml::Value = toml::from_str(&text).map_err(|e| {
+                ConfigError(format!("{}: {}", path.display(), parse_error(&e, &text)))
+            })?;
             merge(&mut value, file_value);
         }
         merge(&mut value, env_overrides(&defaults)?);
         merge(&mut value, toml::Value::Table(overrides));
         let cfg: Config = value
             .try_into()
-            .map_err(|e: toml::de::Error| ConfigError(e.to_string()))?;
+            .map_err(|e: toml::de::Error| ConfigError(value_error(&e)))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -350,6 +390,50 @@ mod tests {
             err.to_string().contains("sqlite_wal_autocheckpoint"),
             "{err}"
         );
+    }
+
+    fn load_err(file: Option<&str>, flags: toml::value::Table) -> String {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let path = dir.path().join("c.toml");
+        if let Some(text) = file {
+            std::fs::write(&path, text).expect("written");
+        }
+        match Config::load(file.map(|_| path.as_path()), flags) {
+            Ok(_) => "accepted".into(),
+            Err(e) => e.to_string().replace(&path.display().to_string(), "c.toml"),
+        }
+    }
+
+    /// An operator reads one line naming the key (or the place in the file) and the problem.
+    #[test]
+    fn configuration_errors_are_one_line_naming_the_key() {
+        let mut flags = toml::value::Table::new();
+        flags.insert("max_body_bytes".into(), "x".into());
+        assert_eq!(
+            load_err(None, flags),
+            "configuration: max_body_bytes: invalid type: string \"x\", expected usize"
+        );
+        let mut flags = toml::value::Table::new();
+        let mut http = toml::value::Table::new();
+        http.insert("max_connections".into(), 0.into());
+        flags.insert("http".into(), http.into());
+        assert_eq!(
+            load_err(None, flags),
+            "configuration: http.max_connections must be at least 1"
+        );
+        assert_eq!(
+            load_err(
+                Some("listen = \"x\"\nmax_body_bytes = \n"),
+                Default::default()
+            ),
+            "configuration: c.toml: line 2, column 18: invalid string expected `\"`, `'`"
+        );
+        let unknown = load_err(Some("[http]\nnope = 1\n"), Default::default());
+        assert!(
+            unknown.starts_with("configuration: http: unknown field `nope`, expected one of"),
+            "{unknown}"
+        );
+        assert!(!unknown.contains('\n'), "{unknown}");
     }
 
     /// SuperOffice's schedule: a retry 1 s after the first attempt, the last 4 s after that.

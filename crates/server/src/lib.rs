@@ -142,6 +142,23 @@ pub fn strip_tenant_prefix(mut req: Request) -> Request {
     req
 }
 
+/// Why the API cannot listen on `addr`, and what to do, in one line.
+fn listen_error(addr: &str, e: &std::io::Error) -> String {
+    let hint = match e.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            "another process listens there: stop it, or choose another address with --listen (CRMHOOKS_LISTEN)"
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            "ports below 1024 need privileges: choose another with --listen (CRMHOOKS_LISTEN)"
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            "no interface of this machine has that address: use one of its own, or 0.0.0.0"
+        }
+        _ => "write it as HOST:PORT, e.g. 127.0.0.1:8080, with --listen (CRMHOOKS_LISTEN)",
+    };
+    format!("cannot listen on {addr}: {e}; {hint}")
+}
+
 /// A built server: listener bound, store open, dispatcher ready.
 pub struct Server {
     listener: TcpListener,
@@ -174,7 +191,7 @@ impl Server {
             Some(l) => l,
             None => TcpListener::bind(&config.listen)
                 .await
-                .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?,
+                .map_err(|e| anyhow::anyhow!("{}", listen_error(&config.listen, &e)))?,
         };
         let addr = listener.local_addr()?;
         let dispatch = config.dispatch();
