@@ -58,6 +58,17 @@ fn parse_answer(raw: &str) -> (u16, Value, String) {
     (status, body, head.to_ascii_lowercase())
 }
 
+/// `answer` is a 408 with the JSON error body naming `limit`, closing the connection.
+fn timed_out(answer: Option<String>, limit: &str) {
+    let answer = answer.unwrap_or_else(|| panic!("not cut off by {limit}"));
+    let (status, body, head) = parse_answer(&answer);
+    assert_eq!(status, 408, "{head}");
+    assert_eq!(body["ErrorType"], "RequestTimeout");
+    assert!(head.contains("connection: close"), "{head}");
+    let message = body["Message"].as_str().unwrap_or_default();
+    assert!(message.contains(limit), "{body}");
+}
+
 async fn timed_ok(app: &TestApp, method: Method, path: &str, body: Option<Value>) -> Duration {
     let started = Instant::now();
     let (s, v) = app.call(method.clone(), path, body).await;
@@ -111,29 +122,8 @@ async fn slow_clients_are_cut_off_while_the_api_answers_others() {
     let took = started.elapsed();
     eprintln!("all three cut off {took:?} after they connected");
 
-    let (status, body, head) = parse_answer(&half_head_answer.expect("half a head is cut off"));
-    assert_eq!(status, 408, "{head}");
-    assert_eq!(body["ErrorType"], "RequestTimeout");
-    assert!(head.contains("connection: close"), "{head}");
-    assert!(
-        body["Message"]
-            .as_str()
-            .unwrap()
-            .contains("header_read_timeout_secs"),
-        "{body}"
-    );
-
-    let (status, body, head) = parse_answer(&half_body_answer.expect("half a body is cut off"));
-    assert_eq!(status, 408, "{head}");
-    assert_eq!(body["ErrorType"], "RequestTimeout");
-    assert!(head.contains("connection: close"), "{head}");
-    assert!(
-        body["Message"]
-            .as_str()
-            .unwrap()
-            .contains("request_timeout_secs"),
-        "{body}"
-    );
+    timed_out(half_head_answer, "header_read_timeout_secs");
+    timed_out(half_body_answer, "request_timeout_secs");
 
     // An idle connection is closed without an answer.
     assert_eq!(silent_answer.expect("a silent client is cut off"), "");
@@ -303,6 +293,18 @@ async fn at_the_cap_busy_connections_are_served_and_a_new_one_waits_its_turn() {
     app.stop().await;
 }
 
+/// `raw` is an answer with `status` and the JSON error body of `error_type`; its head, in
+/// lower case.
+fn refused_with(raw: &str, status: u16, error_type: &str) -> String {
+    let (got, v, head) = parse_answer(raw);
+    assert_eq!(
+        (got, v["ErrorType"].as_str()),
+        (status, Some(error_type)),
+        "{raw}"
+    );
+    head
+}
+
 /// A raw request: `head` lines (without the blank line) and then `body`, written by a task of
 /// its own while the answer is read (the server may answer before it reads the body).
 async fn exchange(app: &TestApp, head: &str, body: Vec<u8>) -> String {
@@ -314,24 +316,9 @@ async fn exchange(app: &TestApp, head: &str, body: Vec<u8>) -> String {
         let _ = wr.write_all(&body).await;
         wr
     });
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    let _ = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match rd.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => {
-                    out.extend_from_slice(&buf[..n]);
-                    if complete(&out) {
-                        return;
-                    }
-                }
-            }
-        }
-    })
-    .await;
+    let out = read_answers(&mut rd, 1).await;
     writer.abort();
-    String::from_utf8_lossy(&out).into_owned()
+    out
 }
 
 /// As a simple client does it: writes the whole request (`head`, `body`) and a second one
@@ -347,16 +334,24 @@ async fn send_then_read(app: &TestApp, head: &str, body: &[u8]) -> (String, Stri
     tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .expect("the connection stays open");
+    let text = read_answers(&mut tcp, 2).await;
+    let second = text.rfind("HTTP/1.1 ").unwrap_or(0);
+    (text[..second].to_owned(), text[second..].to_owned())
+}
+
+/// Reads until `n` whole answers have arrived (or the connection closes, or 10 s pass).
+async fn read_answers(rd: &mut (impl tokio::io::AsyncRead + Unpin), n: usize) -> String {
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
     let _ = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
-            match tcp.read(&mut buf).await {
+            match rd.read(&mut buf).await {
                 Ok(0) | Err(_) => return,
-                Ok(n) => {
-                    out.extend_from_slice(&buf[..n]);
+                Ok(k) => {
+                    out.extend_from_slice(&buf[..k]);
                     let text = String::from_utf8_lossy(&out);
-                    if text.matches("HTTP/1.1 ").count() == 2 && complete(text.as_bytes()) {
+                    let last = text.rfind("HTTP/1.1 ").unwrap_or(0);
+                    if text.matches("HTTP/1.1 ").count() >= n && complete(&out[last..]) {
                         return;
                     }
                 }
@@ -364,9 +359,7 @@ async fn send_then_read(app: &TestApp, head: &str, body: &[u8]) -> (String, Stri
         }
     })
     .await;
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let second = text.rfind("HTTP/1.1 ").unwrap_or(0);
-    (text[..second].to_owned(), text[second..].to_owned())
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Whether `raw` holds a whole answer (its head and `content-length` bytes of body).
@@ -406,12 +399,7 @@ async fn a_body_refused_before_it_is_read_is_drained_and_the_client_reads_the_an
         &big(120_000),
     )
     .await;
-    let (status, v, head) = parse_answer(&raw);
-    assert_eq!(
-        (status, v["ErrorType"].as_str()),
-        (401, Some("Unauthorized")),
-        "{raw}"
-    );
+    let head = refused_with(&raw, 401, "Unauthorized");
     assert!(!head.contains("connection: close"), "{head}");
     assert!(next.starts_with("HTTP/1.1 200 OK"), "{next}");
     // Over the limit by its Content-Length: refused before a byte is read; 100 KB is within
@@ -421,12 +409,7 @@ async fn a_body_refused_before_it_is_read_is_drained_and_the_client_reads_the_an
         app.key
     );
     let (raw, next) = send_then_read(&app, &auth, &big(100_000)).await;
-    let (status, v, head) = parse_answer(&raw);
-    assert_eq!(
-        (status, v["ErrorType"].as_str()),
-        (413, Some("BodyTooLarge")),
-        "{raw}"
-    );
+    let head = refused_with(&raw, 413, "BodyTooLarge");
     assert!(head.contains("content-type: application/json"), "{head}");
     assert!(next.starts_with("HTTP/1.1 200 OK"), "{next}");
     // A route that does not exist, with a body.
@@ -440,12 +423,7 @@ async fn a_body_refused_before_it_is_read_is_drained_and_the_client_reads_the_an
     assert!(next.starts_with("HTTP/1.1 200 OK"), "{next}");
     // Far over: the answer still arrives, and the connection is closed after it.
     let raw = exchange(&app, &auth, big(1_000_000)).await;
-    let (status, v, head) = parse_answer(&raw);
-    assert_eq!(
-        (status, v["ErrorType"].as_str()),
-        (413, Some("BodyTooLarge")),
-        "{raw}"
-    );
+    let head = refused_with(&raw, 413, "BodyTooLarge");
     assert!(head.contains("connection: close"), "{head}");
     // The signal route answers its 413 with the JSON body too.
     let signal = format!(
@@ -453,12 +431,7 @@ async fn a_body_refused_before_it_is_read_is_drained_and_the_client_reads_the_an
         app.key
     );
     let raw = exchange(&app, &signal, big(70_000)).await;
-    let (status, v, head) = parse_answer(&raw);
-    assert_eq!(
-        (status, v["ErrorType"].as_str()),
-        (413, Some("BodyTooLarge")),
-        "{raw}"
-    );
+    let head = refused_with(&raw, 413, "BodyTooLarge");
     assert!(head.contains("content-type: application/json"), "{head}");
     app.stop().await;
 }
