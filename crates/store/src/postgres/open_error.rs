@@ -27,12 +27,18 @@ pub(super) fn bad_url(e: &sqlx::Error) -> StoreError {
     ))
 }
 
-/// The first connection failed.
+/// The first connection failed: `Unavailable` when the server cannot be reached (it may be
+/// starting), `Open` when it answered no.
 pub(super) fn cannot_connect(o: &PgConnectOptions, e: &sqlx::Error) -> StoreError {
     let (host, port, user) = (o.get_host(), o.get_port(), o.get_username());
     let database = o.get_database().unwrap_or(user);
     let at = format!("PostgreSQL at {host}:{port}");
-    StoreError::Open(match e {
+    let unreachable = match e {
+        sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(d) => d.code().is_some_and(|c| crate::error::connection_lost(&c)),
+        _ => false,
+    };
+    let message = match e {
         sqlx::Error::Database(d) => match d.code().as_deref() {
             Some("3D000") => format!(
                 "{at} has no database {database:?}: create it (createdb -h {host} -p {port} -U {user} {database}), or name another in --database"
@@ -47,12 +53,17 @@ pub(super) fn cannot_connect(o: &PgConnectOptions, e: &sqlx::Error) -> StoreErro
             "cannot connect to {at}: {io}; is PostgreSQL running there, and is --database (CRMHOOKS_DATABASE) right?"
         ),
         other => format!("cannot connect to {at}: {}", innermost(other)),
-    })
+    };
+    if unreachable {
+        StoreError::Unavailable(message)
+    } else {
+        StoreError::Open(message)
+    }
 }
 
 /// The first connection did not complete within [`CONNECT_TIMEOUT`].
 pub(super) fn no_answer(o: &PgConnectOptions) -> StoreError {
-    StoreError::Open(format!(
+    StoreError::Unavailable(format!(
         "no answer from PostgreSQL at {}:{} within {} s; is the host right, and does a firewall let the port through?",
         o.get_host(),
         o.get_port(),
