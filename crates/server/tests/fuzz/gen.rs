@@ -29,6 +29,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/api/v1/Webhook/{id}/Deliveries", &["GET"]),
     ("/api/v1/Webhook/{id}/Deliveries/{n}", &["GET"]),
     ("/api/v1/Webhook/{id}/Replay", &["POST"]),
+    ("/api/v1/Webhook/{id}/Replay/{n}", &["GET"]),
     ("/api/v1/Webhook/{event}/{n}", &["POST"]),
     ("/healthz", &["GET"]),
     ("/metrics", &["GET"]),
