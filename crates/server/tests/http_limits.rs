@@ -229,8 +229,34 @@ async fn idle_sockets_cannot_keep_clients_out_nor_use_up_file_descriptors() {
     eprintln!("a client behind 40 idle sockets at a cap of {cap} was served in {waited:?}");
     // Five rounds of eight at a second each, and some room.
     assert!(waited < Duration::from_secs(9), "{waited:?}");
-    assert!(app.state.http.shed.load(Ordering::Relaxed) >= 32);
+    let shed = app.state.http.shed.load(Ordering::Relaxed);
+    assert!(shed >= 32, "{shed}");
     assert!(app.state.http.open() <= cap);
+    // /metrics tells an operator.
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .bearer_auth(&app.key)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("crmhooks_http_cut_off_total{reason=\"shed\"}"))
+        .unwrap_or_default();
+    let counted: u64 = line
+        .rsplit(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(counted >= shed, "{metrics}");
+    assert!(
+        metrics.contains("crmhooks_http_connections_open "),
+        "{metrics}"
+    );
     // Within the cap nothing is shed: a connection that waits keeps its place.
     drop(idle);
     app.stop().await;
