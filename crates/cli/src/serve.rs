@@ -81,15 +81,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         flags.insert("associate_id".into(), v.into());
     }
     let config = Config::load(args.config.as_deref(), flags)?;
-    if config.dev {
+    let (dev, no_key) = (config.dev, config.api_key.is_none());
+    let server = Server::build(config, None).await?;
+    // Warnings once the server is up: a server that cannot start says only why.
+    if dev {
         tracing::warn!(
             "--dev: http:// and private/loopback targets are allowed; do not use in production"
         );
     }
-    if config.api_key.is_none() {
+    if no_key {
         tracing::warn!("no API key configured (CRMHOOKS_API_KEY or --api-key): every API call will be refused with 401");
     }
-    let server = Server::build(config, None).await?;
     println!("crmhooks listening on http://{}", server.addr());
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

@@ -36,6 +36,8 @@ pub struct Config {
     pub maintenance_interval_secs: f64,
     /// Test POST before saving an Active webhook.
     pub test_on_save: bool,
+    /// Timeouts and the connection cap of the API's HTTP server.
+    pub http: HttpConfig,
     /// Delivery settings.
     pub delivery: DeliveryConfig,
     /// SMTP for `ErrorsEmail`.
@@ -46,6 +48,20 @@ pub struct Config {
     pub sqlite_wal_autocheckpoint: u32,
     /// Connection pool size.
     pub pool_size: u32,
+}
+
+/// `[http]`: what a client may take of the API's HTTP server.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Seconds from a request's first byte until its whole head has arrived.
+    pub header_read_timeout_secs: f64,
+    /// Seconds from a request's head until its whole body has arrived.
+    pub request_timeout_secs: f64,
+    /// Seconds a connection may wait for its next request.
+    pub idle_timeout_secs: f64,
+    /// Open connections at most.
+    pub max_connections: usize,
 }
 
 /// `[delivery]`.
@@ -126,8 +142,8 @@ fn merge(base: &mut toml::Value, over: toml::Value) {
 }
 
 /// Environment variables read into the config: `CRMHOOKS_<KEY>` for top-level keys and
-/// `CRMHOOKS_DELIVERY_<KEY>` for `[delivery]`; values are parsed as TOML (so numbers and booleans
-/// work) and fall back to strings.
+/// `CRMHOOKS_<TABLE>_<KEY>` for the tables (`[http]`, `[delivery]`); values are parsed as TOML
+/// (so numbers and booleans work) and fall back to strings.
 fn env_overrides(defaults: &toml::Value) -> Result<toml::Value, ConfigError> {
     let mut out = toml::value::Table::new();
     let Some(table) = defaults.as_table() else {
@@ -170,6 +186,45 @@ fn env_overrides(defaults: &toml::Value) -> Result<toml::Value, ConfigError> {
     Ok(toml::Value::Table(out))
 }
 
+/// A TOML syntax error in one line: where (line and column) and what.
+fn parse_error(e: &toml::de::Error, text: &str) -> String {
+    let message = e.message().split_whitespace().collect::<Vec<_>>().join(" ");
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message,
+    }
+}
+
+/// A value of the wrong type or an unknown key, in one line naming the key first
+/// (`http.idle_timeout_secs: invalid type: …`). The layers are merged by then, so the key may
+/// come from the file, the environment (`CRMHOOKS_…`) or a flag.
+fn value_error(e: &toml::de::Error) -> String {
+    let text = e.to_string();
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let key = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("in `").and_then(|k| k.strip_suffix('`')));
+    let what = lines
+        .iter()
+        .filter(|l| !l.starts_with("in `"))
+        .copied()
+        .collect::<Vec<_>>()
+        .join(" ");
+    match key {
+        Some(key) => format!("{key}: {what}"),
+        None => what,
+    }
+}
+
 impl Config {
     /// Defaults, then `file`, then the environment, then `overrides` (flags, as TOML values).
     pub fn load(
@@ -182,15 +237,16 @@ impl Config {
         if let Some(path) = file {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
-            let file_value: toml::Value = toml::from_str(&text)
-                .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+            let file_value: toml::Value = toml::from_str(&text).map_err(|e| {
+                ConfigError(format!("{}: {}", path.display(), parse_error(&e, &text)))
+            })?;
             merge(&mut value, file_value);
         }
         merge(&mut value, env_overrides(&defaults)?);
         merge(&mut value, toml::Value::Table(overrides));
         let cfg: Config = value
             .try_into()
-            .map_err(|e: toml::de::Error| ConfigError(e.to_string()))?;
+            .map_err(|e: toml::de::Error| ConfigError(value_error(&e)))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -252,6 +308,22 @@ impl Config {
         }
         if self.max_body_bytes < 1024 {
             return fail("max_body_bytes must be at least 1024".into());
+        }
+        let h = &self.http;
+        for (key, secs) in [
+            ("header_read_timeout_secs", h.header_read_timeout_secs),
+            ("request_timeout_secs", h.request_timeout_secs),
+            ("idle_timeout_secs", h.idle_timeout_secs),
+        ] {
+            // Duration::from_secs_f64 panics on what is not finite or too large.
+            if !(secs > 0.0 && secs <= 86_400.0) {
+                return fail(format!(
+                    "http.{key} must be more than 0 and at most 86400 (seconds), not {secs}"
+                ));
+            }
+        }
+        if h.max_connections < 1 {
+            return fail("http.max_connections must be at least 1".into());
         }
         Ok(())
     }
@@ -318,6 +390,50 @@ mod tests {
             err.to_string().contains("sqlite_wal_autocheckpoint"),
             "{err}"
         );
+    }
+
+    fn load_err(file: Option<&str>, flags: toml::value::Table) -> String {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let path = dir.path().join("c.toml");
+        if let Some(text) = file {
+            std::fs::write(&path, text).expect("written");
+        }
+        match Config::load(file.map(|_| path.as_path()), flags) {
+            Ok(_) => "accepted".into(),
+            Err(e) => e.to_string().replace(&path.display().to_string(), "c.toml"),
+        }
+    }
+
+    /// An operator reads one line naming the key (or the place in the file) and the problem.
+    #[test]
+    fn configuration_errors_are_one_line_naming_the_key() {
+        let mut flags = toml::value::Table::new();
+        flags.insert("max_body_bytes".into(), "x".into());
+        assert_eq!(
+            load_err(None, flags),
+            "configuration: max_body_bytes: invalid type: string \"x\", expected usize"
+        );
+        let mut flags = toml::value::Table::new();
+        let mut http = toml::value::Table::new();
+        http.insert("max_connections".into(), 0.into());
+        flags.insert("http".into(), http.into());
+        assert_eq!(
+            load_err(None, flags),
+            "configuration: http.max_connections must be at least 1"
+        );
+        assert_eq!(
+            load_err(
+                Some("listen = \"x\"\nmax_body_bytes = \n"),
+                Default::default()
+            ),
+            "configuration: c.toml: line 2, column 18: invalid string expected `\"`, `'`"
+        );
+        let unknown = load_err(Some("[http]\nnope = 1\n"), Default::default());
+        assert!(
+            unknown.starts_with("configuration: http: unknown field `nope`, expected one of"),
+            "{unknown}"
+        );
+        assert!(!unknown.contains('\n'), "{unknown}");
     }
 
     /// SuperOffice's schedule: a retry 1 s after the first attempt, the last 4 s after that.

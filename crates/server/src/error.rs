@@ -22,6 +22,8 @@ pub enum ErrorCode {
     MissingBody,
     /// The body is larger than `max_body_bytes` (413).
     BodyTooLarge,
+    /// The request's head or body did not arrive in time (408).
+    RequestTimeout,
     /// An id in the path is not an int32 (400).
     InvalidId,
     /// The path does not parse (400).
@@ -50,12 +52,13 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the order of the enum.
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::InvalidField,
         ErrorCode::InvalidBody,
         ErrorCode::InvalidJson,
         ErrorCode::MissingBody,
         ErrorCode::BodyTooLarge,
+        ErrorCode::RequestTimeout,
         ErrorCode::InvalidId,
         ErrorCode::InvalidPath,
         ErrorCode::InvalidQuery,
@@ -78,6 +81,7 @@ impl ErrorCode {
             ErrorCode::InvalidJson => "InvalidJson",
             ErrorCode::MissingBody => "MissingBody",
             ErrorCode::BodyTooLarge => "BodyTooLarge",
+            ErrorCode::RequestTimeout => "RequestTimeout",
             ErrorCode::InvalidId => "InvalidId",
             ErrorCode::InvalidPath => "InvalidPath",
             ErrorCode::InvalidQuery => "InvalidQuery",
@@ -106,6 +110,7 @@ impl ErrorCode {
             | ErrorCode::InvalidEvent
             | ErrorCode::WebhookTestFailed => StatusCode::BAD_REQUEST,
             ErrorCode::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
@@ -223,15 +228,35 @@ struct ErrorBody<'a> {
     message: &'a str,
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = self.status();
-        let body = ErrorBody {
-            title: status.canonical_reason().unwrap_or("Error"),
+impl ApiError {
+    fn body(&self) -> ErrorBody<'_> {
+        ErrorBody {
+            title: self.status().canonical_reason().unwrap_or("Error"),
             code: self.code,
             message: &self.message,
-        };
-        (status, axum::Json(body)).into_response()
+        }
+    }
+
+    /// The whole HTTP/1.1 answer as bytes, closing the connection: for the HTTP layer when it
+    /// answers without hyper (a request head that did not arrive in time).
+    pub fn to_http1_bytes(&self) -> Vec<u8> {
+        let body = serde_json::to_vec(&self.body()).unwrap_or_default();
+        let status = self.status();
+        let mut out = format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("Error"),
+            body.len()
+        )
+        .into_bytes();
+        out.extend_from_slice(&body);
+        out
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status(), axum::Json(self.body())).into_response()
     }
 }
 
@@ -245,12 +270,13 @@ mod tests {
 
     /// What clients see today: every code, its `ErrorType` and its status. A rename, a new
     /// status or a code added without a row here fails.
-    const SEEN_BY_CLIENTS: [(ErrorCode, &str, u16); 17] = [
+    const SEEN_BY_CLIENTS: [(ErrorCode, &str, u16); 18] = [
         (ErrorCode::InvalidField, "InvalidField", 400),
         (ErrorCode::InvalidBody, "InvalidBody", 400),
         (ErrorCode::InvalidJson, "InvalidJson", 400),
         (ErrorCode::MissingBody, "MissingBody", 400),
         (ErrorCode::BodyTooLarge, "BodyTooLarge", 413),
+        (ErrorCode::RequestTimeout, "RequestTimeout", 408),
         (ErrorCode::InvalidId, "InvalidId", 400),
         (ErrorCode::InvalidPath, "InvalidPath", 400),
         (ErrorCode::InvalidQuery, "InvalidQuery", 400),

@@ -10,6 +10,7 @@ pub mod carriers;
 pub mod config;
 pub mod contact_api;
 pub mod error;
+pub mod http;
 mod maintenance;
 pub mod patch;
 pub mod replay;
@@ -28,7 +29,6 @@ use crmhooks_dispatch::Dispatcher;
 use crmhooks_store::{Committed, DynStore, OpenOptions};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tower::ServiceExt as _;
 
 pub use config::Config;
 use error::{ApiError, ErrorCode};
@@ -48,6 +48,8 @@ pub struct AppState {
     pub base_url: Arc<str>,
     /// Test POST before saving an Active webhook.
     pub test_on_save: bool,
+    /// What the HTTP server has done (connections open, cut off).
+    pub http: Arc<http::Stats>,
 }
 
 impl AppState {
@@ -88,6 +90,7 @@ async fn metrics(State(state): State<AppState>) -> Result<String, ApiError> {
             status.name()
         ));
     }
+    state.http.render(&mut out);
     Ok(out)
 }
 
@@ -113,7 +116,7 @@ pub fn router(state: AppState, max_body: usize) -> Router {
         .route("/metrics", get(metrics))
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        .layer(axum::Extension(body::BodyLimit(max_body)))
         .with_state(state)
 }
 
@@ -138,6 +141,23 @@ pub fn strip_tenant_prefix(mut req: Request) -> Request {
         req.extensions_mut().insert(auth::PathTenant(tenant));
     }
     req
+}
+
+/// Why the API cannot listen on `addr`, and what to do, in one line.
+fn listen_error(addr: &str, e: &std::io::Error) -> String {
+    let hint = match e.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            "another process listens there: stop it, or choose another address with --listen (CRMHOOKS_LISTEN)"
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            "ports below 1024 need privileges: choose another with --listen (CRMHOOKS_LISTEN)"
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            "no interface of this machine has that address: use one of its own, or 0.0.0.0"
+        }
+        _ => "write it as HOST:PORT, e.g. 127.0.0.1:8080, with --listen (CRMHOOKS_LISTEN)",
+    };
+    format!("cannot listen on {addr}: {e}; {hint}")
 }
 
 /// A built server: listener bound, store open, dispatcher ready.
@@ -172,7 +192,7 @@ impl Server {
             Some(l) => l,
             None => TcpListener::bind(&config.listen)
                 .await
-                .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?,
+                .map_err(|e| anyhow::anyhow!("{}", listen_error(&config.listen, &e)))?,
         };
         let addr = listener.local_addr()?;
         let dispatch = config.dispatch();
@@ -193,6 +213,7 @@ impl Server {
             offset: crmhooks_store::local_offset(),
             base_url: format!("http://{addr}").into(),
             test_on_save: config.test_on_save,
+            http: Arc::default(),
         };
         Ok(Server {
             listener,
@@ -225,10 +246,6 @@ impl Server {
             mailer,
         } = self;
         let app = router(state.clone(), config.max_body_bytes);
-        let service = tower::service_fn(move |req: Request| {
-            let app = app.clone();
-            async move { app.oneshot(strip_tenant_prefix(req)).await }
-        });
         let dispatcher = state.dispatcher.clone();
         let grace = Duration::from_secs_f64(config.delivery.shutdown_grace_secs);
         let dispatch_task = if config.delivery.enabled {
@@ -247,13 +264,16 @@ impl Server {
             config.clone(),
             shutdown.clone(),
         ));
-        let mut stop = shutdown.clone();
         tracing::info!(addr = %listener.local_addr()?, database = %config.database, dev = config.dev, "crmhooks serving");
-        axum::serve(listener, tower::make::Shared::new(service))
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|v| *v).await;
-            })
-            .await?;
+        http::serve(
+            listener,
+            app,
+            http::Limits::of(&config),
+            state.http.clone(),
+            shutdown.clone(),
+            grace,
+        )
+        .await;
         if let Some(t) = dispatch_task {
             let _ = t.await;
         }

@@ -57,7 +57,7 @@ impl StoreError {
 /// SQLSTATEs that say the connection is gone or the server cannot take one now: class 08
 /// (connection exception), 57P01 admin shutdown, 57P02 crash shutdown, 57P03 cannot connect
 /// now, 53300 too many connections.
-fn connection_lost(sqlstate: &str) -> bool {
+pub(crate) fn connection_lost(sqlstate: &str) -> bool {
     sqlstate.starts_with("08") || matches!(sqlstate, "57P01" | "57P02" | "57P03" | "53300")
 }
 

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use super::definition::apply;
 use super::NOT_A_WEBHOOK;
 use crate::auth::Auth;
-use crate::body::{ApiPath, JsonBody};
+use crate::body::{ApiPath, JsonBody, OptionalJsonBody};
 use crate::carriers::field::{read_object, Spelling};
 use crate::carriers::webhook::{FieldProperties, WebhookInput, WebhookResult};
 use crate::error::{ApiError, ApiResult, ErrorCode};
@@ -43,7 +43,7 @@ pub(super) async fn signal(
     State(state): State<AppState>,
     auth: Auth,
     ApiPath((event, pk)): ApiPath<(String, String)>,
-    body: axum::body::Bytes,
+    OptionalJsonBody(parsed): OptionalJsonBody,
 ) -> ApiResult<StatusCode> {
     if event.is_empty() || event.len() > 255 || event.contains(',') {
         return Err(ApiError::new(
@@ -58,16 +58,6 @@ pub(super) async fn signal(
         )
     })?;
     // The event's data is free-form: any JSON object, or nothing.
-    let parsed: Option<Value> = if body.iter().all(u8::is_ascii_whitespace) {
-        None
-    } else {
-        Some(serde_json::from_slice(&body).map_err(|e| {
-            ApiError::new(
-                ErrorCode::InvalidJson,
-                format!("the body is not valid JSON: {e}"),
-            )
-        })?)
-    };
     let data = match parsed {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(m)) => m,

@@ -211,12 +211,58 @@ pub async fn error_responses() {
         .await;
     t.send(Method::GET, "/api/v1/Webhook/1/Deliveries/999", None)
         .await;
+    t.note("input rules: NUL characters, nesting, patch caps");
+    t.send(
+        Method::POST,
+        "/api/v1/Contact",
+        Some(r#"{"Name":"a\u0000b"}"#),
+    )
+    .await;
+    t.send(
+        Method::POST,
+        "/api/v1/Webhook",
+        Some(r#"{"Name":"h","Events":["contact.created","x\u0000"],"TargetUrl":"{rx}/"}"#),
+    )
+    .await;
+    t.send(Method::GET, "/api/v1/Webhook?nameFilter=%00", None)
+        .await;
+    t.send(Method::POST, "/api/v1/Webhook/a%00b/1", None).await;
+    let deep = format!("{}1{}", "[".repeat(65), "]".repeat(65));
+    t.send_long(Method::POST, "/api/v1/Contact", &deep, "65 nested arrays")
+        .await;
+    let long_path = format!("/{}", vec!["a"; 33].join("/"));
+    t.send(
+        Method::PATCH,
+        &format!("/api/v1/Contact/{c}"),
+        Some(&format!(
+            r#"[{{"op":"add","path":"{long_path}","value":1}}]"#
+        )),
+    )
+    .await;
+    let ops = vec!["{}"; 257].join(",");
+    t.send_long(
+        Method::PATCH,
+        &format!("/api/v1/Contact/{c}"),
+        &format!("[{ops}]"),
+        "257 operations",
+    )
+    .await;
+    t.send(
+        Method::PATCH,
+        &format!("/api/v1/Contact/{c}"),
+        Some(r#"[{"op":"add","path":"/Nothing/x","value":1}]"#),
+    )
+    .await;
+    t.send(Method::GET, "/api/v1/Nothing", None).await;
     t.note("signal");
     t.send(Method::POST, "/api/v1/Webhook/a,b/1", None).await;
     t.send(Method::POST, "/api/v1/Webhook/x.y/abc", None).await;
     t.send(Method::POST, "/api/v1/Webhook/x.y/1", Some("{bad"))
         .await;
     t.send(Method::POST, "/api/v1/Webhook/x.y/1", Some("[1]"))
+        .await;
+    let big = format!(r#"{{"k":"{}"}}"#, "x".repeat(5000));
+    t.send_long(Method::POST, "/api/v1/Webhook/x.y/1", &big, "5 KB")
         .await;
     assert_transcript("errors", &t.out);
     app.stop().await;

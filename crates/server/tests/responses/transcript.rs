@@ -46,6 +46,15 @@ impl<'a> Transcript<'a> {
         self.send_as(Some(&key), method, path, body).await
     }
 
+    /// As [`Self::send`], writing `label` instead of a body too long to read.
+    pub async fn send_long(&mut self, method: Method, path: &str, body: &str, label: &str) {
+        let before = self.out.len();
+        self.send(method.clone(), path, Some(body)).await;
+        let written = self.out.split_off(before);
+        self.out
+            .push_str(&written.replacen(&format!("{body}\n"), &format!("({label})\n"), 1));
+    }
+
     /// As [`Self::send`] with another key, or none.
     pub async fn send_as(
         &mut self,

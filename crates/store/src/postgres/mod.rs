@@ -26,6 +26,7 @@ mod db;
 mod group;
 mod handoff;
 mod notify;
+mod open_error;
 mod record;
 
 use std::str::FromStr;
@@ -73,11 +74,16 @@ impl PgStore {
     /// on a connection of its own, closed afterwards, so the lock cannot linger in the pool.
     pub async fn open(url: &str, options: &OpenOptions) -> Result<Self> {
         // The URL may carry a password: never echo it.
-        let connect = PgConnectOptions::from_str(url)
-            .map_err(|e| StoreError::Unavailable(format!("bad PostgreSQL URL: {e}")))?;
-        let mut conn = sqlx::PgConnection::connect_with(&connect)
-            .await
-            .map_err(db)?;
+        let connect = PgConnectOptions::from_str(url).map_err(|e| open_error::bad_url(&e))?;
+        // A server behind a firewall that drops packets would leave the start hanging for
+        // minutes of TCP retries.
+        let mut conn = tokio::time::timeout(
+            open_error::CONNECT_TIMEOUT,
+            sqlx::PgConnection::connect_with(&connect),
+        )
+        .await
+        .map_err(|_| open_error::no_answer(&connect))?
+        .map_err(|e| open_error::cannot_connect(&connect, &e))?;
         let migrated = sqlx::migrate!("./migrations/postgres").run(&mut conn).await;
         let _ = conn.close().await;
         migrated.map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
