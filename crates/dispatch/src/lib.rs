@@ -7,6 +7,7 @@
 //! woken at once by commits ([`Dispatcher::waker`]) with a polling fallback.
 
 pub mod client;
+pub mod header_case;
 pub mod mail;
 pub mod policy;
 pub mod send;
@@ -59,6 +60,8 @@ pub struct DispatchConfig {
     pub timeouts: Timeouts,
     /// This server's own API addresses, which no delivery may reach.
     pub own_addresses: OwnAddresses,
+    /// The version after `NetServer-Webhook/` in `User-Agent`.
+    pub user_agent_version: String,
 }
 
 impl Default for DispatchConfig {
@@ -77,6 +80,7 @@ impl Default for DispatchConfig {
             target_policy: TargetPolicy::Strict,
             timeouts: Timeouts::default(),
             own_addresses: OwnAddresses::default(),
+            user_agent_version: send::default_user_agent_version(),
         }
     }
 }
@@ -173,6 +177,7 @@ type Shared = (Arc<StoredEvent>, Arc<PayloadTemplate>);
 pub struct Dispatcher {
     store: DynStore,
     client: client::HttpClient,
+    user_agent: http::HeaderValue,
     cfg: DispatchConfig,
     wake: Arc<Notify>,
     per_webhook: Mutex<HashMap<i64, WebhookSlots>>,
@@ -271,6 +276,7 @@ impl Dispatcher {
             Arc::new(Dispatcher {
                 store,
                 client,
+                user_agent: send::user_agent_value(&cfg.user_agent_version),
                 cfg,
                 wake: Arc::new(Notify::new()),
                 per_webhook: Mutex::new(HashMap::new()),
@@ -435,6 +441,7 @@ impl Dispatcher {
             c.event_id,
             c.attempt_in_cycle,
             false,
+            &self.user_agent,
         ) {
             Ok(out) => send::send(&self.client, out).await,
             Err(why) => send::Response::failed(why, Duration::ZERO),
@@ -686,7 +693,7 @@ impl Dispatcher {
             associate_id,
             &hook.name,
         );
-        let resp = match send::build(hook, &payload.as_ref(), 0, true) {
+        let resp = match send::build(hook, &payload.as_ref(), 0, true, &self.user_agent) {
             Ok(out) => send::send(&self.client, out).await,
             Err(why) => return (false, why),
         };

@@ -443,11 +443,19 @@ impl Shared {
 fn wire_notes(h: &HeaderMap, payload: &WebhookPayload, notes: &mut Vec<String>) {
     match header_str(h, headers::EVENT) {
         None => notes.push(format!("no {} header", headers::EVENT)),
-        Some(e) if e != payload.event => notes.push(format!(
-            "{} {e:?} differs from the body's Event {:?}",
-            headers::EVENT,
-            payload.event
-        )),
+        // A state event's header names the subscription (`webhook66.errors`), its body the
+        // documented `webhook.errors`.
+        Some(e)
+            if e != payload.event
+                && crmhooks_payload::state_event_body_name(e).as_deref()
+                    != Some(payload.event.as_str()) =>
+        {
+            notes.push(format!(
+                "{} {e:?} differs from the body's Event {:?}",
+                headers::EVENT,
+                payload.event
+            ))
+        }
         Some(_) => {}
     }
     match header_str(h, headers::EVENT_ID) {

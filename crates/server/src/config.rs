@@ -86,6 +86,8 @@ pub struct DeliveryConfig {
     pub exponential_jitter: f64,
     /// Seconds to let requests in flight finish at shutdown.
     pub shutdown_grace_secs: f64,
+    /// The version in `User-Agent: NetServer-Webhook/<version>`; empty: crmhooks' own.
+    pub user_agent_version: String,
 }
 
 /// `[smtp]`.
@@ -240,6 +242,14 @@ impl Config {
         if self.sqlite_wal_autocheckpoint < 100 {
             return fail("sqlite_wal_autocheckpoint must be at least 100 (pages)".into());
         }
+        if !d.user_agent_version.is_empty()
+            && !crmhooks_dispatch::send::is_user_agent_version(&d.user_agent_version)
+        {
+            return fail(format!(
+                "delivery.user_agent_version {:?}: use letters, digits and . - + _ (e.g. \"8.8.6684.1719\"), at most 64",
+                d.user_agent_version
+            ));
+        }
         if self.max_body_bytes < 1024 {
             return fail("max_body_bytes must be at least 1024".into());
         }
@@ -282,6 +292,11 @@ impl Config {
             timeouts: Timeouts {
                 connect: Duration::from_millis(d.connect_timeout_ms),
                 total: Duration::from_millis(d.timeout_ms),
+            },
+            user_agent_version: if d.user_agent_version.is_empty() {
+                crmhooks_dispatch::send::default_user_agent_version()
+            } else {
+                d.user_agent_version.clone()
             },
             ..DispatchConfig::default()
         }
