@@ -156,7 +156,12 @@ impl<'a> ContactEntity<'a> {
             mother_id: int("mother_id"),
             userdef_id: int("userdef_id"),
             userdef2_id: int("userdef2_id"),
-            links: (id != 0).then(|| Links::to(format!("{base_url}/api/v1/Contact/{id}"))),
+            links: (id != 0).then(|| {
+                Links::new(
+                    format!("{base_url}/api/v1/Contact/{id}"),
+                    format!("{base_url}/api/v1/Contact"),
+                )
+            }),
         }
     }
 }

@@ -16,24 +16,21 @@ pub mod webhook;
 use crmhooks_store::{render_date, Ticks};
 use serde::Serialize;
 
-/// `_Links` of an entity: SuperOffice answers its own URL as both `Self` and `Archive`.
+/// `_Links` of an entity: its own URL as `Self`, the collection it belongs to as `Archive`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Links {
     /// The entity's URL.
     #[serde(rename = "Self")]
     pub this: String,
-    /// The same URL.
+    /// The collection's URL (`…/api/v1/Webhook`).
     #[serde(rename = "Archive")]
     pub archive: String,
 }
 
 impl Links {
-    /// The links of the entity at `url`.
-    pub fn to(url: String) -> Links {
-        Links {
-            archive: url.clone(),
-            this: url,
-        }
+    /// The links of the entity at `url` in the collection at `archive`.
+    pub fn new(url: String, archive: String) -> Links {
+        Links { this: url, archive }
     }
 }
 

@@ -109,7 +109,7 @@ fn tree_entity_json(row: &Row, offset: time::UtcOffset, base_url: &str) -> Json 
     if id != 0 {
         m.insert(
             "_Links".into(),
-            json!({"Self": format!("{base_url}/api/v1/Contact/{id}"), "Archive": format!("{base_url}/api/v1/Contact/{id}")}),
+            json!({"Self": format!("{base_url}/api/v1/Contact/{id}"), "Archive": format!("{base_url}/api/v1/Contact")}),
         );
     }
     Json::Object(m)

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use super::{load, parse_id, NOT_A_WEBHOOK};
 use crate::auth::Auth;
 use crate::body::{ApiPath, ApiQuery, JsonBody};
-use crate::carriers::field::{read_object, Spelling};
+use crate::carriers::field::{read_object, Field, Spelling};
 use crate::carriers::webhook::{WebhookCarrier, WebhookInput, WebhookWithLinks};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::{patch, AppState};
@@ -31,7 +31,7 @@ pub(super) fn validate(hook: &Webhook, state: &AppState) -> ApiResult<()> {
             "must name at least one event",
         ));
     }
-    if hook.kind != "webhook" {
+    if !hook.kind.eq_ignore_ascii_case("webhook") {
         return Err(ApiError::invalid_field(
             "Type",
             format!(
@@ -207,8 +207,12 @@ pub(super) async fn put(
     save(&state, &auth, hook).await
 }
 
-/// A JSON Patch or Merge Patch applies to the carrier as a GET answers it (without
-/// `Secret`, so a patch that does not name it keeps it).
+/// A JSON Patch or Merge Patch applies to the carrier as a GET answers it (`"Secret": null`
+/// included). What the patch removed (a Merge Patch `null`, a JSON Patch `remove`) is gone
+/// from the patched document and takes its default, as in a PUT. `Secret` follows the PUT's
+/// rule too (`null` keeps it, `""` removes it), with one addition: a JSON Patch `remove` of
+/// `/Secret` removes it. A Merge Patch `"Secret": null` keeps it, since a client that sends
+/// back what a GET answered sends exactly that.
 pub(super) async fn patch_one(
     State(state): State<AppState>,
     auth: Auth,
@@ -218,12 +222,16 @@ pub(super) async fn patch_one(
     let mut hook = load(&state, &auth, &id).await?;
     let mut doc = serde_json::to_value(WebhookCarrier::of(&hook, state.offset))
         .map_err(ApiError::internal)?;
-    if let Some(m) = doc.as_object_mut() {
-        m.remove("Secret");
-    }
     patch::apply(&mut doc, &body).map_err(patch::PatchError::into_api)?;
-    let input: WebhookInput = read_object(doc, Spelling::FirstWins, NOT_A_WEBHOOK)?;
-    apply(&input, &mut hook, &state)?;
+    let secret_removed = body.is_array()
+        && doc
+            .as_object()
+            .is_some_and(|m| !m.keys().any(|k| k.eq_ignore_ascii_case("Secret")));
+    let mut input: WebhookInput = read_object(doc, Spelling::FirstWins, NOT_A_WEBHOOK)?;
+    if secret_removed {
+        input.secret = Field::Set(String::new());
+    }
+    apply(&input.replacing(), &mut hook, &state)?;
     save(&state, &auth, hook).await
 }
 

@@ -6,8 +6,9 @@
 //! - [`log`]: usage, the delivery log and replay.
 //!
 //! `Secret` is write-only: accepted on POST, PUT and PATCH, never returned (responses carry
-//! `"Secret": null`). A PUT or PATCH without `Secret` keeps the stored one; an explicit empty
-//! string or null removes it.
+//! `"Secret": null`). A PUT or PATCH without `Secret` or with `"Secret": null` keeps the stored
+//! one (so SuperOffice's GetWebhook → SaveWebhook round trip keeps deliveries signed); only
+//! `""`, or a JSON Patch `remove` of `/Secret`, removes it.
 
 mod definition;
 mod log;

@@ -19,11 +19,12 @@ mod webhook;
 use contact::contact_responses;
 use delivery_log::{delivery_log_responses, pending_delivery_responses};
 use errors::error_responses;
-use webhook::{webhook_responses, webhook_secret_semantics};
+use webhook::{webhook_patch_clears, webhook_responses, webhook_secret_semantics};
 
 both_backends!(
     webhook_responses,
     webhook_secret_semantics,
+    webhook_patch_clears,
     delivery_log_responses,
     pending_delivery_responses,
     contact_responses,
