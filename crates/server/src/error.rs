@@ -218,7 +218,16 @@ impl IntoResponse for ApiError {
             code: self.code,
             message: &self.message,
         };
-        (status, axum::Json(body)).into_response()
+        let mut resp = (status, axum::Json(body)).into_response();
+        if self.code == ErrorCode::Unauthorized {
+            for challenge in crate::auth::CHALLENGES {
+                resp.headers_mut().append(
+                    axum::http::header::WWW_AUTHENTICATE,
+                    axum::http::HeaderValue::from_static(challenge),
+                );
+            }
+        }
+        resp
     }
 }
 
