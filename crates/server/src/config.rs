@@ -46,6 +46,8 @@ pub struct Config {
     pub sqlite_wal_autocheckpoint: u32,
     /// Connection pool size.
     pub pool_size: u32,
+    /// IANA zone of .NET "local" dates (empty: `CRMHOOKS_TZ_OFFSET`, else UTC).
+    pub time_zone: String,
 }
 
 /// `[delivery]`.
@@ -250,10 +252,26 @@ impl Config {
                 d.user_agent_version
             ));
         }
+        self.local_zone()?;
         if self.max_body_bytes < 1024 {
             return fail("max_body_bytes must be at least 1024".into());
         }
         Ok(())
+    }
+
+    /// The zone of .NET "local" dates: `time_zone` (an IANA name) when set, else the fixed
+    /// offset `CRMHOOKS_TZ_OFFSET` (`+02:00`), else UTC.
+    pub fn local_zone(&self) -> Result<crmhooks_store::LocalZone, ConfigError> {
+        let name = self.time_zone.trim();
+        if !name.is_empty() {
+            return crmhooks_store::LocalZone::named(name)
+                .map_err(|e| ConfigError(format!("time_zone: {e}")));
+        }
+        match std::env::var("CRMHOOKS_TZ_OFFSET") {
+            Ok(text) if !text.trim().is_empty() => crmhooks_store::LocalZone::fixed(&text)
+                .map_err(|e| ConfigError(format!("CRMHOOKS_TZ_OFFSET: {e}"))),
+            _ => Ok(crmhooks_store::LocalZone::default()),
+        }
     }
 
     /// The dispatcher settings.
@@ -306,6 +324,18 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn time_zone_takes_iana_names_and_refuses_others() {
+        let mut flags = toml::value::Table::new();
+        flags.insert("time_zone".into(), "Europe/Oslo".into());
+        let cfg = Config::load(None, flags).expect("Europe/Oslo");
+        assert_eq!(cfg.local_zone().expect("zone").to_string(), "Europe/Oslo");
+        let mut flags = toml::value::Table::new();
+        flags.insert("time_zone".into(), "Mars/Olympus".into());
+        let err = Config::load(None, flags).expect_err("no such zone");
+        assert!(err.to_string().contains("time_zone"), "{err}");
+    }
 
     #[test]
     fn the_wal_checkpoint_default_is_the_stores_and_small_values_are_refused() {

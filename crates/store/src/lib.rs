@@ -13,6 +13,7 @@ pub mod model;
 mod postgres;
 mod sql;
 mod sqlite;
+mod zone;
 
 use std::sync::Arc;
 
@@ -24,8 +25,9 @@ pub use entity::{
 pub use error::StoreError;
 pub use model::*;
 pub use postgres::PgStore;
-pub use sql::plan::{local_offset, render_date};
+pub use sql::plan::render_date;
 pub use sqlite::SqliteStore;
+pub use zone::LocalZone;
 
 /// Result alias.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -260,6 +262,9 @@ pub struct OpenOptions {
     /// lease at once (no other process can hold one). False for short commands (`crmhooks
     /// key`), which write through SQLite's own locking beside a running server.
     pub serving: bool,
+    /// The zone of .NET "local" dates in `FieldValues` (default: as the environment names it,
+    /// see [`LocalZone::from_env`]).
+    pub time_zone: LocalZone,
 }
 
 /// The default of [`OpenOptions::wal_autocheckpoint`]: 16000 pages (64 MiB), against SQLite's
@@ -276,6 +281,7 @@ impl Default for OpenOptions {
             wal_autocheckpoint: DEFAULT_WAL_AUTOCHECKPOINT,
             sync_delay: std::time::Duration::ZERO,
             serving: true,
+            time_zone: LocalZone::from_env(),
         }
     }
 }

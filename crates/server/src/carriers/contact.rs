@@ -7,7 +7,7 @@
 //! as the id. Unknown properties (Emails, Phones, …) are ignored.
 
 use crmhooks_store::contact::CONTACT;
-use crmhooks_store::{render_date, Row, Ticks, Value as Stored};
+use crmhooks_store::{render_date, LocalZone, Row, Ticks, Value as Stored};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -96,15 +96,15 @@ pub struct Country {
 
 impl<'a> ContactEntity<'a> {
     /// The entity of a stored `row` (`_Links` under `base_url` once it has an id), its
-    /// dates in `offset`.
-    pub fn of(row: &'a Row, offset: time::UtcOffset, base_url: &str) -> Self {
+    /// dates in `zone`.
+    pub fn of(row: &'a Row, zone: &LocalZone, base_url: &str) -> Self {
         let get = |column| row.get(&CONTACT, column);
         let text = |column| get(column).as_str().unwrap_or_default();
         let int = |column| get(column).as_i64();
         let date = |column| {
             get(column)
                 .as_ticks()
-                .map(|t| render_date(Some(t), Some(offset)))
+                .map(|t| render_date(Some(t), Some(zone)))
         };
         let associate = |column| Associate {
             associate_id: int(column),

@@ -13,7 +13,7 @@ pub mod delivery;
 pub mod field;
 pub mod webhook;
 
-use crmhooks_store::{render_date, Ticks};
+use crmhooks_store::{render_date, LocalZone, Ticks};
 use serde::Serialize;
 
 /// `_Links` of an entity: its own URL as `Self`, the collection it belongs to as `Archive`.
@@ -34,12 +34,12 @@ impl Links {
     }
 }
 
-/// A date the store keeps as ticks, as a .NET date string in `offset`; 0 is .NET's
+/// A date the store keeps as ticks, as a .NET date string in `zone`; 0 is .NET's
 /// `DateTime.MinValue` (`0001-01-01T00:00:00`), SuperOffice's "never".
-pub fn net_date(ticks: Ticks, offset: time::UtcOffset) -> String {
+pub fn net_date(ticks: Ticks, zone: &LocalZone) -> String {
     if ticks == 0 {
         crmhooks_payload::NetDateTime::MIN.to_string()
     } else {
-        render_date(Some(ticks), Some(offset))
+        render_date(Some(ticks), Some(zone))
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! `Secret` is write-only: taken from [`WebhookInput`], always `null` in [`WebhookCarrier`].
 
-use crmhooks_store::{Webhook, WebhookState};
+use crmhooks_store::{LocalZone, Webhook, WebhookState};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -68,8 +68,8 @@ impl AssociateId {
 }
 
 impl<'a> WebhookCarrier<'a> {
-    /// The carrier of `hook`, its dates in `offset`.
-    pub fn of(hook: &'a Webhook, offset: time::UtcOffset) -> Self {
+    /// The carrier of `hook`, its dates in `zone`.
+    pub fn of(hook: &'a Webhook, zone: &LocalZone) -> Self {
         WebhookCarrier {
             webhook_id: hook.id,
             name: (hook.id != 0 || !hook.name.is_empty()).then_some(hook.name.as_str()),
@@ -81,9 +81,9 @@ impl<'a> WebhookCarrier<'a> {
             kind: &hook.kind,
             headers: hook.headers.as_ref(),
             properties: hook.properties.as_ref(),
-            registered: net_date(hook.registered, offset),
+            registered: net_date(hook.registered, zone),
             registered_associate: AssociateId::of(hook.registered_associate_id),
-            updated: net_date(hook.updated, offset),
+            updated: net_date(hook.updated, zone),
             updated_associate: AssociateId::of(hook.updated_associate_id),
             retry_policy: hook.retry_policy.as_deref(),
             success_status: hook.success_status.as_deref(),
@@ -104,9 +104,9 @@ pub struct WebhookWithLinks<'a> {
 
 impl<'a> WebhookWithLinks<'a> {
     /// `hook` (a stored one) with its links under `base_url`.
-    pub fn of(hook: &'a Webhook, offset: time::UtcOffset, base_url: &str) -> Self {
+    pub fn of(hook: &'a Webhook, zone: &LocalZone, base_url: &str) -> Self {
         WebhookWithLinks {
-            webhook: WebhookCarrier::of(hook, offset),
+            webhook: WebhookCarrier::of(hook, zone),
             links: Links::new(
                 format!("{base_url}/api/v1/Webhook/{}", hook.id),
                 format!("{base_url}/api/v1/Webhook"),
@@ -317,7 +317,7 @@ mod tests {
         hook.name = "n".into();
         let v = serde_json::to_value(WebhookWithLinks::of(
             &hook,
-            time::UtcOffset::UTC,
+            &LocalZone::default(),
             "http://h",
         ))
         .unwrap();

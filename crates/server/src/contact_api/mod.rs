@@ -142,7 +142,7 @@ fn live(current: Option<&Row>) -> Result<&Row, StoreError> {
 
 fn respond(state: &AppState, row: Option<Row>) -> ApiResult<Response> {
     let row = row.ok_or_else(|| ApiError::not_found("contact not found"))?;
-    Ok(Json(ContactEntity::of(&row, state.offset, &state.base_url)).into_response())
+    Ok(Json(ContactEntity::of(&row, &state.zone, &state.base_url)).into_response())
 }
 
 fn parse_id(raw: &str) -> ApiResult<i64> {
@@ -156,7 +156,7 @@ fn parse_id(raw: &str) -> ApiResult<i64> {
 
 async fn get_default(State(state): State<AppState>, _auth: Auth) -> Response {
     let row = default_row();
-    Json(ContactEntity::of(&row, state.offset, &state.base_url)).into_response()
+    Json(ContactEntity::of(&row, &state.zone, &state.base_url)).into_response()
 }
 
 async fn get_one(
@@ -232,7 +232,7 @@ async fn patch_one(
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
     let id = parse_id(&id)?;
-    let (offset, base) = (state.offset, state.base_url.clone());
+    let (zone, base) = (state.zone.clone(), state.base_url.clone());
     let fields: Option<ContactInput> = if is_scalar_merge(&body) {
         Some(read_object(
             body.clone(),
@@ -245,7 +245,7 @@ async fn patch_one(
     edit_live(&state, &auth, id, move |current, row| match &fields {
         Some(fields) => apply(fields, row, Absent::Keeps),
         None => apply(
-            &patched(current, offset, &base, &body)?,
+            &patched(current, &zone, &base, &body)?,
             row,
             Absent::IsDefault,
         ),
@@ -256,11 +256,11 @@ async fn patch_one(
 /// The entity of `current` with `patch` (JSON Patch or Merge Patch) applied, read back.
 fn patched(
     current: &Row,
-    offset: time::UtcOffset,
+    zone: &crmhooks_store::LocalZone,
     base_url: &str,
     patch: &serde_json::Value,
 ) -> ApiResult<ContactInput> {
-    let mut doc = serde_json::to_value(ContactEntity::of(current, offset, base_url))
+    let mut doc = serde_json::to_value(ContactEntity::of(current, zone, base_url))
         .map_err(ApiError::internal)?;
     patch::apply(&mut doc, patch).map_err(patch::PatchError::into_api)?;
     read_object(doc, Spelling::FirstWins, NOT_AN_ENTITY)

@@ -128,12 +128,12 @@ async fn save(state: &AppState, auth: &Auth, hook: Webhook) -> ApiResult<Respons
 
 /// A stored webhook as the routes that name it answer it.
 fn answer(state: &AppState, hook: &Webhook) -> Response {
-    Json(WebhookWithLinks::of(hook, state.offset, &state.base_url)).into_response()
+    Json(WebhookWithLinks::of(hook, &state.zone, &state.base_url)).into_response()
 }
 
 pub(super) async fn get_default(State(state): State<AppState>, auth: Auth) -> Response {
     let hook = Webhook::default_for(auth.actor.tenant_id);
-    Json(WebhookCarrier::of(&hook, state.offset)).into_response()
+    Json(WebhookCarrier::of(&hook, &state.zone)).into_response()
 }
 
 #[derive(Deserialize)]
@@ -169,7 +169,7 @@ pub(super) async fn list(
         .await?;
     let carriers: Vec<WebhookCarrier<'_>> = hooks
         .iter()
-        .map(|h| WebhookCarrier::of(h, state.offset))
+        .map(|h| WebhookCarrier::of(h, &state.zone))
         .collect();
     Ok(Json(carriers).into_response())
 }
@@ -220,8 +220,8 @@ pub(super) async fn patch_one(
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
     let mut hook = load(&state, &auth, &id).await?;
-    let mut doc = serde_json::to_value(WebhookCarrier::of(&hook, state.offset))
-        .map_err(ApiError::internal)?;
+    let mut doc =
+        serde_json::to_value(WebhookCarrier::of(&hook, &state.zone)).map_err(ApiError::internal)?;
     patch::apply(&mut doc, &body).map_err(patch::PatchError::into_api)?;
     let secret_removed = body.is_array()
         && doc

@@ -104,7 +104,7 @@ pub(super) async fn deliveries(
         .await?;
     let carriers: Vec<DeliveryCarrier<'_>> = list
         .iter()
-        .map(|d| DeliveryCarrier::of(d, state.offset))
+        .map(|d| DeliveryCarrier::of(d, &state.zone))
         .collect();
     Ok(Json(carriers).into_response())
 }
@@ -126,10 +126,10 @@ pub(super) async fn delivery(
             ))
         })?;
     Ok(Json(DeliveryWithAttempts {
-        delivery: DeliveryCarrier::of(&d, state.offset),
+        delivery: DeliveryCarrier::of(&d, &state.zone),
         attempt_log: attempts
             .iter()
-            .map(|a| AttemptCarrier::of(a, state.offset))
+            .map(|a| AttemptCarrier::of(a, &state.zone))
             .collect(),
     })
     .into_response())

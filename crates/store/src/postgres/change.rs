@@ -84,7 +84,7 @@ impl PgStore {
         });
         let now = now_ticks();
         let decided = change(current.as_ref())?;
-        let planned = plan_change(def, actor, current, decided, now, self.local_offset)?;
+        let planned = plan_change(def, actor, current, decided, now, &self.zone)?;
         let (mut qb, after, event) = match planned {
             Planned::Nothing(row) => {
                 return Ok(Optimistic::Done(
@@ -169,7 +169,7 @@ impl PgStore {
         };
         let now = now_ticks();
         let decided = change(current.as_ref())?;
-        let planned = plan_change(def, actor, current, decided, now, self.local_offset)?;
+        let planned = plan_change(def, actor, current, decided, now, &self.zone)?;
         let (after, event) = match planned {
             Planned::Nothing(row) => {
                 return Ok((
@@ -206,7 +206,7 @@ impl PgStore {
                     .await
                     .map_err(db)?;
                 row.values[0] = Value::Int(id);
-                let event = created_event(def, &row, self.local_offset);
+                let event = created_event(def, &row, &self.zone);
                 (Some(row), event)
             }
             Planned::Update { row, event } => {

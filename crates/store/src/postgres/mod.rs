@@ -48,7 +48,7 @@ use db::{db, PgDb};
 pub struct PgStore {
     pool: PgPool,
     connect: PgConnectOptions,
-    local_offset: time::UtcOffset,
+    zone: crate::LocalZone,
     /// Dropped with the store, which ends the listener and notifier tasks.
     alive: watch::Sender<()>,
     /// Asks the notifier task for a `NOTIFY` (signals that arrive while one is being sent
@@ -94,7 +94,7 @@ impl PgStore {
         Ok(PgStore {
             pool,
             connect,
-            local_offset: crate::local_offset(),
+            zone: options.time_zone.clone(),
             alive,
             notify,
             intake: std::sync::RwLock::new(None),
@@ -186,7 +186,7 @@ impl Store for PgStore {
         hook: Webhook,
     ) -> Result<(Webhook, Option<StateChange>)> {
         let mut tx = self.begin().await?;
-        let saved = sql::webhooks::save(&mut PgDb(&mut tx), actor, hook, self.local_offset).await?;
+        let saved = sql::webhooks::save(&mut PgDb(&mut tx), actor, hook, &self.zone).await?;
         tx.commit().await.map_err(db)?;
         if saved.1.is_some() {
             // Reactivated: its parked deliveries are due again, on whichever node; a state

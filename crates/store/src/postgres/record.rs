@@ -156,7 +156,7 @@ impl PgStore {
                             WebhookState::TooManyErrors,
                             &actor,
                             now,
-                            self.local_offset,
+                            &self.zone,
                         )
                         .await?;
                         changes.push(StateChange {
