@@ -64,6 +64,27 @@ pub struct IdArgs {
 /// `crmhooks contact ...`
 #[derive(Subcommand)]
 pub enum ContactCmd {
+    /// List contacts (GET /api/v1/Contact), in pages.
+    List {
+        #[command(flatten)]
+        conn: Conn,
+        /// Rows to show (the server's $top: 1 to 1000).
+        #[arg(long, default_value_t = 50)]
+        top: u32,
+        /// Rows to skip ($skip).
+        #[arg(long, default_value_t = 0)]
+        skip: u32,
+        /// Sort order, e.g. "name asc,contactId desc" ($orderBy: contactId, name, updated).
+        #[arg(long = "order-by", value_name = "ORDER")]
+        order_by: Option<String>,
+        /// Filter, e.g. "name begins 'A' and contactId gt 10" ($filter: name begins,
+        /// updated afterTime, contactId gt).
+        #[arg(long, value_name = "FILTER")]
+        filter: Option<String>,
+        /// Print the server's JSON answer instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show a contact.
     Get(IdArgs),
     /// Create a contact (a name is required, from --name or --json).
@@ -188,6 +209,40 @@ pub enum WebhookCmd {
 /// Runs a `crmhooks contact ...` subcommand.
 pub async fn run_contact(cmd: ContactCmd) -> Result<()> {
     match cmd {
+        ContactCmd::List {
+            conn,
+            top,
+            skip,
+            order_by,
+            filter,
+            json,
+        } => {
+            let mut query = vec![("$top", top.to_string()), ("$skip", skip.to_string())];
+            query.extend(order_by.map(|o| ("$orderBy", o)));
+            query.extend(filter.map(|f| ("$filter", f)));
+            let v = Api::new(&conn)?
+                .call(Method::GET, "Contact", &query, None)
+                .await?;
+            if json {
+                return print_json(&v);
+            }
+            let cols = [
+                &["contactId"][..],
+                &["name"],
+                &["department"],
+                &["updatedDate"],
+            ];
+            print_table(
+                &["ID", "NAME", "DEPARTMENT", "UPDATED"],
+                &cols,
+                &v["value"],
+                "contacts",
+            )?;
+            if v.get("odata.nextLink").is_some() {
+                println!("(more: --skip {})", u64::from(skip) + u64::from(top));
+            }
+            Ok(())
+        }
         ContactCmd::Get(t) => print_json(
             &Api::new(&t.conn)?
                 .call(Method::GET, &format!("Contact/{}", t.id), &[], None)

@@ -11,6 +11,7 @@ pub mod entity;
 mod error;
 pub mod model;
 mod postgres;
+mod query;
 mod sql;
 mod sqlite;
 mod zone;
@@ -25,6 +26,7 @@ pub use entity::{
 pub use error::StoreError;
 pub use model::*;
 pub use postgres::PgStore;
+pub use query::{RowFilter, RowQuery};
 pub use sql::plan::render_date;
 pub use sqlite::SqliteStore;
 pub use zone::LocalZone;
@@ -108,6 +110,13 @@ pub trait Store: Send + Sync + 'static {
         pk: i64,
         include_deleted: bool,
     ) -> Result<Option<Row>>;
+    /// Rows of a tenant that are not soft-deleted, filtered, ordered and paged by `query`.
+    async fn list_rows(
+        &self,
+        tenant_id: i64,
+        def: &'static EntityDef,
+        query: &RowQuery,
+    ) -> Result<Vec<Row>>;
     /// Applies a change and writes its event and deliveries in one transaction.
     async fn apply_change(
         &self,

@@ -160,6 +160,16 @@ impl Store for PgStore {
         sql::rows::get_row(&mut PgDb(&mut conn), tenant_id, def, pk, include_deleted).await
     }
 
+    async fn list_rows(
+        &self,
+        tenant_id: i64,
+        def: &'static EntityDef,
+        query: &crate::RowQuery,
+    ) -> Result<Vec<Row>> {
+        let mut conn = self.conn().await?;
+        sql::rows::list(&mut PgDb(&mut conn), tenant_id, def, query).await
+    }
+
     async fn apply_change(
         &self,
         actor: &Actor,

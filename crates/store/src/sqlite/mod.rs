@@ -239,6 +239,18 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn list_rows(
+        &self,
+        tenant_id: i64,
+        def: &'static EntityDef,
+        query: &crate::RowQuery,
+    ) -> Result<Vec<Row>> {
+        let query = query.clone();
+        self.reader
+            .read(move |c| block_on(sql::rows::list(c, tenant_id, def, &query)))
+            .await
+    }
+
     async fn apply_change(
         &self,
         actor: &Actor,
