@@ -4,6 +4,7 @@
 //! bootstraps the API key, and [`Server::run`] serves until the shutdown signal, then lets the
 //! dispatcher finish or release what it has in flight.
 
+pub mod agent_api;
 pub mod auth;
 pub mod body;
 pub mod carriers;
@@ -104,6 +105,7 @@ async fn fallback() -> ApiError {
 /// The API router (without the tenant-prefix rewrite).
 pub fn router(state: AppState, max_body: usize) -> Router {
     let api = Router::new()
+        .merge(agent_api::router())
         .merge(contact_api::router())
         .merge(webhook_api::router());
     Router::new()

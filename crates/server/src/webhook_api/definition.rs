@@ -105,8 +105,15 @@ pub(super) fn apply(input: &WebhookInput, hook: &mut Webhook, state: &AppState) 
     validate(hook, state)
 }
 
-/// Saves after the test POST of spec 4.4 (Active webhooks only).
+/// Saves after the test POST of spec 4.4 (Active webhooks only); answers with the stored
+/// webhook and its links.
 async fn save(state: &AppState, auth: &Auth, hook: Webhook) -> ApiResult<Response> {
+    let saved = save_hook(state, auth, hook).await?;
+    Ok(answer(state, &saved))
+}
+
+/// Saves after the test POST of spec 4.4 (Active webhooks only); the stored webhook.
+pub(crate) async fn save_hook(state: &AppState, auth: &Auth, hook: Webhook) -> ApiResult<Webhook> {
     if state.test_on_save && hook.state == WebhookState::Active {
         let (ok, message) = state
             .dispatcher
@@ -123,7 +130,60 @@ async fn save(state: &AppState, auth: &Auth, hook: Webhook) -> ApiResult<Respons
     if change.is_some() {
         state.wake();
     }
-    Ok(answer(state, &saved))
+    Ok(saved)
+}
+
+/// A new webhook from `input` (what `POST /Webhook` and the agent's SaveWebhook with id 0 do).
+pub(crate) async fn create_hook(
+    state: &AppState,
+    auth: &Auth,
+    input: &WebhookInput,
+) -> ApiResult<Webhook> {
+    let mut hook = Webhook::default_for(auth.actor.tenant_id);
+    hook.events = Vec::new();
+    apply(input, &mut hook, state)?;
+    save_hook(state, auth, hook).await
+}
+
+/// Webhook `id` replaced by `input` (what `PUT /Webhook/{id}` and the agent's SaveWebhook do).
+pub(crate) async fn replace_hook(
+    state: &AppState,
+    auth: &Auth,
+    id: &str,
+    input: WebhookInput,
+) -> ApiResult<Webhook> {
+    let mut hook = load(state, auth, id).await?;
+    apply(&input.replacing(), &mut hook, state)?;
+    save_hook(state, auth, hook).await
+}
+
+/// The webhooks of the caller's tenant that pass SuperOffice's three filters (empty ones
+/// filter nothing; a status of `Unknown` neither).
+pub(crate) async fn list_hooks(
+    state: &AppState,
+    auth: &Auth,
+    name: Option<String>,
+    event: Option<String>,
+    status: Option<&str>,
+) -> ApiResult<Vec<Webhook>> {
+    let status = match status.filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(WebhookState::parse(s).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::InvalidQuery,
+                format!("statusFilter {s:?}: use Unknown, Active, Stopped or TooManyErrors"),
+            )
+        })?),
+    };
+    let filter = WebhookFilter {
+        name: name.filter(|s| !s.is_empty()),
+        event: event.filter(|s| !s.is_empty()),
+        state: status,
+    };
+    Ok(state
+        .store
+        .list_webhooks(auth.actor.tenant_id, &filter)
+        .await?)
 }
 
 /// A stored webhook as the routes that name it answer it.
@@ -149,24 +209,14 @@ pub(super) async fn list(
     auth: Auth,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Response> {
-    let status = match q.status_filter.as_deref().filter(|s| !s.is_empty()) {
-        None => None,
-        Some(s) => Some(WebhookState::parse(s).ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::InvalidQuery,
-                format!("statusFilter {s:?}: use Unknown, Active, Stopped or TooManyErrors"),
-            )
-        })?),
-    };
-    let filter = WebhookFilter {
-        name: q.name_filter.filter(|s| !s.is_empty()),
-        event: q.event_filter.filter(|s| !s.is_empty()),
-        state: status,
-    };
-    let hooks = state
-        .store
-        .list_webhooks(auth.actor.tenant_id, &filter)
-        .await?;
+    let hooks = list_hooks(
+        &state,
+        &auth,
+        q.name_filter,
+        q.event_filter,
+        q.status_filter.as_deref(),
+    )
+    .await?;
     let carriers: Vec<WebhookCarrier<'_>> = hooks
         .iter()
         .map(|h| WebhookCarrier::of(h, &state.zone))
@@ -180,10 +230,8 @@ pub(super) async fn create(
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
     let input: WebhookInput = read_object(body, Spelling::FirstWins, NOT_A_WEBHOOK)?;
-    let mut hook = Webhook::default_for(auth.actor.tenant_id);
-    hook.events = Vec::new();
-    apply(&input, &mut hook, &state)?;
-    save(&state, &auth, hook).await
+    let saved = create_hook(&state, &auth, &input).await?;
+    Ok(answer(&state, &saved))
 }
 
 pub(super) async fn get_one(
@@ -201,10 +249,9 @@ pub(super) async fn put(
     ApiPath(id): ApiPath<String>,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
-    let mut hook = load(&state, &auth, &id).await?;
     let input: WebhookInput = read_object(body, Spelling::FirstWins, NOT_A_WEBHOOK)?;
-    apply(&input.replacing(), &mut hook, &state)?;
-    save(&state, &auth, hook).await
+    let saved = replace_hook(&state, &auth, &id, input).await?;
+    Ok(answer(&state, &saved))
 }
 
 /// A JSON Patch or Merge Patch applies to the carrier as a GET answers it (`"Secret": null`

@@ -19,7 +19,8 @@ use crate::AppState;
 /// Most events one replay request may queue.
 pub const REPLAY_MAX: i64 = 100_000;
 
-async fn usage_of(state: &AppState, auth: &Auth, id: &str) -> ApiResult<WebhookUsage> {
+/// The usage counters of webhook `id` of the caller's tenant.
+pub(crate) async fn usage_of(state: &AppState, auth: &Auth, id: &str) -> ApiResult<WebhookUsage> {
     let id = parse_id(id)?;
     state
         .store

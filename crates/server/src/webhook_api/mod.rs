@@ -10,9 +10,9 @@
 //! one (so SuperOffice's GetWebhook → SaveWebhook round trip keeps deliveries signed); only
 //! `""`, or a JSON Patch `remove` of `/Secret`, removes it.
 
-mod definition;
-mod log;
-mod signal;
+pub(crate) mod definition;
+pub(crate) mod log;
+pub(crate) mod signal;
 
 use axum::routing::{get, post};
 use axum::Router;
@@ -24,7 +24,7 @@ use crate::AppState;
 
 pub use log::REPLAY_MAX;
 
-const NOT_A_WEBHOOK: &str = "the body must be a Webhook JSON object";
+pub(crate) const NOT_A_WEBHOOK: &str = "the body must be a Webhook JSON object";
 
 fn parse_id(raw: &str) -> ApiResult<i64> {
     raw.parse::<i32>().map(i64::from).map_err(|_| {
