@@ -332,6 +332,11 @@ impl Response {
         }
     }
 
+    /// A header of the answer, when one arrived and has it as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.as_ref()?.headers.get(name)?.to_str().ok()
+    }
+
     /// Status line, headers and body, at most 4000 characters; built only when asked for
     /// (the log keeps it for failed attempts, a success needs none).
     pub fn excerpt(&self) -> Option<String> {
