@@ -13,12 +13,14 @@ mod common;
 mod contact;
 mod delivery_log;
 mod errors;
+mod superoffice;
 mod transcript;
 mod webhook;
 
 use contact::contact_responses;
 use delivery_log::{delivery_log_responses, pending_delivery_responses};
 use errors::error_responses;
+use superoffice::superoffice_responses;
 use webhook::{webhook_patch_clears, webhook_responses, webhook_secret_semantics};
 
 both_backends!(
@@ -29,4 +31,5 @@ both_backends!(
     pending_delivery_responses,
     contact_responses,
     error_responses,
+    superoffice_responses,
 );
