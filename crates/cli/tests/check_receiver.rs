@@ -55,7 +55,10 @@ async fn listen(args: &[&str]) -> (Killed, String) {
     (child, format!("{base}/hook"))
 }
 
-async fn check_receiver(args: Vec<String>) -> Output {
+/// `crmhooks check-receiver URL --secret S FLAGS`.
+async fn check_receiver(url: &str, flags: &[&str]) -> Output {
+    let mut args: Vec<String> = vec![url.to_owned(), "--secret".into(), "S".into()];
+    args.extend(flags.iter().map(|f| (*f).to_owned()));
     tokio::task::spawn_blocking(move || {
         Command::new(env!("CARGO_BIN_EXE_crmhooks"))
             .arg("check-receiver")
@@ -65,6 +68,13 @@ async fn check_receiver(args: Vec<String>) -> Output {
     })
     .await
     .unwrap()
+}
+
+/// The JSON report of a --dev run against `url`, and its grades.
+async fn report(url: &str) -> (Output, Value, Vec<(String, String)>) {
+    let out = check_receiver(url, &["--dev", "--json"]).await;
+    let (report, grades) = grades(&out);
+    (out, report, grades)
 }
 
 /// The JSON report, and the grade of each check by name.
@@ -107,15 +117,7 @@ const ALL: [&str; 8] = [
 #[tokio::test]
 async fn crmhooks_listen_passes_every_check() {
     let (_rx, url) = listen(&["--secret", "S"]).await;
-    let out = check_receiver(vec![
-        url,
-        "--secret".into(),
-        "S".into(),
-        "--dev".into(),
-        "--json".into(),
-    ])
-    .await;
-    let (report, grades) = grades(&out);
+    let (out, report, grades) = report(&url).await;
     assert!(out.status.success(), "{report:#}");
     assert_eq!(report["passed"], true);
     let names: Vec<&str> = grades.iter().map(|(n, _)| n.as_str()).collect();
@@ -130,15 +132,7 @@ async fn crmhooks_listen_passes_every_check() {
 #[tokio::test]
 async fn a_receiver_that_accepts_unsigned_requests_fails_the_signature_checks() {
     let (_rx, url) = listen(&[]).await;
-    let out = check_receiver(vec![
-        url,
-        "--secret".into(),
-        "S".into(),
-        "--dev".into(),
-        "--json".into(),
-    ])
-    .await;
-    let (report, grades) = grades(&out);
+    let (out, report, grades) = report(&url).await;
     assert!(!out.status.success(), "{report:#}");
     assert_eq!(report["passed"], false);
     assert_eq!(grade(&grades, "unsigned"), "fail", "{report:#}");
@@ -151,15 +145,7 @@ async fn a_receiver_that_accepts_unsigned_requests_fails_the_signature_checks() 
 #[tokio::test]
 async fn a_receiver_that_answers_500_fails_the_delivery_checks() {
     let (_rx, url) = listen(&["--secret", "S", "--status", "500"]).await;
-    let out = check_receiver(vec![
-        url,
-        "--secret".into(),
-        "S".into(),
-        "--dev".into(),
-        "--json".into(),
-    ])
-    .await;
-    let (report, grades) = grades(&out);
+    let (out, report, grades) = report(&url).await;
     assert!(!out.status.success());
     for name in [
         "test-event",
@@ -179,11 +165,11 @@ async fn a_receiver_that_answers_500_fails_the_delivery_checks() {
 #[tokio::test]
 async fn loopback_needs_dev_and_the_plain_report_lists_the_checks() {
     let (_rx, url) = listen(&["--secret", "S"]).await;
-    let out = check_receiver(vec![url.clone(), "--secret".into(), "S".into()]).await;
+    let out = check_receiver(&url, &[]).await;
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--dev"), "{err}");
-    let out = check_receiver(vec![url, "--secret".into(), "S".into(), "--dev".into()]).await;
+    let out = check_receiver(&url, &["--dev"]).await;
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     for name in ALL {

@@ -14,7 +14,7 @@ use crate::auth::Auth;
 use crate::carriers::contact::{ContactEntity, ContactInput};
 use crate::carriers::field::{read_object, Spelling};
 use crate::contact_api::{create_row, default_row, delete_row, replace_row, NOT_AN_ENTITY};
-use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::error::{ApiError, ApiResult};
 use crate::AppState;
 
 /// The id parameter of GetContactEntity and DeleteContactEntity.
@@ -51,19 +51,8 @@ pub(super) async fn call(
             }
         }
         "savecontactentity" => {
-            let body = call.body.clone().ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::MissingBody,
-                    "SaveContactEntity needs a ContactEntity as the body",
-                )
-            })?;
-            let id = match call.body_property("ContactId") {
-                None => 0,
-                Some(v) => v
-                    .as_i64()
-                    .filter(|n| i32::try_from(*n).is_ok())
-                    .ok_or_else(|| ApiError::invalid_field("ContactId", "must be an int32"))?,
-            };
+            let body = call.entity("SaveContactEntity", "ContactEntity")?;
+            let id = call.body_int("ContactId")?;
             let input: ContactInput = read_object(body, Spelling::FirstWins, NOT_AN_ENTITY)?;
             let row = if id == 0 {
                 create_row(state, auth, &input).await?

@@ -70,6 +70,27 @@ impl Call {
             .filter(|v| !v.is_null())
     }
 
+    /// The whole body: the entity a `Save…` method saves.
+    fn entity(&self, method: &str, entity: &str) -> ApiResult<Value> {
+        self.body.clone().ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::MissingBody,
+                format!("{method} needs a {entity} as the body"),
+            )
+        })
+    }
+
+    /// The int32 property `name` of the body; 0 (SuperOffice's "none", "new") when absent.
+    fn body_int(&self, name: &str) -> ApiResult<i64> {
+        match self.body_property(name) {
+            None => Ok(0),
+            Some(v) => v
+                .as_i64()
+                .filter(|n| i32::try_from(*n).is_ok())
+                .ok_or_else(|| ApiError::invalid_field(name, "must be an int32")),
+        }
+    }
+
     /// The body as a request object: `{}` when there is none; an error for a body that is not
     /// an object.
     fn request(&self) -> ApiResult<Map<String, Value>> {

@@ -11,7 +11,7 @@ use super::{selected, Call};
 use crate::auth::Auth;
 use crate::carriers::field::{read_object, Spelling};
 use crate::carriers::webhook::{WebhookCarrier, WebhookInput};
-use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::error::{ApiError, ApiResult};
 use crate::webhook_api::{definition, log, signal, NOT_A_WEBHOOK};
 use crate::AppState;
 
@@ -46,19 +46,8 @@ pub(super) async fn call(
             answer(carrier(state, &Webhook::default_for(auth.actor.tenant_id))?)
         }
         "savewebhook" => {
-            let body = call.body.clone().ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::MissingBody,
-                    "SaveWebhook needs a Webhook as the body",
-                )
-            })?;
-            let id = match call.body_property("WebhookId") {
-                None => 0,
-                Some(v) => v
-                    .as_i64()
-                    .filter(|n| i32::try_from(*n).is_ok())
-                    .ok_or_else(|| ApiError::invalid_field("WebhookId", "must be an int32"))?,
-            };
+            let body = call.entity("SaveWebhook", "Webhook")?;
+            let id = call.body_int("WebhookId")?;
             let input: WebhookInput = read_object(body, Spelling::FirstWins, NOT_A_WEBHOOK)?;
             let saved = if id == 0 {
                 definition::create_hook(state, auth, &input).await?
@@ -118,25 +107,14 @@ pub(super) async fn call(
             answer(serde_json::to_value(result).map_err(ApiError::internal)?)
         }
         "signalevent" => {
-            let req = call.request()?;
-            let get = |name: &str| {
-                req.iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                    .map(|(_, v)| v)
-                    .filter(|v| !v.is_null())
-            };
-            let event = get("EventName")
+            call.request()?;
+            let event = call
+                .body_property("EventName")
                 .and_then(Value::as_str)
                 .ok_or_else(|| ApiError::invalid_field("EventName", "is required (a string)"))?
                 .to_owned();
-            let pk = match get("PrimaryKey") {
-                None => 0,
-                Some(v) => v
-                    .as_i64()
-                    .filter(|n| i32::try_from(*n).is_ok())
-                    .ok_or_else(|| ApiError::invalid_field("PrimaryKey", "must be an int32"))?,
-            };
-            let data = match get("Data") {
+            let pk = call.body_int("PrimaryKey")?;
+            let data = match call.body_property("Data") {
                 None => serde_json::Map::new(),
                 Some(Value::Object(m)) => m.clone(),
                 Some(_) => return Err(ApiError::invalid_field("Data", "must be an object")),
