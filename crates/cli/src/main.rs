@@ -1,5 +1,6 @@
 //! The `crmhooks` binary: a thin layer over the library crates.
 
+mod check;
 mod client;
 mod demo;
 mod serve;
@@ -30,6 +31,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Receive webhooks: verify signatures, print them, answer a chosen status.
     Listen(crmhooks_listen::ListenArgs),
+    /// Grade a webhook receiver: drive it through what SuperOffice sends, check by check.
+    CheckReceiver(check::CheckArgs),
     /// Work with contacts on a running server.
     #[command(subcommand)]
     Contact(client::ContactCmd),
@@ -56,6 +59,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => rt.block_on(serve::run(args)),
         Command::Demo(args) => rt.block_on(demo::run(args)),
         Command::Listen(args) => rt.block_on(crmhooks_listen::run(args)),
+        Command::CheckReceiver(args) => rt.block_on(check::run(args)),
         Command::Contact(c) => rt.block_on(client::run_contact(c)),
         Command::Webhook(c) => rt.block_on(client::run_webhook(c)),
         Command::Bench(args) => rt.block_on(crmhooks_bench::run(args)),

@@ -5,6 +5,21 @@ use serde::Serialize;
 
 use crate::{ApiCall, ClientError, NewWebhook, Replay};
 
+/// `GET Contact`: a page of contacts, `top` of them after `skip`, optionally ordered
+/// (`$orderBy`) and filtered (`$filter`).
+pub fn list_contacts(
+    top: u32,
+    skip: u32,
+    order_by: Option<String>,
+    filter: Option<String>,
+) -> ApiCall {
+    ApiCall::new(Method::GET, format_args!("Contact"))
+        .query("$top", Some(top.to_string()))
+        .query("$skip", Some(skip.to_string()))
+        .query("$orderBy", order_by)
+        .query("$filter", filter)
+}
+
 /// `GET Contact/{id}`.
 pub fn get_contact(id: i64) -> ApiCall {
     ApiCall::new(Method::GET, format_args!("Contact/{id}"))

@@ -90,6 +90,7 @@ impl Dispatcher {
             c.event_id,
             c.attempt_in_cycle,
             false,
+            &self.user_agent,
         ) {
             Ok(out) => send::send(&self.client, out).await,
             Err(why) => send::Response::failed(why, Duration::ZERO),
@@ -176,7 +177,7 @@ impl Dispatcher {
             associate_id,
             &hook.name,
         );
-        let out = match send::build(hook, &payload.as_ref(), 0, true) {
+        let out = match send::build(hook, &payload.as_ref(), 0, true, &self.user_agent) {
             Ok(out) => out,
             Err(why) => return (false, why),
         };

@@ -279,7 +279,13 @@ impl HttpClient {
             .await
             .map_err(SendError::Connect)?;
         let io = connector.call(uri).await.map_err(SendError::Connect)?;
-        let (mut sender, conn) = http1::handshake(io).await.map_err(SendError::Http)?;
+        // Header names in title case, as SuperOffice's requests spell them (a request may carry
+        // its own spellings of custom names: see `header_case`).
+        let (mut sender, conn) = http1::Builder::new()
+            .title_case_headers(true)
+            .handshake(io)
+            .await
+            .map_err(SendError::Http)?;
         tokio::spawn(async move {
             // Ends when the connection closes (the sender and the pool's copy dropped, or the
             // receiver closed it); its errors are the requests' errors.

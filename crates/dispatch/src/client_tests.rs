@@ -163,6 +163,7 @@ async fn post(client: &HttpClient, url: &str) -> crate::send::Response {
             url: url.to_owned(),
             body: b"{}".to_vec(),
             headers: http::HeaderMap::new(),
+            own_case: Vec::new(),
         },
     )
     .await

@@ -10,6 +10,7 @@
 
 mod attempt;
 pub mod client;
+pub mod header_case;
 pub mod mail;
 pub mod policy;
 pub mod room;
@@ -68,6 +69,8 @@ pub struct DispatchConfig {
     pub test_timeout: Duration,
     /// This server's own API addresses, which no delivery may reach.
     pub own_addresses: OwnAddresses,
+    /// The version after `NetServer-Webhook/` in `User-Agent`.
+    pub user_agent_version: String,
 }
 
 impl Default for DispatchConfig {
@@ -88,6 +91,7 @@ impl Default for DispatchConfig {
             timeouts: Timeouts::default(),
             test_timeout: Duration::from_secs(10),
             own_addresses: OwnAddresses::default(),
+            user_agent_version: send::default_user_agent_version(),
         }
     }
 }
@@ -114,6 +118,8 @@ fn limits(cfg: &DispatchConfig) -> Limits {
 pub struct Dispatcher {
     store: DynStore,
     client: client::HttpClient,
+    /// `User-Agent` of every request, made once.
+    user_agent: http::HeaderValue,
     cfg: DispatchConfig,
     wake: Arc<Notify>,
     /// What this node holds and sends, per tenant and webhook.
@@ -186,6 +192,7 @@ impl Dispatcher {
                 store,
                 client,
                 room: Room::new(limits(&cfg)),
+                user_agent: send::user_agent_value(&cfg.user_agent_version),
                 cfg,
                 wake: Arc::new(Notify::new()),
                 held: Mutex::new(HashSet::new()),

@@ -14,13 +14,34 @@ use uuid::Uuid;
 
 /// `User-Agent`: SuperOffice's product name and our version as four numbers.
 pub fn user_agent() -> String {
+    user_agent_with(&default_user_agent_version())
+}
+
+/// crmhooks' version as the four numbers of a .NET version (`0.1.0.0`): the default of
+/// `delivery.user_agent_version`.
+pub fn default_user_agent_version() -> String {
     format!(
-        "{}/{}.{}.{}.0",
-        wire::USER_AGENT_PRODUCT,
+        "{}.{}.{}.0",
         env!("CARGO_PKG_VERSION_MAJOR"),
         env!("CARGO_PKG_VERSION_MINOR"),
         env!("CARGO_PKG_VERSION_PATCH")
     )
+}
+
+/// `User-Agent` with `version` after SuperOffice's product name (`NetServer-Webhook/8.8.6684.1719`
+/// makes a receiver that checks the version see what SuperOffice sends).
+pub fn user_agent_with(version: &str) -> String {
+    format!("{}/{version}", wire::USER_AGENT_PRODUCT)
+}
+
+/// Whether `version` may follow `NetServer-Webhook/`: letters, digits, `.`, `-`, `+`, `_`, at
+/// most 64 of them (a product version token of RFC 9110, kept plain).
+pub fn is_user_agent_version(version: &str) -> bool {
+    !version.is_empty()
+        && version.len() <= 64
+        && version
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'+' | b'_'))
 }
 
 /// Whether a webhook's custom `Headers` may not use `name` (any case): the standard headers
@@ -119,8 +140,13 @@ pub fn check_custom_headers(
 }
 
 /// The payload of `event` with no webhook's parts (an empty name, no `Properties`, a nil
-/// `EventId`).
-fn shared_parts<'a>(event: &'a StoredEvent, tenant: &'a str) -> PayloadRef<'a> {
+/// `EventId`). A state event, kept under the name subscribed to (`webhook{id}.<verb>`, which
+/// the header carries), says `webhook.<verb>` in its body and has no `Entity` (spec 6.1).
+fn shared_parts<'a>(
+    event: &'a StoredEvent,
+    tenant: &'a str,
+    body_name: Option<&'a str>,
+) -> PayloadRef<'a> {
     let timestamp =
         time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(event.occurred) * 100)
             .map(NetDateTime::utc)
@@ -130,9 +156,13 @@ fn shared_parts<'a>(event: &'a StoredEvent, tenant: &'a str) -> PayloadRef<'a> {
         timestamp,
         changes: &event.changes,
         values: event.values.as_ref(),
-        event: &event.event,
+        event: body_name.unwrap_or(&event.event),
         primary_key: event.primary_key,
-        entity: &event.entity,
+        entity: if body_name.is_some() {
+            ""
+        } else {
+            &event.entity
+        },
         context_identifier: tenant,
         changed_by_associate_id: event.changed_by,
         webhook_name: "",
@@ -142,6 +172,11 @@ fn shared_parts<'a>(event: &'a StoredEvent, tenant: &'a str) -> PayloadRef<'a> {
     }
 }
 
+/// The entity the store files webhook state events under (an event signalled by a client is
+/// filed under the part of its name before the dot, so `webhook66.started` signalled by hand
+/// is not taken for one).
+const STATE_EVENT_ENTITY: &str = "webhook";
+
 /// One outgoing request, ready to send.
 #[derive(Debug, Clone)]
 pub struct Outgoing {
@@ -149,16 +184,25 @@ pub struct Outgoing {
     pub url: String,
     /// Exact body bytes (the signature covers them).
     pub body: Vec<u8>,
-    /// Headers in SuperOffice's order, then the custom ones.
+    /// Headers in SuperOffice's order, then the custom ones (`Host` and `Content-Length`
+    /// follow when it is sent).
     pub headers: HeaderMap,
+    /// The custom header names that go out spelled as the definition spells them, where title
+    /// case would spell them otherwise (see [`crate::header_case`]).
+    pub own_case: Vec<String>,
 }
 
 /// The shared parts of the payload of `event` (see [`PayloadTemplate`]): one for all the
 /// deliveries of an event.
 pub fn template_for(event: &StoredEvent, tenant: &str) -> PayloadTemplate {
+    let state_event = if event.entity == STATE_EVENT_ENTITY {
+        crmhooks_payload::state_event_body_name(&event.event)
+    } else {
+        None
+    };
     // FieldValues as the store keeps them: JSON text, put in as it is.
     PayloadTemplate::with_field_values_json(
-        &shared_parts(event, tenant),
+        &shared_parts(event, tenant, state_event.as_deref()),
         event.field_values_json.as_deref(),
     )
 }
@@ -170,6 +214,7 @@ pub fn build(
     payload: &PayloadRef<'_>,
     retry: i64,
     test: bool,
+    user_agent: &HeaderValue,
 ) -> Result<Outgoing, String> {
     build_body(
         hook,
@@ -178,13 +223,16 @@ pub fn build(
         payload.event_id,
         retry,
         test,
+        user_agent,
     )
 }
 
 /// Builds the request of spec 2 around a body already made (by [`PayloadTemplate::render`]
 /// or [`PayloadRef::to_bytes`]) of the event named `event` with `EventId` `event_id`. A
 /// definition whose custom headers break the limits of [`check_custom_headers`] (stored before
-/// they were checked) gets no request: the attempt fails with the reason.
+/// they were checked) gets no request: the attempt fails with the reason. `event` is the name
+/// the header carries (for a state event the subscribed `webhook{id}.<verb>`, which the body
+/// does not).
 pub fn build_body(
     hook: &Webhook,
     body: Vec<u8>,
@@ -192,6 +240,7 @@ pub fn build_body(
     event_id: Uuid,
     retry: i64,
     test: bool,
+    user_agent: &HeaderValue,
 ) -> Result<Outgoing, String> {
     if let Some(custom) = &hook.headers {
         check_custom_headers(custom).map_err(|e| format!("the webhook's Headers: {e}"))?;
@@ -202,7 +251,7 @@ pub fn build_body(
         header::CONTENT_TYPE,
         HeaderValue::from_static(wire::CONTENT_TYPE_JSON),
     );
-    h.insert(header::USER_AGENT, user_agent_value());
+    h.insert(header::USER_AGENT, user_agent.clone());
     if let Ok(v) = HeaderValue::from_str(event) {
         h.insert(names.event.clone(), v);
     }
@@ -236,10 +285,16 @@ pub fn build_body(
             }
         }
     }
+    let own_case = hook
+        .headers
+        .as_ref()
+        .map(|custom| crate::header_case::own_case_names(custom.keys().map(String::as_str)))
+        .unwrap_or_default();
     Ok(Outgoing {
         url: hook.target_url.clone(),
         body,
         headers: h,
+        own_case,
     })
 }
 
@@ -277,6 +332,11 @@ impl Response {
         }
     }
 
+    /// A header of the answer, when one arrived and has it as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.as_ref()?.headers.get(name)?.to_str().ok()
+    }
+
     /// Status line, headers and body, at most 4000 characters; built only when asked for
     /// (the log keeps it for failed attempts, a success needs none).
     pub fn excerpt(&self) -> Option<String> {
@@ -300,13 +360,11 @@ impl Response {
 
 const EXCERPT_MAX: usize = 4000;
 
-/// `User-Agent`, made once.
-fn user_agent_value() -> HeaderValue {
-    static VALUE: std::sync::OnceLock<Option<HeaderValue>> = std::sync::OnceLock::new();
-    VALUE
-        .get_or_init(|| HeaderValue::from_str(&user_agent()).ok())
-        .clone()
-        .unwrap_or_else(|| HeaderValue::from_static(wire::USER_AGENT_PRODUCT))
+/// `User-Agent` for `version` as a header value (checked by [`is_user_agent_version`]; a
+/// value a header cannot carry falls back to the product name alone).
+pub fn user_agent_value(version: &str) -> HeaderValue {
+    HeaderValue::from_str(&user_agent_with(version))
+        .unwrap_or_else(|_| HeaderValue::from_static(wire::USER_AGENT_PRODUCT))
 }
 
 /// Sends a request; never fails (errors are part of the [`Response`]).
@@ -321,6 +379,9 @@ pub async fn send(client: &HttpClient, out: Outgoing) -> Response {
     *req.method_mut() = http::Method::POST;
     *req.uri_mut() = uri;
     *req.headers_mut() = out.headers;
+    if let Some(ext) = crate::header_case::case_extensions(&out.own_case).await {
+        *req.extensions_mut() = (*ext).clone();
+    }
     let (resp, lent) = match client.request(req).await {
         Ok(sent) => sent,
         Err(e) => return failed(e.describe()),
@@ -382,6 +443,10 @@ mod tests {
         hook
     }
 
+    fn ua() -> HeaderValue {
+        user_agent_value(&default_user_agent_version())
+    }
+
     fn headers(pairs: &[(&str, Value)]) -> Map<String, Value> {
         pairs
             .iter()
@@ -402,6 +467,7 @@ mod tests {
             Uuid::nil(),
             0,
             false,
+            &ua(),
         )
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
@@ -457,7 +523,7 @@ mod tests {
             let err = check_custom_headers(&custom).err().unwrap_or_default();
             assert!(err.contains(why), "{why}: {err}");
             let hook = hook_with(custom);
-            let built = build_body(&hook, b"{}".to_vec(), "test", Uuid::nil(), 0, true);
+            let built = build_body(&hook, b"{}".to_vec(), "test", Uuid::nil(), 0, true, &ua());
             assert!(built.is_err(), "{why}");
         }
     }
@@ -475,6 +541,7 @@ mod tests {
             Uuid::nil(),
             2,
             true,
+            &ua(),
         )
         .unwrap_or_else(|e| panic!("{e}"));
         let names: Vec<&str> = out.headers.keys().map(HeaderName::as_str).collect();

@@ -75,8 +75,9 @@ impl Default for ReceiverConfig {
 /// is recorded and counted, refused or not.
 ///
 /// An `EventId` seen before (from the body, or from the `X-SuperOffice-EventId` header when the
-/// body is not parsed) marks the request as a duplicate; retries reuse their `EventId`, so a
-/// retry of a failed call is a duplicate too. Requests refused in steps 1–4 are not remembered.
+/// body is not parsed) marks the request as a duplicate, answered with `X-Webhook-Duplicate:
+/// true` when it succeeds; retries reuse their `EventId`, so a retry of a failed call is a
+/// duplicate too. Requests refused in steps 1–4 are not remembered.
 ///
 /// The server stops when [`Receiver::shutdown`] is called or when the last handle is dropped.
 #[derive(Clone)]
@@ -443,11 +444,19 @@ impl Shared {
 fn wire_notes(h: &HeaderMap, payload: &WebhookPayload, notes: &mut Vec<String>) {
     match header_str(h, headers::EVENT) {
         None => notes.push(format!("no {} header", headers::EVENT)),
-        Some(e) if e != payload.event => notes.push(format!(
-            "{} {e:?} differs from the body's Event {:?}",
-            headers::EVENT,
-            payload.event
-        )),
+        // A state event's header names the subscription (`webhook66.errors`), its body the
+        // documented `webhook.errors`.
+        Some(e)
+            if e != payload.event
+                && crmhooks_payload::state_event_body_name(e).as_deref()
+                    != Some(payload.event.as_str()) =>
+        {
+            notes.push(format!(
+                "{} {e:?} differs from the body's Event {:?}",
+                headers::EVENT,
+                payload.event
+            ))
+        }
         Some(_) => {}
     }
     match header_str(h, headers::EVENT_ID) {
@@ -611,7 +620,11 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         Err(refusal) => refusal.into_response(),
         Ok(status) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            if status.is_success() {
+            if status.is_success() && duplicate {
+                // Tells a sender (crmhooks check-receiver) that this EventId was seen before
+                // and not processed again.
+                (status, [("x-webhook-duplicate", "true")]).into_response()
+            } else if status.is_success() {
                 status.into_response()
             } else {
                 let text = format!(

@@ -269,8 +269,8 @@ async fn missing_and_inconsistent_headers_are_noted_not_refused() {
     assert_eq!(res.status(), 200);
     let notes = &r.received()[0].notes;
     for expected in [
-        "no X-SuperOffice-Event header",
-        "no X-SuperOffice-EventId header",
+        "no X-Superoffice-Event header",
+        "no X-Superoffice-Eventid header",
         "Content-Type",
         "User-Agent",
     ] {

@@ -1,15 +1,18 @@
 //! Header names and fixed values of a webhook call (spec 2).
 //!
-//! Header names are case-insensitive on the wire; these are the canonical spellings to send.
+//! Header names are case-insensitive in HTTP, but some receivers look them up by their exact
+//! spelling (PHP's `getallheaders()`, hand-written parsers, log-based tests). These constants
+//! are spelled as SuperOffice's captured requests spell them on the wire (title case, as .NET
+//! writes them: `X-Superoffice-Eventid`), not as its prose does (`X-SuperOffice-EventId`).
 
 /// The event name, same as the body's `Event`.
-pub const EVENT: &str = "X-SuperOffice-Event";
+pub const EVENT: &str = "X-Superoffice-Event";
 /// The event id, same as the body's `EventId`.
-pub const EVENT_ID: &str = "X-SuperOffice-EventId";
+pub const EVENT_ID: &str = "X-Superoffice-Eventid";
 /// base64(HMAC-SHA256) of the body; only sent when the webhook has a secret.
-pub const SIGNATURE: &str = "X-SuperOffice-Signature";
+pub const SIGNATURE: &str = "X-Superoffice-Signature";
 /// The attempt number within a retry cycle: 0, 1, 2.
-pub const RETRY: &str = "X-SuperOffice-Retry";
+pub const RETRY: &str = "X-Superoffice-Retry";
 /// `true` on the `test` event only.
 pub const HOOK_TEST: &str = "X-Hook-Test";
 /// The body's media type, [`CONTENT_TYPE_JSON`].

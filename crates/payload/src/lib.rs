@@ -68,5 +68,5 @@ pub use contact::{
     UnknownContactEvent, CONTACT_ENTITY, CONTACT_FIELD_VALUE_KEYS,
 };
 pub use date::{DateError, DateKind, NetDateTime};
-pub use payload::{PayloadRef, PayloadTemplate, WebhookPayload, TEST_EVENT};
+pub use payload::{state_event_body_name, PayloadRef, PayloadTemplate, WebhookPayload, TEST_EVENT};
 pub use signature::{sign, verify, SignatureError};

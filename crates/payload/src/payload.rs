@@ -44,7 +44,10 @@ pub struct WebhookPayload {
     pub event: String,
     /// `PrimaryKey`: id of the affected row; 0 for `test`.
     pub primary_key: i64,
-    /// `Entity`: lower-case entity name, e.g. `contact`.
+    /// `Entity`: lower-case entity name, e.g. `contact`. Empty when the body has none: the
+    /// webhook state events (`webhook.started|stopped|errors`) carry no `Entity`; an empty
+    /// one is left out of the body.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub entity: String,
     /// `ContextIdentifier`: the tenant, e.g. `Cust1234`.
     pub context_identifier: String,
@@ -79,7 +82,8 @@ pub struct PayloadRef<'a> {
     pub event: &'a str,
     /// `PrimaryKey`.
     pub primary_key: i64,
-    /// `Entity`.
+    /// `Entity`, left out when empty (state events).
+    #[serde(skip_serializing_if = "str::is_empty")]
     pub entity: &'a str,
     /// `ContextIdentifier`.
     pub context_identifier: &'a str,
@@ -133,6 +137,7 @@ struct Middle<'a> {
     values: Option<&'a Map<String, Value>>,
     event: &'a str,
     primary_key: i64,
+    #[serde(skip_serializing_if = "str::is_empty")]
     entity: &'a str,
     context_identifier: &'a str,
     changed_by_associate_id: i64,
@@ -279,3 +284,22 @@ impl WebhookPayload {
 
 /// The name (and entity) of the test event.
 pub const TEST_EVENT: &str = "test";
+
+/// What the body of a webhook state event says, given the name subscribed to and sent in the
+/// `X-Superoffice-Event` header: `webhook{id}.started|stopped|errors` goes out with body
+/// `Event` `webhook.<verb>` and no `Entity`, as SuperOffice's documented examples show; `None`
+/// for any other name.
+///
+/// ```
+/// assert_eq!(crmhooks_payload::state_event_body_name("webhook66.errors"), Some("webhook.errors".to_owned()));
+/// assert_eq!(crmhooks_payload::state_event_body_name("webhook.errors"), None);
+/// assert_eq!(crmhooks_payload::state_event_body_name("contact.created"), None);
+/// ```
+pub fn state_event_body_name(subscribed: &str) -> Option<String> {
+    let (head, verb) = subscribed.split_once('.')?;
+    let id = head.strip_prefix("webhook")?;
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    matches!(verb, "started" | "stopped" | "errors").then(|| format!("webhook.{verb}"))
+}

@@ -133,6 +133,19 @@ fn properties_follow_field_values() {
     );
 }
 
+/// `Entity` is optional: SuperOffice's webhook state events have none (spec 6.1). A body
+/// without it reads as an empty entity and is written back without it.
+#[test]
+fn a_body_without_entity_reads_and_writes_back_without_it() {
+    let text = String::from_utf8(fixture("test.json")).unwrap();
+    let mut m: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text).unwrap();
+    m.shift_remove("Entity");
+    let body = serde_json::to_vec(&m).unwrap();
+    let p = WebhookPayload::from_slice(&body).unwrap();
+    assert_eq!(p.entity, "");
+    assert_eq!(p.to_bytes(), body);
+}
+
 #[test]
 fn required_properties_are_required() {
     let text = String::from_utf8(fixture("test.json")).unwrap();
@@ -142,7 +155,6 @@ fn required_properties_are_required() {
         "Changes",
         "Event",
         "PrimaryKey",
-        "Entity",
         "ContextIdentifier",
         "ChangedByAssociateId",
         "WebhookName",

@@ -48,6 +48,8 @@ pub struct Config {
     pub sqlite_wal_autocheckpoint: u32,
     /// Connection pool size.
     pub pool_size: u32,
+    /// IANA zone of .NET "local" dates (empty: `CRMHOOKS_TZ_OFFSET`, else UTC).
+    pub time_zone: String,
 }
 
 /// `[http]`: what a client may take of the API's HTTP server.
@@ -106,6 +108,8 @@ pub struct DeliveryConfig {
     pub exponential_jitter: f64,
     /// Seconds to let requests in flight finish at shutdown.
     pub shutdown_grace_secs: f64,
+    /// The version in `User-Agent: NetServer-Webhook/<version>`; empty: crmhooks' own.
+    pub user_agent_version: String,
 }
 
 /// `[smtp]`.
@@ -306,6 +310,15 @@ impl Config {
         if self.sqlite_wal_autocheckpoint < 100 {
             return fail("sqlite_wal_autocheckpoint must be at least 100 (pages)".into());
         }
+        if !d.user_agent_version.is_empty()
+            && !crmhooks_dispatch::send::is_user_agent_version(&d.user_agent_version)
+        {
+            return fail(format!(
+                "delivery.user_agent_version {:?}: use letters, digits and . - + _ (e.g. \"8.8.6684.1719\"), at most 64",
+                d.user_agent_version
+            ));
+        }
+        self.local_zone()?;
         if self.max_body_bytes < 1024 {
             return fail("max_body_bytes must be at least 1024".into());
         }
@@ -326,6 +339,21 @@ impl Config {
             return fail("http.max_connections must be at least 1".into());
         }
         Ok(())
+    }
+
+    /// The zone of .NET "local" dates: `time_zone` (an IANA name) when set, else the fixed
+    /// offset `CRMHOOKS_TZ_OFFSET` (`+02:00`), else UTC.
+    pub fn local_zone(&self) -> Result<crmhooks_store::LocalZone, ConfigError> {
+        let name = self.time_zone.trim();
+        if !name.is_empty() {
+            return crmhooks_store::LocalZone::named(name)
+                .map_err(|e| ConfigError(format!("time_zone: {e}")));
+        }
+        match std::env::var("CRMHOOKS_TZ_OFFSET") {
+            Ok(text) if !text.trim().is_empty() => crmhooks_store::LocalZone::fixed(&text)
+                .map_err(|e| ConfigError(format!("CRMHOOKS_TZ_OFFSET: {e}"))),
+            _ => Ok(crmhooks_store::LocalZone::default()),
+        }
     }
 
     /// The dispatcher settings.
@@ -367,6 +395,11 @@ impl Config {
                 connect: Duration::from_millis(d.connect_timeout_ms),
                 total: Duration::from_millis(d.timeout_ms),
             },
+            user_agent_version: if d.user_agent_version.is_empty() {
+                crmhooks_dispatch::send::default_user_agent_version()
+            } else {
+                d.user_agent_version.clone()
+            },
             ..DispatchConfig::default()
         }
     }
@@ -375,6 +408,18 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn time_zone_takes_iana_names_and_refuses_others() {
+        let mut flags = toml::value::Table::new();
+        flags.insert("time_zone".into(), "Europe/Oslo".into());
+        let cfg = Config::load(None, flags).expect("Europe/Oslo");
+        assert_eq!(cfg.local_zone().expect("zone").to_string(), "Europe/Oslo");
+        let mut flags = toml::value::Table::new();
+        flags.insert("time_zone".into(), "Mars/Olympus".into());
+        let err = Config::load(None, flags).expect_err("no such zone");
+        assert!(err.to_string().contains("time_zone"), "{err}");
+    }
 
     #[test]
     fn the_wal_checkpoint_default_is_the_stores_and_small_values_are_refused() {

@@ -256,7 +256,16 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status(), axum::Json(self.body())).into_response()
+        let mut resp = (self.status(), axum::Json(self.body())).into_response();
+        if self.code == ErrorCode::Unauthorized {
+            for challenge in crate::auth::CHALLENGES {
+                resp.headers_mut().append(
+                    axum::http::header::WWW_AUTHENTICATE,
+                    axum::http::HeaderValue::from_static(challenge),
+                );
+            }
+        }
+        resp
     }
 }
 

@@ -4,6 +4,7 @@
 //! bootstraps the API key, and [`Server::run`] serves until the shutdown signal, then lets the
 //! dispatcher finish or release what it has in flight.
 
+pub mod agent_api;
 pub mod auth;
 pub mod body;
 pub mod carriers;
@@ -42,8 +43,8 @@ pub struct AppState {
     pub dispatcher: Arc<Dispatcher>,
     /// API key cache.
     pub keys: Arc<auth::KeyCache>,
-    /// Offset for .NET Local-kind dates.
-    pub offset: time::UtcOffset,
+    /// The zone of .NET Local-kind dates.
+    pub zone: crmhooks_store::LocalZone,
     /// `http://host:port`, for `_Links`.
     pub base_url: Arc<str>,
     /// Test POST before saving an Active webhook.
@@ -108,6 +109,7 @@ async fn fallback() -> ApiError {
 /// The API router (without the tenant-prefix rewrite).
 pub fn router(state: AppState, max_body: usize) -> Router {
     let api = Router::new()
+        .merge(agent_api::router())
         .merge(contact_api::router())
         .merge(webhook_api::router());
     Router::new()
@@ -172,9 +174,11 @@ pub struct Server {
 impl Server {
     /// Opens the store, bootstraps the API key, binds `listener` (or `config.listen`).
     pub async fn build(config: Config, listener: Option<TcpListener>) -> anyhow::Result<Self> {
+        let time_zone = config.local_zone()?;
         let store = crmhooks_store::open(
             &config.database,
             &OpenOptions {
+                time_zone: time_zone.clone(),
                 max_connections: config.pool_size,
                 synchronous_full: config.sqlite_synchronous_full,
                 wal_autocheckpoint: config.sqlite_wal_autocheckpoint,
@@ -210,7 +214,7 @@ impl Server {
             store,
             dispatcher,
             keys: Arc::new(auth::KeyCache::default()),
-            offset: crmhooks_store::local_offset(),
+            zone: time_zone.clone(),
             base_url: format!("http://{addr}").into(),
             test_on_save: config.test_on_save,
             http: Arc::default(),

@@ -165,12 +165,30 @@ async fn nine_failures_make_too_many_errors_fire_the_state_event_and_mail() {
     );
     let last = app.last_error(hook).await;
     assert!(last.starts_with("HTTP/1.1 500"), "{last}");
-    // The state event: header and body Event alike, Entity webhook, state 3, system associate.
+    // The state event as SuperOffice documents it: the subscribed name in the header, body
+    // `Event` `webhook.errors` and no `Entity`; state 3, system associate.
     let se = &state_events[0];
     let p = se.payload.as_ref().unwrap();
-    assert_eq!(p.event, format!("webhook{hook}.errors"));
-    assert_eq!(se.header("x-superoffice-event"), Some(p.event.as_str()));
-    assert_eq!(p.entity, "webhook");
+    assert_eq!(p.event, "webhook.errors");
+    assert_eq!(
+        se.header("x-superoffice-event"),
+        Some(format!("webhook{hook}.errors").as_str())
+    );
+    assert_eq!(p.entity, "");
+    assert_eq!(
+        keys(&se.body),
+        [
+            "EventId",
+            "Timestamp",
+            "Changes",
+            "Event",
+            "PrimaryKey",
+            "ContextIdentifier",
+            "ChangedByAssociateId",
+            "WebhookName",
+            "FieldValues"
+        ]
+    );
     assert_eq!(p.primary_key, hook);
     assert_eq!(p.changed_by_associate_id, 0);
     assert_eq!(p.webhook_name, "Watcher");
@@ -212,7 +230,11 @@ async fn nine_failures_make_too_many_errors_fire_the_state_event_and_mail() {
     assert_eq!(started.len(), 2);
     assert_eq!(
         started[1].payload.as_ref().unwrap().event,
-        format!("webhook{hook}.started")
+        "webhook.started"
+    );
+    assert_eq!(
+        started[1].header("x-superoffice-event"),
+        Some(format!("webhook{hook}.started").as_str())
     );
     assert_eq!(
         started[1]

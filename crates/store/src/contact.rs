@@ -145,7 +145,7 @@ mod tests {
         use crate::entity::{ColumnKind, Row, Value};
         use crate::sql::plan::{field_values, render_date};
         use serde_json::{Map, Value as Json};
-        let offset = time::UtcOffset::from_hms(2, 0, 0).unwrap_or(time::UtcOffset::UTC);
+        let zone = crate::LocalZone::named("Europe/Oslo").unwrap_or_default();
         let mut row = Row::empty(&CONTACT);
         row.set(&CONTACT, "associate_id", Value::Int(-42));
         row.set(&CONTACT, "source", Value::Int(i64::MAX));
@@ -159,7 +159,7 @@ mod tests {
             let v = &row.values[i];
             let json = match CONTACT.columns[i].kind {
                 ColumnKind::Date => {
-                    let local = CONTACT.local_dates.contains(name).then_some(offset);
+                    let local = CONTACT.local_dates.contains(name).then_some(&zone);
                     Json::String(render_date(v.as_ticks(), local))
                 }
                 ColumnKind::Text { .. } => Json::String(v.as_str().unwrap_or_default().to_owned()),
@@ -169,7 +169,38 @@ mod tests {
         }
         assert_eq!(want.len(), CONTACT.field_values.len());
         let want = serde_json::to_string(&want).unwrap_or_default();
-        assert_eq!(field_values(&CONTACT, &row, offset), want);
+        assert_eq!(field_values(&CONTACT, &row, &zone), want);
+    }
+
+    /// `updated` carries the offset in force at its instant: Oslo is +01:00 in winter and
+    /// +02:00 in summer; `registered` (Unspecified kind) carries none.
+    #[test]
+    fn field_values_dates_carry_the_offset_of_their_instant() {
+        use crate::entity::{Row, Value};
+        use crate::sql::plan::field_values;
+        let zone = crate::LocalZone::named("Europe/Oslo").unwrap_or_default();
+        let ticks = |t: time::OffsetDateTime| (t.unix_timestamp_nanos() / 100) as i64;
+        for (at, want) in [
+            (
+                time::macros::datetime!(2025-01-15 09:30:00.1234567 UTC),
+                "2025-01-15T10:30:00.1234567+01:00",
+            ),
+            (
+                time::macros::datetime!(2025-05-14 08:48:07.8912039 UTC),
+                "2025-05-14T10:48:07.8912039+02:00",
+            ),
+        ] {
+            let mut row = Row::empty(&CONTACT);
+            row.set(&CONTACT, "updated", Value::Date(ticks(at)));
+            row.set(&CONTACT, "registered", Value::Date(ticks(at)));
+            let fv: serde_json::Value =
+                serde_json::from_str(&field_values(&CONTACT, &row, &zone)).unwrap_or_default();
+            assert_eq!(fv["updated"], want);
+            assert!(
+                !fv["registered"].as_str().unwrap_or("+").contains('+'),
+                "{fv}"
+            );
+        }
     }
 
     #[test]

@@ -11,8 +11,10 @@ pub mod entity;
 mod error;
 pub mod model;
 mod postgres;
+mod query;
 mod sql;
 mod sqlite;
+mod zone;
 
 use std::sync::Arc;
 
@@ -24,8 +26,10 @@ pub use entity::{
 pub use error::StoreError;
 pub use model::*;
 pub use postgres::PgStore;
-pub use sql::plan::{local_offset, render_date};
+pub use query::{RowFilter, RowQuery};
+pub use sql::plan::render_date;
 pub use sqlite::SqliteStore;
+pub use zone::LocalZone;
 
 /// Result alias.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -108,6 +112,13 @@ pub trait Store: Send + Sync + 'static {
         pk: i64,
         include_deleted: bool,
     ) -> Result<Option<Row>>;
+    /// Rows of a tenant that are not soft-deleted, filtered, ordered and paged by `query`.
+    async fn list_rows(
+        &self,
+        tenant_id: i64,
+        def: &'static EntityDef,
+        query: &RowQuery,
+    ) -> Result<Vec<Row>>;
     /// Applies a change and writes its event and deliveries in one transaction.
     async fn apply_change(
         &self,
@@ -301,6 +312,9 @@ pub struct OpenOptions {
     /// lease at once (no other process can hold one). False for short commands (`crmhooks
     /// key`), which write through SQLite's own locking beside a running server.
     pub serving: bool,
+    /// The zone of .NET "local" dates in `FieldValues` (default: as the environment names it,
+    /// see [`LocalZone::from_env`]).
+    pub time_zone: LocalZone,
 }
 
 /// The default of [`OpenOptions::wal_autocheckpoint`]: 16000 pages (64 MiB), against SQLite's
@@ -317,6 +331,7 @@ impl Default for OpenOptions {
             wal_autocheckpoint: DEFAULT_WAL_AUTOCHECKPOINT,
             sync_delay: std::time::Duration::ZERO,
             serving: true,
+            time_zone: LocalZone::from_env(),
         }
     }
 }

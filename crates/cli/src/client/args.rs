@@ -59,6 +59,27 @@ pub struct IdArgs {
 /// `crmhooks contact ...`
 #[derive(Subcommand)]
 pub enum ContactCmd {
+    /// List contacts (GET /api/v1/Contact), in pages.
+    List {
+        #[command(flatten)]
+        conn: Conn,
+        /// Rows to show (the server's $top: 1 to 1000).
+        #[arg(long, default_value_t = 50)]
+        top: u32,
+        /// Rows to skip ($skip).
+        #[arg(long, default_value_t = 0)]
+        skip: u32,
+        /// Sort order, e.g. "name asc,contactId desc" ($orderBy: contactId, name, updated).
+        #[arg(long = "order-by", value_name = "ORDER")]
+        order_by: Option<String>,
+        /// Filter, e.g. "name begins 'A' and contactId gt 10" ($filter: name begins,
+        /// updated afterTime, contactId gt).
+        #[arg(long, value_name = "FILTER")]
+        filter: Option<String>,
+        /// Print the server's JSON answer instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show a contact.
     Get(IdArgs),
     /// Create a contact (a name is required, from --name or --json).

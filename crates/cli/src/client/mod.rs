@@ -16,6 +16,38 @@ use output::{cell, print_json, print_table};
 /// Runs a `crmhooks contact ...` subcommand.
 pub async fn run_contact(cmd: ContactCmd) -> Result<()> {
     match cmd {
+        ContactCmd::List {
+            conn,
+            top,
+            skip,
+            order_by,
+            filter,
+            json,
+        } => {
+            let v = conn
+                .api()?
+                .json(&routes::list_contacts(top, skip, order_by, filter))
+                .await?;
+            if json {
+                return print_json(&v);
+            }
+            let cols = [
+                &["contactId"][..],
+                &["name"],
+                &["department"],
+                &["updatedDate"],
+            ];
+            print_table(
+                &["ID", "NAME", "DEPARTMENT", "UPDATED"],
+                &cols,
+                &v["value"],
+                "contacts",
+            )?;
+            if v.get("odata.nextLink").is_some() {
+                println!("(more: --skip {})", u64::from(skip) + u64::from(top));
+            }
+            Ok(())
+        }
         ContactCmd::Get(t) => print_json(&t.conn.api()?.json(&routes::get_contact(t.id())).await?),
         ContactCmd::Create { conn, fields } => {
             let body = contact_body(&fields)?;

@@ -7,7 +7,7 @@
 //! as the id. Unknown properties (Emails, Phones, …) are ignored.
 
 use crmhooks_store::contact::CONTACT;
-use crmhooks_store::{render_date, Row, Ticks, Value as Stored};
+use crmhooks_store::{render_date, LocalZone, Row, Ticks, Value as Stored};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -96,15 +96,15 @@ pub struct Country {
 
 impl<'a> ContactEntity<'a> {
     /// The entity of a stored `row` (`_Links` under `base_url` once it has an id), its
-    /// dates in `offset`.
-    pub fn of(row: &'a Row, offset: time::UtcOffset, base_url: &str) -> Self {
+    /// dates in `zone`.
+    pub fn of(row: &'a Row, zone: &LocalZone, base_url: &str) -> Self {
         let get = |column| row.get(&CONTACT, column);
         let text = |column| get(column).as_str().unwrap_or_default();
         let int = |column| get(column).as_i64();
         let date = |column| {
             get(column)
                 .as_ticks()
-                .map(|t| render_date(Some(t), Some(offset)))
+                .map(|t| render_date(Some(t), Some(zone)))
         };
         let associate = |column| Associate {
             associate_id: int(column),
@@ -156,7 +156,12 @@ impl<'a> ContactEntity<'a> {
             mother_id: int("mother_id"),
             userdef_id: int("userdef_id"),
             userdef2_id: int("userdef2_id"),
-            links: (id != 0).then(|| Links::to(format!("{base_url}/api/v1/Contact/{id}"))),
+            links: (id != 0).then(|| {
+                Links::new(
+                    format!("{base_url}/api/v1/Contact/{id}"),
+                    format!("{base_url}/api/v1/Contact"),
+                )
+            }),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The delivery log of a webhook as answered (our addition to the API): deliveries and
 //! their attempts.
 
-use crmhooks_store::{Attempt, Delivery, DeliveryStatus};
+use crmhooks_store::{Attempt, Delivery, DeliveryStatus, LocalZone};
 use serde::Serialize;
 
 use super::net_date;
@@ -43,8 +43,8 @@ pub struct DeliveryCarrier<'a> {
 }
 
 impl<'a> DeliveryCarrier<'a> {
-    /// The carrier of `d`, its dates in `offset`.
-    pub fn of(d: &'a Delivery, offset: time::UtcOffset) -> Self {
+    /// The carrier of `d`, its dates in `zone`.
+    pub fn of(d: &'a Delivery, zone: &LocalZone) -> Self {
         DeliveryCarrier {
             delivery_id: d.delivery_id,
             webhook_id: d.webhook_id,
@@ -55,10 +55,10 @@ impl<'a> DeliveryCarrier<'a> {
             status: d.status.name(),
             attempts: d.attempts,
             failed_cycles: d.cycles,
-            created: net_date(d.created, offset),
+            created: net_date(d.created, zone),
             next_attempt_at: (d.status == DeliveryStatus::Pending)
-                .then(|| net_date(d.next_attempt_at, offset)),
-            completed: d.completed.map(|t| net_date(t, offset)),
+                .then(|| net_date(d.next_attempt_at, zone)),
+            completed: d.completed.map(|t| net_date(t, zone)),
             last_status: d.last_status,
             last_error: d.last_error.as_deref(),
             replay_of: d.replay_of,
@@ -100,13 +100,13 @@ pub struct AttemptCarrier<'a> {
 }
 
 impl<'a> AttemptCarrier<'a> {
-    /// The carrier of `a`, its date in `offset`.
-    pub fn of(a: &'a Attempt, offset: time::UtcOffset) -> Self {
+    /// The carrier of `a`, its date in `zone`.
+    pub fn of(a: &'a Attempt, zone: &LocalZone) -> Self {
         AttemptCarrier {
             attempt_id: a.attempt_id,
             event_id: &a.event_id,
             retry: a.retry,
-            attempted_at: net_date(a.attempted_at, offset),
+            attempted_at: net_date(a.attempted_at, zone),
             duration_ms: a.duration_us as f64 / 1000.0,
             status_code: a.status_code,
             error: a.error.as_deref(),

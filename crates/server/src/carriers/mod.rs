@@ -13,36 +13,33 @@ pub mod delivery;
 pub mod field;
 pub mod webhook;
 
-use crmhooks_store::{render_date, Ticks};
+use crmhooks_store::{render_date, LocalZone, Ticks};
 use serde::Serialize;
 
-/// `_Links` of an entity: SuperOffice answers its own URL as both `Self` and `Archive`.
+/// `_Links` of an entity: its own URL as `Self`, the collection it belongs to as `Archive`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Links {
     /// The entity's URL.
     #[serde(rename = "Self")]
     pub this: String,
-    /// The same URL.
+    /// The collection's URL (`…/api/v1/Webhook`).
     #[serde(rename = "Archive")]
     pub archive: String,
 }
 
 impl Links {
-    /// The links of the entity at `url`.
-    pub fn to(url: String) -> Links {
-        Links {
-            archive: url.clone(),
-            this: url,
-        }
+    /// The links of the entity at `url` in the collection at `archive`.
+    pub fn new(url: String, archive: String) -> Links {
+        Links { this: url, archive }
     }
 }
 
-/// A date the store keeps as ticks, as a .NET date string in `offset`; 0 is .NET's
+/// A date the store keeps as ticks, as a .NET date string in `zone`; 0 is .NET's
 /// `DateTime.MinValue` (`0001-01-01T00:00:00`), SuperOffice's "never".
-pub fn net_date(ticks: Ticks, offset: time::UtcOffset) -> String {
+pub fn net_date(ticks: Ticks, zone: &LocalZone) -> String {
     if ticks == 0 {
         crmhooks_payload::NetDateTime::MIN.to_string()
     } else {
-        render_date(Some(ticks), Some(offset))
+        render_date(Some(ticks), Some(zone))
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! `Secret` is write-only: taken from [`WebhookInput`], always `null` in [`WebhookCarrier`].
 
-use crmhooks_store::{Webhook, WebhookState};
+use crmhooks_store::{LocalZone, Webhook, WebhookState};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -43,9 +43,12 @@ pub struct WebhookCarrier<'a> {
     pub updated: String,
     /// `null` until the first update.
     pub updated_associate: Option<AssociateId>,
-    /// Our addition: the retry policy's name, `null` for the default.
+    /// Our addition: the retry policy's name; left out when the definition takes the server's
+    /// (strict deserializers refuse properties SuperOffice's carrier does not have).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_policy: Option<&'a str>,
-    /// Our addition: `200` or `2xx`, `null` for the default.
+    /// Our addition: `200` or `2xx`; left out when the definition takes the server's.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub success_status: Option<&'a str>,
 }
 
@@ -65,8 +68,8 @@ impl AssociateId {
 }
 
 impl<'a> WebhookCarrier<'a> {
-    /// The carrier of `hook`, its dates in `offset`.
-    pub fn of(hook: &'a Webhook, offset: time::UtcOffset) -> Self {
+    /// The carrier of `hook`, its dates in `zone`.
+    pub fn of(hook: &'a Webhook, zone: &LocalZone) -> Self {
         WebhookCarrier {
             webhook_id: hook.id,
             name: (hook.id != 0 || !hook.name.is_empty()).then_some(hook.name.as_str()),
@@ -78,9 +81,9 @@ impl<'a> WebhookCarrier<'a> {
             kind: &hook.kind,
             headers: hook.headers.as_ref(),
             properties: hook.properties.as_ref(),
-            registered: net_date(hook.registered, offset),
+            registered: net_date(hook.registered, zone),
             registered_associate: AssociateId::of(hook.registered_associate_id),
-            updated: net_date(hook.updated, offset),
+            updated: net_date(hook.updated, zone),
             updated_associate: AssociateId::of(hook.updated_associate_id),
             retry_policy: hook.retry_policy.as_deref(),
             success_status: hook.success_status.as_deref(),
@@ -101,10 +104,13 @@ pub struct WebhookWithLinks<'a> {
 
 impl<'a> WebhookWithLinks<'a> {
     /// `hook` (a stored one) with its links under `base_url`.
-    pub fn of(hook: &'a Webhook, offset: time::UtcOffset, base_url: &str) -> Self {
+    pub fn of(hook: &'a Webhook, zone: &LocalZone, base_url: &str) -> Self {
         WebhookWithLinks {
-            webhook: WebhookCarrier::of(hook, offset),
-            links: Links::to(format!("{base_url}/api/v1/Webhook/{}", hook.id)),
+            webhook: WebhookCarrier::of(hook, zone),
+            links: Links::new(
+                format!("{base_url}/api/v1/Webhook/{}", hook.id),
+                format!("{base_url}/api/v1/Webhook"),
+            ),
         }
     }
 }
@@ -119,11 +125,12 @@ pub struct WebhookInput {
     pub events: Field<EventNames>,
     /// Checked against the target policy when saved.
     pub target_url: Field<String>,
-    /// Absent keeps the stored secret; `null` and `""` remove it.
+    /// Absent and `null` keep the stored secret (a GET answers `null`, so a GET, an edit and
+    /// a PUT keep deliveries signed); only `""` removes it.
     pub secret: Field<String>,
     /// A name or 1, 2, 3; `null` is `Active`.
     pub state: Field<WebhookState>,
-    /// `null` is `webhook`.
+    /// `null` is `webhook`; any case, stored in lower case.
     #[serde(rename = "Type")]
     pub kind: Field<String>,
     /// `null` or `{}` is none.
@@ -139,9 +146,9 @@ pub struct WebhookInput {
 }
 
 impl WebhookInput {
-    /// What a PUT, which replaces the definition, writes: properties it leaves out take their
-    /// defaults, but the secret is kept (so that a GET, an edit and a PUT keep deliveries
-    /// signed).
+    /// What a PUT, which replaces the definition, writes (and a PATCH, whose patched document
+    /// lacks exactly what the patch removed): properties it leaves out take their defaults,
+    /// but the secret is kept (so that a GET, an edit and a PUT keep deliveries signed).
     pub fn replacing(self) -> Self {
         WebhookInput {
             name: self.name.or_null(),
@@ -176,14 +183,14 @@ impl WebhookInput {
         if let Some(v) = self.target_url.read_text("TargetUrl", 4000)? {
             hook.target_url = v.unwrap_or_default().to_owned();
         }
-        if let Some(v) = self.secret.read_text("Secret", 400)? {
-            hook.secret = some_text(v);
+        if let Some(Some(v)) = self.secret.read_text("Secret", 400)? {
+            hook.secret = some_text(Some(v));
         }
         if let Some(v) = self.state.read("State")? {
             hook.state = v.copied().unwrap_or(WebhookState::Active);
         }
         if let Some(v) = self.kind.read_text("Type", 100)? {
-            hook.kind = v.unwrap_or("webhook").to_owned();
+            hook.kind = v.unwrap_or("webhook").to_ascii_lowercase();
         }
         if let Some(v) = self.headers.read("Headers")? {
             hook.headers = some_map(v);
@@ -310,7 +317,7 @@ mod tests {
         hook.name = "n".into();
         let v = serde_json::to_value(WebhookWithLinks::of(
             &hook,
-            time::UtcOffset::UTC,
+            &LocalZone::default(),
             "http://h",
         ))
         .unwrap();
@@ -332,12 +339,11 @@ mod tests {
                 "RegisteredAssociate",
                 "Updated",
                 "UpdatedAssociate",
-                "RetryPolicy",
-                "SuccessStatus",
                 "_Links"
             ]
         );
         assert_eq!(v["_Links"]["Self"], "http://h/api/v1/Webhook/4");
+        assert_eq!(v["_Links"]["Archive"], "http://h/api/v1/Webhook");
         assert_eq!(v["Secret"], Value::Null);
     }
 

@@ -22,10 +22,11 @@ use crate::carriers::field::{read_object, Spelling};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::{patch, AppState};
 
+pub mod list;
 #[cfg(test)]
 mod tests;
 
-const NOT_AN_ENTITY: &str = "the body must be a ContactEntity JSON object";
+pub(crate) const NOT_AN_ENTITY: &str = "the body must be a ContactEntity JSON object";
 
 /// `soundEx` follows the name.
 fn set_soundex(row: &mut Row) {
@@ -59,7 +60,7 @@ fn is_scalar_merge(patch: &serde_json::Value) -> bool {
 }
 
 /// A new contact row with defaults: zeros, empty strings, no dates.
-fn default_row() -> Row {
+pub(crate) fn default_row() -> Row {
     let mut row = Row::empty(&CONTACT);
     for (i, c) in CONTACT.columns.iter().enumerate() {
         row.values[i] = match c.kind {
@@ -127,10 +128,10 @@ fn live(current: Option<&Row>) -> Result<&Row, StoreError> {
 
 fn respond(state: &AppState, row: Option<Row>) -> ApiResult<Response> {
     let row = row.ok_or_else(|| ApiError::not_found("contact not found"))?;
-    Ok(Json(ContactEntity::of(&row, state.offset, &state.base_url)).into_response())
+    Ok(Json(ContactEntity::of(&row, &state.zone, &state.base_url)).into_response())
 }
 
-fn parse_id(raw: &str) -> ApiResult<i64> {
+pub(crate) fn parse_id(raw: &str) -> ApiResult<i64> {
     raw.parse::<i32>().map(i64::from).map_err(|_| {
         ApiError::new(
             ErrorCode::InvalidId,
@@ -141,7 +142,7 @@ fn parse_id(raw: &str) -> ApiResult<i64> {
 
 async fn get_default(State(state): State<AppState>, _auth: Auth) -> Response {
     let row = default_row();
-    Json(ContactEntity::of(&row, state.offset, &state.base_url)).into_response()
+    Json(ContactEntity::of(&row, &state.zone, &state.base_url)).into_response()
 }
 
 async fn get_one(
@@ -163,16 +164,45 @@ async fn create(
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
     let input: ContactInput = read_object(body, Spelling::FirstWins, NOT_AN_ENTITY)?;
+    let row = create_row(&state, &auth, &input).await?;
+    respond(&state, row)
+}
+
+/// A new contact from `input` (`POST /Contact`, the agent's SaveContactEntity with id 0);
+/// the stored row.
+pub(crate) async fn create_row(
+    state: &AppState,
+    auth: &Auth,
+    input: &ContactInput,
+) -> ApiResult<Option<Row>> {
     if input.name.is_absent() {
         return Err(ApiError::invalid_field("Name", "is required"));
     }
     let mut row = default_row();
-    apply(&input, &mut row, Absent::IsDefault)?;
-    let out = change_contact(&state, &auth, None, move |_| {
-        Ok(Change::Create(row.clone()))
+    apply(input, &mut row, Absent::IsDefault)?;
+    let out = change_contact(state, auth, None, move |_| Ok(Change::Create(row.clone()))).await?;
+    Ok(out.row)
+}
+
+/// Live contact `id` replaced by `input` (`PUT /Contact/{id}`, the agent's
+/// SaveContactEntity); the stored row.
+pub(crate) async fn replace_row(
+    state: &AppState,
+    auth: &Auth,
+    id: i64,
+    input: ContactInput,
+) -> ApiResult<Option<Row>> {
+    let out = change_contact(state, auth, Some(id), move |current| {
+        let current = live(current)?;
+        let mut row = current.clone();
+        apply(&input, &mut row, Absent::IsDefault)?;
+        Ok(Change::Update {
+            row,
+            verb: "changed",
+        })
     })
     .await?;
-    respond(&state, out.row)
+    Ok(out.row)
 }
 
 /// Edits the live contact `id` in one store transaction: `edit` gets the stored row and a
@@ -204,10 +234,8 @@ async fn put(
 ) -> ApiResult<Response> {
     let id = parse_id(&id)?;
     let input: ContactInput = read_object(body, Spelling::FirstWins, NOT_AN_ENTITY)?;
-    edit_live(&state, &auth, id, move |_, row| {
-        apply(&input, row, Absent::IsDefault)
-    })
-    .await
+    let row = replace_row(&state, &auth, id, input).await?;
+    respond(&state, row)
 }
 
 async fn patch_one(
@@ -217,7 +245,7 @@ async fn patch_one(
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
     let id = parse_id(&id)?;
-    let (offset, base) = (state.offset, state.base_url.clone());
+    let (zone, base) = (state.zone.clone(), state.base_url.clone());
     let fields: Option<ContactInput> = if is_scalar_merge(&body) {
         Some(read_object(
             body.clone(),
@@ -230,7 +258,7 @@ async fn patch_one(
     edit_live(&state, &auth, id, move |current, row| match &fields {
         Some(fields) => apply(fields, row, Absent::Keeps),
         None => apply(
-            &patched(current, offset, &base, &body)?,
+            &patched(current, &zone, &base, &body)?,
             row,
             Absent::IsDefault,
         ),
@@ -241,11 +269,11 @@ async fn patch_one(
 /// The entity of `current` with `patch` (JSON Patch or Merge Patch) applied, read back.
 fn patched(
     current: &Row,
-    offset: time::UtcOffset,
+    zone: &crmhooks_store::LocalZone,
     base_url: &str,
     patch: &serde_json::Value,
 ) -> ApiResult<ContactInput> {
-    let mut doc = serde_json::to_value(ContactEntity::of(current, offset, base_url))
+    let mut doc = serde_json::to_value(ContactEntity::of(current, zone, base_url))
         .map_err(ApiError::internal)?;
     patch::apply(&mut doc, patch).map_err(patch::PatchError::into_api)?;
     read_object(doc, Spelling::FirstWins, NOT_AN_ENTITY)
@@ -279,7 +307,19 @@ async fn delete(
             ))
         }
     };
-    change_contact(&state, &auth, Some(id), move |current| {
+    delete_row(&state, &auth, id, permanent).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Contact `id` into the recycle bin (`contact.softdeleted`), or removed for good when
+/// `permanent` (`contact.deleted`).
+pub(crate) async fn delete_row(
+    state: &AppState,
+    auth: &Auth,
+    id: i64,
+    permanent: bool,
+) -> ApiResult<()> {
+    change_contact(state, auth, Some(id), move |current| {
         if permanent {
             return current
                 .map(|_| Change::Delete)
@@ -294,7 +334,7 @@ async fn delete(
         })
     })
     .await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }
 
 async fn restore(
@@ -323,7 +363,7 @@ async fn restore(
 /// The contact routes (mounted under `/api/v1`).
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/Contact", post(create))
+        .route("/Contact", get(list::list).post(create))
         .route("/Contact/default", get(get_default))
         .route(
             "/Contact/{id}",

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use super::{load, parse_id, NOT_A_WEBHOOK};
 use crate::auth::Auth;
 use crate::body::{ApiPath, ApiQuery, JsonBody};
-use crate::carriers::field::{read_object, Spelling};
+use crate::carriers::field::{read_object, Field, Spelling};
 use crate::carriers::webhook::{WebhookCarrier, WebhookInput, WebhookWithLinks};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::{patch, AppState};
@@ -31,7 +31,7 @@ pub(super) fn validate(hook: &Webhook, state: &AppState) -> ApiResult<()> {
             "must name at least one event",
         ));
     }
-    if hook.kind != "webhook" {
+    if !hook.kind.eq_ignore_ascii_case("webhook") {
         return Err(ApiError::invalid_field(
             "Type",
             format!(
@@ -110,8 +110,15 @@ pub(super) fn apply(input: &WebhookInput, hook: &mut Webhook, state: &AppState) 
     validate(hook, state)
 }
 
-/// Saves after the test POST of spec 4.4 (Active webhooks only).
+/// Saves after the test POST of spec 4.4 (Active webhooks only); answers with the stored
+/// webhook and its links.
 async fn save(state: &AppState, auth: &Auth, hook: Webhook) -> ApiResult<Response> {
+    let saved = save_hook(state, auth, hook).await?;
+    Ok(answer(state, &saved))
+}
+
+/// Saves after the test POST of spec 4.4 (Active webhooks only); the stored webhook.
+pub(crate) async fn save_hook(state: &AppState, auth: &Auth, hook: Webhook) -> ApiResult<Webhook> {
     if state.test_on_save && hook.state == WebhookState::Active {
         let (ok, message) = state
             .dispatcher
@@ -128,17 +135,70 @@ async fn save(state: &AppState, auth: &Auth, hook: Webhook) -> ApiResult<Respons
     if change.is_some() {
         state.wake();
     }
-    Ok(answer(state, &saved))
+    Ok(saved)
+}
+
+/// A new webhook from `input` (what `POST /Webhook` and the agent's SaveWebhook with id 0 do).
+pub(crate) async fn create_hook(
+    state: &AppState,
+    auth: &Auth,
+    input: &WebhookInput,
+) -> ApiResult<Webhook> {
+    let mut hook = Webhook::default_for(auth.actor.tenant_id);
+    hook.events = Vec::new();
+    apply(input, &mut hook, state)?;
+    save_hook(state, auth, hook).await
+}
+
+/// Webhook `id` replaced by `input` (what `PUT /Webhook/{id}` and the agent's SaveWebhook do).
+pub(crate) async fn replace_hook(
+    state: &AppState,
+    auth: &Auth,
+    id: &str,
+    input: WebhookInput,
+) -> ApiResult<Webhook> {
+    let mut hook = load(state, auth, id).await?;
+    apply(&input.replacing(), &mut hook, state)?;
+    save_hook(state, auth, hook).await
+}
+
+/// The webhooks of the caller's tenant that pass SuperOffice's three filters (empty ones
+/// filter nothing; a status of `Unknown` neither).
+pub(crate) async fn list_hooks(
+    state: &AppState,
+    auth: &Auth,
+    name: Option<String>,
+    event: Option<String>,
+    status: Option<&str>,
+) -> ApiResult<Vec<Webhook>> {
+    let status = match status.filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(WebhookState::parse(s).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::InvalidQuery,
+                format!("statusFilter {s:?}: use Unknown, Active, Stopped or TooManyErrors"),
+            )
+        })?),
+    };
+    let filter = WebhookFilter {
+        name: name.filter(|s| !s.is_empty()),
+        event: event.filter(|s| !s.is_empty()),
+        state: status,
+    };
+    Ok(state
+        .store
+        .list_webhooks(auth.actor.tenant_id, &filter)
+        .await?)
 }
 
 /// A stored webhook as the routes that name it answer it.
 fn answer(state: &AppState, hook: &Webhook) -> Response {
-    Json(WebhookWithLinks::of(hook, state.offset, &state.base_url)).into_response()
+    Json(WebhookWithLinks::of(hook, &state.zone, &state.base_url)).into_response()
 }
 
 pub(super) async fn get_default(State(state): State<AppState>, auth: Auth) -> Response {
     let hook = Webhook::default_for(auth.actor.tenant_id);
-    Json(WebhookCarrier::of(&hook, state.offset)).into_response()
+    Json(WebhookCarrier::of(&hook, &state.zone)).into_response()
 }
 
 #[derive(Deserialize)]
@@ -154,27 +214,17 @@ pub(super) async fn list(
     auth: Auth,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Response> {
-    let status = match q.status_filter.as_deref().filter(|s| !s.is_empty()) {
-        None => None,
-        Some(s) => Some(WebhookState::parse(s).ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::InvalidQuery,
-                format!("statusFilter {s:?}: use Unknown, Active, Stopped or TooManyErrors"),
-            )
-        })?),
-    };
-    let filter = WebhookFilter {
-        name: q.name_filter.filter(|s| !s.is_empty()),
-        event: q.event_filter.filter(|s| !s.is_empty()),
-        state: status,
-    };
-    let hooks = state
-        .store
-        .list_webhooks(auth.actor.tenant_id, &filter)
-        .await?;
+    let hooks = list_hooks(
+        &state,
+        &auth,
+        q.name_filter,
+        q.event_filter,
+        q.status_filter.as_deref(),
+    )
+    .await?;
     let carriers: Vec<WebhookCarrier<'_>> = hooks
         .iter()
-        .map(|h| WebhookCarrier::of(h, state.offset))
+        .map(|h| WebhookCarrier::of(h, &state.zone))
         .collect();
     Ok(Json(carriers).into_response())
 }
@@ -185,10 +235,8 @@ pub(super) async fn create(
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
     let input: WebhookInput = read_object(body, Spelling::FirstWins, NOT_A_WEBHOOK)?;
-    let mut hook = Webhook::default_for(auth.actor.tenant_id);
-    hook.events = Vec::new();
-    apply(&input, &mut hook, &state)?;
-    save(&state, &auth, hook).await
+    let saved = create_hook(&state, &auth, &input).await?;
+    Ok(answer(&state, &saved))
 }
 
 pub(super) async fn get_one(
@@ -206,14 +254,17 @@ pub(super) async fn put(
     ApiPath(id): ApiPath<String>,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
-    let mut hook = load(&state, &auth, &id).await?;
     let input: WebhookInput = read_object(body, Spelling::FirstWins, NOT_A_WEBHOOK)?;
-    apply(&input.replacing(), &mut hook, &state)?;
-    save(&state, &auth, hook).await
+    let saved = replace_hook(&state, &auth, &id, input).await?;
+    Ok(answer(&state, &saved))
 }
 
-/// A JSON Patch or Merge Patch applies to the carrier as a GET answers it (without
-/// `Secret`, so a patch that does not name it keeps it).
+/// A JSON Patch or Merge Patch applies to the carrier as a GET answers it (`"Secret": null`
+/// included). What the patch removed (a Merge Patch `null`, a JSON Patch `remove`) is gone
+/// from the patched document and takes its default, as in a PUT. `Secret` follows the PUT's
+/// rule too (`null` keeps it, `""` removes it), with one addition: a JSON Patch `remove` of
+/// `/Secret` removes it. A Merge Patch `"Secret": null` keeps it, since a client that sends
+/// back what a GET answered sends exactly that.
 pub(super) async fn patch_one(
     State(state): State<AppState>,
     auth: Auth,
@@ -221,14 +272,18 @@ pub(super) async fn patch_one(
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
     let mut hook = load(&state, &auth, &id).await?;
-    let mut doc = serde_json::to_value(WebhookCarrier::of(&hook, state.offset))
-        .map_err(ApiError::internal)?;
-    if let Some(m) = doc.as_object_mut() {
-        m.remove("Secret");
-    }
+    let mut doc =
+        serde_json::to_value(WebhookCarrier::of(&hook, &state.zone)).map_err(ApiError::internal)?;
     patch::apply(&mut doc, &body).map_err(patch::PatchError::into_api)?;
-    let input: WebhookInput = read_object(doc, Spelling::FirstWins, NOT_A_WEBHOOK)?;
-    apply(&input, &mut hook, &state)?;
+    let secret_removed = body.is_array()
+        && doc
+            .as_object()
+            .is_some_and(|m| !m.keys().any(|k| k.eq_ignore_ascii_case("Secret")));
+    let mut input: WebhookInput = read_object(doc, Spelling::FirstWins, NOT_A_WEBHOOK)?;
+    if secret_removed {
+        input.secret = Field::Set(String::new());
+    }
+    apply(&input.replacing(), &mut hook, &state)?;
     save(&state, &auth, hook).await
 }
 

@@ -14,7 +14,8 @@ use crate::carriers::delivery::{AttemptCarrier, DeliveryCarrier, DeliveryWithAtt
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::AppState;
 
-async fn usage_of(state: &AppState, auth: &Auth, id: &str) -> ApiResult<WebhookUsage> {
+/// The usage counters of webhook `id` of the caller's tenant.
+pub(crate) async fn usage_of(state: &AppState, auth: &Auth, id: &str) -> ApiResult<WebhookUsage> {
     let id = parse_id(id)?;
     state
         .store
@@ -99,7 +100,7 @@ pub(super) async fn deliveries(
         .await?;
     let carriers: Vec<DeliveryCarrier<'_>> = list
         .iter()
-        .map(|d| DeliveryCarrier::of(d, state.offset))
+        .map(|d| DeliveryCarrier::of(d, &state.zone))
         .collect();
     Ok(Json(carriers).into_response())
 }
@@ -121,10 +122,10 @@ pub(super) async fn delivery(
             ))
         })?;
     Ok(Json(DeliveryWithAttempts {
-        delivery: DeliveryCarrier::of(&d, state.offset),
+        delivery: DeliveryCarrier::of(&d, &state.zone),
         attempt_log: attempts
             .iter()
-            .map(|a| AttemptCarrier::of(a, state.offset))
+            .map(|a| AttemptCarrier::of(a, &state.zone))
             .collect(),
     })
     .into_response())

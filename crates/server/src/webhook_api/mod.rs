@@ -7,13 +7,14 @@
 //! - [`replay`]: replay of past events, as a job.
 //!
 //! `Secret` is write-only: accepted on POST, PUT and PATCH, never returned (responses carry
-//! `"Secret": null`). A PUT or PATCH without `Secret` keeps the stored one; an explicit empty
-//! string or null removes it.
+//! `"Secret": null`). A PUT or PATCH without `Secret` or with `"Secret": null` keeps the stored
+//! one (so SuperOffice's GetWebhook → SaveWebhook round trip keeps deliveries signed); only
+//! `""`, or a JSON Patch `remove` of `/Secret`, removes it.
 
-mod definition;
-mod log;
+pub(crate) mod definition;
+pub(crate) mod log;
 mod replay;
-mod signal;
+pub(crate) mod signal;
 
 use axum::routing::{get, post};
 use axum::Router;
@@ -25,7 +26,7 @@ use crate::AppState;
 
 pub use replay::REPLAY_MAX;
 
-const NOT_A_WEBHOOK: &str = "the body must be a Webhook JSON object";
+pub(crate) const NOT_A_WEBHOOK: &str = "the body must be a Webhook JSON object";
 
 fn parse_id(raw: &str) -> ApiResult<i64> {
     raw.parse::<i32>().map(i64::from).map_err(|_| {

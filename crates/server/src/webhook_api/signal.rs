@@ -22,21 +22,30 @@ pub(super) async fn test(
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<WebhookResult>> {
     let input: WebhookInput = read_object(body, Spelling::FirstWins, NOT_A_WEBHOOK)?;
+    Ok(Json(test_hook(&state, &auth, &input).await?))
+}
+
+/// Sends a `test` event to the definition `input` (not saved) and tells how it went.
+pub(crate) async fn test_hook(
+    state: &AppState,
+    auth: &Auth,
+    input: &WebhookInput,
+) -> ApiResult<WebhookResult> {
     let mut hook = Webhook::default_for(auth.actor.tenant_id);
     if input.name.is_absent() {
         hook.name = "test".into();
     }
-    apply(&input, &mut hook, &state)?;
+    apply(input, &mut hook, state)?;
     let (success, message) = state
         .dispatcher
         .send_test(&hook, &auth.actor.tenant, auth.actor.associate_id)
         .await;
-    Ok(Json(WebhookResult {
+    Ok(WebhookResult {
         success,
         message,
         table_right: (),
         field_properties: FieldProperties::default(),
-    }))
+    })
 }
 
 pub(super) async fn signal(
@@ -45,12 +54,6 @@ pub(super) async fn signal(
     ApiPath((event, pk)): ApiPath<(String, String)>,
     OptionalJsonBody(parsed): OptionalJsonBody,
 ) -> ApiResult<StatusCode> {
-    if event.is_empty() || event.len() > 255 || event.contains(',') {
-        return Err(ApiError::new(
-            ErrorCode::InvalidEvent,
-            "the event name must be 1 to 255 characters without commas",
-        ));
-    }
     let pk: i64 = pk.parse::<i32>().map(i64::from).map_err(|_| {
         ApiError::new(
             ErrorCode::InvalidId,
@@ -68,6 +71,24 @@ pub(super) async fn signal(
             ))
         }
     };
+    signal_event(&state, &auth, event, pk, data).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Fires `event` for primary key `pk` with `data` to every subscribed webhook (SignalEvent).
+pub(crate) async fn signal_event(
+    state: &AppState,
+    auth: &Auth,
+    event: String,
+    pk: i64,
+    data: Map<String, Value>,
+) -> ApiResult<()> {
+    if event.is_empty() || event.len() > 255 || event.contains(',') {
+        return Err(ApiError::new(
+            ErrorCode::InvalidEvent,
+            "the event name must be 1 to 255 characters without commas",
+        ));
+    }
     let entity = event.split('.').next().unwrap_or_default().to_owned();
     let committed = state
         .store
@@ -89,5 +110,5 @@ pub(super) async fn signal(
         )
         .await?;
     state.committed(&committed);
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }

@@ -13,19 +13,23 @@ mod common;
 mod contact;
 mod delivery_log;
 mod errors;
+mod superoffice;
 mod transcript;
 mod webhook;
 
 use contact::contact_responses;
 use delivery_log::{delivery_log_responses, pending_delivery_responses};
 use errors::error_responses;
-use webhook::{webhook_responses, webhook_secret_semantics};
+use superoffice::superoffice_responses;
+use webhook::{webhook_patch_clears, webhook_responses, webhook_secret_semantics};
 
 both_backends!(
     webhook_responses,
     webhook_secret_semantics,
+    webhook_patch_clears,
     delivery_log_responses,
     pending_delivery_responses,
     contact_responses,
     error_responses,
+    superoffice_responses,
 );

@@ -12,7 +12,7 @@ use crate::common::TestApp;
 pub const T: Duration = Duration::from_secs(15);
 
 /// Properties whose values the server takes from the clock or a random source.
-const CLOCK_KEYS: [&str; 9] = [
+const CLOCK_KEYS: [&str; 11] = [
     "Registered",
     "Updated",
     "CreatedDate",
@@ -22,6 +22,8 @@ const CLOCK_KEYS: [&str; 9] = [
     "NextAttemptAt",
     "Completed",
     "AttemptedAt",
+    "registeredDate",
+    "updatedDate",
 ];
 
 /// Requests and their raw answers, written down one after the other.

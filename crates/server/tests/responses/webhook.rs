@@ -156,11 +156,119 @@ pub async fn webhook_secret_semantics() {
     );
     put(serde_json::json!({"Name": "s", "Events": ["contact.created"], "TargetUrl": url, "Secret": null}))
         .await;
-    assert_eq!(secret(&app).await, None, "an explicit null removes it");
+    assert_eq!(
+        secret(&app).await.as_deref(),
+        Some("two"),
+        "an explicit null keeps it"
+    );
+    // SuperOffice's GetWebhook → edit → SaveWebhook: the GET's `"Secret": null` goes back.
+    let mut got = app.ok(Method::GET, "/api/v1/Webhook/1", None).await;
+    assert_eq!(got["Secret"], Value::Null);
+    got["Name"] = "renamed".into();
+    put(got.clone()).await;
+    assert_eq!(
+        secret(&app).await.as_deref(),
+        Some("two"),
+        "GET, edit, PUT keeps it"
+    );
+    app.ok(Method::PATCH, "/api/v1/Webhook/1", Some(got)).await;
+    assert_eq!(
+        secret(&app).await.as_deref(),
+        Some("two"),
+        "a Merge Patch of what a GET answered keeps it"
+    );
+    app.ok(
+        Method::PATCH,
+        "/api/v1/Webhook/1",
+        Some(serde_json::json!([{"op": "replace", "path": "/Name", "value": "n"}])),
+    )
+    .await;
+    assert_eq!(secret(&app).await.as_deref(), Some("two"));
+    app.ok(
+        Method::PATCH,
+        "/api/v1/Webhook/1",
+        Some(serde_json::json!([{"op": "remove", "path": "/Secret"}])),
+    )
+    .await;
+    assert_eq!(secret(&app).await, None, "a JSON Patch remove removes it");
     put(serde_json::json!({"Name": "s", "Events": ["contact.created"], "TargetUrl": url, "Secret": "three"}))
         .await;
     put(serde_json::json!({"Name": "s", "Events": ["contact.created"], "TargetUrl": url, "Secret": ""}))
         .await;
     assert_eq!(secret(&app).await, None, "an empty string removes it");
+    put(serde_json::json!({"Name": "s", "Events": ["contact.created"], "TargetUrl": url, "Secret": "four"}))
+        .await;
+    app.ok(
+        Method::PATCH,
+        "/api/v1/Webhook/1",
+        Some(serde_json::json!({"Secret": ""})),
+    )
+    .await;
+    assert_eq!(secret(&app).await, None, "a Merge Patch \"\" removes it");
+    app.stop().await;
+}
+
+/// PATCH clears what it removes: a Merge Patch `null` and a JSON Patch `remove` empty
+/// `ErrorsEmail`, `Headers`, `Properties`, `RetryPolicy` and `SuccessStatus`, and never the
+/// secret by accident; `Type` is taken in any case and stored in lower case.
+pub async fn webhook_patch_clears() {
+    let app = TestApp::start().await;
+    let rx = receiver(None).await;
+    let full = serde_json::json!({
+        "Name": "p", "Events": ["contact.created"], "TargetUrl": rx.url("/p"), "Secret": "keep",
+        "Type": "Webhook", "ErrorsEmail": "ops@example.com", "Headers": {"X-A": "1"},
+        "Properties": {"k": "v"}, "RetryPolicy": "exponential", "SuccessStatus": "2xx"
+    });
+    let v = app
+        .ok(Method::POST, "/api/v1/Webhook", Some(full.clone()))
+        .await;
+    assert_eq!(v["Type"], "webhook");
+    assert_eq!(v["RetryPolicy"], "exponential");
+    let id = v["WebhookId"].as_i64().unwrap();
+    let path = format!("/api/v1/Webhook/{id}");
+    let cleared = [
+        "ErrorsEmail",
+        "Headers",
+        "Properties",
+        "RetryPolicy",
+        "SuccessStatus",
+    ];
+    let merge: serde_json::Map<String, Value> = cleared
+        .iter()
+        .map(|k| ((*k).to_owned(), Value::Null))
+        .collect();
+    let v = app
+        .ok(Method::PATCH, &path, Some(Value::Object(merge)))
+        .await;
+    let check = |v: &Value| {
+        for k in ["ErrorsEmail", "Headers", "Properties"] {
+            assert_eq!(v[k], Value::Null, "{k} cleared: {v}");
+        }
+        let obj = v.as_object().unwrap();
+        assert!(!obj.contains_key("RetryPolicy"), "{v}");
+        assert!(!obj.contains_key("SuccessStatus"), "{v}");
+    };
+    check(&v);
+    let stored = app.state.store.get_webhook(1, id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            stored.errors_email,
+            stored.headers,
+            stored.retry_policy,
+            stored.secret.as_deref()
+        ),
+        (None, None, None, Some("keep"))
+    );
+    app.ok(Method::PUT, &path, Some(full)).await;
+    let ops: Vec<Value> = cleared
+        .iter()
+        .map(|k| serde_json::json!({"op": "remove", "path": format!("/{k}")}))
+        .collect();
+    let v = app.ok(Method::PATCH, &path, Some(Value::Array(ops))).await;
+    check(&v);
+    let stored = app.state.store.get_webhook(1, id).await.unwrap().unwrap();
+    assert_eq!(stored.success_status, None);
+    assert_eq!(stored.secret.as_deref(), Some("keep"));
+    assert_eq!(stored.kind, "webhook");
     app.stop().await;
 }

@@ -74,7 +74,7 @@ pub(super) type Key = (i64, &'static str, i64);
 pub(super) struct Committer {
     pub(super) pool: sqlx::PgPool,
     pub(super) handoff: Arc<Handoff>,
-    pub(super) local_offset: time::UtcOffset,
+    pub(super) zone: crate::LocalZone,
 }
 
 impl Committer {
@@ -201,14 +201,7 @@ impl Committer {
             let key = job.pk.map(|pk| (job.actor.tenant_id, job.def.table, pk));
             let current = key.and_then(|k| rows.get(&k).cloned().flatten());
             let plan = (job.change)(current.as_ref()).and_then(|decided| {
-                plan_change(
-                    job.def,
-                    &job.actor,
-                    current,
-                    decided,
-                    now,
-                    self.local_offset,
-                )
+                plan_change(job.def, &job.actor, current, decided, now, &self.zone)
             });
             plans.push(match plan {
                 Err(e) => Plan::Done(Err(e)),
@@ -264,7 +257,7 @@ impl Committer {
         for (i, plan) in plans.iter().enumerate() {
             let event = match plan {
                 Plan::Done(_) => continue,
-                Plan::Insert(row) => created_event(metas[i].def, row, self.local_offset),
+                Plan::Insert(row) => created_event(metas[i].def, row, &self.zone),
                 Plan::Update(_, event) | Plan::Delete(event) => event.clone(),
             };
             written.push((i, seqs.next().unwrap_or_default(), event));

@@ -50,7 +50,7 @@ use db::{db, PgDb};
 pub struct PgStore {
     pool: PgPool,
     connect: PgConnectOptions,
-    local_offset: time::UtcOffset,
+    zone: crate::LocalZone,
     /// Dropped with the store, which ends the listener and notifier tasks.
     alive: watch::Sender<()>,
     /// The hand-off to this node's dispatcher and the wake-up of the nodes.
@@ -106,13 +106,12 @@ impl PgStore {
             intake: std::sync::RwLock::new(None),
             notify,
         });
-        let local_offset = crate::local_offset();
         let (changes, waiting) = tokio::sync::mpsc::channel(group::GROUP_MAX * 4);
         let waiting = Arc::new(tokio::sync::Mutex::new(waiting));
         let committer = Arc::new(group::Committer {
             pool: pool.clone(),
             handoff: handoff.clone(),
-            local_offset,
+            zone: options.time_zone.clone(),
         });
         for _ in 0..COMMITTERS {
             tokio::spawn(Arc::clone(&committer).run(Arc::clone(&waiting)));
@@ -120,7 +119,7 @@ impl PgStore {
         Ok(PgStore {
             pool,
             connect,
-            local_offset,
+            zone: options.time_zone.clone(),
             alive,
             handoff,
             changes,
@@ -186,6 +185,16 @@ impl Store for PgStore {
         sql::rows::get_row(&mut PgDb(&mut conn), tenant_id, def, pk, include_deleted).await
     }
 
+    async fn list_rows(
+        &self,
+        tenant_id: i64,
+        def: &'static EntityDef,
+        query: &crate::RowQuery,
+    ) -> Result<Vec<Row>> {
+        let mut conn = self.conn().await?;
+        sql::rows::list(&mut PgDb(&mut conn), tenant_id, def, query).await
+    }
+
     async fn apply_change(
         &self,
         actor: &Actor,
@@ -240,7 +249,7 @@ impl Store for PgStore {
         hook: Webhook,
     ) -> Result<(Webhook, Option<StateChange>)> {
         let mut tx = self.begin().await?;
-        let saved = sql::webhooks::save(&mut PgDb(&mut tx), actor, hook, self.local_offset).await?;
+        let saved = sql::webhooks::save(&mut PgDb(&mut tx), actor, hook, &self.zone).await?;
         tx.commit().await.map_err(db)?;
         if saved.1.is_some() {
             // Reactivated: its parked deliveries are due again, on whichever node; a state

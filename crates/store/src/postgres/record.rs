@@ -168,7 +168,7 @@ impl PgStore {
                             WebhookState::TooManyErrors,
                             &actor,
                             now,
-                            self.local_offset,
+                            &self.zone,
                         )
                         .await?;
                         changes.push(StateChange {

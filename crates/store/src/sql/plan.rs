@@ -6,23 +6,12 @@ use serde_json::{Map, Value as Json};
 use super::columns::json_text;
 use crate::entity::{ColumnKind, EntityDef, Row, Ticks, Value};
 use crate::model::*;
+use crate::zone::LocalZone;
 use crate::{Result, StoreError};
 
-/// The server's offset for .NET Local-kind dates: `CRMHOOKS_TZ_OFFSET` (e.g. `+02:00`) if set,
-/// else UTC. (Reading the OS zone is unsound in a multi-threaded process.)
-pub fn local_offset() -> time::UtcOffset {
-    std::env::var("CRMHOOKS_TZ_OFFSET")
-        .ok()
-        .and_then(|s| {
-            let fmt =
-                time::macros::format_description!("[offset_hour sign:mandatory]:[offset_minute]");
-            time::UtcOffset::parse(&s, &fmt).ok()
-        })
-        .unwrap_or(time::UtcOffset::UTC)
-}
-
-/// Renders a date column for `FieldValues` (spec 1.2).
-pub fn render_date(ticks: Option<Ticks>, local: Option<time::UtcOffset>) -> String {
+/// Renders a date column for `FieldValues` (spec 1.2): in `local`, with the offset in force at
+/// that instant (Local kind), or as stored without an offset (Unspecified kind).
+pub fn render_date(ticks: Option<Ticks>, local: Option<&LocalZone>) -> String {
     use crmhooks_payload::NetDateTime;
     let Some(t) = ticks else {
         return NetDateTime::MIN.to_string();
@@ -31,7 +20,7 @@ pub fn render_date(ticks: Option<Ticks>, local: Option<time::UtcOffset>) -> Stri
         return NetDateTime::MIN.to_string();
     };
     match local {
-        Some(off) => NetDateTime::local(dt.to_offset(off)).to_string(),
+        Some(zone) => NetDateTime::local(dt.to_offset(zone.offset_at(dt))).to_string(),
         None => {
             NetDateTime::unspecified(time::PrimitiveDateTime::new(dt.date(), dt.time())).to_string()
         }
@@ -40,7 +29,7 @@ pub fn render_date(ticks: Option<Ticks>, local: Option<time::UtcOffset>) -> Stri
 
 /// `FieldValues` of a row as JSON text: the bytes `serde_json` writes for the map of its fields
 /// (names in the entity's order), written without building the map.
-pub(crate) fn field_values(def: &EntityDef, row: &Row, offset: time::UtcOffset) -> String {
+pub(crate) fn field_values(def: &EntityDef, row: &Row, zone: &LocalZone) -> String {
     let mut out: Vec<u8> = Vec::with_capacity(64 * def.field_values.len());
     out.push(b'{');
     for name in def.field_values {
@@ -53,7 +42,7 @@ pub(crate) fn field_values(def: &EntityDef, row: &Row, offset: time::UtcOffset) 
         let v = &row.values[i];
         match def.columns[i].kind {
             ColumnKind::Date => {
-                let local = def.local_dates.contains(name).then_some(offset);
+                let local = def.local_dates.contains(name).then_some(zone);
                 json_str(&mut out, &render_date(v.as_ticks(), local));
             }
             ColumnKind::Text { .. } => json_str(&mut out, v.as_str().unwrap_or_default()),
@@ -74,17 +63,13 @@ fn json_str(out: &mut Vec<u8>, s: &str) {
 }
 
 /// The state event of spec 6.1 for `hook`, which just entered `hook.state`.
-pub(crate) fn state_event(
-    hook: &Webhook,
-    usage_calls: i64,
-    offset: time::UtcOffset,
-) -> Option<NewEvent> {
+pub(crate) fn state_event(hook: &Webhook, usage_calls: i64, zone: &LocalZone) -> Option<NewEvent> {
     let verb = hook.state.event_verb()?;
     let mut fv = Map::new();
     fv.insert("events".into(), Json::from(usage_calls));
     fv.insert(
         "registered".into(),
-        Json::String(render_date(Some(hook.registered), Some(offset))),
+        Json::String(render_date(Some(hook.registered), Some(zone))),
     );
     fv.insert(
         "registered_associate_id".into(),
@@ -96,7 +81,7 @@ pub(crate) fn state_event(
         Json::String(if hook.updated == 0 {
             crmhooks_payload::NetDateTime::MIN.to_string()
         } else {
-            render_date(Some(hook.updated), Some(offset))
+            render_date(Some(hook.updated), Some(zone))
         }),
     );
     fv.insert(
@@ -156,7 +141,7 @@ pub(crate) fn plan_change(
     current: Option<Row>,
     decided: crate::Change,
     now: Ticks,
-    offset: time::UtcOffset,
+    zone: &LocalZone,
 ) -> Result<Planned> {
     use crate::Change;
     let set_bookkeeping = |row: &mut Row, count: i64| {
@@ -208,7 +193,7 @@ pub(crate) fn plan_change(
                 primary_key: pk,
                 changes,
                 values: None,
-                field_values: Some(field_values(def, &row, offset)),
+                field_values: Some(field_values(def, &row, zone)),
                 order_key: format!("{}:{pk}", def.entity),
             };
             Ok(Planned::Update { row, event })
@@ -229,7 +214,7 @@ pub(crate) fn plan_change(
                 primary_key: pk,
                 changes: Vec::new(),
                 values: Some(values),
-                field_values: Some(field_values(def, &before, offset)),
+                field_values: Some(field_values(def, &before, zone)),
                 order_key: format!("{}:{pk}", def.entity),
             };
             Ok(Planned::Delete { event })
@@ -238,7 +223,7 @@ pub(crate) fn plan_change(
 }
 
 /// The `{entity}.created` event of an inserted row (its key set).
-pub(crate) fn created_event(def: &EntityDef, row: &Row, offset: time::UtcOffset) -> NewEvent {
+pub(crate) fn created_event(def: &EntityDef, row: &Row, zone: &LocalZone) -> NewEvent {
     let id = row.values[0].as_i64();
     NewEvent {
         event: format!("{}.created", def.entity),
@@ -246,7 +231,7 @@ pub(crate) fn created_event(def: &EntityDef, row: &Row, offset: time::UtcOffset)
         primary_key: id,
         changes: def.created_changes(),
         values: None,
-        field_values: Some(field_values(def, row, offset)),
+        field_values: Some(field_values(def, row, zone)),
         order_key: format!("{}:{id}", def.entity),
     }
 }

@@ -1,9 +1,10 @@
 //! Reading entity rows.
 
 use super::columns::{column_list, read_row};
-use super::{args, Db};
-use crate::entity::{EntityDef, Row, Ticks};
-use crate::Result;
+use super::{args, Db, Query};
+use crate::entity::{ColumnKind, EntityDef, Row, Ticks};
+use crate::query::{RowFilter, RowQuery};
+use crate::{Result, StoreError};
 
 /// A row of a tenant; soft-deleted rows only when `include_deleted`.
 pub(crate) async fn get_row(
@@ -71,4 +72,74 @@ pub(crate) async fn recycle_bin_expired(
         Ok((r.int(0)?, r.text(1)?, r.int(2)?))
     })
     .await
+}
+
+/// `column` of `def` quoted for SQL, if `def` has it and it is of the `kind` asked for.
+fn column_of(def: &EntityDef, column: &str, kind: fn(&ColumnKind) -> bool) -> Result<String> {
+    match def.index(column) {
+        Some(i) if kind(&def.columns[i].kind) => Ok(format!("\"{column}\"")),
+        _ => Err(StoreError::Invalid(crate::FieldError {
+            field: column.to_owned(),
+            message: "is not a column of this kind to list by".to_owned(),
+        })),
+    }
+}
+
+/// Rows of a tenant that are not soft-deleted, filtered, ordered and paged by `query`.
+pub(crate) async fn list(
+    db: &mut impl Db,
+    tenant_id: i64,
+    def: &'static EntityDef,
+    query: &RowQuery,
+) -> Result<Vec<Row>> {
+    let any = |_: &ColumnKind| true;
+    let text = |k: &ColumnKind| matches!(k, ColumnKind::Text { .. });
+    let date = |k: &ColumnKind| matches!(k, ColumnKind::Date);
+    let mut q = Query::new(format!(
+        "SELECT {} FROM {} WHERE tenant_id = ",
+        column_list(def),
+        def.table
+    ));
+    q.bind(tenant_id).push(" AND COALESCE(\"deleted\", 0) = 0");
+    for f in &query.filters {
+        match f {
+            // LOWER on both sides: the same folding applies to the column and the prefix
+            // (ASCII letters on SQLite, all letters on PostgreSQL); substr counts characters
+            // on both.
+            RowFilter::Begins { column, prefix } => {
+                let col = column_of(def, column, text)?;
+                q.push(&format!(" AND LOWER(substr({col}, 1, CAST("))
+                    .bind(i64::try_from(prefix.chars().count()).unwrap_or(i64::MAX))
+                    .push(" AS INTEGER))) = LOWER(")
+                    .bind(prefix.as_str())
+                    .push(")");
+            }
+            RowFilter::After { column, at } => {
+                let col = column_of(def, column, date)?;
+                q.push(&format!(" AND {col} > ")).bind(*at);
+            }
+            RowFilter::Greater { column, than } => {
+                let col = column_of(def, column, any)?;
+                q.push(&format!(" AND {col} > ")).bind(*than);
+            }
+        }
+    }
+    let mut order = Vec::with_capacity(query.order.len() + 1);
+    for (column, desc) in &query.order {
+        let col = column_of(def, column, any)?;
+        let dir = if *desc { "DESC" } else { "ASC" };
+        // Text sorts without regard to case first (as SuperOffice's SQL Server collation
+        // does), then by its bytes, so both backends give the same order for ASCII text
+        // whatever the PostgreSQL database's collation.
+        if column_of(def, column, text).is_ok() {
+            order.push(format!("LOWER({col}) {dir}"));
+        }
+        order.push(format!("{col} {dir}"));
+    }
+    order.push(format!("\"{}\" ASC", def.pk()));
+    q.push(&format!(" ORDER BY {} LIMIT ", order.join(", ")))
+        .bind(query.top)
+        .push(" OFFSET ")
+        .bind(query.skip);
+    db.rows(&q.sql, q.args, |r| read_row(def, r)).await
 }

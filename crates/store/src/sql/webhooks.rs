@@ -6,6 +6,7 @@ use super::plan::state_event;
 use super::{args, Db, Fanout, Query};
 use crate::entity::Ticks;
 use crate::model::*;
+use crate::zone::LocalZone;
 use crate::{now_ticks, Result, StoreError};
 
 /// Reads a webhook inside a transaction, with the row lock `lock` (see [`Db`]).
@@ -81,7 +82,7 @@ pub(crate) async fn save(
     db: &mut impl Fanout,
     actor: &Actor,
     mut hook: Webhook,
-    offset: time::UtcOffset,
+    zone: &LocalZone,
 ) -> Result<(Webhook, Option<StateChange>)> {
     let now = now_ticks();
     let before = if hook.id == 0 {
@@ -187,7 +188,7 @@ pub(crate) async fn save(
                 )
                 .await?;
             }
-            fire_state_event(db, &hook, actor, now, offset).await?;
+            fire_state_event(db, &hook, actor, now, zone).await?;
             change = Some(StateChange {
                 webhook: hook.clone(),
                 from: old.state,
@@ -236,7 +237,7 @@ pub(crate) async fn set_state(
     state: WebhookState,
     actor: &Actor,
     now: Ticks,
-    offset: time::UtcOffset,
+    zone: &LocalZone,
 ) -> Result<()> {
     hook.state = state;
     hook.updated = now;
@@ -246,7 +247,7 @@ pub(crate) async fn set_state(
         args![state as i64, now, actor.associate_id, hook.id],
     )
     .await?;
-    fire_state_event(db, hook, actor, now, offset).await
+    fire_state_event(db, hook, actor, now, zone).await
 }
 
 /// Fires `webhook{id}.<verb>` for `hook`, which just entered `hook.state`.
@@ -255,7 +256,7 @@ async fn fire_state_event(
     hook: &Webhook,
     actor: &Actor,
     now: Ticks,
-    offset: time::UtcOffset,
+    zone: &LocalZone,
 ) -> Result<()> {
     let calls = db
         .row(
@@ -265,7 +266,7 @@ async fn fire_state_event(
         )
         .await?
         .unwrap_or(0);
-    if let Some(ev) = state_event(hook, calls, offset) {
+    if let Some(ev) = state_event(hook, calls, zone) {
         db.emit(actor, ev, now).await?;
     }
     Ok(())

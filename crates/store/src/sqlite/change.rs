@@ -180,7 +180,7 @@ impl Writer {
         mut change: ChangeFn,
     ) -> Result<ChangeOutcome> {
         let sql = self.entity_sql(def);
-        let offset = self.options.local_offset;
+        let zone = &self.options.zone;
         let current = match pk {
             Some(pk) => self
                 .conn
@@ -194,7 +194,7 @@ impl Writer {
         };
         let now = now_ticks();
         let decided = change(current.as_ref())?;
-        let (after, event) = match plan_change(def, actor, current, decided, now, offset)? {
+        let (after, event) = match plan_change(def, actor, current, decided, now, zone)? {
             Planned::Nothing(row) => {
                 return Ok(ChangeOutcome {
                     row,
@@ -211,7 +211,7 @@ impl Writer {
                     .map_err(sql_err)?;
                 let id = self.conn.last_insert_rowid();
                 row.values[0] = Value::Int(id);
-                let event = created_event(def, &row, offset);
+                let event = created_event(def, &row, zone);
                 (Some(row), event)
             }
             Planned::Update { row, event } => {

@@ -43,7 +43,7 @@ use writer::{Cmd, Job, TaskOf, Writer, WriterOptions};
 /// SQLite implementation of [`Store`].
 pub struct SqliteStore {
     reader: ReadPool,
-    local_offset: time::UtcOffset,
+    zone: crate::LocalZone,
     /// The writer thread.
     writer: mpsc::Sender<Cmd>,
     /// Fresh deliveries straight to this node's dispatcher.
@@ -154,7 +154,6 @@ impl SqliteStore {
         let migrated = sqlx::migrate!("./migrations/sqlite").run(&mut conn).await;
         let _ = conn.close().await;
         migrated.map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
-        let local_offset = crate::local_offset();
         let handoff = SharedHandOff::default();
         let writer = writer::spawn(
             &path,
@@ -162,14 +161,14 @@ impl SqliteStore {
                 synchronous_full: options.synchronous_full,
                 wal_autocheckpoint: options.wal_autocheckpoint,
                 sync_delay: options.sync_delay,
-                local_offset,
+                zone: options.time_zone.clone(),
                 serving: options.serving,
             },
             handoff.clone(),
         )?;
         Ok(SqliteStore {
             reader: ReadPool::new(&path, options.max_connections),
-            local_offset,
+            zone: options.time_zone.clone(),
             writer,
             handoff,
             _lock: lock,
@@ -240,6 +239,18 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn list_rows(
+        &self,
+        tenant_id: i64,
+        def: &'static EntityDef,
+        query: &crate::RowQuery,
+    ) -> Result<Vec<Row>> {
+        let query = query.clone();
+        self.reader
+            .read(move |c| block_on(sql::rows::list(c, tenant_id, def, &query)))
+            .await
+    }
+
     async fn apply_change(
         &self,
         actor: &Actor,
@@ -284,9 +295,9 @@ impl Store for SqliteStore {
         hook: Webhook,
     ) -> Result<(Webhook, Option<StateChange>)> {
         let actor = actor.clone();
-        let offset = self.local_offset;
+        let zone = self.zone.clone();
         self.write(true, move |w| {
-            block_on(sql::webhooks::save(w, &actor, hook, offset))
+            block_on(sql::webhooks::save(w, &actor, hook, &zone))
         })
         .await
     }

@@ -346,9 +346,9 @@ impl Writer {
         if let Some(b) = self.successors.as_mut() {
             b.hooks.remove(&hook.id);
         }
-        let offset = self.options.local_offset;
+        let zone = self.options.zone.clone();
         block_on(crate::sql::webhooks::set_state(
-            self, hook, state, actor, now, offset,
+            self, hook, state, actor, now, &zone,
         ))
     }
 }

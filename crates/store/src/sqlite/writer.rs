@@ -96,7 +96,7 @@ pub(crate) struct WriterOptions {
     pub wal_autocheckpoint: u32,
     /// Tests only: the syncer waits this long before each fsync.
     pub sync_delay: Duration,
-    pub local_offset: time::UtcOffset,
+    pub zone: crate::LocalZone,
     /// This process is the file's only server: leases left by a process before it are taken
     /// back at once.
     pub serving: bool,
