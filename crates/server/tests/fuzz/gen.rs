@@ -10,7 +10,7 @@ use crate::probe::{Auth, Probe};
 
 /// Every route with its methods, `{id}` and `{n}` standing for path segments.
 const ROUTES: &[(&str, &[&str])] = &[
-    ("/api/v1/Contact", &["POST"]),
+    ("/api/v1/Contact", &["GET", "POST"]),
     ("/api/v1/Contact/default", &["GET"]),
     (
         "/api/v1/Contact/{id}",
@@ -31,6 +31,8 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/api/v1/Webhook/{id}/Replay", &["POST"]),
     ("/api/v1/Webhook/{id}/Replay/{n}", &["GET"]),
     ("/api/v1/Webhook/{event}/{n}", &["POST"]),
+    ("/api/v1/Agents/Webhook/{agent_webhook}", &["POST"]),
+    ("/api/v1/Agents/Contact/{agent_contact}", &["POST"]),
     ("/healthz", &["GET"]),
     ("/metrics", &["GET"]),
     ("/openapi.json", &["GET"]),
@@ -81,9 +83,40 @@ const SEGMENTS: &[&str] = &[
     " 1",
 ];
 
+/// Agent methods: SuperOffice's, in several cases, and some that do not exist.
+const AGENT_WEBHOOK: &[&str] = &[
+    "CreateDefaultWebhook",
+    "SaveWebhook",
+    "DeleteWebhook",
+    "GetWebhook",
+    "GetAllWebhooks",
+    "TestWebhook",
+    "SignalEvent",
+    "GetLastError",
+    "getwebhook",
+    "GetAllWebhooksForFilter",
+];
+const AGENT_CONTACT: &[&str] = &[
+    "CreateDefaultContactEntity",
+    "GetContactEntity",
+    "SaveContactEntity",
+    "DeleteContactEntity",
+    "savecontactentity",
+    "GetContact",
+];
+
 const QUERY_NAMES: &[&str] = &[
     "nameFilter",
     "eventFilter",
+    "$top",
+    "$skip",
+    "$select",
+    "$orderBy",
+    "$filter",
+    "webhookId",
+    "WebhookId",
+    "contactEntityId",
+    "ContactEntityId",
     "statusFilter",
     "status",
     "since",
@@ -491,16 +524,19 @@ fn route() -> BoxedStrategy<(&'static str, String)> {
         segment(),
         prop_oneof![3 => select(IDS), 1 => select(SEGMENTS)],
         prop_oneof![3 => select(EVENTS), 1 => select(SEGMENTS)],
+        (select(AGENT_WEBHOOK), select(AGENT_CONTACT)),
         tenant,
         query(),
     )
         .prop_map(
-            |((template, methods), other, pick, id, n, event, tenant, query)| {
+            |((template, methods), other, pick, id, n, event, agents, tenant, query)| {
                 let method = other.unwrap_or_else(|| methods[pick.index(methods.len())]);
                 let path = template
                     .replace("{id}", id)
                     .replace("{n}", n)
-                    .replace("{event}", event);
+                    .replace("{event}", event)
+                    .replace("{agent_webhook}", agents.0)
+                    .replace("{agent_contact}", agents.1);
                 let prefix = tenant.map(|t| format!("/{t}")).unwrap_or_default();
                 (method, format!("{prefix}{path}{query}"))
             },
