@@ -63,6 +63,10 @@ pub struct BenchArgs {
     /// memory) beside every run's own: on a noisy machine one run says little.
     #[arg(long, default_value_t = 1)]
     pub repeat: usize,
+    /// Server nodes sharing the database (PostgreSQL only): the load's clients are spread over
+    /// them, and each delivers; the figures are of all of them together.
+    #[arg(long, default_value_t = 1)]
+    pub nodes: usize,
 }
 
 impl BenchArgs {
@@ -98,6 +102,22 @@ impl BenchArgs {
         }
         if self.backlog == Some(0) {
             bail!("--backlog must be at least 1");
+        }
+        if self.nodes == 0 {
+            bail!("--nodes must be at least 1");
+        }
+        if self.nodes > 1
+            && !self
+                .database
+                .as_deref()
+                .is_some_and(|d| d.starts_with("postgres"))
+        {
+            bail!("--nodes above 1 needs --database postgres://…: several nodes share a PostgreSQL database (a SQLite file has one server)");
+        }
+        if self.nodes > 1 && self.backlog.is_some() {
+            bail!(
+                "--nodes and --backlog do not go together (the backlog mode drains with one node)"
+            );
         }
         if self.repeat == 0 {
             bail!("--repeat must be at least 1");

@@ -123,6 +123,22 @@ pub(crate) struct Finished {
     pub(crate) peak_rss_kb: Option<u64>,
 }
 
+impl Finished {
+    /// Several nodes as one: their CPU seconds summed, the largest peak memory of one, the
+    /// marks of the last to stop.
+    pub(crate) fn of_all(mut all: Vec<Finished>) -> Finished {
+        let cpu_seconds = all.iter().map(|f| f.cpu_seconds).sum::<Option<f64>>();
+        let peak_rss_kb = all.iter().filter_map(|f| f.peak_rss_kb).max();
+        let mark = all.last().map_or_else(CpuMark::now, |f| f.mark);
+        all.clear();
+        Finished {
+            cpu_seconds,
+            mark,
+            peak_rss_kb,
+        }
+    }
+}
+
 /// `crmhooks serve` as a child process, its memory sampled.
 pub(crate) struct ServerChild {
     pub(crate) child: Child,

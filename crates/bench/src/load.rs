@@ -178,13 +178,17 @@ impl Pacer {
 /// Runs `--clients` API clients until `deadline`.
 pub(crate) async fn run_clients(
     args: &BenchArgs,
-    api: &Api,
+    apis: &[Api],
     load: &Arc<LoadTally>,
     deadline: Instant,
     pacer: Option<Arc<Pacer>>,
 ) {
     let mut clients = tokio::task::JoinSet::new();
     for i in 0..args.clients {
+        // Spread over the nodes, one client after the other.
+        let Some(api) = apis.get(i % apis.len().max(1)) else {
+            return;
+        };
         clients.spawn(client_loop(
             api.clone(),
             load.clone(),

@@ -22,12 +22,37 @@ pub(crate) fn proc_cpu_seconds(pid: u32) -> Option<f64> {
     Some((utime + stime) as f64 / 100.0)
 }
 
-/// This process's CPU seconds and the machine's CPU time at one moment, to difference over a
-/// window.
+/// CPU seconds of every PostgreSQL process on this machine (its backends, WAL writer,
+/// checkpointer…: what a local database server spends), or None when none runs.
+pub(crate) fn postgres_cpu_seconds() -> Option<f64> {
+    let mut total = None;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let is_postgres = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .is_ok_and(|c| c.trim() == "postgres");
+        if is_postgres {
+            if let Some(s) = proc_cpu_seconds(pid) {
+                *total.get_or_insert(0.0) += s;
+            }
+        }
+    }
+    total
+}
+
+/// This process's CPU seconds, the local PostgreSQL server's and the machine's CPU time at one
+/// moment, to difference over a window.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct CpuMark {
     pub(crate) bench: Option<f64>,
     pub(crate) machine: Option<MachineCpu>,
+    /// The local PostgreSQL server's processes (when the run is on PostgreSQL).
+    pub(crate) db: Option<f64>,
 }
 
 impl CpuMark {
@@ -36,6 +61,7 @@ impl CpuMark {
         CpuMark {
             bench: proc_cpu_seconds(std::process::id()),
             machine: machine_cpu(),
+            db: postgres_cpu_seconds(),
         }
     }
 }

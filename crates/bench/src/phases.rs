@@ -82,10 +82,21 @@ async fn load_phase(
     receiver: &CountingReceiver,
     report: &mut Report,
 ) -> anyhow::Result<()> {
-    let mut server = ServerChild::spawn(&db.url, key, &dir.join("server.log"), false).await?;
-    report.server_start_seconds = round(server.child.ready.as_secs_f64(), 3);
-    let api = Api::new(&server.child.base, key)?;
-    let mut setup = api.connect();
+    let mut servers = Vec::with_capacity(args.nodes);
+    for node in 0..args.nodes {
+        let log = if node == 0 {
+            dir.join("server.log")
+        } else {
+            dir.join(format!("server-{node}.log"))
+        };
+        servers.push(ServerChild::spawn(&db.url, key, &log, false).await?);
+    }
+    report.server_start_seconds = round(servers[0].child.ready.as_secs_f64(), 3);
+    let apis = servers
+        .iter()
+        .map(|s| Api::new(&s.child.base, key))
+        .collect::<anyhow::Result<Vec<Api>>>()?;
+    let mut setup = apis[0].connect();
     setup.create_webhooks(receiver, args.webhooks).await?;
     setup
         .create_idle_webhooks(receiver, args.idle_webhooks)
@@ -98,7 +109,10 @@ async fn load_phase(
     }
     receiver.tally().reset();
 
-    let cpu_before = server.cpu_seconds();
+    let cpu_before = servers
+        .iter()
+        .map(ServerChild::cpu_seconds)
+        .sum::<Option<f64>>();
     let mark = CpuMark::now();
     let load = Arc::new(LoadTally::default());
     let deadline = Instant::now() + Duration::from_secs_f64(args.seconds);
@@ -110,7 +124,7 @@ async fn load_phase(
         args.webhooks as u64,
     );
     let started = Instant::now();
-    run_clients(args, &api, &load, deadline, pacer).await;
+    run_clients(args, &apis, &load, deadline, pacer).await;
     let load_secs = started.elapsed().as_secs_f64();
     let load_end_us = unix_micros_now();
     let committed = load.committed.load(Ordering::SeqCst);
@@ -118,11 +132,15 @@ async fn load_phase(
     progress.draining(expected);
 
     let drain_timeout = Duration::from_secs_f64(args.drain_timeout);
-    let drained = drain(receiver.tally(), expected, drain_timeout, &mut server).await;
+    let drained = drain(receiver.tally(), expected, drain_timeout, &mut servers).await;
     let window_secs = started.elapsed().as_secs_f64();
     progress.finish();
-    let end = server.finish().await;
+    let mut ends = Vec::with_capacity(servers.len());
+    for server in servers {
+        ends.push(server.finish().await);
+    }
     drained?;
+    let end = crate::children::Finished::of_all(ends);
 
     let t = receiver.tally();
     let delivered = t.deliveries();
@@ -176,7 +194,7 @@ async fn relay_floor(
     let cpu_before = proc_cpu_seconds(pid);
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(args.relay_seconds);
-    run_clients(args, &api, &load, deadline, None).await;
+    run_clients(args, std::slice::from_ref(&api), &load, deadline, None).await;
     let load_secs = started.elapsed().as_secs_f64();
     let committed = load.committed.load(Ordering::SeqCst);
     let expected = committed * args.webhooks as u64;
@@ -270,7 +288,13 @@ async fn backlog_phase(
         })
     };
     let drain_timeout = Duration::from_secs_f64(args.drain_timeout);
-    let drained = drain(receiver.tally(), expected, drain_timeout, &mut drainer).await;
+    let drained = drain(
+        receiver.tally(),
+        expected,
+        drain_timeout,
+        std::slice::from_mut(&mut drainer),
+    )
+    .await;
     ticker.abort();
     bar.finish_and_clear();
     let window_secs = (unix_micros_now() - spawned_us) as f64 / 1e6;
@@ -302,18 +326,20 @@ async fn drain(
     tally: &Tally,
     n: u64,
     timeout: Duration,
-    server: &mut ServerChild,
+    servers: &mut [ServerChild],
 ) -> anyhow::Result<()> {
     let until = Instant::now() + timeout;
     let mut checked = Instant::now();
     while tally.deliveries() < n && Instant::now() < until {
         if checked.elapsed() >= Duration::from_millis(100) {
             checked = Instant::now();
-            if let Some(status) = server.child.exited() {
-                bail!(
-                    "the server child exited ({status}) with deliveries outstanding; its log:\n{}",
-                    log_tail(&server.child.log)
-                );
+            for server in servers.iter_mut() {
+                if let Some(status) = server.child.exited() {
+                    bail!(
+                        "a server child exited ({status}) with deliveries outstanding; its log:\n{}",
+                        log_tail(&server.child.log)
+                    );
+                }
             }
         }
         tokio::time::sleep(Duration::from_millis(5)).await;

@@ -60,6 +60,12 @@ pub(crate) struct Report {
     pub(crate) machine_idle_share: Option<f64>,
     pub(crate) machine_steal_share: Option<f64>,
     pub(crate) other_cpu_seconds: Option<f64>,
+    /// On PostgreSQL: the CPU seconds of the local database server's processes over the same
+    /// window, and per committed event, microseconds (what the database costs an event).
+    pub(crate) db_cpu_seconds: Option<f64>,
+    pub(crate) db_cpu_us_per_event: Option<f64>,
+    /// Server nodes sharing the database (`--nodes`).
+    pub(crate) nodes: usize,
     pub(crate) drain_seconds: f64,
     pub(crate) drain_per_sec: Option<f64>,
     pub(crate) backlog_peak_rss_mb: Option<f64>,
@@ -94,6 +100,7 @@ pub(crate) struct RunFigures {
     pub(crate) p99_ms: Option<f64>,
     pub(crate) peak_rss_mb: Option<f64>,
     pub(crate) cpu_us_per_event: Option<f64>,
+    pub(crate) db_cpu_us_per_event: Option<f64>,
 }
 
 /// The median of some figures (the mean of the middle two for an even count); `None` when
@@ -161,6 +168,9 @@ impl Report {
             machine_idle_share: None,
             machine_steal_share: None,
             other_cpu_seconds: None,
+            db_cpu_seconds: None,
+            db_cpu_us_per_event: None,
+            nodes: args.nodes,
             drain_seconds: 0.0,
             drain_per_sec: None,
             backlog_peak_rss_mb: None,
@@ -201,6 +211,7 @@ impl Report {
                 p99_ms: r.p99_ms,
                 peak_rss_mb: r.peak_rss_mb,
                 cpu_us_per_event: r.cpu_us_per_event,
+                db_cpu_us_per_event: r.db_cpu_us_per_event,
             })
             .collect();
         macro_rules! med {
@@ -241,6 +252,8 @@ impl Report {
             machine_idle_share: med!(machine_idle_share),
             machine_steal_share: med!(machine_steal_share),
             other_cpu_seconds: med!(other_cpu_seconds),
+            db_cpu_seconds: med!(db_cpu_seconds),
+            db_cpu_us_per_event: med!(db_cpu_us_per_event),
             drain_seconds: med0!(drain_seconds),
             drain_per_sec: med!(drain_per_sec),
             backlog_peak_rss_mb: worst(runs.iter().map(|r| r.backlog_peak_rss_mb)),
@@ -273,12 +286,19 @@ impl Report {
         self.machine_steal_share = Some(round(d.steal / d.total, 3));
         let ours = self.cpu_seconds.unwrap_or(0.0) + self.bench_cpu_seconds.unwrap_or(0.0);
         self.other_cpu_seconds = Some(round((d.busy() - ours).max(0.0), 2));
+        if self.database == "PostgreSQL" {
+            self.db_cpu_seconds = after.db.zip(before.db).map(|(a, b)| round(a - b, 2));
+        }
     }
 
     /// The counts of a run: events committed, deliveries expected and received, failed API
     /// calls, and the average delivery body.
     pub(crate) fn counts(&mut self, committed: u64, expected: u64, load: &LoadTally, t: &Tally) {
         let delivered = t.deliveries();
+        self.db_cpu_us_per_event = self
+            .db_cpu_seconds
+            .filter(|_| committed > 0)
+            .map(|c| round(c * 1e6 / committed as f64, 1));
         self.committed = committed;
         self.api_errors = load.errors.load(Ordering::SeqCst);
         self.first_api_error = load.first_error();

@@ -138,6 +138,16 @@ impl Report {
                     self.preload_contacts, self.idle_webhooks
                 );
             }
+            if let (Some(c), Some(per)) = (self.db_cpu_seconds, self.db_cpu_us_per_event) {
+                println!(
+                    "  database           PostgreSQL's processes {c:.2} s of CPU, {per:.0} µs per event{}",
+                    if self.nodes > 1 {
+                        format!(" ({} nodes)", self.nodes)
+                    } else {
+                        String::new()
+                    }
+                );
+            }
             if let Some(c) = self.bench_cpu_seconds {
                 println!("  bench process      CPU {c:.2} s over the same window (clients and receiver share the machine)");
             }
