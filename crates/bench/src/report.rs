@@ -451,7 +451,11 @@ mod tests {
         };
         let mut r = run(100.0, 1000.0, 1.0, 2.0, 30.0, 100);
         r.cpu_seconds = Some(1.5);
-        let mark = |bench, machine| CpuMark { bench, machine };
+        let mark = |bench, machine| CpuMark {
+            bench,
+            machine,
+            db: None,
+        };
         r.window_cpu(mark(Some(2.0), Some(a)), mark(Some(2.5), None));
         assert_eq!(r.bench_cpu_seconds, Some(0.5));
         assert_eq!(r.machine_idle_share, None);
