@@ -18,7 +18,6 @@
 mod contact;
 mod webhook;
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::post;
@@ -26,7 +25,7 @@ use axum::Router;
 use serde_json::{Map, Value};
 
 use crate::auth::Auth;
-use crate::body::{ApiPath, ApiQuery};
+use crate::body::{ApiPath, ApiQuery, OptionalJsonBody};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::AppState;
 
@@ -37,20 +36,6 @@ pub(crate) struct Call {
 }
 
 impl Call {
-    fn read(query: Vec<(String, String)>, body: &Bytes) -> ApiResult<Call> {
-        let body = if body.iter().all(u8::is_ascii_whitespace) {
-            None
-        } else {
-            Some(serde_json::from_slice(body).map_err(|e| {
-                ApiError::new(
-                    ErrorCode::InvalidJson,
-                    format!("the body is not valid JSON: {e}"),
-                )
-            })?)
-        };
-        Ok(Call { query, body })
-    }
-
     /// The query parameter `name`, any case.
     fn query(&self, name: &str) -> Option<&str> {
         self.query
@@ -182,9 +167,10 @@ async fn dispatch(
     auth: Auth,
     ApiPath((agent, method)): ApiPath<(String, String)>,
     ApiQuery(query): ApiQuery<Vec<(String, String)>>,
-    body: Bytes,
+    OptionalJsonBody(body): OptionalJsonBody,
 ) -> ApiResult<Response> {
-    let call = Call::read(query, &body)?;
+    // The same body checks as the REST routes (limit, depth, no NUL character).
+    let call = Call { query, body };
     if agent.eq_ignore_ascii_case("Webhook") {
         webhook::call(&state, &auth, &method, &call)
             .await?

@@ -176,6 +176,26 @@ fn kept(rx: &str) -> Vec<(&'static str, Probe, u16)> {
             200,
         ),
         ("and lists", http("GET", "/api/v1/Webhook", None), 200),
+        (
+            "a NUL character in an agent API body reached PostgreSQL (500)",
+            http(
+                "POST",
+                "/api/v1/Agents/Contact/SaveContactEntity",
+                Some(json!({"Name": "fuzz", "Department": "x\u{0}y"})),
+            ),
+            400,
+        ),
+        (
+            "and in SaveWebhook's events",
+            http(
+                "POST",
+                "/api/v1/Agents/Webhook/SaveWebhook",
+                Some(
+                    json!({"Name": "fuzz", "Events": ["x.y", "\u{0}q"], "TargetUrl": rx, "State": "Stopped"}),
+                ),
+            ),
+            400,
+        ),
     ]
 }
 
