@@ -368,8 +368,8 @@ async fn a_node_killed_mid_delivery_is_taken_over_after_its_lease() {
         return;
     };
     let rx = receiver().await;
-    // At most 6 requests in flight for the webhook (over all nodes): the queue outlasts the kill.
-    let mut nodes = start_nodes(db.url(), 3, &[("CRMHOOKS_DELIVERY_MAX_PER_WEBHOOK", "6")]);
+    // At most 3 requests in flight for the webhook on each node: the queue outlasts the kill.
+    let mut nodes = start_nodes(db.url(), 3, &[("CRMHOOKS_DELIVERY_MAX_PER_WEBHOOK", "3")]);
     create_hook(&nodes[0], &rx, &["contact.created"]).await;
     // Slow receiver: every node has requests in flight when one dies.
     rx.set_delay(Duration::from_millis(300));
@@ -377,26 +377,40 @@ async fn a_node_killed_mid_delivery_is_taken_over_after_its_lease() {
     // The contacts go in through nodes 1 and 2 while the test watches, so that node 0 can be
     // killed whenever that moment comes, even before the last one is created (under a full
     // test run, creating them one by one could outlast the deliveries).
+    // Four clients at once: faster than nodes 1 and 2 can deliver what they are handed at
+    // commit, so that the rest waits for a claim, and node 0 claims some of it.
     let creating = {
         let bases = [nodes[1].base.clone(), nodes[2].base.clone()];
-        tokio::spawn(async move {
-            let http = reqwest::Client::new();
-            let none = std::sync::atomic::AtomicUsize::new(0);
-            let mut committed = BTreeSet::new();
-            for i in 0..300 {
-                let v = call(
-                    &http,
-                    &bases[i % 2],
-                    Method::POST,
-                    "/api/v1/Contact",
-                    json!({"Name": format!("f{i}")}),
-                    &none,
-                )
-                .await;
-                committed.insert(v["ContactId"].as_i64().unwrap());
+        let clients: Vec<_> = (0..4)
+            .map(|c| {
+                let base = bases[c % 2].clone();
+                tokio::spawn(async move {
+                    let http = reqwest::Client::new();
+                    let none = std::sync::atomic::AtomicUsize::new(0);
+                    let mut committed = BTreeSet::new();
+                    for i in 0..75 {
+                        let v = call(
+                            &http,
+                            &base,
+                            Method::POST,
+                            "/api/v1/Contact",
+                            json!({"Name": format!("f{c}-{i}")}),
+                            &none,
+                        )
+                        .await;
+                        committed.insert(v["ContactId"].as_i64().unwrap());
+                    }
+                    committed
+                })
+            })
+            .collect();
+        async move {
+            let mut all = BTreeSet::new();
+            for c in clients {
+                all.extend(c.await.expect("the contacts were created"));
             }
-            committed
-        })
+            all
+        }
     };
     let keys = |rx: &Receiver| -> BTreeSet<i64> {
         delivered(rx)
@@ -421,7 +435,7 @@ async fn a_node_killed_mid_delivery_is_taken_over_after_its_lease() {
     eprintln!(
         "node 0 killed; deliveries by status (0 pending, 1 in flight, 2 delivered): {at_kill:?}"
     );
-    let committed = creating.await.expect("the contacts were created");
+    let committed = creating.await;
     assert!(
         at_kill.get(&2).copied().unwrap_or(0) < committed.len() as i64,
         "the kill came too late"
