@@ -11,7 +11,7 @@ use crmhooks_store::contact::CONTACT;
 use crmhooks_store::{
     now_ticks, open, Actor, AttemptOutcome, Change, ChangeOutcome, ClaimRequest, Claimed,
     DeliveryFilter, DeliveryStatus, DynStore, OpenOptions, ReplayRequest, ReplayStatus, Row,
-    StoreError, Ticks, Value, Verdict, Webhook, WebhookState, TICKS_PER_SECOND,
+    StoreError, Ticks, Value, Verdict, Webhook, WebhookState, REPLAY_BATCH, TICKS_PER_SECOND,
 };
 use crmhooks_testkit::postgres::{self, PgDatabase};
 use crmhooks_testkit::Backend;
@@ -115,6 +115,7 @@ both_backends!(
     replay_reports_and_queues,
     a_replay_runs_in_batches_and_shows_its_progress,
     a_large_replay_drains_without_fresh_statistics,
+    changes_made_during_a_large_replay_are_not_held_back,
     prune_removes_only_finished_events,
     delete_webhook_cancels_its_deliveries,
     two_nodes_never_claim_the_same_delivery,
@@ -1191,48 +1192,9 @@ async fn a_large_replay_drains_without_fresh_statistics(ctx: &Ctx) {
     let s = &ctx.store;
     let me = actor(s, "Default", 1).await;
     let h = hook(s, &me, &["contact.created"]).await;
-    // The events, written straight into the log (setup only: what 20,000 changes would leave).
-    let insert = "WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < $2) \
-        INSERT INTO event (tenant_id, event, entity, primary_key, changes, field_values, changed_by, occurred) \
-        SELECT $1, 'contact.created', 'contact', i % 2000, '[]', '{}', 1, $3 FROM seq";
-    match ctx.backend {
-        Backend::Postgres => {
-            use sqlx::Connection as _;
-            let mut conn = sqlx::PgConnection::connect(&ctx.url).await.unwrap();
-            // Statistics taken while the tables were nearly empty, and never again: the
-            // estimates say a queue of a few rows, whatever it holds by now.
-            for table in ["delivery", "event", "attempt", "replay"] {
-                sqlx::query(&format!(
-                    "ALTER TABLE {table} SET (autovacuum_enabled = false)"
-                ))
-                .execute(&mut conn)
-                .await
-                .unwrap();
-                sqlx::query(&format!("ANALYZE {table}"))
-                    .execute(&mut conn)
-                    .await
-                    .unwrap();
-            }
-            sqlx::query(insert)
-                .bind(me.tenant_id)
-                .bind(EVENTS)
-                .bind(now_ticks())
-                .execute(&mut conn)
-                .await
-                .unwrap();
-        }
-        Backend::Sqlite => {
-            use sqlx::Connection as _;
-            let mut conn = sqlx::SqliteConnection::connect(&ctx.url).await.unwrap();
-            sqlx::query(&insert.replace('$', "?"))
-                .bind(me.tenant_id)
-                .bind(EVENTS)
-                .bind(now_ticks())
-                .execute(&mut conn)
-                .await
-                .unwrap();
-        }
-    }
+    // Statistics taken while the tables were nearly empty, and never again: the estimates
+    // say a queue of a few rows, whatever it holds by now.
+    log_events(ctx, me.tenant_id, EVENTS, true).await;
     let started = std::time::Instant::now();
     let req = ReplayRequest {
         since: 0,
@@ -1282,6 +1244,120 @@ async fn a_large_replay_drains_without_fresh_statistics(ctx: &Ctx) {
     assert!(
         slowest < std::time::Duration::from_secs(2),
         "a claim took {slowest:?}"
+    );
+}
+
+/// Writes `n` `contact.created` events of tenant `tenant` straight into the log (setup only:
+/// what `n` changes of 2,000 contacts would leave). `stale_statistics` (PostgreSQL): statistics
+/// of the nearly empty tables taken first, and autovacuum off for them.
+async fn log_events(ctx: &Ctx, tenant: i64, n: i64, stale_statistics: bool) {
+    let insert = "WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < $2) \
+        INSERT INTO event (tenant_id, event, entity, primary_key, changes, field_values, changed_by, occurred) \
+        SELECT $1, 'contact.created', 'contact', i % 2000, '[]', '{}', 1, $3 FROM seq";
+    match ctx.backend {
+        Backend::Postgres => {
+            use sqlx::Connection as _;
+            let mut conn = sqlx::PgConnection::connect(&ctx.url).await.unwrap();
+            for table in ["delivery", "event", "attempt", "replay"] {
+                if !stale_statistics {
+                    break;
+                }
+                sqlx::query(&format!(
+                    "ALTER TABLE {table} SET (autovacuum_enabled = false)"
+                ))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+                sqlx::query(&format!("ANALYZE {table}"))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+            }
+            sqlx::query(insert)
+                .bind(tenant)
+                .bind(n)
+                .bind(now_ticks())
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+        Backend::Sqlite => {
+            use sqlx::Connection as _;
+            let mut conn = sqlx::SqliteConnection::connect(&ctx.url).await.unwrap();
+            sqlx::query(&insert.replace('$', "?"))
+                .bind(tenant)
+                .bind(n)
+                .bind(now_ticks())
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+/// A replay job runs in batches, each a short transaction of its own: another tenant's changes
+/// made while it runs wait at most about one batch, not for the whole replay (on SQLite a
+/// replay once held the write gate while it inserted 100,000 rows).
+async fn changes_made_during_a_large_replay_are_not_held_back(ctx: &Ctx) {
+    const EVENTS: i64 = 20_000;
+    let s = &ctx.store;
+    let me = actor(s, "Default", 1).await;
+    let other = actor(s, "Other", 1).await;
+    let h = hook(s, &me, &["contact.created"]).await;
+    hook(s, &other, &["contact.created"]).await;
+    log_events(ctx, me.tenant_id, EVENTS, false).await;
+    let req = ReplayRequest {
+        since: 0,
+        until: None,
+        only_failed: false,
+        limit: EVENTS,
+    };
+    let job = s.start_replay(me.tenant_id, h.id, &req).await.unwrap();
+    let replaying = {
+        let s = s.clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let (mut batches, mut slowest_batch) = (0, std::time::Duration::ZERO);
+            let mut last = job;
+            while last.status == ReplayStatus::Running {
+                let batch = std::time::Instant::now();
+                last = s.replay_step(last.id, REPLAY_BATCH).await.unwrap();
+                slowest_batch = slowest_batch.max(batch.elapsed());
+                batches += 1;
+            }
+            (last, batches, slowest_batch, started.elapsed())
+        })
+    };
+    // The other tenant's changes, one after another, while the replay runs.
+    let mut waits = Vec::new();
+    while !replaying.is_finished() {
+        let t = std::time::Instant::now();
+        create(s, &other, "during the replay").await;
+        waits.push(t.elapsed());
+    }
+    let (last, batches, slowest_batch, took) = replaying.await.unwrap();
+    assert_eq!(last.status, ReplayStatus::Done);
+    assert_eq!(last.report.queued, EVENTS as u64);
+    waits.sort();
+    let slowest_change = waits.last().copied().unwrap_or_default();
+    eprintln!(
+        "{:?}: replay of {EVENTS} events in {batches} batches, {took:?} (slowest batch {slowest_batch:?}); \
+         {} changes meanwhile, median {:?}, slowest {slowest_change:?}",
+        ctx.backend,
+        waits.len(),
+        waits[waits.len() / 2],
+    );
+    assert!(batches >= EVENTS / REPLAY_BATCH, "{batches} batches");
+    assert!(
+        waits.len() >= 5,
+        "only {} changes during the replay",
+        waits.len()
+    );
+    // A change may wait for the batch in progress (and its own commit), never for the replay.
+    assert!(
+        slowest_change < slowest_batch * 3 + std::time::Duration::from_millis(200)
+            && slowest_change < took / 4,
+        "a change waited {slowest_change:?}; batches took at most {slowest_batch:?}, the replay {took:?}"
     );
 }
 

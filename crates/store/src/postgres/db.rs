@@ -115,4 +115,32 @@ impl Fanout for PgDb<'_> {
             .map(drop)
         }
     }
+
+    fn queue_again_all(
+        &mut self,
+        tenant_id: i64,
+        webhook_id: i64,
+        events: Vec<(i64, String)>,
+        now: Ticks,
+    ) -> impl Future<Output = Result<()>> + Send {
+        // One statement for the batch: a round trip per event made a replay of 20,000 events
+        // take seconds longer on a busy server.
+        let (seqs, keys): (Vec<i64>, Vec<String>) = events.into_iter().unzip();
+        async move {
+            sqlx::query(
+                "INSERT INTO delivery (tenant_id, webhook_id, event_seq, order_key, event_id, queue_pos, next_attempt_at, created, replay_of) \
+                 SELECT $1, $2, u.seq, u.order_key, gen_random_uuid()::text, $5, $5, $5, u.seq \
+                 FROM UNNEST($3::BIGINT[], $4::TEXT[]) WITH ORDINALITY AS u(seq, order_key, ord) ORDER BY u.ord",
+            )
+            .bind(tenant_id)
+            .bind(webhook_id)
+            .bind(seqs)
+            .bind(keys)
+            .bind(now)
+            .execute(&mut *self.0)
+            .await
+            .map(drop)
+            .map_err(db)
+        }
+    }
 }

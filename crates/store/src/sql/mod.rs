@@ -166,6 +166,27 @@ pub(crate) trait Fanout: Db {
         order_key: &str,
         now: Ticks,
     ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Queues each `(seq, order_key)` of `events` again for one webhook, in that order (a
+    /// replay's batch); by default one at a time.
+    fn queue_again_all(
+        &mut self,
+        tenant_id: i64,
+        webhook_id: i64,
+        events: Vec<(i64, String)>,
+        now: Ticks,
+    ) -> impl Future<Output = Result<()>> + Send
+    where
+        Self: Send,
+    {
+        async move {
+            for (seq, order_key) in &events {
+                self.queue_again(tenant_id, webhook_id, *seq, order_key, now)
+                    .await?;
+            }
+            Ok(())
+        }
+    }
 }
 
 /// Drives a future whose every step is ready at once: the shared statements on a SQLite

@@ -165,6 +165,7 @@ pub(crate) async fn step(db: &mut impl Fanout, replay_id: i64, batch: i64) -> Re
         Vec::new()
     };
     let fetched = rows.len() as i64;
+    let mut again = Vec::with_capacity(rows.len());
     for (seq, entity, pk, best) in rows {
         job.cursor = seq;
         job.report.matched += 1;
@@ -173,15 +174,12 @@ pub(crate) async fn step(db: &mut impl Fanout, replay_id: i64, batch: i64) -> Re
             job.report.skipped += 1;
             continue;
         }
-        db.queue_again(
-            job.tenant_id,
-            job.webhook_id,
-            seq,
-            &order_key(&entity, pk),
-            now,
-        )
-        .await?;
-        job.report.queued += 1;
+        again.push((seq, order_key(&entity, pk)));
+    }
+    job.report.queued += again.len() as u64;
+    if !again.is_empty() {
+        db.queue_again_all(job.tenant_id, job.webhook_id, again, now)
+            .await?;
     }
     if fetched < take || take == 0 {
         job.status = ReplayStatus::Done;
