@@ -47,6 +47,12 @@ impl BenchDatabase {
             let mut conn = sqlx::PgConnection::connect(url)
                 .await
                 .context("cannot connect to the PostgreSQL admin URL")?;
+            if let Ok(backend) = sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()")
+                .fetch_one(&mut conn)
+                .await
+            {
+                crate::machine::find_postmaster(u32::try_from(backend).unwrap_or(0));
+            }
             sqlx::raw_sql(&format!("CREATE DATABASE \"{name}\""))
                 .execute(&mut conn)
                 .await

@@ -22,10 +22,40 @@ pub(crate) fn proc_cpu_seconds(pid: u32) -> Option<f64> {
     Some((utime + stime) as f64 / 100.0)
 }
 
-/// CPU seconds of every PostgreSQL process on this machine (its backends, WAL writer,
-/// checkpointer…: what a local database server spends), or None when none runs.
+/// The postmaster of the run's PostgreSQL server, when it runs on this machine (see
+/// [`find_postmaster`]).
+static POSTMASTER: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+
+/// The parent process of `pid` (field 4 of `/proc/PID/stat`).
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Remembers the server whose backend has process id `backend` (`pg_backend_pid()` of a
+/// connection to it): its postmaster is the backend's parent, when the backend is a local
+/// `postgres` process. Only that server's processes are counted then, not another cluster's
+/// that runs on the same machine.
+pub(crate) fn find_postmaster(backend: u32) {
+    let is_postgres = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "postgres")
+    };
+    if let Some(parent) = parent_of(backend).filter(|p| is_postgres(backend) && is_postgres(*p)) {
+        let _ = POSTMASTER.set(parent);
+    }
+}
+
+/// CPU seconds of the run's PostgreSQL server (its postmaster and every process it started:
+/// backends, WAL writer, checkpointer…), or None when it does not run on this machine. A
+/// backend that ended during the window takes its CPU with it, so the run's own connections
+/// (which live as long as the run) are what is measured.
 pub(crate) fn postgres_cpu_seconds() -> Option<f64> {
-    let mut total = None;
+    let postmaster = *POSTMASTER.get()?;
+    let mut total = proc_cpu_seconds(postmaster)?;
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
         let Some(pid) = entry
             .file_name()
@@ -34,15 +64,11 @@ pub(crate) fn postgres_cpu_seconds() -> Option<f64> {
         else {
             continue;
         };
-        let is_postgres = std::fs::read_to_string(format!("/proc/{pid}/comm"))
-            .is_ok_and(|c| c.trim() == "postgres");
-        if is_postgres {
-            if let Some(s) = proc_cpu_seconds(pid) {
-                *total.get_or_insert(0.0) += s;
-            }
+        if parent_of(pid) == Some(postmaster) {
+            total += proc_cpu_seconds(pid).unwrap_or(0.0);
         }
     }
-    total
+    Some(total)
 }
 
 /// This process's CPU seconds, the local PostgreSQL server's and the machine's CPU time at one
@@ -146,6 +172,16 @@ mod tests {
         assert_eq!(parse_proc_stat("intr 1 2 3"), None);
         assert_eq!(parse_proc_stat("cpu 1 2 x 4 5 6 7 8"), None);
         assert_eq!(parse_proc_stat("cpu 1 2 3"), None);
+    }
+
+    #[test]
+    fn the_parent_process_is_read_from_proc() {
+        if std::path::Path::new("/proc/self/stat").exists() {
+            assert_eq!(
+                parent_of(std::process::id()),
+                Some(std::os::unix::process::parent_id())
+            );
+        }
     }
 
     #[test]
