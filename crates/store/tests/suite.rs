@@ -17,6 +17,10 @@ use crmhooks_testkit::postgres::{self, PgDatabase};
 use crmhooks_testkit::Backend;
 use sqlx::Connection as _;
 
+/// Tests by topic, each in its own file under `suite/`.
+#[path = "suite/secrets.rs"]
+mod secrets;
+
 /// One test's database: the store, and how to open a second one on it (another node).
 struct Ctx {
     store: DynStore,
