@@ -32,6 +32,10 @@ pub enum StoreError {
     /// Anything else SQLite said on the writer thread.
     #[error("database error: {0}")]
     Engine(String),
+    /// A stored secret that the configured master keys cannot decrypt (names the webhook and
+    /// the key id).
+    #[error("master key: {0}")]
+    Secret(String),
     /// Stored data that cannot be read back.
     #[error("corrupt stored data: {0}")]
     Corrupt(String),

@@ -12,6 +12,7 @@ mod error;
 pub mod model;
 mod postgres;
 mod query;
+pub mod secrets;
 mod sql;
 mod sqlite;
 mod zone;
@@ -27,6 +28,7 @@ pub use error::StoreError;
 pub use model::*;
 pub use postgres::PgStore;
 pub use query::{RowFilter, RowQuery};
+pub use secrets::{Keyring, MasterKey, ResealReport};
 pub use sql::plan::render_date;
 pub use sqlite::SqliteStore;
 pub use zone::LocalZone;
@@ -230,6 +232,14 @@ pub trait Store: Send + Sync + 'static {
     /// Counts of deliveries by status (all tenants), for metrics and tests.
     async fn delivery_counts(&self) -> Result<Vec<(DeliveryStatus, i64)>>;
 
+    // --- secrets
+    /// In one transaction: checks that every stored webhook secret and header value decrypts
+    /// with the store's keyring (an error naming the webhook and the key id otherwise, and
+    /// nothing written), encrypts what is still plain text, and with `rotate` re-encrypts
+    /// under the keyring's first key what another key encrypted. Idempotent; the store runs it
+    /// (without `rotate`) when it opens with a keyring.
+    async fn reseal_secrets(&self, rotate: bool) -> Result<ResealReport>;
+
     /// Wakes `wake` whenever another process (node) queues work in the shared database. The
     /// default does nothing: SQLite serves one node, which wakes its dispatcher in-process.
     async fn listen_for_work(&self, wake: Arc<tokio::sync::Notify>) -> Result<()> {
@@ -315,6 +325,10 @@ pub struct OpenOptions {
     /// The zone of .NET "local" dates in `FieldValues` (default: as the environment names it,
     /// see [`LocalZone::from_env`]).
     pub time_zone: LocalZone,
+    /// The master keys webhook secrets and header values are encrypted under (empty: stored
+    /// as plain text). When not empty, opening the store checks that every stored value
+    /// decrypts and encrypts what is still plain text ([`Store::reseal_secrets`]).
+    pub keyring: Keyring,
 }
 
 /// The default of [`OpenOptions::wal_autocheckpoint`]: 16000 pages (64 MiB), against SQLite's
@@ -332,6 +346,7 @@ impl Default for OpenOptions {
             sync_delay: std::time::Duration::ZERO,
             serving: true,
             time_zone: LocalZone::from_env(),
+            keyring: Keyring::empty(),
         }
     }
 }

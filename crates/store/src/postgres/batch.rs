@@ -421,8 +421,19 @@ pub(super) async fn insert_deliveries(
         let event_id = Uuid::parse_str(&r.text(2)?)
             .map_err(|e| StoreError::Corrupt(format!("delivery {delivery_id} event id: {e}")))?;
         let webhook = if r.int(3)? == 1 {
-            let w = read_webhook(&At(r, 4))?;
-            Some(Arc::clone(hooks.entry(w.id).or_insert_with(|| Arc::new(w))))
+            let id = r.int(4)?;
+            match hooks.get(&id) {
+                Some(w) => Some(Arc::clone(w)),
+                None => {
+                    // Only handed rows read their webhook, and only with a `hand`.
+                    let keys = hand.map(|h| &h.keys).ok_or_else(|| {
+                        StoreError::Corrupt("a delivery was leased without a hand-off".into())
+                    })?;
+                    let w = Arc::new(read_webhook(&At(r, 4), keys)?);
+                    hooks.insert(id, Arc::clone(&w));
+                    Some(w)
+                }
+            }
         } else {
             None
         };

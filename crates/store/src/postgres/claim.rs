@@ -49,12 +49,24 @@ pub(super) fn claimed_cols() -> String {
 }
 
 /// Rows of [`claimed_cols`], each with its queue position.
-pub(super) fn read_claimed(rows: &[PgRow]) -> Result<Vec<(i64, Claimed)>> {
+pub(super) fn read_claimed(rows: &[PgRow], keys: &crate::Keyring) -> Result<Vec<(i64, Claimed)>> {
     let event_at = 5;
     let webhook_at = event_at + count_cols(EVENT_COLS);
     let mut out = Vec::with_capacity(rows.len());
+    // Each webhook decrypted once per claim, however many of its deliveries it leased.
+    let mut hooks: std::collections::HashMap<i64, Arc<crate::model::Webhook>> =
+        std::collections::HashMap::new();
     for r in rows {
         let delivery_id = r.int(0)?;
+        let hook_id = r.int(webhook_at)?;
+        let webhook = match hooks.get(&hook_id) {
+            Some(w) => Arc::clone(w),
+            None => {
+                let w = Arc::new(read_webhook(&At(r, webhook_at), keys)?);
+                hooks.insert(hook_id, Arc::clone(&w));
+                w
+            }
+        };
         let event_id = r.text(1)?;
         out.push((
             r.int(3)?,
@@ -66,7 +78,7 @@ pub(super) fn read_claimed(rows: &[PgRow]) -> Result<Vec<(i64, Claimed)>> {
                 attempt_in_cycle: r.int(2)?,
                 event: Arc::new(read_event(&At(r, event_at))?),
                 tenant: r.text(4)?,
-                webhook: Arc::new(read_webhook(&At(r, webhook_at))?),
+                webhook,
             },
         ));
     }
@@ -128,7 +140,7 @@ impl PgStore {
             .fetch_all(&self.pool)
             .await
             .map_err(db)?;
-        let mut out = read_claimed(&rows)?;
+        let mut out = read_claimed(&rows, &self.keys)?;
         // Oldest queue position first, as the SQLite store hands them out.
         out.sort_by_key(|(pos, c)| (*pos, c.delivery_id));
         Ok(out.into_iter().map(|(_, c)| c).collect())

@@ -16,6 +16,8 @@ use tokio::sync::Notify;
 pub(super) struct Hand {
     pub(super) intake: Arc<dyn Intake>,
     pub(super) lease_until: Ticks,
+    /// To decrypt the secrets of the webhooks read back with the handed deliveries.
+    pub(super) keys: crate::Keyring,
 }
 
 /// The hand-off of fresh deliveries to this node's dispatcher, and the wake-up of the nodes
@@ -27,6 +29,8 @@ pub(super) struct Handoff {
     /// Asks the notifier task for a `NOTIFY` (signals that arrive while one is being sent
     /// fold into the next).
     pub(super) notify: Arc<Notify>,
+    /// The store's master keys.
+    pub(super) keys: crate::Keyring,
 }
 
 impl Handoff {
@@ -47,6 +51,7 @@ impl Handoff {
         Some(Hand {
             intake,
             lease_until,
+            keys: self.keys.clone(),
         })
     }
 

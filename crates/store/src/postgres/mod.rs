@@ -51,6 +51,8 @@ pub struct PgStore {
     pool: PgPool,
     connect: PgConnectOptions,
     zone: crate::LocalZone,
+    /// The master keys of webhook secrets and header values.
+    keys: crate::Keyring,
     /// Dropped with the store, which ends the listener and notifier tasks.
     alive: watch::Sender<()>,
     /// The hand-off to this node's dispatcher and the wake-up of the nodes.
@@ -105,6 +107,7 @@ impl PgStore {
             pool: pool.clone(),
             intake: std::sync::RwLock::new(None),
             notify,
+            keys: options.keyring.clone(),
         });
         let (changes, waiting) = tokio::sync::mpsc::channel(group::GROUP_MAX * 4);
         let waiting = Arc::new(tokio::sync::Mutex::new(waiting));
@@ -116,14 +119,17 @@ impl PgStore {
         for _ in 0..COMMITTERS {
             tokio::spawn(Arc::clone(&committer).run(Arc::clone(&waiting)));
         }
-        Ok(PgStore {
+        let store = PgStore {
             pool,
             connect,
             zone: options.time_zone.clone(),
+            keys: options.keyring.clone(),
             alive,
             handoff,
             changes,
-        })
+        };
+        store.reseal_secrets(false).await?;
+        Ok(store)
     }
 
     /// Wakes every node's dispatcher soon: call after committing work that is due now.
@@ -249,7 +255,8 @@ impl Store for PgStore {
         hook: Webhook,
     ) -> Result<(Webhook, Option<StateChange>)> {
         let mut tx = self.begin().await?;
-        let saved = sql::webhooks::save(&mut PgDb(&mut tx), actor, hook, &self.zone).await?;
+        let saved =
+            sql::webhooks::save(&mut PgDb(&mut tx), actor, hook, &self.zone, &self.keys).await?;
         tx.commit().await.map_err(db)?;
         if saved.1.is_some() {
             // Reactivated: its parked deliveries are due again, on whichever node; a state
@@ -261,12 +268,12 @@ impl Store for PgStore {
 
     async fn get_webhook(&self, tenant_id: i64, id: i64) -> Result<Option<Webhook>> {
         let mut conn = self.conn().await?;
-        sql::webhooks::get(&mut PgDb(&mut conn), tenant_id, id).await
+        sql::webhooks::get(&mut PgDb(&mut conn), tenant_id, id, &self.keys).await
     }
 
     async fn list_webhooks(&self, tenant_id: i64, filter: &WebhookFilter) -> Result<Vec<Webhook>> {
         let mut conn = self.conn().await?;
-        sql::webhooks::list(&mut PgDb(&mut conn), tenant_id, filter).await
+        sql::webhooks::list(&mut PgDb(&mut conn), tenant_id, filter, &self.keys).await
     }
 
     async fn delete_webhook(&self, tenant_id: i64, id: i64) -> Result<bool> {
@@ -388,6 +395,16 @@ impl Store for PgStore {
     async fn delivery_counts(&self) -> Result<Vec<(DeliveryStatus, i64)>> {
         let mut conn = self.conn().await?;
         sql::log::counts(&mut PgDb(&mut conn)).await
+    }
+
+    async fn reseal_secrets(&self, rotate: bool) -> Result<crate::ResealReport> {
+        if self.keys.is_empty() {
+            return Ok(crate::ResealReport::default());
+        }
+        let mut tx = self.begin().await?;
+        let report = sql::secrets::reseal(&mut PgDb(&mut tx), &self.keys, rotate).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(report)
     }
 
     async fn listen_for_work(&self, wake: Arc<Notify>) -> Result<()> {

@@ -157,7 +157,9 @@ impl PgStore {
             if disable {
                 let mut pg = PgDb(&mut tx);
                 let lock = pg.lock_for_update();
-                if let Some(mut hook) = webhooks::load(&mut pg, o.webhook_id, lock).await? {
+                if let Some(mut hook) =
+                    webhooks::load(&mut pg, o.webhook_id, lock, &self.keys).await?
+                {
                     if hook.state == WebhookState::Active {
                         let from = hook.state;
                         let tenant = keys::tenant_name(&mut pg, hook.tenant_id).await?;
@@ -327,5 +329,8 @@ async fn next_heads(
     .fetch_all(&mut **tx)
     .await
     .map_err(db)?;
-    Ok(read_claimed(&rows)?.into_iter().map(|(_, c)| c).collect())
+    Ok(read_claimed(&rows, &hand.keys)?
+        .into_iter()
+        .map(|(_, c)| c)
+        .collect())
 }

@@ -5,6 +5,7 @@ use serde_json::{Map, Value as Json};
 use super::DbRow;
 use crate::entity::{ColumnKind, EntityDef, Row, Ticks, Value};
 use crate::model::*;
+use crate::secrets::{Keyring, SecretError, PREFIX};
 use crate::{Result, StoreError};
 
 /// The quoted column list of an entity table, in column order.
@@ -67,7 +68,47 @@ pub(crate) fn json_text<T: serde::Serialize + ?Sized>(v: &T) -> String {
 
 pub(crate) const WEBHOOK_COLS: &str = "webhook_id, tenant_id, name, events, target_url, secret, state, type, headers, properties, registered, registered_associate_id, updated, updated_associate_id, errors_email, \"updatedCount\", retry_policy, success_status";
 
-pub(crate) fn read_webhook(r: &(impl DbRow + ?Sized)) -> Result<Webhook> {
+/// A webhook read with [`WEBHOOK_COLS`], its secret and header values decrypted with `keys`.
+pub(crate) fn read_webhook(r: &(impl DbRow + ?Sized), keys: &Keyring) -> Result<Webhook> {
+    let mut hook = read_stored_webhook(r)?;
+    open_webhook(keys, &mut hook)?;
+    Ok(hook)
+}
+
+/// Decrypts a webhook's secret and header values in place.
+pub(crate) fn open_webhook(keys: &Keyring, hook: &mut Webhook) -> Result<()> {
+    if let Some(s) = hook.secret.as_mut() {
+        if s.starts_with(PREFIX) {
+            *s = keys
+                .open(s)
+                .map_err(|e| secret_error(hook.id, "Secret", &e))?
+                .into_owned();
+        }
+    }
+    if let Some(h) = hook.headers.as_mut() {
+        keys.open_headers(h)
+            .map_err(|(name, e)| secret_error(hook.id, &format!("Headers.{name}"), &e))?;
+    }
+    Ok(())
+}
+
+/// The error of a stored value that does not decrypt.
+pub(crate) fn secret_error(webhook_id: i64, field: &str, e: &SecretError) -> StoreError {
+    StoreError::Secret(format!("webhook {webhook_id}: {field} {e}"))
+}
+
+/// A webhook's secret and headers as stored: the secret and each header value encrypted.
+pub(crate) fn sealed_fields(keys: &Keyring, hook: &Webhook) -> (Option<String>, Option<String>) {
+    (
+        hook.secret.as_deref().map(|s| keys.seal(s)),
+        hook.headers
+            .as_ref()
+            .map(|h| json_text(&keys.seal_headers(h))),
+    )
+}
+
+/// A webhook as stored (secret and header values as they are in the row).
+pub(crate) fn read_stored_webhook(r: &(impl DbRow + ?Sized)) -> Result<Webhook> {
     let events = r.text(3)?;
     Ok(Webhook {
         id: r.int(0)?,

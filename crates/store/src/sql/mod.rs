@@ -16,6 +16,7 @@ pub(crate) mod plan;
 pub(crate) mod replay;
 pub(crate) mod retention;
 pub(crate) mod rows;
+pub(crate) mod secrets;
 pub(crate) mod webhooks;
 
 use std::borrow::Cow;

@@ -47,7 +47,7 @@ pub(crate) async fn start(
     webhook_id: i64,
     req: &ReplayRequest,
 ) -> Result<ReplayJob> {
-    if webhooks::get(db, tenant_id, webhook_id).await?.is_none() {
+    if webhooks::tenant_of(db, webhook_id, "").await? != Some(tenant_id) {
         return Err(StoreError::NotFound);
     }
     let now = now_ticks();
@@ -128,9 +128,7 @@ pub(crate) async fn step(db: &mut impl Fanout, replay_id: i64, batch: i64) -> Re
     }
     let now = now_ticks();
     let key_share = db.lock_key_share();
-    let alive = webhooks::load(db, job.webhook_id, key_share)
-        .await?
-        .is_some_and(|h| h.tenant_id == job.tenant_id);
+    let alive = webhooks::tenant_of(db, job.webhook_id, key_share).await? == Some(job.tenant_id);
     if !alive {
         job.status = ReplayStatus::Failed;
         job.error = Some("the webhook was deleted".into());

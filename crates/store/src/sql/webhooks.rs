@@ -1,30 +1,52 @@
 //! Webhook definitions: saving (with the state events a save fires), reading, listing,
 //! deleting, usage counters, and the state machine's writes.
 
-use super::columns::{read_webhook, WEBHOOK_COLS};
+use super::columns::{read_webhook, sealed_fields, WEBHOOK_COLS};
 use super::plan::state_event;
 use super::{args, Db, Fanout, Query};
 use crate::entity::Ticks;
 use crate::model::*;
+use crate::secrets::Keyring;
 use crate::zone::LocalZone;
 use crate::{now_ticks, Result, StoreError};
 
 /// Reads a webhook inside a transaction, with the row lock `lock` (see [`Db`]).
-pub(crate) async fn load(db: &mut impl Db, id: i64, lock: &str) -> Result<Option<Webhook>> {
+pub(crate) async fn load(
+    db: &mut impl Db,
+    id: i64,
+    lock: &str,
+    keys: &Keyring,
+) -> Result<Option<Webhook>> {
     db.row(
         &format!("SELECT {WEBHOOK_COLS} FROM webhook WHERE webhook_id = $1{lock}"),
         args![id],
-        |r| read_webhook(r),
+        |r| read_webhook(r, keys),
+    )
+    .await
+}
+
+/// The tenant of a webhook, read inside a transaction with the row lock `lock` (its secrets
+/// are not read).
+pub(crate) async fn tenant_of(db: &mut impl Db, id: i64, lock: &str) -> Result<Option<i64>> {
+    db.row(
+        &format!("SELECT tenant_id FROM webhook WHERE webhook_id = $1{lock}"),
+        args![id],
+        |r| r.int(0),
     )
     .await
 }
 
 /// One webhook of a tenant.
-pub(crate) async fn get(db: &mut impl Db, tenant_id: i64, id: i64) -> Result<Option<Webhook>> {
+pub(crate) async fn get(
+    db: &mut impl Db,
+    tenant_id: i64,
+    id: i64,
+    keys: &Keyring,
+) -> Result<Option<Webhook>> {
     db.row(
         &format!("SELECT {WEBHOOK_COLS} FROM webhook WHERE webhook_id = $1 AND tenant_id = $2"),
         args![id, tenant_id],
-        |r| read_webhook(r),
+        |r| read_webhook(r, keys),
     )
     .await
 }
@@ -34,6 +56,7 @@ pub(crate) async fn list(
     db: &mut impl Db,
     tenant_id: i64,
     filter: &WebhookFilter,
+    keys: &Keyring,
 ) -> Result<Vec<Webhook>> {
     let mut q = Query::new(format!(
         "SELECT {WEBHOOK_COLS} FROM webhook WHERE tenant_id = "
@@ -51,7 +74,7 @@ pub(crate) async fn list(
         q.push(" AND state = ").bind(state as i64);
     }
     q.push(" ORDER BY webhook_id");
-    db.rows(&q.sql, q.args, |r| read_webhook(r)).await
+    db.rows(&q.sql, q.args, |r| read_webhook(r, keys)).await
 }
 
 /// Usage counters of a webhook of a tenant.
@@ -83,19 +106,21 @@ pub(crate) async fn save(
     actor: &Actor,
     mut hook: Webhook,
     zone: &LocalZone,
+    keys: &Keyring,
 ) -> Result<(Webhook, Option<StateChange>)> {
     let now = now_ticks();
     let before = if hook.id == 0 {
         None
     } else {
         let lock = db.lock_for_update();
-        match load(db, hook.id, lock).await? {
+        match load(db, hook.id, lock, keys).await? {
             Some(old) if old.tenant_id == actor.tenant_id => Some(old),
             _ => return Err(StoreError::NotFound),
         }
     };
     hook.tenant_id = actor.tenant_id;
     let events = hook.events.join(",");
+    let (secret, headers) = sealed_fields(keys, &hook);
     match &before {
         None => {
             hook.registered = now;
@@ -112,10 +137,10 @@ pub(crate) async fn save(
                         &hook.name,
                         events,
                         &hook.target_url,
-                        &hook.secret,
+                        secret,
                         hook.state as i64,
                         &hook.kind,
-                        super::columns::map_text(&hook.headers),
+                        headers,
                         super::columns::map_text(&hook.properties),
                         hook.registered,
                         hook.registered_associate_id,
@@ -146,10 +171,10 @@ pub(crate) async fn save(
                     &hook.name,
                     events,
                     &hook.target_url,
-                    &hook.secret,
+                    secret,
                     hook.state as i64,
                     &hook.kind,
-                    super::columns::map_text(&hook.headers),
+                    headers,
                     super::columns::map_text(&hook.properties),
                     hook.updated,
                     hook.updated_associate_id,

@@ -44,6 +44,8 @@ use writer::{Cmd, Job, TaskOf, Writer, WriterOptions};
 pub struct SqliteStore {
     reader: ReadPool,
     zone: crate::LocalZone,
+    /// The master keys of webhook secrets and header values.
+    keys: Arc<crate::Keyring>,
     /// The writer thread.
     writer: mpsc::Sender<Cmd>,
     /// Fresh deliveries straight to this node's dispatcher.
@@ -163,16 +165,20 @@ impl SqliteStore {
                 sync_delay: options.sync_delay,
                 zone: options.time_zone.clone(),
                 serving: options.serving,
+                keys: options.keyring.clone(),
             },
             handoff.clone(),
         )?;
-        Ok(SqliteStore {
+        let store = SqliteStore {
             reader: ReadPool::new(&path, options.max_connections),
             zone: options.time_zone.clone(),
+            keys: Arc::new(options.keyring.clone()),
             writer,
             handoff,
             _lock: lock,
-        })
+        };
+        store.reseal_secrets(false).await?;
+        Ok(store)
     }
 
     async fn send(&self, cmd: Cmd) -> Result<()> {
@@ -296,22 +302,25 @@ impl Store for SqliteStore {
     ) -> Result<(Webhook, Option<StateChange>)> {
         let actor = actor.clone();
         let zone = self.zone.clone();
+        let keys = Arc::clone(&self.keys);
         self.write(true, move |w| {
-            block_on(sql::webhooks::save(w, &actor, hook, &zone))
+            block_on(sql::webhooks::save(w, &actor, hook, &zone, &keys))
         })
         .await
     }
 
     async fn get_webhook(&self, tenant_id: i64, id: i64) -> Result<Option<Webhook>> {
+        let keys = Arc::clone(&self.keys);
         self.reader
-            .read(move |c| block_on(sql::webhooks::get(c, tenant_id, id)))
+            .read(move |c| block_on(sql::webhooks::get(c, tenant_id, id, &keys)))
             .await
     }
 
     async fn list_webhooks(&self, tenant_id: i64, filter: &WebhookFilter) -> Result<Vec<Webhook>> {
         let filter = filter.clone();
+        let keys = Arc::clone(&self.keys);
         self.reader
-            .read(move |c| block_on(sql::webhooks::list(c, tenant_id, &filter)))
+            .read(move |c| block_on(sql::webhooks::list(c, tenant_id, &filter, &keys)))
             .await
     }
 
@@ -451,5 +460,16 @@ impl Store for SqliteStore {
 
     async fn delivery_counts(&self) -> Result<Vec<(DeliveryStatus, i64)>> {
         self.reader.read(|c| block_on(sql::log::counts(c))).await
+    }
+
+    async fn reseal_secrets(&self, rotate: bool) -> Result<crate::ResealReport> {
+        if self.keys.is_empty() {
+            return Ok(crate::ResealReport::default());
+        }
+        let keys = Arc::clone(&self.keys);
+        self.write(true, move |w| {
+            block_on(sql::secrets::reseal(w, &keys, rotate))
+        })
+        .await
     }
 }

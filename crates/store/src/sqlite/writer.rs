@@ -100,6 +100,8 @@ pub(crate) struct WriterOptions {
     /// This process is the file's only server: leases left by a process before it are taken
     /// back at once.
     pub serving: bool,
+    /// The master keys of webhook secrets and header values.
+    pub keys: crate::Keyring,
 }
 
 /// A write that is not a change, a claim or a record: it runs in a transaction of its own on
@@ -556,7 +558,7 @@ impl Writer {
                 "SELECT {WEBHOOK_COLS} FROM webhook WHERE webhook_id = ?"
             ))
             .map_err(sql_err)?
-            .query_row([id], |r| Ok(read_webhook(r)))
+            .query_row([id], |r| Ok(read_webhook(r, &self.options.keys)))
             .optional()
             .map_err(sql_err)?
             .transpose()

@@ -25,4 +25,5 @@ mod open;
 mod records;
 mod replay;
 mod retention;
+mod secrets;
 mod webhooks;
