@@ -86,10 +86,7 @@ async fn wire_head_of_a_delivery() {
     )
     .await;
     app.create_contact("Acme").await;
-    let deadline = tokio::time::Instant::now() + T;
-    while rx.heads.lock().unwrap().len() < 2 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    crmhooks_testkit::wait_until(|| rx.heads.lock().unwrap().len() >= 2, T).await;
     let heads = rx.heads.lock().unwrap().clone();
     assert_eq!(heads.len(), 2, "the test event and contact.created");
     assert!(
