@@ -100,6 +100,10 @@ macro_rules! both_backends {
     };
 }
 
+// Tests kept in files of their own, by topic.
+#[path = "suite/keys.rs"]
+mod keys;
+
 both_backends!(
     tenants_and_keys,
     change_lifecycle_writes_events_and_deliveries,
