@@ -4,7 +4,7 @@ use crmhooks_store::{
     generate_key, now_ticks, Actor, KeyScope, NewAudit, NewKey, TICKS_PER_SECOND,
 };
 
-use crate::Ctx;
+use crate::common::Ctx;
 
 both_backends!(
     keys_are_created_listed_and_revoked,
