@@ -25,6 +25,9 @@ pub struct ServeArgs {
     /// Associate id of the bootstrap key (default 1).
     #[arg(long)]
     pub associate_id: Option<i64>,
+    /// Also serve /metrics, without a key, on this address (env CRMHOOKS_METRICS_LISTEN).
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
 }
 
 /// Installs the log subscriber: `RUST_LOG` or `info`.
@@ -76,6 +79,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(v) = args.api_key {
         flags.insert("api_key".into(), v.into());
+    }
+    if let Some(v) = args.metrics_listen {
+        flags.insert("metrics_listen".into(), v.into());
     }
     if let Some(v) = args.associate_id {
         flags.insert("associate_id".into(), v.into());

@@ -190,7 +190,10 @@ async fn contact_list_prints_a_page() {
         format!("sqlite://{}", dir.path().join("t.db").display()).into(),
     );
     flags.insert("dev".into(), true.into());
-    flags.insert("api_key".into(), "cli-key".into());
+    flags.insert(
+        "api_key".into(),
+        "cli-key-0123456789abcdef0123456789".into(),
+    );
     let config = crmhooks_server::Config::load(None, flags).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let server = crmhooks_server::Server::build(config, Some(listener))
@@ -203,7 +206,7 @@ async fn contact_list_prints_a_page() {
     for name in ["Alpha", "Beta", "Gamma"] {
         let resp = http
             .post(format!("{base}/api/v1/Contact"))
-            .bearer_auth("cli-key")
+            .bearer_auth("cli-key-0123456789abcdef0123456789")
             .json(&serde_json::json!({"Name": name}))
             .send()
             .await
@@ -216,7 +219,7 @@ async fn contact_list_prints_a_page() {
             Command::new(env!("CARGO_BIN_EXE_crmhooks"))
                 .args(["contact", "list", "--url", &base])
                 .args(args)
-                .env("CRMHOOKS_API_KEY", "cli-key")
+                .env("CRMHOOKS_API_KEY", "cli-key-0123456789abcdef0123456789")
                 .output()
                 .unwrap()
         })

@@ -11,7 +11,7 @@ use crmhooks_listen::{Receiver, ReceiverConfig};
 use crmhooks_testkit::{wait_for, wait_until};
 use serde_json::{json, Value};
 
-const KEY: &str = "crash-test-key";
+const KEY: &str = "crash-test-key-0123456789abcdef0123";
 
 struct Node {
     child: Child,

@@ -139,3 +139,17 @@ async fn a_database_that_does_not_exist_is_named() {
         &["no database \"crmhooks_no_such_database\"", "createdb"],
     );
 }
+
+#[test]
+fn a_short_bootstrap_key_is_refused() {
+    let stderr = serve_fails(&[], &[("CRMHOOKS_API_KEY", "secret-but-short")]);
+    one_line(&stderr, &["api_key", "16 characters", "at least 32"]);
+    assert!(
+        !stderr.contains("secret-but-short"),
+        "the key is never echoed"
+    );
+    one_line(
+        &serve_fails(&["--api-key", "also-short"], &[]),
+        &["CRMHOOKS_API_KEY or --api-key", "10 characters"],
+    );
+}

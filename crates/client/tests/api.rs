@@ -9,7 +9,7 @@ use crmhooks_listen::{Receiver, ReceiverConfig};
 use crmhooks_server::{Config, Server};
 use serde_json::Value;
 
-const KEY: &str = "client-test-key";
+const KEY: &str = "client-test-key-0123456789abcdef012";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_round_trips() {

@@ -8,8 +8,12 @@
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
 use base64::Engine as _;
-use crmhooks_store::Actor;
+use crmhooks_store::{hash_key, now_ticks, Actor, ApiKey, DynStore, KeyScope, TOUCH_EVERY};
 
 use crate::error::ApiError;
 use crate::AppState;
@@ -22,6 +26,10 @@ pub struct PathTenant(pub String);
 pub struct Auth {
     /// Tenant and associate of the key.
     pub actor: Actor,
+    /// The key's id (recorded in the audit log).
+    pub key_id: i64,
+    /// What the key may do.
+    pub scope: KeyScope,
 }
 
 /// The challenges of a 401, one `WWW-Authenticate` field each.
@@ -81,11 +89,18 @@ impl FromRequestParts<AppState> for Auth {
             .to_str()
             .map_err(|_| ApiError::unauthorized("the Authorization header is not valid text"))?;
         let key = key_of(value).map_err(ApiError::unauthorized)?;
-        let actor = state
+        let found = state
             .keys
             .lookup(&state.store, &key)
             .await?
             .ok_or_else(|| ApiError::unauthorized("unknown API key"))?;
+        if found.revoked.is_some() {
+            return Err(ApiError::unauthorized("this API key has been revoked"));
+        }
+        if !found.valid_at(now_ticks()) {
+            return Err(ApiError::unauthorized("this API key has expired"));
+        }
+        let actor = found.actor();
         if let Some(PathTenant(t)) = parts.extensions.get::<PathTenant>() {
             if !t.eq_ignore_ascii_case(&actor.tenant) {
                 return Err(ApiError::forbidden(format!(
@@ -93,34 +108,122 @@ impl FromRequestParts<AppState> for Auth {
                 )));
             }
         }
-        Ok(Auth { actor })
+        Ok(Auth {
+            actor,
+            key_id: found.id,
+            scope: found.scope,
+        })
     }
 }
 
-/// A small cache of key lookups (keys are checked on every request).
-#[derive(Default)]
+/// An authenticated caller whose key has the `admin` scope (key and tenant management,
+/// `/metrics`); a tenant key gets 403.
+pub struct Admin(pub Auth);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let auth = Auth::from_request_parts(parts, state).await?;
+        if auth.scope != KeyScope::Admin {
+            return Err(ApiError::forbidden(
+                "this route needs an API key with the admin scope",
+            ));
+        }
+        Ok(Admin(auth))
+    }
+}
+
+/// Middleware of the routes only admin keys may call (`/metrics` on the API address).
+pub async fn require_admin(
+    _admin: Admin,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    next.run(req).await
+}
+
+/// How long a key lookup is trusted: a key revoked or expired on any node is refused
+/// everywhere within this time (the promise is 5 s).
+pub const KEY_TTL: Duration = Duration::from_secs(2);
+
+/// Most keys cached; past this the cache starts over.
+const MAX_CACHED: usize = 10_000;
+
+struct Cached {
+    key: ApiKey,
+    fetched: Instant,
+}
+
+/// A cache of key lookups (keys are checked on every request), each trusted for [`KEY_TTL`].
+/// Unknown keys are not cached: a flood of made-up keys cannot push out the real ones.
 pub struct KeyCache {
-    map: std::sync::RwLock<std::collections::HashMap<String, Actor>>,
+    map: RwLock<HashMap<String, Cached>>,
+    ttl: Duration,
+}
+
+impl Default for KeyCache {
+    fn default() -> Self {
+        KeyCache::with_ttl(KEY_TTL)
+    }
 }
 
 impl KeyCache {
-    async fn lookup(
-        &self,
-        store: &crmhooks_store::DynStore,
-        key: &str,
-    ) -> Result<Option<Actor>, ApiError> {
-        let hash = crmhooks_store::hash_key(key);
-        if let Some(a) = self.map.read().ok().and_then(|m| m.get(&hash).cloned()) {
-            return Ok(Some(a));
+    /// A cache trusting a lookup for `ttl`.
+    pub fn with_ttl(ttl: Duration) -> Self {
+        KeyCache {
+            map: RwLock::default(),
+            ttl,
         }
-        let actor = store.actor_for_key(key).await?;
-        if let (Some(a), Ok(mut m)) = (&actor, self.map.write()) {
-            if m.len() > 10_000 {
-                m.clear();
+    }
+
+    /// The stored key `key` is (valid or not), from the cache while it is fresh. Notes the
+    /// key's use in the store when the stored note is older than a minute, without waiting.
+    pub async fn lookup(&self, store: &DynStore, key: &str) -> Result<Option<ApiKey>, ApiError> {
+        let hash = hash_key(key);
+        let now = Instant::now();
+        if let Some(k) = self.map.read().ok().and_then(|m| {
+            m.get(&hash)
+                .filter(|c| now.duration_since(c.fetched) < self.ttl)
+                .map(|c| c.key.clone())
+        }) {
+            return Ok(Some(k));
+        }
+        let found = store.find_key(key).await?;
+        if let Ok(mut m) = self.map.write() {
+            match &found {
+                Some(k) => {
+                    if m.len() >= MAX_CACHED {
+                        m.clear();
+                    }
+                    m.insert(
+                        hash,
+                        Cached {
+                            key: k.clone(),
+                            fetched: now,
+                        },
+                    );
+                }
+                None => {
+                    m.remove(&hash);
+                }
             }
-            m.insert(hash, a.clone());
         }
-        Ok(actor)
+        if let Some(k) = &found {
+            let ticks = now_ticks();
+            if k.valid_at(ticks) && k.last_used.is_none_or(|t| ticks - t >= TOUCH_EVERY) {
+                let (store, id) = (store.clone(), k.id);
+                tokio::spawn(async move {
+                    if let Err(e) = store.touch_key(id, ticks).await {
+                        tracing::debug!(error = %e, key_id = id, "cannot note the key's use");
+                    }
+                });
+            }
+        }
+        Ok(found)
     }
 }
 

@@ -22,6 +22,8 @@ pub struct Config {
     pub dev: bool,
     /// Bootstrap API key for `tenant` (optional).
     pub api_key: Option<String>,
+    /// A second address serving `/metrics` without a key (optional).
+    pub metrics_listen: Option<String>,
     /// Associate id of the bootstrap key.
     pub associate_id: i64,
     /// Tenant of the bootstrap key.
@@ -187,6 +189,9 @@ fn env_overrides(defaults: &toml::Value) -> Result<toml::Value, ConfigError> {
     if let Ok(v) = std::env::var("CRMHOOKS_API_KEY") {
         out.insert("api_key".into(), toml::Value::String(v));
     }
+    if let Ok(v) = std::env::var("CRMHOOKS_METRICS_LISTEN") {
+        out.insert("metrics_listen".into(), toml::Value::String(v));
+    }
     Ok(toml::Value::Table(out))
 }
 
@@ -319,6 +324,15 @@ impl Config {
             ));
         }
         self.local_zone()?;
+        if let Some(key) = self.api_key.as_deref().filter(|k| !k.is_empty()) {
+            let n = key.chars().count();
+            if n < crmhooks_store::MIN_BOOTSTRAP_KEY_LEN {
+                return fail(format!(
+                    "api_key (CRMHOOKS_API_KEY or --api-key) has {n} characters: a bootstrap key needs at least {}; make one with `openssl rand -hex 32`",
+                    crmhooks_store::MIN_BOOTSTRAP_KEY_LEN
+                ));
+            }
+        }
         if self.max_body_bytes < 1024 {
             return fail("max_body_bytes must be at least 1024".into());
         }

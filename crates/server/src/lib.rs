@@ -4,7 +4,9 @@
 //! bootstraps the API key, and [`Server::run`] serves until the shutdown signal, then lets the
 //! dispatcher finish or release what it has in flight.
 
+pub mod admin_api;
 pub mod agent_api;
+pub mod audit;
 pub mod auth;
 pub mod body;
 pub mod carriers;
@@ -109,16 +111,32 @@ async fn fallback() -> ApiError {
 /// The API router (without the tenant-prefix rewrite).
 pub fn router(state: AppState, max_body: usize) -> Router {
     let api = Router::new()
+        .merge(admin_api::router())
+        .merge(audit::router())
         .merge(agent_api::router())
         .merge(contact_api::router())
         .merge(webhook_api::router());
+    // /metrics tells about every tenant: admin keys only (or `metrics_listen`, unauthenticated).
+    let admin_only = Router::new().route("/metrics", get(metrics)).route_layer(
+        axum::middleware::from_fn_with_state(state.clone(), auth::require_admin),
+    );
     Router::new()
         .nest("/api/v1", api)
         .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
+        .merge(admin_only)
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::Extension(body::BodyLimit(max_body)))
+        .with_state(state)
+}
+
+/// The router of the `metrics_listen` address: `/metrics` without a key (that address is
+/// meant for a private network only).
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .fallback(fallback)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
 
@@ -165,6 +183,7 @@ fn listen_error(addr: &str, e: &std::io::Error) -> String {
 /// A built server: listener bound, store open, dispatcher ready.
 pub struct Server {
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     state: AppState,
     config: Config,
     mail_rx: tokio::sync::mpsc::UnboundedReceiver<crmhooks_store::StateChange>,
@@ -188,15 +207,39 @@ impl Server {
         .await?;
         store.ensure_tenant(&config.tenant).await?;
         if let Some(key) = config.api_key.as_deref().filter(|k| !k.is_empty()) {
-            store
-                .add_api_key(&config.tenant, config.associate_id, key, "bootstrap")
+            let done = store
+                .bootstrap_key(&config.tenant, config.associate_id, key)
                 .await?;
+            if done.revoked {
+                tracing::warn!(
+                    key_id = done.id,
+                    "the bootstrap key (CRMHOOKS_API_KEY) was revoked: it is refused; set another"
+                );
+            }
+            if done.revoked_others > 0 {
+                tracing::info!(
+                    revoked = done.revoked_others,
+                    "CRMHOOKS_API_KEY changed: the previous bootstrap key is revoked"
+                );
+            }
         }
         let listener = match listener {
             Some(l) => l,
             None => TcpListener::bind(&config.listen)
                 .await
                 .map_err(|e| anyhow::anyhow!("{}", listen_error(&config.listen, &e)))?,
+        };
+        let metrics_listener = match config.metrics_listen.as_deref().filter(|a| !a.is_empty()) {
+            Some(a) => Some(TcpListener::bind(a).await.map_err(|e| {
+                anyhow::anyhow!(
+                    "{}",
+                    listen_error(a, &e).replace(
+                        "--listen (CRMHOOKS_LISTEN)",
+                        "--metrics-listen (CRMHOOKS_METRICS_LISTEN)"
+                    )
+                )
+            })?),
+            None => None,
         };
         let addr = listener.local_addr()?;
         let dispatch = config.dispatch();
@@ -221,11 +264,19 @@ impl Server {
         };
         Ok(Server {
             listener,
+            metrics_listener,
             state,
             config,
             mail_rx,
             mailer,
         })
+    }
+
+    /// The bound address of `metrics_listen`, if set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     /// The bound address.
@@ -244,6 +295,7 @@ impl Server {
     pub async fn run(self, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
         let Server {
             listener,
+            metrics_listener,
             state,
             config,
             mut mail_rx,
@@ -268,6 +320,20 @@ impl Server {
             config.clone(),
             shutdown.clone(),
         ));
+        let metrics_task = match metrics_listener {
+            Some(l) => {
+                tracing::info!(addr = %l.local_addr()?, "serving /metrics without a key");
+                Some(tokio::spawn(http::serve(
+                    l,
+                    metrics_router(state.clone()),
+                    http::Limits::of(&config),
+                    Arc::default(),
+                    shutdown.clone(),
+                    grace,
+                )))
+            }
+            None => None,
+        };
         tracing::info!(addr = %listener.local_addr()?, database = %config.database, dev = config.dev, "crmhooks serving");
         http::serve(
             listener,
@@ -280,6 +346,9 @@ impl Server {
         .await;
         if let Some(t) = dispatch_task {
             let _ = t.await;
+        }
+        if let Some(t) = metrics_task {
+            t.abort();
         }
         maintenance_task.abort();
         mail_task.abort();

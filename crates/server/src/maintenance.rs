@@ -1,4 +1,5 @@
-//! Background upkeep: the recycle-bin purge (fires `contact.deleted`) and event-log retention.
+//! Background upkeep: the recycle-bin purge (fires `contact.deleted`), event-log and audit-log
+//! retention.
 
 use std::time::Duration;
 
@@ -48,6 +49,14 @@ pub async fn run_once(state: &AppState, config: &Config) -> Result<(u64, u64), S
         .store
         .prune_events(now - days(config.event_retention_days), 10_000)
         .await?;
+    // The audit log is kept as long as the event log.
+    let audited = state
+        .store
+        .prune_audit(now - days(config.event_retention_days))
+        .await?;
+    if audited > 0 {
+        tracing::info!(audit_entries = audited, "pruned the audit log");
+    }
     let resumed = crate::replay::resume_stale(state).await?;
     if resumed > 0 {
         tracing::info!(resumed, "resumed replays whose node stopped");

@@ -9,6 +9,7 @@
 pub mod contact;
 pub mod entity;
 mod error;
+pub mod keys;
 pub mod model;
 mod postgres;
 mod query;
@@ -25,6 +26,10 @@ pub use entity::{
     ColumnDef, ColumnKind, EntityDef, FieldError, Row, Ticks, Value, TICKS_PER_SECOND,
 };
 pub use error::StoreError;
+pub use keys::{
+    generate_key, ticks_rfc3339, ApiKey, AuditEntry, Bootstrap, KeyScope, NewAudit, NewKey,
+    KEY_PREFIX, MIN_BOOTSTRAP_KEY_LEN, TOUCH_EVERY,
+};
 pub use model::*;
 pub use postgres::PgStore;
 pub use query::{RowFilter, RowQuery};
@@ -102,8 +107,33 @@ pub trait Store: Send + Sync + 'static {
         key: &str,
         label: &str,
     ) -> Result<()>;
-    /// The actor an API key belongs to.
+    /// The actor a valid (neither revoked nor expired) API key belongs to.
     async fn actor_for_key(&self, key: &str) -> Result<Option<Actor>>;
+    /// Stores the bootstrap key with the admin scope and revokes every other bootstrap key.
+    async fn bootstrap_key(&self, tenant: &str, associate_id: i64, key: &str) -> Result<Bootstrap>;
+    /// Stores the new key `key` (hashed) as `new` says, creating its tenant if needed.
+    async fn create_key(&self, new: &NewKey, key: &str) -> Result<ApiKey>;
+    /// The stored key `key` is, valid or not.
+    async fn find_key(&self, key: &str) -> Result<Option<ApiKey>>;
+    /// Keys of one tenant (by name) or of all, by id.
+    async fn list_keys(&self, tenant: Option<&str>) -> Result<Vec<ApiKey>>;
+    /// Revokes a key (one revoked before keeps its time); None if there is no such key.
+    async fn revoke_key(&self, id: i64) -> Result<Option<ApiKey>>;
+    /// Notes that a key was used at `now`, at most about once a minute; whether it wrote.
+    async fn touch_key(&self, id: i64, now: Ticks) -> Result<bool>;
+    /// Every tenant: `(id, name)`.
+    async fn list_tenants(&self) -> Result<Vec<(i64, String)>>;
+    /// Records a management call in the audit log.
+    async fn record_audit(&self, entry: &NewAudit) -> Result<()>;
+    /// A tenant's audit log, newest first: at most `limit` entries older than `before`.
+    async fn list_audit(
+        &self,
+        tenant_id: i64,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<AuditEntry>>;
+    /// Removes audit entries older than `cutoff`; how many.
+    async fn prune_audit(&self, cutoff: Ticks) -> Result<u64>;
 
     // --- entity rows
     /// Reads a row; soft-deleted rows only when `include_deleted`.

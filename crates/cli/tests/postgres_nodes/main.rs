@@ -22,7 +22,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sqlx::Connection as _;
 
-const KEY: &str = "pg-nodes-test-key";
+const KEY: &str = "pg-nodes-test-key-0123456789abcdef0";
 
 /// A fresh database, dropped at the end of the test.
 struct Database {

@@ -58,7 +58,7 @@ pub(super) async fn call(
         }
         "deletewebhook" => {
             let id = call.id(ID)?;
-            if !state.store.delete_webhook(auth.actor.tenant_id, id).await? {
+            if !definition::delete_hook(state, auth, id).await? {
                 return Err(ApiError::not_found(format!("webhook {id} not found")));
             }
             StatusCode::NO_CONTENT.into_response()

@@ -131,10 +131,16 @@ pub(crate) async fn save_hook(state: &AppState, auth: &Auth, hook: Webhook) -> A
             ));
         }
     }
+    // The version before, for the audit log's summary of what changed.
+    let old = match hook.id {
+        0 => None,
+        id => state.store.get_webhook(auth.actor.tenant_id, id).await?,
+    };
     let (saved, change) = state.store.save_webhook(&auth.actor, hook).await?;
     if change.is_some() {
         state.wake();
     }
+    crate::audit::webhook_saved(state, auth, old.as_ref(), &saved).await;
     Ok(saved)
 }
 
@@ -293,9 +299,27 @@ pub(super) async fn delete(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     let id = parse_id(&id)?;
-    if state.store.delete_webhook(auth.actor.tenant_id, id).await? {
+    if delete_hook(&state, &auth, id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found(format!("webhook {id} not found")))
     }
+}
+
+/// Deletes webhook `id` of the caller's tenant and records it; false if there is none.
+pub(crate) async fn delete_hook(state: &AppState, auth: &Auth, id: i64) -> ApiResult<bool> {
+    let old = state.store.get_webhook(auth.actor.tenant_id, id).await?;
+    let deleted = state.store.delete_webhook(auth.actor.tenant_id, id).await?;
+    if deleted {
+        let name = old.map(|h| h.name).unwrap_or_default();
+        crate::audit::by(
+            state,
+            auth,
+            "webhook.deleted",
+            format!("webhook/{id}"),
+            format!("Name {name:?}"),
+        )
+        .await;
+    }
+    Ok(deleted)
 }

@@ -89,6 +89,21 @@ pub(super) async fn replay(
         .store
         .start_replay(auth.actor.tenant_id, hook.id, &req)
         .await?;
+    crate::audit::by(
+        &state,
+        &auth,
+        "webhook.replayed",
+        format!("webhook/{}", hook.id),
+        format!(
+            "replay {}: since {}, until {}, onlyFailed {}, limit {}",
+            job.id,
+            body.since,
+            body.until.as_deref().unwrap_or("now"),
+            req.only_failed,
+            req.limit
+        ),
+    )
+    .await;
     let mut running = tokio::spawn(crate::replay::run(state.clone(), job.id));
     let finished = match tokio::time::timeout(ANSWER_WITHIN, &mut running).await {
         Ok(Ok(Ok(job))) => Some(job),

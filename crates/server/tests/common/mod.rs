@@ -93,7 +93,7 @@ pub async fn test_config(dir: &std::path::Path) -> toml::value::Table {
     let mut t = toml::value::Table::new();
     t.insert("database".into(), test_database(dir).await.into());
     t.insert("dev".into(), true.into());
-    t.insert("api_key".into(), "test-key-default".into());
+    t.insert("api_key".into(), "test-key-default-0123456789abcdef".into());
     t.insert("maintenance_interval_secs".into(), 3600.0.into());
     let mut d = toml::value::Table::new();
     d.insert(
@@ -155,7 +155,7 @@ impl TestApp {
         let task = tokio::spawn(server.run(rx));
         TestApp {
             base,
-            key: "test-key-default".into(),
+            key: "test-key-default-0123456789abcdef".into(),
             http: reqwest::Client::new(),
             state,
             stop,

@@ -129,7 +129,7 @@ pub async fn superoffice_responses() {
     .await;
     t.note("authentication");
     t.send_as(
-        Some("raw:SoTicket test-key-default"),
+        Some("raw:SoTicket test-key-default-0123456789abcdef"),
         Method::GET,
         "/api/v1/Contact?$select=name&$top=1",
         None,

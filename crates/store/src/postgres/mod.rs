@@ -39,6 +39,7 @@ use sqlx::{Connection as _, Transaction};
 use tokio::sync::{watch, Notify};
 
 use crate::entity::{EntityDef, Row, Ticks};
+use crate::keys::{ApiKey, AuditEntry, Bootstrap, NewAudit, NewKey};
 use crate::model::*;
 use crate::sql;
 use crate::{
@@ -178,6 +179,66 @@ impl Store for PgStore {
 
     async fn actor_for_key(&self, key: &str) -> Result<Option<Actor>> {
         sql::keys::actor_for_key(&mut PgDb(&mut *self.conn().await?), key).await
+    }
+
+    async fn bootstrap_key(&self, tenant: &str, associate_id: i64, key: &str) -> Result<Bootstrap> {
+        let mut tx = self.begin().await?;
+        let done = sql::keys::bootstrap_key(&mut PgDb(&mut tx), tenant, associate_id, key).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(done)
+    }
+
+    async fn create_key(&self, new: &NewKey, key: &str) -> Result<ApiKey> {
+        let mut tx = self.begin().await?;
+        let created = sql::keys::create_key(&mut PgDb(&mut tx), new, key).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(created)
+    }
+
+    async fn find_key(&self, key: &str) -> Result<Option<ApiKey>> {
+        sql::keys::find_key(&mut PgDb(&mut *self.conn().await?), key).await
+    }
+
+    async fn list_keys(&self, tenant: Option<&str>) -> Result<Vec<ApiKey>> {
+        sql::keys::list_keys(&mut PgDb(&mut *self.conn().await?), tenant).await
+    }
+
+    async fn revoke_key(&self, id: i64) -> Result<Option<ApiKey>> {
+        let mut tx = self.begin().await?;
+        let key = sql::keys::revoke_key(&mut PgDb(&mut tx), id, crate::now_ticks()).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(key)
+    }
+
+    async fn touch_key(&self, id: i64, now: Ticks) -> Result<bool> {
+        sql::keys::touch_key(&mut PgDb(&mut *self.conn().await?), id, now).await
+    }
+
+    async fn list_tenants(&self) -> Result<Vec<(i64, String)>> {
+        sql::keys::list_tenants(&mut PgDb(&mut *self.conn().await?)).await
+    }
+
+    async fn record_audit(&self, entry: &NewAudit) -> Result<()> {
+        sql::audit::record(&mut PgDb(&mut *self.conn().await?), entry).await
+    }
+
+    async fn list_audit(
+        &self,
+        tenant_id: i64,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<AuditEntry>> {
+        sql::audit::list(
+            &mut PgDb(&mut *self.conn().await?),
+            tenant_id,
+            before,
+            limit,
+        )
+        .await
+    }
+
+    async fn prune_audit(&self, cutoff: Ticks) -> Result<u64> {
+        sql::audit::prune(&mut PgDb(&mut *self.conn().await?), cutoff).await
     }
 
     async fn get_row(

@@ -244,15 +244,6 @@ pub(crate) fn read_attempt(r: &(impl DbRow + ?Sized)) -> Result<Attempt> {
     })
 }
 
-/// An [`Actor`] from `SELECT tenant_id, tenant name, associate_id`.
-pub(crate) fn read_actor(r: &(impl DbRow + ?Sized)) -> Result<Actor> {
-    Ok(Actor {
-        tenant_id: r.int(0)?,
-        tenant: r.text(1)?,
-        associate_id: r.int(2)?,
-    })
-}
-
 /// The rule of the fan-out, for both backends: the webhooks that get a delivery of an event are
 /// the Active webhooks of type `webhook` of the event's tenant subscribed to its name. `FROM`
 /// and `WHERE` over `webhook_event we` and `webhook w`, to be followed by the tenant's id, then

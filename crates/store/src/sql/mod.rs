@@ -8,6 +8,7 @@
 //! Statements are written with PostgreSQL's `$1` placeholders, which SQLite reads as `?1`
 //! ([`sqlite_placeholders`]); casts use `CAST(… AS BIGINT)`, which both understand.
 
+pub(crate) mod audit;
 pub(crate) mod columns;
 pub(crate) mod keys;
 pub(crate) mod leases;

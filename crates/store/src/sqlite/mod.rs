@@ -31,6 +31,7 @@ use sqlx::Connection as _;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::entity::{EntityDef, Row, Ticks};
+use crate::keys::{ApiKey, AuditEntry, Bootstrap, NewAudit, NewKey};
 use crate::model::*;
 use crate::sql::{self, block_on};
 use crate::{
@@ -230,6 +231,77 @@ impl Store for SqliteStore {
         let key = key.to_owned();
         self.reader
             .read(move |c| block_on(sql::keys::actor_for_key(c, &key)))
+            .await
+    }
+
+    async fn bootstrap_key(&self, tenant: &str, associate_id: i64, key: &str) -> Result<Bootstrap> {
+        let (tenant, key) = (tenant.to_owned(), key.to_owned());
+        self.write(true, move |w| {
+            block_on(sql::keys::bootstrap_key(w, &tenant, associate_id, &key))
+        })
+        .await
+    }
+
+    async fn create_key(&self, new: &NewKey, key: &str) -> Result<ApiKey> {
+        let (new, key) = (new.clone(), key.to_owned());
+        self.write(true, move |w| {
+            block_on(sql::keys::create_key(w, &new, &key))
+        })
+        .await
+    }
+
+    async fn find_key(&self, key: &str) -> Result<Option<ApiKey>> {
+        let key = key.to_owned();
+        self.reader
+            .read(move |c| block_on(sql::keys::find_key(c, &key)))
+            .await
+    }
+
+    async fn list_keys(&self, tenant: Option<&str>) -> Result<Vec<ApiKey>> {
+        let tenant = tenant.map(str::to_owned);
+        self.reader
+            .read(move |c| block_on(sql::keys::list_keys(c, tenant.as_deref())))
+            .await
+    }
+
+    async fn revoke_key(&self, id: i64) -> Result<Option<ApiKey>> {
+        self.write(true, move |w| {
+            block_on(sql::keys::revoke_key(w, id, crate::now_ticks()))
+        })
+        .await
+    }
+
+    async fn touch_key(&self, id: i64, now: Ticks) -> Result<bool> {
+        // Not worth an fsync: a lost note of use is written again a minute later.
+        self.write(false, move |w| block_on(sql::keys::touch_key(w, id, now)))
+            .await
+    }
+
+    async fn list_tenants(&self) -> Result<Vec<(i64, String)>> {
+        self.reader
+            .read(move |c| block_on(sql::keys::list_tenants(c)))
+            .await
+    }
+
+    async fn record_audit(&self, entry: &NewAudit) -> Result<()> {
+        let entry = entry.clone();
+        self.write(true, move |w| block_on(sql::audit::record(w, &entry)))
+            .await
+    }
+
+    async fn list_audit(
+        &self,
+        tenant_id: i64,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<AuditEntry>> {
+        self.reader
+            .read(move |c| block_on(sql::audit::list(c, tenant_id, before, limit)))
+            .await
+    }
+
+    async fn prune_audit(&self, cutoff: Ticks) -> Result<u64> {
+        self.write(true, move |w| block_on(sql::audit::prune(w, cutoff)))
             .await
     }
 

@@ -71,8 +71,8 @@ fn auth() -> BoxedStrategy<Auth> {
         1 => Just(Auth::None),
         1 => Just(Auth::OtherTenant),
         1 => select(vec![
-            "Bearer wrong", "Bearer ", "bearer test-key-default", "Basic abc", "SoTicket x",
-            "Bearer test-key-default extra", "Basic Og==", "Bearer \u{7f}",
+            "Bearer wrong", "Bearer ", "bearer test-key-default-0123456789abcdef", "Basic abc", "SoTicket x",
+            "Bearer test-key-default-0123456789abcdef extra", "Basic Og==", "Bearer \u{7f}",
         ])
         .prop_map(|s| Auth::Raw(s.to_owned())),
     ]
