@@ -3,6 +3,7 @@
 mod check;
 mod client;
 mod demo;
+mod secrets;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -39,6 +40,9 @@ enum Command {
     /// Work with webhook definitions on a running server.
     #[command(subcommand)]
     Webhook(client::WebhookCmd),
+    /// Master keys of the secrets stored encrypted: make one, rotate to a new one.
+    #[command(subcommand)]
+    Secrets(secrets::SecretsCmd),
     /// Measure throughput and latency end to end, with a raw baseline in the same run.
     Bench(crmhooks_bench::BenchArgs),
     /// The benchmark's relay floor (run by `bench` as a child process).
@@ -62,6 +66,7 @@ fn main() -> std::process::ExitCode {
         Command::CheckReceiver(args) => rt.block_on(check::run(args)),
         Command::Contact(c) => rt.block_on(client::run_contact(c)),
         Command::Webhook(c) => rt.block_on(client::run_webhook(c)),
+        Command::Secrets(c) => rt.block_on(secrets::run(c)),
         Command::Bench(args) => rt.block_on(crmhooks_bench::run(args)),
         Command::BenchRelay(args) => rt.block_on(crmhooks_bench::run_relay(args)),
     };
