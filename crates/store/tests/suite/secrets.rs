@@ -4,8 +4,15 @@
 
 use serde_json::{Map, Value as Json};
 
-use super::*;
-use crmhooks_store::{Keyring, MasterKey};
+use crmhooks_store::{
+    now_ticks, open, Actor, ClaimRequest, DynStore, Keyring, MasterKey, OpenOptions, StoreError,
+    Webhook,
+};
+use crmhooks_testkit::postgres::{self, PgDatabase};
+use crmhooks_testkit::Backend;
+use sqlx::Connection as _;
+
+use crate::common::{actor, create, SEC};
 
 const SECRET: &str = "s3cret-signing-value-4711";
 const HEADER: &str = "receiver-password-0815";
@@ -111,7 +118,7 @@ async fn run_db(backend: Backend, test: &str, body: impl AsyncFnOnce(&Db)) {
 macro_rules! with_db {
     ($($name:ident),* $(,)?) => {
         crmhooks_testkit::both_backends!(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)] super::run_db => $($name),*
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)] crate::secrets::run_db => $($name),*
         );
     };
 }
