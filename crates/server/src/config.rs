@@ -27,7 +27,7 @@ pub struct Config {
     pub api_key_file: Option<String>,
     /// Master keys (`kid:base64key`, comma separated; the first encrypts) of webhook secrets
     /// and header values.
-    pub master_key: Option<String>,
+    pub master_key: Option<Hidden>,
     /// A file of master keys, one `kid:base64key` a line (instead of `master_key`).
     pub master_key_file: Option<String>,
     /// Answer webhook `Headers` values in full instead of masked.
@@ -132,6 +132,18 @@ pub struct SmtpSection {
     pub port: u16,
     /// Sender.
     pub from: String,
+}
+
+/// A configuration value that is a secret: its `Debug` shows `***`, so that a config printed
+/// for diagnosis does not carry it.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Hidden(pub String);
+
+impl std::fmt::Debug for Hidden {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
 }
 
 /// A configuration problem.

@@ -14,7 +14,8 @@ use crate::config::{Config, ConfigError};
 pub fn master_keyring(config: &Config) -> Result<(Keyring, Option<String>), ConfigError> {
     let inline = config
         .master_key
-        .as_deref()
+        .as_ref()
+        .map(|k| k.0.as_str())
         .filter(|k| !k.trim().is_empty());
     let file = config.master_key_file.as_deref().filter(|f| !f.is_empty());
     match (inline, file) {
@@ -179,6 +180,14 @@ pub fn redact_url(url: &str) -> String {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn a_printed_config_does_not_show_the_master_key() {
+        let mut flags = toml::value::Table::new();
+        flags.insert("master_key".into(), "k1:c2VjcmV0LW1hdGVyaWFs".into());
+        let cfg = Config::load(None, flags).unwrap();
+        assert!(!format!("{cfg:?}").contains("c2VjcmV0"));
+    }
 
     #[test]
     fn passwords_in_database_urls_are_redacted() {
