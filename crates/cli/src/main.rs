@@ -4,6 +4,7 @@ mod check;
 mod client;
 mod demo;
 mod key;
+mod secrets;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -43,6 +44,9 @@ enum Command {
     /// Manage API keys on the database (no server needed): create, list, revoke.
     #[command(subcommand)]
     Key(key::KeyCmd),
+    /// Master keys of the secrets stored encrypted: make one, rotate to a new one.
+    #[command(subcommand)]
+    Secrets(secrets::SecretsCmd),
     /// Measure throughput and latency end to end, with a raw baseline in the same run.
     Bench(crmhooks_bench::BenchArgs),
     /// The benchmark's relay floor (run by `bench` as a child process).
@@ -67,6 +71,7 @@ fn main() -> std::process::ExitCode {
         Command::Contact(c) => rt.block_on(client::run_contact(c)),
         Command::Webhook(c) => rt.block_on(client::run_webhook(c)),
         Command::Key(c) => rt.block_on(key::run(c)),
+        Command::Secrets(c) => rt.block_on(secrets::run(c)),
         Command::Bench(args) => rt.block_on(crmhooks_bench::run(args)),
         Command::BenchRelay(args) => rt.block_on(crmhooks_bench::run_relay(args)),
     };

@@ -19,9 +19,17 @@ pub struct ServeArgs {
     /// Development mode: allow http:// and loopback/private targets.
     #[arg(long)]
     pub dev: bool,
-    /// Bootstrap API key for the default tenant (env CRMHOOKS_API_KEY).
+    /// Bootstrap API key for the default tenant (env CRMHOOKS_API_KEY). Other users of the
+    /// machine can read it in the process list: prefer --api-key-file.
     #[arg(long)]
     pub api_key: Option<String>,
+    /// A file whose first line is the bootstrap API key (env CRMHOOKS_API_KEY_FILE).
+    #[arg(long)]
+    pub api_key_file: Option<PathBuf>,
+    /// A file of master keys, one kid:base64key a line, the first encrypting (env
+    /// CRMHOOKS_MASTER_KEY_FILE; or the list itself in CRMHOOKS_MASTER_KEY).
+    #[arg(long)]
+    pub master_key_file: Option<PathBuf>,
     /// Associate id of the bootstrap key (default 1).
     #[arg(long)]
     pub associate_id: Option<i64>,
@@ -83,11 +91,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(v) = args.metrics_listen {
         flags.insert("metrics_listen".into(), v.into());
     }
+    if let Some(v) = args.api_key_file {
+        flags.insert("api_key_file".into(), v.display().to_string().into());
+    }
+    if let Some(v) = args.master_key_file {
+        flags.insert("master_key_file".into(), v.display().to_string().into());
+    }
     if let Some(v) = args.associate_id {
         flags.insert("associate_id".into(), v.into());
     }
     let config = Config::load(args.config.as_deref(), flags)?;
-    let (dev, no_key) = (config.dev, config.api_key.is_none());
+    let (dev, no_key) = (
+        config.dev,
+        config.api_key.is_none() && config.api_key_file.is_none(),
+    );
     let server = Server::build(config, None).await?;
     // Warnings once the server is up: a server that cannot start says only why.
     if dev {

@@ -21,6 +21,8 @@ fn serve_fails(args: &[&str], env: &[(&str, &str)]) -> String {
             cmd.env_remove(k);
         }
     }
+    // A valid master key unless the test says otherwise: the mistakes below come after it.
+    cmd.env("CRMHOOKS_MASTER_KEY", MASTER_KEY);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -41,6 +43,8 @@ fn serve_fails(args: &[&str], env: &[(&str, &str)]) -> String {
     assert!(!status.success(), "{args:?} started: {stderr}");
     stderr
 }
+
+const MASTER_KEY: &str = "t:Y3JtaG9va3MtdGVzdC1tYXN0ZXIta2V5LTMyYnl0ZXM=";
 
 /// The one line, which must say each of `words`.
 fn one_line(stderr: &str, words: &[&str]) {
@@ -151,5 +155,28 @@ fn a_short_bootstrap_key_is_refused() {
     one_line(
         &serve_fails(&["--api-key", "also-short"], &[]),
         &["CRMHOOKS_API_KEY or --api-key", "10 characters"],
+    );
+}
+
+#[test]
+fn no_master_key_or_a_malformed_one_says_how_to_give_one() {
+    one_line(
+        &serve_fails(&[], &[("CRMHOOKS_MASTER_KEY", "")]),
+        &[
+            "no master key",
+            "CRMHOOKS_MASTER_KEY",
+            "--master-key-file",
+            "generate-key",
+        ],
+    );
+    let bad = serve_fails(&[], &[("CRMHOOKS_MASTER_KEY", "k1:c2VjcmV0")]);
+    one_line(&bad, &["CRMHOOKS_MASTER_KEY", "\"k1\"", "32 bytes"]);
+    assert!(!bad.contains("c2VjcmV0"), "the key is never echoed: {bad}");
+    one_line(
+        &serve_fails(
+            &["--master-key-file", "/no/such/key"],
+            &[("CRMHOOKS_MASTER_KEY", "")],
+        ),
+        &["/no/such/key"],
     );
 }

@@ -24,6 +24,16 @@ pub struct Config {
     pub api_key: Option<String>,
     /// A second address serving `/metrics` without a key (optional).
     pub metrics_listen: Option<String>,
+    /// A file whose first line is the bootstrap API key (instead of `api_key`, which other
+    /// users of the machine can read in the process list when given as a flag).
+    pub api_key_file: Option<String>,
+    /// Master keys (`kid:base64key`, comma separated; the first encrypts) of webhook secrets
+    /// and header values.
+    pub master_key: Option<Hidden>,
+    /// A file of master keys, one `kid:base64key` a line (instead of `master_key`).
+    pub master_key_file: Option<String>,
+    /// Answer webhook `Headers` values in full instead of masked.
+    pub reveal_headers: bool,
     /// Associate id of the bootstrap key.
     pub associate_id: i64,
     /// Tenant of the bootstrap key.
@@ -126,6 +136,18 @@ pub struct SmtpSection {
     pub from: String,
 }
 
+/// A configuration value that is a secret: its `Debug` shows `***`, so that a config printed
+/// for diagnosis does not carry it.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Hidden(pub String);
+
+impl std::fmt::Debug for Hidden {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
 /// A configuration problem.
 #[derive(Debug, thiserror::Error)]
 #[error("configuration: {0}")]
@@ -186,8 +208,15 @@ fn env_overrides(defaults: &toml::Value) -> Result<toml::Value, ConfigError> {
         }
     }
     // Optional keys that the defaults leave commented out.
-    if let Ok(v) = std::env::var("CRMHOOKS_API_KEY") {
-        out.insert("api_key".into(), toml::Value::String(v));
+    for (var, key) in [
+        ("CRMHOOKS_API_KEY", "api_key"),
+        ("CRMHOOKS_API_KEY_FILE", "api_key_file"),
+        ("CRMHOOKS_MASTER_KEY", "master_key"),
+        ("CRMHOOKS_MASTER_KEY_FILE", "master_key_file"),
+    ] {
+        if let Ok(v) = std::env::var(var) {
+            out.insert(key.into(), toml::Value::String(v));
+        }
     }
     if let Ok(v) = std::env::var("CRMHOOKS_METRICS_LISTEN") {
         out.insert("metrics_listen".into(), toml::Value::String(v));

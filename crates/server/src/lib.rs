@@ -17,6 +17,7 @@ pub mod http;
 mod maintenance;
 pub mod patch;
 pub mod replay;
+pub mod secrets;
 pub mod webhook_api;
 
 use std::net::SocketAddr;
@@ -53,6 +54,8 @@ pub struct AppState {
     pub test_on_save: bool,
     /// What the HTTP server has done (connections open, cut off).
     pub http: Arc<http::Stats>,
+    /// Answer webhook `Headers` values in full (`reveal_headers`) instead of masked.
+    pub reveal_headers: bool,
 }
 
 impl AppState {
@@ -194,6 +197,8 @@ impl Server {
     /// Opens the store, bootstraps the API key, binds `listener` (or `config.listen`).
     pub async fn build(config: Config, listener: Option<TcpListener>) -> anyhow::Result<Self> {
         let time_zone = config.local_zone()?;
+        let (keyring, key_warning) = secrets::master_keyring(&config)?;
+        let bootstrap = secrets::bootstrap_key(&config)?;
         let store = crmhooks_store::open(
             &config.database,
             &OpenOptions {
@@ -201,12 +206,22 @@ impl Server {
                 max_connections: config.pool_size,
                 synchronous_full: config.sqlite_synchronous_full,
                 wal_autocheckpoint: config.sqlite_wal_autocheckpoint,
+                keyring,
                 ..OpenOptions::default()
             },
         )
-        .await?;
+        .await
+        .map_err(|e| match e {
+            crmhooks_store::StoreError::Secret(_) => anyhow::anyhow!(
+                "{e}. Nothing was changed: give the master key(s) this database was encrypted with (CRMHOOKS_MASTER_KEY or --master-key-file)"
+            ),
+            other => other.into(),
+        })?;
+        if let Some(w) = key_warning {
+            tracing::warn!("{w}");
+        }
         store.ensure_tenant(&config.tenant).await?;
-        if let Some(key) = config.api_key.as_deref().filter(|k| !k.is_empty()) {
+        if let Some(key) = bootstrap.as_deref() {
             let done = store
                 .bootstrap_key(&config.tenant, config.associate_id, key)
                 .await?;
@@ -261,6 +276,7 @@ impl Server {
             base_url: format!("http://{addr}").into(),
             test_on_save: config.test_on_save,
             http: Arc::default(),
+            reveal_headers: config.reveal_headers,
         };
         Ok(Server {
             listener,
@@ -334,7 +350,7 @@ impl Server {
             }
             None => None,
         };
-        tracing::info!(addr = %listener.local_addr()?, database = %config.database, dev = config.dev, "crmhooks serving");
+        tracing::info!(addr = %listener.local_addr()?, database = %secrets::redact_url(&config.database), dev = config.dev, "crmhooks serving");
         http::serve(
             listener,
             app,

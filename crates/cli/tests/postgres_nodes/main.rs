@@ -126,6 +126,10 @@ fn start_nodes(db: &str, n: usize, env: &[(&str, &str)]) -> Vec<Node> {
                     db,
                 ])
                 .env("CRMHOOKS_API_KEY", KEY)
+                .env(
+                    "CRMHOOKS_MASTER_KEY",
+                    "t:Y3JtaG9va3MtdGVzdC1tYXN0ZXIta2V5LTMyYnl0ZXM=",
+                )
                 .env("CRMHOOKS_DELIVERY_LEASE_SECS", "2")
                 .env("CRMHOOKS_DELIVERY_POLL_MS", "200")
                 .env("CRMHOOKS_DELIVERY_SUPEROFFICE_DELAYS_MS", "[100, 200]")

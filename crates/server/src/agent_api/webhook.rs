@@ -19,7 +19,8 @@ use crate::AppState;
 const ID: &str = "webhookId";
 
 fn carrier(state: &AppState, hook: &Webhook) -> ApiResult<Value> {
-    serde_json::to_value(WebhookCarrier::of(hook, &state.zone)).map_err(ApiError::internal)
+    serde_json::to_value(WebhookCarrier::of(hook, &state.zone, state.reveal_headers))
+        .map_err(ApiError::internal)
 }
 
 /// A text filter of GetAllWebhooks (absent, null and "" filter nothing).

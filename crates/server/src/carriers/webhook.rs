@@ -1,14 +1,41 @@
 //! The `Webhook` carrier (spec 4.1) in and out, and the result of `POST /Webhook/Test`.
 //!
 //! `Secret` is write-only: taken from [`WebhookInput`], always `null` in [`WebhookCarrier`].
+//! `Headers` values are write-only too unless the server reveals them (`reveal_headers`): the
+//! carrier shows each name with [`MASK`], and an input that sends [`MASK`] back keeps the
+//! stored value.
 
 use crmhooks_store::{LocalZone, Webhook, WebhookState};
-use serde::{Deserialize, Serialize};
+use serde::ser::SerializeMap as _;
+use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use super::field::{Field, FromJson, Refusal};
 use super::{net_date, Links};
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
+
+/// What a masked header value reads as.
+pub const MASK: &str = "********";
+
+/// A webhook's custom headers as answered: the names, and the values masked unless revealed.
+#[derive(Clone, Copy, Debug)]
+pub struct ShownHeaders<'a> {
+    map: &'a Map<String, Value>,
+    reveal: bool,
+}
+
+impl Serialize for ShownHeaders<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.reveal {
+            return self.map.serialize(s);
+        }
+        let mut m = s.serialize_map(Some(self.map.len()))?;
+        for name in self.map.keys() {
+            m.serialize_entry(name, MASK)?;
+        }
+        m.end()
+    }
+}
 
 /// A webhook as answered, in SuperOffice's property order.
 #[derive(Debug, Serialize)]
@@ -31,8 +58,8 @@ pub struct WebhookCarrier<'a> {
     /// `webhook`.
     #[serde(rename = "Type")]
     pub kind: &'a str,
-    /// Custom headers (`null` when none).
-    pub headers: Option<&'a Map<String, Value>>,
+    /// Custom headers (`null` when none), their values masked unless revealed.
+    pub headers: Option<ShownHeaders<'a>>,
     /// Custom properties put into each body (`null` when none).
     pub properties: Option<&'a Map<String, Value>>,
     /// .NET date; `0001-01-01T00:00:00` on the `default` carrier.
@@ -68,8 +95,8 @@ impl AssociateId {
 }
 
 impl<'a> WebhookCarrier<'a> {
-    /// The carrier of `hook`, its dates in `zone`.
-    pub fn of(hook: &'a Webhook, zone: &LocalZone) -> Self {
+    /// The carrier of `hook`, its dates in `zone`; header values in full with `reveal`.
+    pub fn of(hook: &'a Webhook, zone: &LocalZone, reveal: bool) -> Self {
         WebhookCarrier {
             webhook_id: hook.id,
             name: (hook.id != 0 || !hook.name.is_empty()).then_some(hook.name.as_str()),
@@ -79,7 +106,10 @@ impl<'a> WebhookCarrier<'a> {
             secret: (),
             state: hook.state.name(),
             kind: &hook.kind,
-            headers: hook.headers.as_ref(),
+            headers: hook
+                .headers
+                .as_ref()
+                .map(|map| ShownHeaders { map, reveal }),
             properties: hook.properties.as_ref(),
             registered: net_date(hook.registered, zone),
             registered_associate: AssociateId::of(hook.registered_associate_id),
@@ -104,9 +134,9 @@ pub struct WebhookWithLinks<'a> {
 
 impl<'a> WebhookWithLinks<'a> {
     /// `hook` (a stored one) with its links under `base_url`.
-    pub fn of(hook: &'a Webhook, zone: &LocalZone, base_url: &str) -> Self {
+    pub fn of(hook: &'a Webhook, zone: &LocalZone, base_url: &str, reveal: bool) -> Self {
         WebhookWithLinks {
-            webhook: WebhookCarrier::of(hook, zone),
+            webhook: WebhookCarrier::of(hook, zone, reveal),
             links: Links::new(
                 format!("{base_url}/api/v1/Webhook/{}", hook.id),
                 format!("{base_url}/api/v1/Webhook"),
@@ -193,7 +223,11 @@ impl WebhookInput {
             hook.kind = v.unwrap_or("webhook").to_ascii_lowercase();
         }
         if let Some(v) = self.headers.read("Headers")? {
-            hook.headers = some_map(v);
+            let mut headers = some_map(v);
+            if let Some(h) = headers.as_mut() {
+                keep_masked(h, hook.headers.as_ref())?;
+            }
+            hook.headers = headers;
         }
         if let Some(v) = self.properties.read("Properties")? {
             hook.properties = some_map(v);
@@ -209,6 +243,34 @@ impl WebhookInput {
         }
         Ok(())
     }
+}
+
+/// Each header whose value is [`MASK`] (sent back as a GET answered it) takes the stored value
+/// of the header of that name (in any case); one the webhook does not have is refused.
+fn keep_masked(
+    headers: &mut Map<String, Value>,
+    stored: Option<&Map<String, Value>>,
+) -> ApiResult<()> {
+    for (name, value) in headers.iter_mut() {
+        if value.as_str() != Some(MASK) {
+            continue;
+        }
+        let old = stored.and_then(|s| {
+            s.get(name).or_else(|| {
+                s.iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v)
+            })
+        });
+        match old {
+            Some(old) => *value = old.clone(),
+            None => return Err(ApiError::invalid_field(
+                &format!("Headers.{name}"),
+                "is the masked value of a header this webhook does not have; send the value itself",
+            )),
+        }
+    }
+    Ok(())
 }
 
 /// `Events`: event names, each trimmed, non-empty, without commas, at most 255 bytes, at
@@ -319,6 +381,7 @@ mod tests {
             &hook,
             &LocalZone::default(),
             "http://h",
+            false,
         ))
         .unwrap();
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();

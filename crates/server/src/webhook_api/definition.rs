@@ -199,12 +199,18 @@ pub(crate) async fn list_hooks(
 
 /// A stored webhook as the routes that name it answer it.
 fn answer(state: &AppState, hook: &Webhook) -> Response {
-    Json(WebhookWithLinks::of(hook, &state.zone, &state.base_url)).into_response()
+    Json(WebhookWithLinks::of(
+        hook,
+        &state.zone,
+        &state.base_url,
+        state.reveal_headers,
+    ))
+    .into_response()
 }
 
 pub(super) async fn get_default(State(state): State<AppState>, auth: Auth) -> Response {
     let hook = Webhook::default_for(auth.actor.tenant_id);
-    Json(WebhookCarrier::of(&hook, &state.zone)).into_response()
+    Json(WebhookCarrier::of(&hook, &state.zone, state.reveal_headers)).into_response()
 }
 
 #[derive(Deserialize)]
@@ -230,7 +236,7 @@ pub(super) async fn list(
     .await?;
     let carriers: Vec<WebhookCarrier<'_>> = hooks
         .iter()
-        .map(|h| WebhookCarrier::of(h, &state.zone))
+        .map(|h| WebhookCarrier::of(h, &state.zone, state.reveal_headers))
         .collect();
     Ok(Json(carriers).into_response())
 }
@@ -279,7 +285,8 @@ pub(super) async fn patch_one(
 ) -> ApiResult<Response> {
     let mut hook = load(&state, &auth, &id).await?;
     let mut doc =
-        serde_json::to_value(WebhookCarrier::of(&hook, &state.zone)).map_err(ApiError::internal)?;
+        serde_json::to_value(WebhookCarrier::of(&hook, &state.zone, state.reveal_headers))
+            .map_err(ApiError::internal)?;
     patch::apply(&mut doc, &body).map_err(patch::PatchError::into_api)?;
     let secret_removed = body.is_array()
         && doc

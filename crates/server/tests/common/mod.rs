@@ -88,12 +88,17 @@ pub fn stepped_config(flags: &mut toml::value::Table) {
     );
 }
 
+/// The master key of the test servers (32 bytes in base64).
+pub const TEST_MASTER_KEY: &str = "test:Y3JtaG9va3MtdGVzdC1tYXN0ZXIta2V5LTMyYnl0ZXM=";
+
 /// Settings for fast tests: dev mode, short retry delays, quick polling, no maintenance.
 pub async fn test_config(dir: &std::path::Path) -> toml::value::Table {
     let mut t = toml::value::Table::new();
     t.insert("database".into(), test_database(dir).await.into());
     t.insert("dev".into(), true.into());
     t.insert("api_key".into(), "test-key-default-0123456789abcdef".into());
+    // A fixed master key, so that no test writes a --dev key file outside its directory.
+    t.insert("master_key".into(), TEST_MASTER_KEY.into());
     t.insert("maintenance_interval_secs".into(), 3600.0.into());
     let mut d = toml::value::Table::new();
     d.insert(

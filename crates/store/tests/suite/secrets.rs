@@ -117,7 +117,7 @@ async fn run_db(backend: Backend, test: &str, body: impl AsyncFnOnce(&Db)) {
 macro_rules! with_db {
     ($($name:ident),* $(,)?) => {
         crmhooks_testkit::both_backends!(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)] super::run_db => $($name),*
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)] crate::secrets::run_db => $($name),*
         );
     };
 }
