@@ -100,6 +100,10 @@ macro_rules! both_backends {
     };
 }
 
+// Tests in files of their own (`suite/<topic>.rs`), each listing its tests with `both_backends!`.
+#[path = "suite/resend.rs"]
+mod resend;
+
 both_backends!(
     tenants_and_keys,
     change_lifecycle_writes_events_and_deliveries,
