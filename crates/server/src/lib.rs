@@ -15,6 +15,7 @@ pub mod http;
 mod maintenance;
 pub mod patch;
 pub mod replay;
+pub mod ui;
 pub mod webhook_api;
 
 use std::net::SocketAddr;
@@ -116,6 +117,7 @@ pub fn router(state: AppState, max_body: usize) -> Router {
         .nest("/api/v1", api)
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .merge(ui::router())
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::Extension(body::BodyLimit(max_body)))
