@@ -1,10 +1,8 @@
 //! Resending one delivery, and searching the delivery log by contact and by EventId.
 
-use crmhooks_store::{DeliveryFilter, DeliveryStatus, StoreError, Verdict};
+use crmhooks_store::{now_ticks, DeliveryFilter, DeliveryStatus, StoreError, Verdict};
 
-use super::{
-    actor, create, deliver_all, filter, hook, now_ticks, outcome, req, set_department, Ctx, SEC,
-};
+use crate::common::*;
 
 both_backends!(
     resend_queues_a_new_cycle_of_a_closed_delivery,
