@@ -3,12 +3,12 @@
 //! kept in the browser's sessionStorage only, and does everything through the API with that
 //! key: it sees exactly what the key's tenant may see.
 
-use axum::extract::Path;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::Router;
 
+use crate::body::ApiPath;
 use crate::AppState;
 
 /// Scripts, styles, images and API calls from this origin only; no inline code, no framing,
@@ -102,7 +102,7 @@ async fn index() -> Response {
     respond("text/html; charset=utf-8", INDEX)
 }
 
-async fn asset(Path(file): Path<String>) -> Response {
+async fn asset(ApiPath(file): ApiPath<String>) -> Response {
     match ASSETS.iter().find(|(name, _, _)| *name == file) {
         Some((_, content_type, body)) => respond(content_type, body),
         None => {
