@@ -18,6 +18,7 @@ mod maintenance;
 pub mod patch;
 pub mod replay;
 pub mod secrets;
+pub mod ui;
 pub mod webhook_api;
 
 use std::net::SocketAddr;
@@ -127,6 +128,7 @@ pub fn router(state: AppState, max_body: usize) -> Router {
         .nest("/api/v1", api)
         .route("/healthz", get(healthz))
         .merge(admin_only)
+        .merge(ui::router())
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::Extension(body::BodyLimit(max_body)))

@@ -222,6 +222,16 @@ pub trait Store: Send + Sync + 'static {
         webhook_id: i64,
         delivery_id: i64,
     ) -> Result<Option<(Delivery, Vec<Attempt>)>>;
+    /// Sends a delivery of a webhook of a tenant again: its event queued anew with a new
+    /// EventId and a new attempt cycle, behind what is open of its contact's chain. The new
+    /// delivery; NotFound when the tenant has no such delivery, Conflict while a delivery of
+    /// that event to that webhook is still open.
+    async fn resend_delivery(
+        &self,
+        tenant_id: i64,
+        webhook_id: i64,
+        delivery_id: i64,
+    ) -> Result<Delivery>;
     /// Starts a replay of logged events for a webhook of a tenant (NotFound when the tenant has
     /// no such webhook): the job, with nothing done yet. [`Store::replay_step`] runs it.
     async fn start_replay(

@@ -429,6 +429,10 @@ pub struct DeliveryFilter {
     pub until: Option<Ticks>,
     /// Only deliveries with id below this (paging, newest first).
     pub before_id: Option<i64>,
+    /// Only deliveries of this contact (its primary key).
+    pub primary_key: Option<i64>,
+    /// Only the delivery that has or had this EventId (in any of its attempt cycles).
+    pub event_id: Option<String>,
     /// Page size.
     pub limit: i64,
 }

@@ -2,9 +2,10 @@
 //! their attempts.
 
 use axum::extract::State;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use crmhooks_store::{DeliveryFilter, DeliveryStatus, Ticks, WebhookUsage};
+use crmhooks_store::{DeliveryFilter, DeliveryStatus, StoreError, Ticks, WebhookUsage};
 use serde::Deserialize;
 
 use super::{load, parse_id};
@@ -69,6 +70,38 @@ pub(super) struct DeliveriesQuery {
     until: Option<String>,
     before: Option<i64>,
     limit: Option<i64>,
+    #[serde(rename = "PrimaryKey", alias = "primaryKey")]
+    primary_key: Option<String>,
+    #[serde(rename = "EventId", alias = "eventId")]
+    event_id: Option<String>,
+}
+
+/// Longest `EventId` a search takes (a GUID has 36 characters).
+const EVENT_ID_MAX: usize = 64;
+
+fn parse_primary_key(s: Option<&str>) -> ApiResult<Option<i64>> {
+    let Some(s) = s.map(str::trim).filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    s.parse::<i32>().map(|n| Some(i64::from(n))).map_err(|_| {
+        ApiError::new(
+            ErrorCode::InvalidQuery,
+            format!("PrimaryKey {s:?} is not an int32 (a contact id)"),
+        )
+    })
+}
+
+fn parse_event_id(s: Option<&str>) -> ApiResult<Option<String>> {
+    let Some(s) = s.map(str::trim).filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    if s.len() > EVENT_ID_MAX {
+        return Err(ApiError::new(
+            ErrorCode::InvalidQuery,
+            format!("EventId is longer than {EVENT_ID_MAX} characters"),
+        ));
+    }
+    Ok(Some(s.to_ascii_lowercase()))
 }
 
 pub(super) async fn deliveries(
@@ -92,6 +125,8 @@ pub(super) async fn deliveries(
         since: parse_times("since", q.since.as_deref())?,
         until: parse_times("until", q.until.as_deref())?,
         before_id: q.before,
+        primary_key: parse_primary_key(q.primary_key.as_deref())?,
+        event_id: parse_event_id(q.event_id.as_deref())?,
         limit: q.limit.unwrap_or(100).clamp(1, 1000),
     };
     let list = state
@@ -129,4 +164,46 @@ pub(super) async fn delivery(
             .collect(),
     })
     .into_response())
+}
+
+/// `POST …/Deliveries/{deliveryId}/Resend`: the delivery's event queued again for this webhook
+/// (a new delivery, a new EventId and attempt cycle, behind what is open of its contact's
+/// chain); 202 with the new delivery and its `Location`.
+pub(super) async fn resend(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiPath((id, delivery_id)): ApiPath<(String, String)>,
+) -> ApiResult<Response> {
+    let hook = load(&state, &auth, &id).await?;
+    let not_found = || {
+        ApiError::not_found(format!(
+            "delivery {delivery_id} of webhook {} not found",
+            hook.id
+        ))
+    };
+    let delivery_id: i64 = delivery_id.parse().map_err(|_| {
+        ApiError::new(
+            ErrorCode::InvalidId,
+            format!("delivery id {delivery_id:?} is not an integer"),
+        )
+    })?;
+    let resent = match state
+        .store
+        .resend_delivery(auth.actor.tenant_id, hook.id, delivery_id)
+        .await
+    {
+        Err(StoreError::NotFound) => return Err(not_found()),
+        other => other?,
+    };
+    state.wake();
+    let location = format!(
+        "/api/v1/Webhook/{}/Deliveries/{}",
+        hook.id, resent.delivery_id
+    );
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(DeliveryCarrier::of(&resent, &state.zone)),
+    )
+        .into_response())
 }

@@ -50,7 +50,7 @@ async fn load(state: &AppState, auth: &Auth, id: &str) -> ApiResult<Webhook> {
 /// The webhook routes (mounted under `/api/v1`).
 pub fn router() -> Router<AppState> {
     use definition::{create, delete, get_default, get_one, list, patch_one, put};
-    use log::{deliveries, delivery, last_error, usage};
+    use log::{deliveries, delivery, last_error, resend, usage};
     use replay::{replay, replay_progress};
     use signal::{signal, test};
     Router::new()
@@ -65,6 +65,10 @@ pub fn router() -> Router<AppState> {
         .route("/Webhook/{id}/Usage", get(usage))
         .route("/Webhook/{id}/Deliveries", get(deliveries))
         .route("/Webhook/{id}/Deliveries/{delivery_id}", get(delivery))
+        .route(
+            "/Webhook/{id}/Deliveries/{delivery_id}/Resend",
+            post(resend),
+        )
         .route("/Webhook/{id}/Replay", post(replay))
         .route("/Webhook/{id}/Replay/{replay_id}", get(replay_progress))
         .route("/Webhook/{id}/{pk}", post(signal))

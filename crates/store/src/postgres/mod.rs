@@ -412,6 +412,21 @@ impl Store for PgStore {
         sql::log::get(&mut PgDb(&mut conn), tenant_id, webhook_id, delivery_id).await
     }
 
+    async fn resend_delivery(
+        &self,
+        tenant_id: i64,
+        webhook_id: i64,
+        delivery_id: i64,
+    ) -> Result<Delivery> {
+        let mut tx = self.begin().await?;
+        let resent =
+            sql::replay::resend(&mut PgDb(&mut tx), tenant_id, webhook_id, delivery_id).await?;
+        tx.commit().await.map_err(db)?;
+        // Due now, on whichever node.
+        self.wake_nodes();
+        Ok(resent)
+    }
+
     async fn start_replay(
         &self,
         tenant_id: i64,

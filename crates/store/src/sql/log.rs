@@ -2,6 +2,7 @@
 
 use super::columns::{read_attempt, read_delivery, ATTEMPT_COLS, DELIVERY_COLS, DELIVERY_STATUS};
 use super::{args, Db, Query};
+use crate::contact::CONTACT;
 use crate::model::*;
 use crate::Result;
 
@@ -29,6 +30,19 @@ pub(crate) async fn list(
     }
     if let Some(id) = filter.before_id {
         q.push(" AND d.delivery_id < ").bind(id);
+    }
+    if let Some(pk) = filter.primary_key {
+        // The chain's key, so the walk uses the index on (webhook_id, order_key).
+        q.push(" AND d.order_key = ")
+            .bind(super::replay::order_key(CONTACT.entity, pk));
+    }
+    if let Some(id) = &filter.event_id {
+        // The EventId of its current cycle, or of an earlier one (kept in its attempts).
+        q.push(" AND d.delivery_id IN (SELECT x.delivery_id FROM delivery x WHERE x.event_id = ")
+            .bind(id.clone())
+            .push(" UNION SELECT a.delivery_id FROM attempt a WHERE a.event_id = ")
+            .bind(id.clone())
+            .push(")");
     }
     q.push(" ORDER BY d.delivery_id DESC LIMIT ")
         .bind(filter.limit);

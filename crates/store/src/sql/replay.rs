@@ -1,6 +1,7 @@
 //! Replay: events from the log queued again for one webhook, as a job that runs in bounded
 //! batches (see [`ReplayJob`]).
 
+use super::columns::{read_delivery, DELIVERY_COLS};
 use super::{args, webhooks, Db, DbRow, Fanout, Query};
 use crate::entity::Ticks;
 use crate::model::*;
@@ -209,4 +210,63 @@ async fn save(db: &mut impl Db, mut job: ReplayJob, now: Ticks) -> Result<Replay
     )
     .await?;
     Ok(job)
+}
+
+/// Sends delivery `delivery_id` of a webhook of a tenant again: its event queued anew for that
+/// webhook, with a new EventId and a new attempt cycle, behind what is open of its contact's
+/// chain (so per-contact order holds). The new delivery. `NotFound` when the tenant has no
+/// such delivery of that webhook; `Conflict` while a delivery of that event to that webhook is
+/// still open (it will be sent anyway).
+pub(crate) async fn resend(
+    db: &mut impl Fanout,
+    tenant_id: i64,
+    webhook_id: i64,
+    delivery_id: i64,
+) -> Result<Delivery> {
+    let key_share = db.lock_key_share();
+    let alive = webhooks::load(db, webhook_id, key_share)
+        .await?
+        .is_some_and(|h| h.tenant_id == tenant_id);
+    if !alive {
+        return Err(StoreError::NotFound);
+    }
+    // The row lock makes two resends of one delivery take turns, so the second sees the first's.
+    let lock = db.lock_for_update();
+    let (seq, order_key) = db
+        .row(
+            &format!(
+                "SELECT event_seq, order_key FROM delivery WHERE delivery_id = $1 AND tenant_id = $2 \
+                 AND webhook_id = $3{lock}"
+            ),
+            args![delivery_id, tenant_id, webhook_id],
+            |r| Ok((r.int(0)?, r.text(1)?)),
+        )
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    let open = db
+        .row(
+            "SELECT delivery_id FROM delivery WHERE event_seq = $1 AND webhook_id = $2 AND status IN (0, 1) \
+             ORDER BY delivery_id LIMIT 1",
+            args![seq, webhook_id],
+            |r| r.int(0),
+        )
+        .await?;
+    if let Some(open) = open {
+        return Err(StoreError::Conflict(format!(
+            "delivery {open} of this event is still open (pending or in flight): it will be sent; \
+             resend once it has ended"
+        )));
+    }
+    db.queue_again(tenant_id, webhook_id, seq, &order_key, now_ticks())
+        .await?;
+    db.row(
+        &format!(
+            "SELECT {DELIVERY_COLS} FROM delivery d JOIN event e ON e.event_seq = d.event_seq \
+             WHERE d.webhook_id = $1 AND d.event_seq = $2 ORDER BY d.delivery_id DESC LIMIT 1"
+        ),
+        args![webhook_id, seq],
+        |r| read_delivery(r),
+    )
+    .await?
+    .ok_or_else(|| StoreError::Corrupt("a resent delivery was not written".into()))
 }

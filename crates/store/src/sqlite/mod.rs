@@ -486,6 +486,18 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn resend_delivery(
+        &self,
+        tenant_id: i64,
+        webhook_id: i64,
+        delivery_id: i64,
+    ) -> Result<Delivery> {
+        self.write(true, move |w| {
+            block_on(sql::replay::resend(w, tenant_id, webhook_id, delivery_id))
+        })
+        .await
+    }
+
     async fn start_replay(
         &self,
         tenant_id: i64,

@@ -25,6 +25,7 @@ mod keys;
 mod open;
 mod records;
 mod replay;
+mod resend;
 mod retention;
 mod secrets;
 mod webhooks;
