@@ -13,6 +13,7 @@ pub mod contact_api;
 pub mod error;
 pub mod http;
 mod maintenance;
+pub mod openapi;
 pub mod patch;
 pub mod replay;
 pub mod webhook_api;
@@ -68,6 +69,8 @@ impl AppState {
     }
 }
 
+#[utoipa::path(get, path = "/healthz", tag = "Operations", operation_id = "Health",
+    responses((status = 200, description = "The server and its database answer.", body = openapi::schemas::HealthDoc)))]
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     // A cheap, index-driven read: proves the database answers without counting the log.
     match state.store.next_due().await {
@@ -80,6 +83,8 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     }
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "Operations", operation_id = "Metrics",
+    responses((status = 200, description = "Prometheus text exposition.", content_type = "text/plain", body = String)))]
 async fn metrics(State(state): State<AppState>) -> Result<String, ApiError> {
     let counts = state.store.delivery_counts().await?;
     let mut out = String::from(
@@ -116,6 +121,7 @@ pub fn router(state: AppState, max_body: usize) -> Router {
         .nest("/api/v1", api)
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi::openapi_json))
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::Extension(body::BodyLimit(max_body)))

@@ -196,6 +196,8 @@ fn answer(state: &AppState, hook: &Webhook) -> Response {
     Json(WebhookWithLinks::of(hook, &state.zone, &state.base_url)).into_response()
 }
 
+#[utoipa::path(get, path = "/Webhook/default", tag = "Webhook", operation_id = "GetDefaultWebhook",
+    responses((status = 200, description = "A new webhook's defaults (not saved).", body = WebhookCarrier)))]
 pub(super) async fn get_default(State(state): State<AppState>, auth: Auth) -> Response {
     let hook = Webhook::default_for(auth.actor.tenant_id);
     Json(WebhookCarrier::of(&hook, &state.zone)).into_response()
@@ -209,6 +211,13 @@ pub(super) struct ListQuery {
     status_filter: Option<String>,
 }
 
+#[utoipa::path(get, path = "/Webhook", tag = "Webhook", operation_id = "ListWebhooks",
+    params(
+        ("nameFilter" = Option<String>, Query, description = "Exact name."),
+        ("eventFilter" = Option<String>, Query, description = "Subscribed to this event."),
+        ("statusFilter" = Option<String>, Query, description = "`Active`, `Stopped` or `TooManyErrors`."),
+    ),
+    responses((status = 200, description = "The webhooks of the key's tenant (without `_Links`).", body = Vec<WebhookCarrier>)))]
 pub(super) async fn list(
     State(state): State<AppState>,
     auth: Auth,
@@ -229,6 +238,9 @@ pub(super) async fn list(
     Ok(Json(carriers).into_response())
 }
 
+#[utoipa::path(post, path = "/Webhook", tag = "Webhook", operation_id = "CreateWebhook",
+    request_body = WebhookInput,
+    responses((status = 200, description = "The saved webhook. An Active one is saved only after a test event to `TargetUrl` succeeded (else 400 `WebhookTestFailed`).", body = WebhookWithLinks)))]
 pub(super) async fn create(
     State(state): State<AppState>,
     auth: Auth,
@@ -239,6 +251,9 @@ pub(super) async fn create(
     Ok(answer(&state, &saved))
 }
 
+#[utoipa::path(get, path = "/Webhook/{id}", tag = "Webhook", operation_id = "GetWebhook",
+    params(("id" = i32, Path, description = "The webhook.")),
+    responses((status = 200, description = "The webhook.", body = WebhookWithLinks)))]
 pub(super) async fn get_one(
     State(state): State<AppState>,
     auth: Auth,
@@ -248,6 +263,9 @@ pub(super) async fn get_one(
     Ok(answer(&state, &hook))
 }
 
+#[utoipa::path(put, path = "/Webhook/{id}", tag = "Webhook", operation_id = "ReplaceWebhook",
+    params(("id" = i32, Path, description = "The webhook.")), request_body = WebhookInput,
+    responses((status = 200, description = "The saved webhook; properties left out take their defaults, except `Secret`.", body = WebhookWithLinks)))]
 pub(super) async fn put(
     State(state): State<AppState>,
     auth: Auth,
@@ -265,6 +283,12 @@ pub(super) async fn put(
 /// rule too (`null` keeps it, `""` removes it), with one addition: a JSON Patch `remove` of
 /// `/Secret` removes it. A Merge Patch `"Secret": null` keeps it, since a client that sends
 /// back what a GET answered sends exactly that.
+#[utoipa::path(patch, path = "/Webhook/{id}", tag = "Webhook", operation_id = "PatchWebhook",
+    params(("id" = i32, Path, description = "The webhook.")), request_body = crate::openapi::schemas::PatchBody,
+    responses(
+        (status = 200, description = "The saved webhook.", body = WebhookWithLinks),
+        (status = 409, description = "A JSON Patch `test` failed.", body = crate::error::ErrorBody),
+    ))]
 pub(super) async fn patch_one(
     State(state): State<AppState>,
     auth: Auth,
@@ -287,6 +311,8 @@ pub(super) async fn patch_one(
     save(&state, &auth, hook).await
 }
 
+#[utoipa::path(delete, path = "/Webhook/{id}", tag = "Webhook", operation_id = "DeleteWebhook",
+    params(("id" = i32, Path, description = "The webhook.")), responses((status = 204, description = "Deleted; its pending deliveries are cancelled.")))]
 pub(super) async fn delete(
     State(state): State<AppState>,
     auth: Auth,
