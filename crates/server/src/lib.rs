@@ -70,6 +70,7 @@ impl AppState {
 }
 
 #[utoipa::path(get, path = "/healthz", tag = "Operations", operation_id = "Health",
+    summary = "Health",
     responses((status = 200, description = "The server and its database answer.", body = openapi::schemas::HealthDoc)))]
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     // A cheap, index-driven read: proves the database answers without counting the log.
@@ -84,6 +85,7 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "Operations", operation_id = "Metrics",
+    summary = "Prometheus metrics",
     responses((status = 200, description = "Prometheus text exposition.", content_type = "text/plain", body = String)))]
 async fn metrics(State(state): State<AppState>) -> Result<String, ApiError> {
     let counts = state.store.delivery_counts().await?;

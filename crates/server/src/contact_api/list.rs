@@ -384,6 +384,7 @@ fn next_link(state: &AppState, params: &[(String, String)], query: &RowQuery) ->
 
 /// `GET /api/v1/Contact`.
 #[utoipa::path(get, path = "/Contact", tag = "Contact", operation_id = "ListContacts",
+    summary = "List contacts",
     params(
         ("$select" = Option<String>, Query, description = "Columns to answer, in order (archive names such as `contactId`, `name`, `orgNr`, or ContactEntity names)."),
         ("$filter" = Option<String>, Query, description = "`name begins 'A'`, `updated afterTime '2024-01-01'`, `contactId gt 10`, joined by `and`."),

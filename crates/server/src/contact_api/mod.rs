@@ -141,6 +141,7 @@ pub(crate) fn parse_id(raw: &str) -> ApiResult<i64> {
 }
 
 #[utoipa::path(get, path = "/Contact/default", tag = "Contact", operation_id = "GetDefaultContact",
+    summary = "A new contact's defaults",
     responses((status = 200, description = "A new contact's defaults (not saved).", body = ContactEntity)))]
 async fn get_default(State(state): State<AppState>, _auth: Auth) -> Response {
     let row = default_row();
@@ -148,6 +149,7 @@ async fn get_default(State(state): State<AppState>, _auth: Auth) -> Response {
 }
 
 #[utoipa::path(get, path = "/Contact/{id}", tag = "Contact", operation_id = "GetContact",
+    summary = "Get a contact",
     params(("id" = i32, Path, description = "The contact.")), responses((status = 200, description = "The contact (not one in the recycle bin).", body = ContactEntity)))]
 async fn get_one(
     State(state): State<AppState>,
@@ -163,6 +165,7 @@ async fn get_one(
 }
 
 #[utoipa::path(post, path = "/Contact", tag = "Contact", operation_id = "CreateContact",
+    summary = "Create a contact",
     request_body = ContactInput,
     responses((status = 200, description = "The new contact (`Name` is required); fires `contact.created`.", body = ContactEntity)))]
 async fn create(
@@ -234,6 +237,7 @@ async fn edit_live(
 }
 
 #[utoipa::path(put, path = "/Contact/{id}", tag = "Contact", operation_id = "ReplaceContact",
+    summary = "Replace a contact",
     params(("id" = i32, Path, description = "The contact.")), request_body = ContactInput,
     responses((status = 200, description = "The contact; fires `contact.changed` when something changed.", body = ContactEntity)))]
 async fn put(
@@ -249,6 +253,7 @@ async fn put(
 }
 
 #[utoipa::path(patch, path = "/Contact/{id}", tag = "Contact", operation_id = "PatchContact",
+    summary = "Patch a contact",
     params(("id" = i32, Path, description = "The contact.")), request_body = crate::openapi::schemas::PatchBody,
     responses(
         (status = 200, description = "The contact; fires `contact.changed` when something changed.", body = ContactEntity),
@@ -302,6 +307,7 @@ struct DeleteQuery {
 }
 
 #[utoipa::path(delete, path = "/Contact/{id}", tag = "Contact", operation_id = "DeleteContact",
+    summary = "Delete a contact",
     params(("id" = i32, Path, description = "The contact."), ("permanent" = Option<bool>, Query, description = "`true`: remove at once (`contact.deleted`), even from the recycle bin; else into the recycle bin (`contact.softdeleted`).")),
     responses((status = 204, description = "Deleted.")))]
 async fn delete(
@@ -357,6 +363,7 @@ pub(crate) async fn delete_row(
 }
 
 #[utoipa::path(post, path = "/Contact/{id}/Restore", tag = "Contact", operation_id = "RestoreContact",
+    summary = "Restore a contact from the recycle bin",
     params(("id" = i32, Path, description = "The contact.")),
     responses(
         (status = 200, description = "The contact, out of the recycle bin; fires `contact.changed`.", body = ContactEntity),

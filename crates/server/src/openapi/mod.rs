@@ -265,6 +265,7 @@ pub fn document_text() -> &'static str {
 
 /// `GET /openapi.json`.
 #[utoipa::path(get, path = "/openapi.json", tag = "Operations", operation_id = "OpenApi",
+    summary = "This document",
     responses((status = 200, description = "This document (OpenAPI 3.1).", content_type = "application/json", body = Object)))]
 pub(crate) async fn openapi_json() -> Response {
     (

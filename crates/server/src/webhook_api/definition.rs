@@ -197,6 +197,7 @@ fn answer(state: &AppState, hook: &Webhook) -> Response {
 }
 
 #[utoipa::path(get, path = "/Webhook/default", tag = "Webhook", operation_id = "GetDefaultWebhook",
+    summary = "A new webhook's defaults",
     responses((status = 200, description = "A new webhook's defaults (not saved).", body = WebhookCarrier)))]
 pub(super) async fn get_default(State(state): State<AppState>, auth: Auth) -> Response {
     let hook = Webhook::default_for(auth.actor.tenant_id);
@@ -212,6 +213,7 @@ pub(super) struct ListQuery {
 }
 
 #[utoipa::path(get, path = "/Webhook", tag = "Webhook", operation_id = "ListWebhooks",
+    summary = "List webhooks",
     params(
         ("nameFilter" = Option<String>, Query, description = "Exact name."),
         ("eventFilter" = Option<String>, Query, description = "Subscribed to this event."),
@@ -239,6 +241,7 @@ pub(super) async fn list(
 }
 
 #[utoipa::path(post, path = "/Webhook", tag = "Webhook", operation_id = "CreateWebhook",
+    summary = "Create a webhook",
     request_body = WebhookInput,
     responses((status = 200, description = "The saved webhook. An Active one is saved only after a test event to `TargetUrl` succeeded (else 400 `WebhookTestFailed`).", body = WebhookWithLinks)))]
 pub(super) async fn create(
@@ -252,6 +255,7 @@ pub(super) async fn create(
 }
 
 #[utoipa::path(get, path = "/Webhook/{id}", tag = "Webhook", operation_id = "GetWebhook",
+    summary = "Get a webhook",
     params(("id" = i32, Path, description = "The webhook.")),
     responses((status = 200, description = "The webhook.", body = WebhookWithLinks)))]
 pub(super) async fn get_one(
@@ -264,6 +268,7 @@ pub(super) async fn get_one(
 }
 
 #[utoipa::path(put, path = "/Webhook/{id}", tag = "Webhook", operation_id = "ReplaceWebhook",
+    summary = "Replace a webhook",
     params(("id" = i32, Path, description = "The webhook.")), request_body = WebhookInput,
     responses((status = 200, description = "The saved webhook; properties left out take their defaults, except `Secret`.", body = WebhookWithLinks)))]
 pub(super) async fn put(
@@ -284,6 +289,8 @@ pub(super) async fn put(
 /// `/Secret` removes it. A Merge Patch `"Secret": null` keeps it, since a client that sends
 /// back what a GET answered sends exactly that.
 #[utoipa::path(patch, path = "/Webhook/{id}", tag = "Webhook", operation_id = "PatchWebhook",
+    summary = "Patch a webhook",
+    description = "A JSON Patch (array) or Merge Patch (object) of the webhook as a GET answers it. What the patch removes takes its default, as in a PUT; `Secret` follows the PUT's rule (`null` keeps it, `\"\"` removes it), and a JSON Patch `remove` of `/Secret` removes it.",
     params(("id" = i32, Path, description = "The webhook.")), request_body = crate::openapi::schemas::PatchBody,
     responses(
         (status = 200, description = "The saved webhook.", body = WebhookWithLinks),
@@ -312,6 +319,7 @@ pub(super) async fn patch_one(
 }
 
 #[utoipa::path(delete, path = "/Webhook/{id}", tag = "Webhook", operation_id = "DeleteWebhook",
+    summary = "Delete a webhook",
     params(("id" = i32, Path, description = "The webhook.")), responses((status = 204, description = "Deleted; its pending deliveries are cancelled.")))]
 pub(super) async fn delete(
     State(state): State<AppState>,

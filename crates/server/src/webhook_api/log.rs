@@ -25,6 +25,7 @@ pub(crate) async fn usage_of(state: &AppState, auth: &Auth, id: &str) -> ApiResu
 }
 
 #[utoipa::path(get, path = "/Webhook/{id}/LastError", tag = "Webhook", operation_id = "GetWebhookLastError",
+    summary = "A webhook's last error",
     params(("id" = i32, Path, description = "The webhook.")), responses((status = 200, description = "The last failure's text, `\"\"` when none.", content_type = "application/json", body = String)))]
 pub(super) async fn last_error(
     State(state): State<AppState>,
@@ -36,6 +37,7 @@ pub(super) async fn last_error(
 }
 
 #[utoipa::path(get, path = "/Webhook/{id}/Usage", tag = "Deliveries", operation_id = "GetWebhookUsage",
+    summary = "A webhook's usage counters",
     params(("id" = i32, Path, description = "The webhook.")), responses((status = 200, description = "The webhook's counters.", body = crate::openapi::schemas::WebhookUsageDoc)))]
 pub(super) async fn usage(
     State(state): State<AppState>,
@@ -76,6 +78,7 @@ pub(super) struct DeliveriesQuery {
 }
 
 #[utoipa::path(get, path = "/Webhook/{id}/Deliveries", tag = "Deliveries", operation_id = "ListDeliveries",
+    summary = "A webhook's delivery log",
     params(
         ("id" = i32, Path, description = "The webhook."),
         ("status" = Option<crate::openapi::schemas::DeliveryStatusName>, Query, description = "Only deliveries in this status."),
@@ -120,6 +123,7 @@ pub(super) async fn deliveries(
 }
 
 #[utoipa::path(get, path = "/Webhook/{id}/Deliveries/{delivery_id}", tag = "Deliveries", operation_id = "GetDelivery",
+    summary = "One delivery with its attempts",
     params(("id" = i32, Path, description = "The webhook."), ("delivery_id" = i64, Path, description = "The delivery.")),
     responses((status = 200, description = "The delivery with every attempt.", body = DeliveryWithAttempts)))]
 pub(super) async fn delivery(

@@ -75,6 +75,7 @@ impl ReplayCarrier {
 }
 
 #[utoipa::path(post, path = "/Webhook/{id}/Replay", tag = "Deliveries", operation_id = "ReplayWebhook",
+    summary = "Replay past events to a webhook",
     params(("id" = i32, Path, description = "The webhook.")), request_body = ReplayBody,
     responses(
         (status = 200, description = "The job ended within a moment: its result.", body = ReplayCarrier),
@@ -130,6 +131,7 @@ pub(super) async fn replay(
 }
 
 #[utoipa::path(get, path = "/Webhook/{id}/Replay/{replay_id}", tag = "Deliveries", operation_id = "GetReplay",
+    summary = "A replay job's progress",
     params(("id" = i32, Path, description = "The webhook."), ("replay_id" = i32, Path, description = "The replay job.")),
     responses((status = 200, description = "The job's progress.", body = ReplayCarrier)))]
 pub(super) async fn replay_progress(

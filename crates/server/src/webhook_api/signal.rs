@@ -17,6 +17,7 @@ use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::AppState;
 
 #[utoipa::path(post, path = "/Webhook/Test", tag = "Webhook", operation_id = "TestWebhook",
+    summary = "Send a test event to a definition",
     request_body = WebhookInput,
     responses((status = 200, description = "How the receiver answered the `test` event (the definition is not saved).", body = WebhookResult)))]
 pub(super) async fn test(
@@ -52,6 +53,7 @@ pub(crate) async fn test_hook(
 }
 
 #[utoipa::path(post, path = "/Webhook/{eventName}/{primaryKey}", tag = "Webhook", operation_id = "SignalEvent",
+    summary = "Signal an event",
     params(
         ("eventName" = String, Path, description = "The event name (1 to 255 characters, no comma), e.g. `invoice.paid`."),
         ("primaryKey" = i32, Path, description = "The primary key of the row the event is about."),

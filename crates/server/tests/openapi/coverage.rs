@@ -263,13 +263,11 @@ async fn every_documented_operation_answers_on_a_real_server() {
             let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             let (status, body) = app.call(m, &url, None).await;
             let message = body["Message"].as_str().unwrap_or_default();
-            assert!(
-                !(status == 404 && message.starts_with("no such route"))
-                    && status != 405
-                    && !message.contains("has no method")
-                    && !message.starts_with("no agent"),
-                "{method} {url}: {status} {body}"
-            );
+            let fell_through = (status == 404 && message.starts_with("no such route"))
+                || status == 405
+                || message.contains("has no method")
+                || message.starts_with("no agent");
+            assert!(!fell_through, "{method} {url}: {status} {body}");
         }
     }
     app.stop().await;
