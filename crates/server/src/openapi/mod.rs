@@ -120,8 +120,9 @@ const ERRORS: [(&str, u16, &str, ErrorCode); 8] = [
     ),
 ];
 
-/// The paths served without a key and without the tenant prefix.
-pub const OPEN_PATHS: [&str; 2] = ["/healthz", "/openapi.json"];
+/// The paths served without a key (`security: []`); every other operation answers 401 without
+/// one (the `openapi` test checks both on a real server).
+pub const OPEN_PATHS: [&str; 3] = ["/healthz", "/metrics", "/openapi.json"];
 
 /// The whole document as a JSON value.
 pub fn document() -> Value {
@@ -195,7 +196,8 @@ fn add_components(root: &mut Map<String, Value>) {
 /// Adds the error answers an operation of `path` can give that it does not list itself.
 fn add_errors(path: &str, item: &mut Value) {
     let open = OPEN_PATHS.contains(&path);
-    if path == "/healthz" || path == "/metrics" || path == "/openapi.json" {
+    // Outside `/api/v1` there is no tenant prefix.
+    if !path.starts_with("/api/") {
         if let Some(m) = item.as_object_mut() {
             m.insert("servers".into(), json!([{"url": "/"}]));
         }
@@ -221,11 +223,13 @@ fn add_errors(path: &str, item: &mut Value) {
                 names.extend(["RequestTimeout", "PayloadTooLarge"]);
             }
         }
-        if !open || path == "/healthz" {
+        if path != "/openapi.json" {
             names.extend(["InternalError", "ServiceUnavailable"]);
         }
-        if open || path == "/metrics" {
+        if open {
             op.insert("security".into(), json!([]));
+        } else if !path.starts_with("/api/") {
+            names.push("Unauthorized");
         }
         let responses = op
             .entry("responses")

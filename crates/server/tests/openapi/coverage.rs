@@ -13,7 +13,7 @@ use reqwest::Method;
 use serde_json::Value;
 
 use crate::common::TestApp;
-use crmhooks_server::openapi::{document, is_method};
+use crmhooks_server::openapi::{document, is_method, OPEN_PATHS};
 
 /// A route as the source registers it: its path (relative to where its router is mounted)
 /// and its methods, both as written.
@@ -248,6 +248,29 @@ fn concrete(path: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join("/")
+}
+
+#[tokio::test]
+async fn the_open_operations_need_no_key_and_the_others_do() {
+    let app = TestApp::start().await;
+    let http = reqwest::Client::new();
+    for (path, method) in documented(&document()) {
+        let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+        let url = format!("{}{}", app.base, concrete(&path));
+        let status = http.request(m, &url).send().await.unwrap().status();
+        if OPEN_PATHS.contains(&path.as_str()) {
+            assert_ne!(
+                status, 401,
+                "{method} {path} is documented as open (OPEN_PATHS)"
+            );
+        } else {
+            assert_eq!(
+                status, 401,
+                "{method} {path} without a key (add it to OPEN_PATHS if it is open)"
+            );
+        }
+    }
+    app.stop().await;
 }
 
 #[tokio::test]
