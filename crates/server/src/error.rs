@@ -217,15 +217,46 @@ impl From<StoreError> for ApiError {
 }
 
 /// The JSON body of an error answer.
-#[derive(Serialize)]
-struct ErrorBody<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(examples(json!({
+    "Error": "Bad Request",
+    "ErrorType": "InvalidField",
+    "Message": "Name: is longer than 219 characters"
+})))]
+pub struct ErrorBody<'a> {
     /// The status' reason phrase.
     #[serde(rename = "Error")]
     title: &'a str,
+    /// The stable code clients match on; it implies the status.
     #[serde(rename = "ErrorType")]
     code: ErrorCode,
+    /// What was wrong, for a person; names the property or parameter at fault.
     #[serde(rename = "Message")]
     message: &'a str,
+}
+
+impl utoipa::PartialSchema for ErrorCode {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        let statuses: Vec<String> = ErrorCode::ALL
+            .iter()
+            .map(|c| format!("`{c}` ({})", c.status().as_u16()))
+            .collect();
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(ErrorCode::ALL.iter().map(|c| c.as_str())))
+            .description(Some(format!(
+                "The stable `ErrorType` of an error answer, with the status it implies: {}.",
+                statuses.join(", ")
+            )))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for ErrorCode {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "ErrorCode".into()
+    }
 }
 
 impl ApiError {

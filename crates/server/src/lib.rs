@@ -15,6 +15,7 @@ pub mod contact_api;
 pub mod error;
 pub mod http;
 mod maintenance;
+pub mod openapi;
 pub mod patch;
 pub mod replay;
 pub mod secrets;
@@ -74,6 +75,9 @@ impl AppState {
     }
 }
 
+#[utoipa::path(get, path = "/healthz", tag = "Operations", operation_id = "Health",
+    summary = "Health",
+    responses((status = 200, description = "The server and its database answer.", body = openapi::schemas::HealthDoc)))]
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     // A cheap, index-driven read: proves the database answers without counting the log.
     match state.store.next_due().await {
@@ -86,6 +90,9 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     }
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "Operations", operation_id = "Metrics",
+    summary = "Prometheus metrics",
+    responses((status = 200, description = "Prometheus text exposition.", content_type = "text/plain", body = String)))]
 async fn metrics(State(state): State<AppState>) -> Result<String, ApiError> {
     let counts = state.store.delivery_counts().await?;
     let mut out = String::from(
@@ -129,6 +136,7 @@ pub fn router(state: AppState, max_body: usize) -> Router {
         .route("/healthz", get(healthz))
         .merge(admin_only)
         .merge(ui::router())
+        .route("/openapi.json", get(openapi::openapi_json))
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::Extension(body::BodyLimit(max_body)))

@@ -16,8 +16,9 @@ use super::Links;
 use crate::error::ApiResult;
 
 /// A contact as answered, in SuperOffice's property order.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "PascalCase")]
+#[schema(as = ContactEntity, examples(json!(crate::openapi::examples::contact_with_links())))]
 #[allow(missing_docs)] // the properties of spec 8, named as SuperOffice names them
 pub struct ContactEntity<'a> {
     pub contact_id: i64,
@@ -61,7 +62,7 @@ pub struct ContactEntity<'a> {
 }
 
 /// `{"AssociateId": n, "Name": "", "FullName": ""}` (we keep no associate names).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "PascalCase")]
 pub struct Associate {
     /// The associate; 0 is none.
@@ -73,7 +74,7 @@ pub struct Associate {
 }
 
 /// `{"Id": n, "Value": "", "Tooltip": ""}`: an entry of a list (Business, Category).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "PascalCase")]
 pub struct ListItem {
     /// The entry; 0 is none.
@@ -85,7 +86,7 @@ pub struct ListItem {
 }
 
 /// `{"CountryId": n, "Name": ""}`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "PascalCase")]
 pub struct Country {
     /// The country; 0 is none.
@@ -166,38 +167,71 @@ impl<'a> ContactEntity<'a> {
     }
 }
 
-/// A contact as a client sends it: the writable properties.
-#[derive(Debug, Default, Deserialize)]
+/// A contact as a client sends it: the writable properties. Names match in any case; `null`
+/// or a missing property is its default (empty, 0, no date) on POST and PUT; of `Associate`,
+/// `Business`, `Category` and `Country` only the id counts, and a bare number is taken as
+/// the id; dates are .NET date strings or RFC 3339; read-only and unknown properties
+/// (`ContactId`, `Emails`, …) are ignored.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "PascalCase", default)]
 #[allow(missing_docs)] // as in ContactEntity
+#[schema(examples(json!(crate::openapi::examples::contact_input())))]
 pub struct ContactInput {
+    #[schema(value_type = Option<String>)]
     pub name: Field<String>,
+    #[schema(value_type = Option<String>)]
     pub department: Field<String>,
+    #[schema(value_type = Option<String>)]
     pub org_nr: Field<String>,
+    #[schema(value_type = Option<String>)]
     pub number1: Field<String>,
+    #[schema(value_type = Option<String>)]
     pub number2: Field<String>,
+    #[schema(value_type = Option<String>)]
     pub kananame: Field<String>,
+    #[schema(value_type = Option<Associate>)]
     pub associate: Field<AssociateRef>,
+    #[schema(value_type = Option<ListItem>)]
     pub business: Field<ListItemRef>,
+    #[schema(value_type = Option<ListItem>)]
     pub category: Field<ListItemRef>,
+    #[schema(value_type = Option<Country>)]
     pub country: Field<CountryRef>,
+    #[schema(value_type = Option<bool>)]
     pub no_mailing: Field<bool>,
+    #[schema(value_type = Option<bool>)]
     pub xstop: Field<bool>,
+    #[schema(value_type = Option<i64>)]
     pub group_id: Field<i64>,
+    #[schema(value_type = Option<i64>)]
     pub source: Field<i64>,
+    #[schema(value_type = Option<i64>)]
     pub active_interests: Field<i64>,
+    #[schema(value_type = Option<i64>)]
     pub active_erp_links: Field<i64>,
+    #[schema(value_type = Option<i64>)]
     pub dbi_agent_id: Field<i64>,
+    #[schema(value_type = Option<String>)]
     pub dbi_key: Field<String>,
+    #[schema(value_type = Option<String>)]
     pub dbi_last_syncronized: Field<NetDate>,
+    #[schema(value_type = Option<String>)]
     pub dbi_last_modified: Field<NetDate>,
+    #[schema(value_type = Option<i64>)]
     pub support_associate_id: Field<i64>,
+    #[schema(value_type = Option<i64>)]
     pub support_person_id: Field<i64>,
+    #[schema(value_type = Option<i64>)]
     pub support_language_id: Field<i64>,
+    #[schema(value_type = Option<i64>)]
     pub ticket_priority_id: Field<i64>,
+    #[schema(value_type = Option<i64>)]
     pub tz_location_id: Field<i64>,
+    #[schema(value_type = Option<i64>)]
     pub mother_id: Field<i64>,
+    #[schema(value_type = Option<i64>)]
     pub userdef_id: Field<i64>,
+    #[schema(value_type = Option<i64>)]
     pub userdef2_id: Field<i64>,
 }
 
@@ -331,7 +365,7 @@ impl RowWriter<'_> {
 }
 
 /// A date as sent: a .NET date string; .NET's `MinValue` means "no date".
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct NetDate(pub Option<Ticks>);
 
 impl FromJson for NetDate {
@@ -373,7 +407,7 @@ fn carrier_id(v: Value, key: &str) -> Result<i64, Refusal> {
 }
 
 /// `Associate` as sent: its `AssociateId`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct AssociateRef(pub i64);
 
 impl FromJson for AssociateRef {
@@ -392,7 +426,7 @@ impl Column for AssociateRef {
 }
 
 /// `Business` or `Category` as sent: its `Id`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct ListItemRef(pub i64);
 
 impl FromJson for ListItemRef {
@@ -411,7 +445,7 @@ impl Column for ListItemRef {
 }
 
 /// `Country` as sent: its `CountryId`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct CountryRef(pub i64);
 
 impl FromJson for CountryRef {

@@ -7,8 +7,9 @@ use serde::Serialize;
 use super::net_date;
 
 /// One delivery of an event to a webhook.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "PascalCase")]
+#[schema(as = Delivery, examples(json!(crate::openapi::examples::delivery())))]
 pub struct DeliveryCarrier<'a> {
     /// Row id.
     pub delivery_id: i64,
@@ -23,6 +24,7 @@ pub struct DeliveryCarrier<'a> {
     /// The current `EventId` (a failed cycle gets a new one).
     pub event_id: &'a str,
     /// `pending`, `inflight`, `delivered`, `failed`, `cancelled`.
+    #[schema(value_type = crate::openapi::schemas::DeliveryStatusName)]
     pub status: &'static str,
     /// Attempts so far.
     pub attempts: i64,
@@ -37,6 +39,7 @@ pub struct DeliveryCarrier<'a> {
     /// The last HTTP status, if any.
     pub last_status: Option<i64>,
     /// The last error, if any.
+    #[schema(value_type = Option<String>)]
     pub last_error: Option<&'a str>,
     /// The delivery this one replays, if any.
     pub replay_of: Option<i64>,
@@ -67,7 +70,8 @@ impl<'a> DeliveryCarrier<'a> {
 }
 
 /// One delivery with its attempts, as `GET /Webhook/{id}/Deliveries/{delivery_id}` answers.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = DeliveryWithAttempts, examples(json!(crate::openapi::examples::delivery_with_attempts())))]
 pub struct DeliveryWithAttempts<'a> {
     /// The delivery.
     #[serde(flatten)]
@@ -78,8 +82,9 @@ pub struct DeliveryWithAttempts<'a> {
 }
 
 /// One attempt of a delivery.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "PascalCase")]
+#[schema(as = Attempt)]
 pub struct AttemptCarrier<'a> {
     /// Row id.
     pub attempt_id: i64,
@@ -94,8 +99,10 @@ pub struct AttemptCarrier<'a> {
     /// The HTTP status, if a response came.
     pub status_code: Option<i64>,
     /// The failure, if any.
+    #[schema(value_type = Option<String>)]
     pub error: Option<&'a str>,
     /// The start of a failed attempt's response.
+    #[schema(value_type = Option<String>)]
     pub response: Option<&'a str>,
 }
 

@@ -102,6 +102,17 @@ pub trait FromJson: Sized {
     fn from_json(v: Value) -> Result<Self, Refusal>;
 }
 
+/// The value sent, `null` when none: the OpenAPI document's defaults (a property left out is
+/// `null`) come from it.
+impl<T: serde::Serialize> serde::Serialize for Field<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Field::Set(v) => v.serialize(s),
+            Field::Absent | Field::Null | Field::Refused(_) => s.serialize_none(),
+        }
+    }
+}
+
 impl<'de, T: FromJson> Deserialize<'de> for Field<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         Ok(match Value::deserialize(d)? {

@@ -17,7 +17,7 @@ use crmhooks_store::{render_date, LocalZone, Ticks};
 use serde::Serialize;
 
 /// `_Links` of an entity: its own URL as `Self`, the collection it belongs to as `Archive`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Links {
     /// The entity's URL.
     #[serde(rename = "Self")]

@@ -38,29 +38,39 @@ impl Serialize for ShownHeaders<'_> {
 }
 
 /// A webhook as answered, in SuperOffice's property order.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "PascalCase")]
+#[schema(as = Webhook, examples(json!(crate::openapi::examples::webhook_carrier())))]
 pub struct WebhookCarrier<'a> {
     /// 0 for the `default` carrier.
     pub webhook_id: i64,
     /// `null` on the `default` carrier.
+    #[schema(value_type = Option<String>)]
     pub name: Option<&'a str>,
     /// Subscribed event names.
+    #[schema(value_type = Vec<String>)]
     pub events: &'a [String],
     /// Where the errors mail goes.
+    #[schema(value_type = Option<String>)]
     pub errors_email: Option<&'a str>,
     /// `null` when not set.
+    #[schema(value_type = Option<String>)]
     pub target_url: Option<&'a str>,
     /// Write-only: always `null`.
+    #[schema(schema_with = crate::openapi::schemas::null)]
     pub secret: (),
     /// `Active`, `Stopped`, `TooManyErrors`.
+    #[schema(value_type = crate::openapi::schemas::WebhookStateName)]
     pub state: &'static str,
     /// `webhook`.
     #[serde(rename = "Type")]
+    #[schema(value_type = String)]
     pub kind: &'a str,
     /// Custom headers (`null` when none), their values masked unless revealed.
+    #[schema(value_type = Option<std::collections::BTreeMap<String, String>>)]
     pub headers: Option<ShownHeaders<'a>>,
     /// Custom properties put into each body (`null` when none).
+    #[schema(value_type = Option<Object>)]
     pub properties: Option<&'a Map<String, Value>>,
     /// .NET date; `0001-01-01T00:00:00` on the `default` carrier.
     pub registered: String,
@@ -73,14 +83,16 @@ pub struct WebhookCarrier<'a> {
     /// Our addition: the retry policy's name; left out when the definition takes the server's
     /// (strict deserializers refuse properties SuperOffice's carrier does not have).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     pub retry_policy: Option<&'a str>,
     /// Our addition: `200` or `2xx`; left out when the definition takes the server's.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     pub success_status: Option<&'a str>,
 }
 
 /// `{"AssociateId": n}`, the associate of a webhook's `Registered`/`Updated`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct AssociateId {
     /// The associate.
     #[serde(rename = "AssociateId")]
@@ -122,7 +134,8 @@ impl<'a> WebhookCarrier<'a> {
 }
 
 /// A stored webhook as answered by the routes that name it: the carrier, then `_Links`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = WebhookWithLinks, examples(json!(crate::openapi::examples::webhook_with_links())))]
 pub struct WebhookWithLinks<'a> {
     /// The carrier.
     #[serde(flatten)]
@@ -145,33 +158,46 @@ impl<'a> WebhookWithLinks<'a> {
     }
 }
 
-/// A webhook as a client sends it (POST, PUT, PATCH, Test).
-#[derive(Debug, Default, Deserialize)]
+/// A webhook as a client sends it (POST, PUT, PATCH, Test). Property names match in any
+/// case; properties of the answer that are not here (`WebhookId`, `Registered`, …) are ignored.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "PascalCase", default)]
+#[schema(examples(json!(crate::openapi::examples::webhook_input())))]
 pub struct WebhookInput {
-    /// Required (non-blank) once applied.
+    /// Required (non-blank, at most 400 characters) once applied.
+    #[schema(value_type = Option<String>)]
     pub name: Field<String>,
-    /// At least one, once applied.
+    /// At least one, once applied; each trimmed, without commas.
+    #[schema(value_type = Option<Vec<String>>)]
     pub events: Field<EventNames>,
     /// Checked against the target policy when saved.
+    #[schema(value_type = Option<String>)]
     pub target_url: Field<String>,
     /// Absent and `null` keep the stored secret (a GET answers `null`, so a GET, an edit and
     /// a PUT keep deliveries signed); only `""` removes it.
+    #[schema(value_type = Option<String>)]
     pub secret: Field<String>,
     /// A name or 1, 2, 3; `null` is `Active`.
+    #[schema(value_type = Option<crate::openapi::schemas::WebhookStateInput>)]
     pub state: Field<WebhookState>,
     /// `null` is `webhook`; any case, stored in lower case.
     #[serde(rename = "Type")]
+    #[schema(value_type = Option<String>)]
     pub kind: Field<String>,
-    /// `null` or `{}` is none.
+    /// `null` or `{}` is none; may not name a standard header.
+    #[schema(value_type = Option<std::collections::BTreeMap<String, String>>)]
     pub headers: Field<Map<String, Value>>,
     /// `null` or `{}` is none.
+    #[schema(value_type = Option<Object>)]
     pub properties: Field<Map<String, Value>>,
     /// `null` or `""` is none.
+    #[schema(value_type = Option<String>)]
     pub errors_email: Field<String>,
     /// `null` or `""` is the default.
+    #[schema(value_type = Option<String>)]
     pub retry_policy: Field<String>,
     /// `null` or `""` is the default.
+    #[schema(value_type = Option<String>)]
     pub success_status: Field<String>,
 }
 
@@ -275,7 +301,7 @@ fn keep_masked(
 
 /// `Events`: event names, each trimmed, non-empty, without commas, at most 255 bytes, at
 /// most 4000 characters together.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct EventNames(pub Vec<String>);
 
 impl FromJson for EventNames {
@@ -325,21 +351,23 @@ impl FromJson for WebhookState {
 
 /// The answer of `POST /Webhook/Test`: whether the receiver took the test event, and its
 /// answer (or the transport error).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "PascalCase")]
+#[schema(examples(json!(crate::openapi::examples::webhook_result())))]
 pub struct WebhookResult {
     /// The receiver answered with success.
     pub success: bool,
     /// Status line, headers and body, or the error.
     pub message: String,
     /// Always `null`.
+    #[schema(schema_with = crate::openapi::schemas::null)]
     pub table_right: (),
     /// Always `{}`.
     pub field_properties: FieldProperties,
 }
 
 /// The empty `FieldProperties` object of a [`WebhookResult`].
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct FieldProperties {}
 
 #[cfg(test)]

@@ -383,6 +383,16 @@ fn next_link(state: &AppState, params: &[(String, String)], query: &RowQuery) ->
 }
 
 /// `GET /api/v1/Contact`.
+#[utoipa::path(get, path = "/Contact", tag = "Contact", operation_id = "ListContacts",
+    summary = "List contacts",
+    params(
+        ("$select" = Option<String>, Query, description = "Columns to answer, in order (archive names such as `contactId`, `name`, `orgNr`, or ContactEntity names)."),
+        ("$filter" = Option<String>, Query, description = "`name begins 'A'`, `updated afterTime '2024-01-01'`, `contactId gt 10`, joined by `and`."),
+        ("$orderBy" = Option<String>, Query, description = "`contactId`, `name` or `updated`, each `asc` or `desc`."),
+        ("$top" = Option<i64>, Query, description = "Rows per page: 50 by default, at most 1000."),
+        ("$skip" = Option<i64>, Query, description = "Rows to skip."),
+    ),
+    responses((status = 200, description = "A page of live contacts; `odata.nextLink` when another follows.", body = crate::openapi::schemas::ContactListDoc)))]
 pub(super) async fn list(
     State(state): State<AppState>,
     auth: Auth,

@@ -140,11 +140,17 @@ pub(crate) fn parse_id(raw: &str) -> ApiResult<i64> {
     })
 }
 
+#[utoipa::path(get, path = "/Contact/default", tag = "Contact", operation_id = "GetDefaultContact",
+    summary = "A new contact's defaults",
+    responses((status = 200, description = "A new contact's defaults (not saved).", body = ContactEntity)))]
 async fn get_default(State(state): State<AppState>, _auth: Auth) -> Response {
     let row = default_row();
     Json(ContactEntity::of(&row, &state.zone, &state.base_url)).into_response()
 }
 
+#[utoipa::path(get, path = "/Contact/{id}", tag = "Contact", operation_id = "GetContact",
+    summary = "Get a contact",
+    params(("id" = i32, Path, description = "The contact.")), responses((status = 200, description = "The contact (not one in the recycle bin).", body = ContactEntity)))]
 async fn get_one(
     State(state): State<AppState>,
     auth: Auth,
@@ -158,6 +164,10 @@ async fn get_one(
     respond(&state, row)
 }
 
+#[utoipa::path(post, path = "/Contact", tag = "Contact", operation_id = "CreateContact",
+    summary = "Create a contact",
+    request_body = ContactInput,
+    responses((status = 200, description = "The new contact (`Name` is required); fires `contact.created`.", body = ContactEntity)))]
 async fn create(
     State(state): State<AppState>,
     auth: Auth,
@@ -226,6 +236,10 @@ async fn edit_live(
     respond(state, out.row)
 }
 
+#[utoipa::path(put, path = "/Contact/{id}", tag = "Contact", operation_id = "ReplaceContact",
+    summary = "Replace a contact",
+    params(("id" = i32, Path, description = "The contact.")), request_body = ContactInput,
+    responses((status = 200, description = "The contact; fires `contact.changed` when something changed.", body = ContactEntity)))]
 async fn put(
     State(state): State<AppState>,
     auth: Auth,
@@ -238,6 +252,13 @@ async fn put(
     respond(&state, row)
 }
 
+#[utoipa::path(patch, path = "/Contact/{id}", tag = "Contact", operation_id = "PatchContact",
+    summary = "Patch a contact",
+    params(("id" = i32, Path, description = "The contact.")), request_body = crate::openapi::schemas::PatchBody,
+    responses(
+        (status = 200, description = "The contact; fires `contact.changed` when something changed.", body = ContactEntity),
+        (status = 409, description = "A JSON Patch `test` failed.", body = crate::error::ErrorBody),
+    ))]
 async fn patch_one(
     State(state): State<AppState>,
     auth: Auth,
@@ -285,6 +306,10 @@ struct DeleteQuery {
     permanent: Option<String>,
 }
 
+#[utoipa::path(delete, path = "/Contact/{id}", tag = "Contact", operation_id = "DeleteContact",
+    summary = "Delete a contact",
+    params(("id" = i32, Path, description = "The contact."), ("permanent" = Option<bool>, Query, description = "`true`: remove at once (`contact.deleted`), even from the recycle bin; else into the recycle bin (`contact.softdeleted`).")),
+    responses((status = 204, description = "Deleted.")))]
 async fn delete(
     State(state): State<AppState>,
     auth: Auth,
@@ -337,6 +362,13 @@ pub(crate) async fn delete_row(
     Ok(())
 }
 
+#[utoipa::path(post, path = "/Contact/{id}/Restore", tag = "Contact", operation_id = "RestoreContact",
+    summary = "Restore a contact from the recycle bin",
+    params(("id" = i32, Path, description = "The contact.")),
+    responses(
+        (status = 200, description = "The contact, out of the recycle bin; fires `contact.changed`.", body = ContactEntity),
+        (status = 409, description = "The contact is not in the recycle bin.", body = crate::error::ErrorBody),
+    ))]
 async fn restore(
     State(state): State<AppState>,
     auth: Auth,
@@ -359,6 +391,21 @@ async fn restore(
     .await?;
     respond(&state, out.row)
 }
+
+/// The contact routes' operations (nested under `/api/v1` in [`crate::openapi`]): one
+/// handler of [`router`] a line.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    list::list,
+    create,
+    get_default,
+    get_one,
+    put,
+    patch_one,
+    delete,
+    restore
+))]
+pub struct Doc;
 
 /// The contact routes (mounted under `/api/v1`).
 pub fn router() -> Router<AppState> {

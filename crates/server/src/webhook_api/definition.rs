@@ -208,6 +208,9 @@ fn answer(state: &AppState, hook: &Webhook) -> Response {
     .into_response()
 }
 
+#[utoipa::path(get, path = "/Webhook/default", tag = "Webhook", operation_id = "GetDefaultWebhook",
+    summary = "A new webhook's defaults",
+    responses((status = 200, description = "A new webhook's defaults (not saved).", body = WebhookCarrier)))]
 pub(super) async fn get_default(State(state): State<AppState>, auth: Auth) -> Response {
     let hook = Webhook::default_for(auth.actor.tenant_id);
     Json(WebhookCarrier::of(&hook, &state.zone, state.reveal_headers)).into_response()
@@ -221,6 +224,14 @@ pub(super) struct ListQuery {
     status_filter: Option<String>,
 }
 
+#[utoipa::path(get, path = "/Webhook", tag = "Webhook", operation_id = "ListWebhooks",
+    summary = "List webhooks",
+    params(
+        ("nameFilter" = Option<String>, Query, description = "Exact name."),
+        ("eventFilter" = Option<String>, Query, description = "Subscribed to this event."),
+        ("statusFilter" = Option<String>, Query, description = "`Active`, `Stopped` or `TooManyErrors`."),
+    ),
+    responses((status = 200, description = "The webhooks of the key's tenant (without `_Links`).", body = Vec<WebhookCarrier>)))]
 pub(super) async fn list(
     State(state): State<AppState>,
     auth: Auth,
@@ -241,6 +252,10 @@ pub(super) async fn list(
     Ok(Json(carriers).into_response())
 }
 
+#[utoipa::path(post, path = "/Webhook", tag = "Webhook", operation_id = "CreateWebhook",
+    summary = "Create a webhook",
+    request_body = WebhookInput,
+    responses((status = 200, description = "The saved webhook. An Active one is saved only after a test event to `TargetUrl` succeeded (else 400 `WebhookTestFailed`).", body = WebhookWithLinks)))]
 pub(super) async fn create(
     State(state): State<AppState>,
     auth: Auth,
@@ -251,6 +266,10 @@ pub(super) async fn create(
     Ok(answer(&state, &saved))
 }
 
+#[utoipa::path(get, path = "/Webhook/{id}", tag = "Webhook", operation_id = "GetWebhook",
+    summary = "Get a webhook",
+    params(("id" = i32, Path, description = "The webhook.")),
+    responses((status = 200, description = "The webhook.", body = WebhookWithLinks)))]
 pub(super) async fn get_one(
     State(state): State<AppState>,
     auth: Auth,
@@ -260,6 +279,10 @@ pub(super) async fn get_one(
     Ok(answer(&state, &hook))
 }
 
+#[utoipa::path(put, path = "/Webhook/{id}", tag = "Webhook", operation_id = "ReplaceWebhook",
+    summary = "Replace a webhook",
+    params(("id" = i32, Path, description = "The webhook.")), request_body = WebhookInput,
+    responses((status = 200, description = "The saved webhook; properties left out take their defaults, except `Secret`.", body = WebhookWithLinks)))]
 pub(super) async fn put(
     State(state): State<AppState>,
     auth: Auth,
@@ -277,6 +300,14 @@ pub(super) async fn put(
 /// rule too (`null` keeps it, `""` removes it), with one addition: a JSON Patch `remove` of
 /// `/Secret` removes it. A Merge Patch `"Secret": null` keeps it, since a client that sends
 /// back what a GET answered sends exactly that.
+#[utoipa::path(patch, path = "/Webhook/{id}", tag = "Webhook", operation_id = "PatchWebhook",
+    summary = "Patch a webhook",
+    description = "A JSON Patch (array) or Merge Patch (object) of the webhook as a GET answers it. What the patch removes takes its default, as in a PUT; `Secret` follows the PUT's rule (`null` keeps it, `\"\"` removes it), and a JSON Patch `remove` of `/Secret` removes it.",
+    params(("id" = i32, Path, description = "The webhook.")), request_body = crate::openapi::schemas::PatchBody,
+    responses(
+        (status = 200, description = "The saved webhook.", body = WebhookWithLinks),
+        (status = 409, description = "A JSON Patch `test` failed.", body = crate::error::ErrorBody),
+    ))]
 pub(super) async fn patch_one(
     State(state): State<AppState>,
     auth: Auth,
@@ -300,6 +331,9 @@ pub(super) async fn patch_one(
     save(&state, &auth, hook).await
 }
 
+#[utoipa::path(delete, path = "/Webhook/{id}", tag = "Webhook", operation_id = "DeleteWebhook",
+    summary = "Delete a webhook",
+    params(("id" = i32, Path, description = "The webhook.")), responses((status = 204, description = "Deleted; its pending deliveries are cancelled.")))]
 pub(super) async fn delete(
     State(state): State<AppState>,
     auth: Auth,

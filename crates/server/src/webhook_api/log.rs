@@ -25,6 +25,9 @@ pub(crate) async fn usage_of(state: &AppState, auth: &Auth, id: &str) -> ApiResu
         .ok_or_else(|| ApiError::not_found(format!("webhook {id} not found")))
 }
 
+#[utoipa::path(get, path = "/Webhook/{id}/LastError", tag = "Webhook", operation_id = "GetWebhookLastError",
+    summary = "A webhook's last error",
+    params(("id" = i32, Path, description = "The webhook.")), responses((status = 200, description = "The last failure's text, `\"\"` when none.", content_type = "application/json", body = String)))]
 pub(super) async fn last_error(
     State(state): State<AppState>,
     auth: Auth,
@@ -34,6 +37,9 @@ pub(super) async fn last_error(
     Ok(Json(usage.last_error.unwrap_or_default()))
 }
 
+#[utoipa::path(get, path = "/Webhook/{id}/Usage", tag = "Deliveries", operation_id = "GetWebhookUsage",
+    summary = "A webhook's usage counters",
+    params(("id" = i32, Path, description = "The webhook.")), responses((status = 200, description = "The webhook's counters.", body = crate::openapi::schemas::WebhookUsageDoc)))]
 pub(super) async fn usage(
     State(state): State<AppState>,
     auth: Auth,
@@ -104,6 +110,17 @@ fn parse_event_id(s: Option<&str>) -> ApiResult<Option<String>> {
     Ok(Some(s.to_ascii_lowercase()))
 }
 
+#[utoipa::path(get, path = "/Webhook/{id}/Deliveries", tag = "Deliveries", operation_id = "ListDeliveries",
+    summary = "A webhook's delivery log",
+    params(
+        ("id" = i32, Path, description = "The webhook."),
+        ("status" = Option<crate::openapi::schemas::DeliveryStatusName>, Query, description = "Only deliveries in this status."),
+        ("since" = Option<String>, Query, description = "Created at or after (RFC 3339 or a .NET date)."),
+        ("until" = Option<String>, Query, description = "Created before."),
+        ("before" = Option<i64>, Query, description = "Only `DeliveryId`s below this one: the next page after the last id seen."),
+        ("limit" = Option<i64>, Query, description = "At most this many (1 to 1000, default 100)."),
+    ),
+    responses((status = 200, description = "The webhook's deliveries, newest first.", body = Vec<DeliveryCarrier>)))]
 pub(super) async fn deliveries(
     State(state): State<AppState>,
     auth: Auth,
@@ -140,6 +157,10 @@ pub(super) async fn deliveries(
     Ok(Json(carriers).into_response())
 }
 
+#[utoipa::path(get, path = "/Webhook/{id}/Deliveries/{delivery_id}", tag = "Deliveries", operation_id = "GetDelivery",
+    summary = "One delivery with its attempts",
+    params(("id" = i32, Path, description = "The webhook."), ("delivery_id" = i64, Path, description = "The delivery.")),
+    responses((status = 200, description = "The delivery with every attempt.", body = DeliveryWithAttempts)))]
 pub(super) async fn delivery(
     State(state): State<AppState>,
     auth: Auth,

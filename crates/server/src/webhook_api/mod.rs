@@ -47,6 +47,28 @@ async fn load(state: &AppState, auth: &Auth, id: &str) -> ApiResult<Webhook> {
         .ok_or_else(|| ApiError::not_found(format!("webhook {id} not found")))
 }
 
+/// The webhook routes' operations (nested under `/api/v1` in [`crate::openapi`]): one
+/// handler of [`router`] a line.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    definition::list,
+    definition::create,
+    definition::get_default,
+    signal::test,
+    definition::get_one,
+    definition::put,
+    definition::patch_one,
+    definition::delete,
+    log::last_error,
+    log::usage,
+    log::deliveries,
+    log::delivery,
+    replay::replay,
+    replay::replay_progress,
+    signal::signal,
+))]
+pub struct Doc;
+
 /// The webhook routes (mounted under `/api/v1`).
 pub fn router() -> Router<AppState> {
     use definition::{create, delete, get_default, get_one, list, patch_one, put};

@@ -25,23 +25,31 @@ pub const REPLAY_MAX: i64 = 100_000;
 /// How long `POST …/Replay` waits for its job to end before it answers with the progress.
 const ANSWER_WITHIN: Duration = Duration::from_secs(2);
 
-#[derive(Deserialize)]
+/// What to replay: the events of a time window the webhook subscribes to.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct ReplayBody {
+#[schema(examples(json!({"since": "2026-01-01T00:00:00Z", "onlyFailed": true})))]
+pub(crate) struct ReplayBody {
+    /// Start of the window (RFC 3339 or a .NET date).
     since: String,
+    /// End of the window; now when absent.
     until: Option<String>,
+    /// Only events whose delivery to this webhook failed.
     #[serde(default)]
     only_failed: bool,
+    /// Most events to queue (at most 100,000, the default).
     limit: Option<i64>,
 }
 
 /// A replay job as clients see it (the names of the request's body, camelCase).
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = Replay, examples(json!({"replayId": 1, "status": "Done", "matched": 1, "queued": 1, "skipped": 0, "error": null})))]
 pub struct ReplayCarrier {
     /// Its id, for `GET …/Replay/{replayId}`.
     pub replay_id: i64,
     /// `Running`, `Done` or `Failed`.
+    #[schema(value_type = crate::openapi::schemas::ReplayStatusName)]
     pub status: &'static str,
     /// Events of the window the webhook subscribes to, handled so far.
     pub matched: u64,
@@ -66,6 +74,14 @@ impl ReplayCarrier {
     }
 }
 
+#[utoipa::path(post, path = "/Webhook/{id}/Replay", tag = "Deliveries", operation_id = "ReplayWebhook",
+    summary = "Replay past events to a webhook",
+    params(("id" = i32, Path, description = "The webhook.")), request_body = ReplayBody,
+    responses(
+        (status = 200, description = "The job ended within a moment: its result.", body = ReplayCarrier),
+        (status = 202, description = "Still running: its progress so far; `Location` names the job.", body = ReplayCarrier,
+            headers(("Location" = String, description = "`/api/v1/Webhook/{id}/Replay/{replay_id}`"))),
+    ))]
 pub(super) async fn replay(
     State(state): State<AppState>,
     auth: Auth,
@@ -129,6 +145,10 @@ pub(super) async fn replay(
         .into_response())
 }
 
+#[utoipa::path(get, path = "/Webhook/{id}/Replay/{replay_id}", tag = "Deliveries", operation_id = "GetReplay",
+    summary = "A replay job's progress",
+    params(("id" = i32, Path, description = "The webhook."), ("replay_id" = i32, Path, description = "The replay job.")),
+    responses((status = 200, description = "The job's progress.", body = ReplayCarrier)))]
 pub(super) async fn replay_progress(
     State(state): State<AppState>,
     auth: Auth,

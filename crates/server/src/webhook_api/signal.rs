@@ -16,6 +16,10 @@ use crate::carriers::webhook::{FieldProperties, WebhookInput, WebhookResult};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::AppState;
 
+#[utoipa::path(post, path = "/Webhook/Test", tag = "Webhook", operation_id = "TestWebhook",
+    summary = "Send a test event to a definition",
+    request_body = WebhookInput,
+    responses((status = 200, description = "How the receiver answered the `test` event (the definition is not saved).", body = WebhookResult)))]
 pub(super) async fn test(
     State(state): State<AppState>,
     auth: Auth,
@@ -48,6 +52,14 @@ pub(crate) async fn test_hook(
     })
 }
 
+#[utoipa::path(post, path = "/Webhook/{eventName}/{primaryKey}", tag = "Webhook", operation_id = "SignalEvent",
+    summary = "Signal an event",
+    params(
+        ("eventName" = String, Path, description = "The event name (1 to 255 characters, no comma), e.g. `invoice.paid`."),
+        ("primaryKey" = i32, Path, description = "The primary key of the row the event is about."),
+    ),
+    request_body(content = Option<Object>, description = "Free-form data: its keys become `Changes`, the object `FieldValues`."),
+    responses((status = 204, description = "Committed; deliveries follow.")))]
 pub(super) async fn signal(
     State(state): State<AppState>,
     auth: Auth,
