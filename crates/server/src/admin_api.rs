@@ -66,14 +66,21 @@ pub fn key_json(k: &ApiKey) -> Value {
     })
 }
 
-#[derive(Deserialize)]
+/// A key to create.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateBody {
+#[schema(as = NewApiKey, examples(json!({"tenant": "Cust1234", "associate": 316, "name": "crm sync", "scope": "tenant", "expires": "90d"})))]
+pub(crate) struct CreateBody {
+    /// The tenant (created when new): 1 to 200 characters without `/`.
     tenant: String,
+    /// The associate id the key's changes are made as (`ChangedByAssociateId`).
     associate: i64,
+    /// A name for people.
     #[serde(default)]
     name: String,
+    /// `tenant` (the default) or `admin`.
     scope: Option<String>,
+    /// A lifetime: a number and s, m, h, d or w (`90d`); none: never expires.
     expires: Option<String>,
 }
 
@@ -87,6 +94,10 @@ fn bad(message: String) -> ApiError {
     ApiError::new(ErrorCode::InvalidBody, message)
 }
 
+#[utoipa::path(get, path = "/admin/keys", tag = "Admin", operation_id = "ListKeys",
+    summary = "List API keys",
+    params(("tenant" = Option<String>, Query, description = "Only this tenant's keys.")),
+    responses((status = 200, description = "The keys (never the key itself nor its hash).", body = Vec<crate::openapi::schemas::ApiKeyDoc>)))]
 async fn list_keys(
     State(state): State<AppState>,
     _admin: Admin,
@@ -96,6 +107,10 @@ async fn list_keys(
     Ok(Json(keys.iter().map(key_json).collect()))
 }
 
+#[utoipa::path(post, path = "/admin/keys", tag = "Admin", operation_id = "CreateKey",
+    summary = "Create an API key",
+    request_body = CreateBody,
+    responses((status = 201, description = "The new key; `key` holds the key itself, shown this once.", body = crate::openapi::schemas::ApiKeyDoc)))]
 async fn create_key(
     State(state): State<AppState>,
     Admin(auth): Admin,
@@ -145,6 +160,10 @@ async fn create_key(
     Ok((StatusCode::CREATED, Json(out)).into_response())
 }
 
+#[utoipa::path(delete, path = "/admin/keys/{id}", tag = "Admin", operation_id = "RevokeKey",
+    summary = "Revoke an API key",
+    params(("id" = i64, Path, description = "The key's id.")),
+    responses((status = 200, description = "The revoked key; every node refuses it within 5 s.", body = crate::openapi::schemas::ApiKeyDoc)))]
 async fn revoke_key(
     State(state): State<AppState>,
     Admin(auth): Admin,
@@ -169,6 +188,9 @@ async fn revoke_key(
     Ok(Json(key_json(&key)))
 }
 
+#[utoipa::path(get, path = "/admin/tenants", tag = "Admin", operation_id = "ListTenants",
+    summary = "List tenants",
+    responses((status = 200, description = "The tenants.", body = Vec<crate::openapi::schemas::TenantDoc>)))]
 async fn list_tenants(State(state): State<AppState>, _admin: Admin) -> ApiResult<Json<Value>> {
     let tenants = state.store.list_tenants().await?;
     Ok(Json(Value::Array(
@@ -178,6 +200,11 @@ async fn list_tenants(State(state): State<AppState>, _admin: Admin) -> ApiResult
             .collect(),
     )))
 }
+
+/// The admin routes' operations (nested under `/api/v1` in [`crate::openapi`]).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list_keys, create_key, revoke_key, list_tenants))]
+pub struct Doc;
 
 /// The admin routes (mounted under `/api/v1`).
 pub fn router() -> Router<AppState> {

@@ -49,18 +49,33 @@ struct AuditQuery {
 }
 
 /// An entry as clients read it.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "PascalCase")]
-struct AuditCarrier {
+#[schema(as = AuditEntry, examples(json!({"Id": 7, "At": "2026-12-05T08:00:00Z", "KeyId": 1, "AssociateId": 1, "Action": "webhook.changed", "Target": "webhook 3", "Summary": "State: Active -> Stopped"})))]
+pub(crate) struct AuditCarrier {
+    /// The entry; newest first, so `?before=` the last id seen pages on.
     id: i64,
+    /// When (RFC 3339, UTC).
     at: String,
+    /// The key that made the call, if any.
     key_id: Option<i64>,
+    /// The key's associate.
     associate_id: i64,
+    /// `webhook.created`, `webhook.changed`, `key.revoked`, …
     action: String,
+    /// What it acted on.
     target: String,
+    /// What changed: field names and states, never a secret nor a header value.
     summary: String,
 }
 
+#[utoipa::path(get, path = "/AuditLog", tag = "Admin", operation_id = "ListAuditLog",
+    summary = "The tenant's audit log",
+    params(
+        ("before" = Option<i64>, Query, description = "Only entries with a smaller id: the next page."),
+        ("limit" = Option<i64>, Query, description = "At most this many (1 to 1000, default 100)."),
+    ),
+    responses((status = 200, description = "Management calls of the key's tenant, newest first.", body = Vec<AuditCarrier>)))]
 async fn list(
     State(state): State<AppState>,
     auth: Auth,
@@ -89,6 +104,11 @@ async fn list(
             .collect(),
     ))
 }
+
+/// The audit log's operation (nested under `/api/v1` in [`crate::openapi`]).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list))]
+pub struct Doc;
 
 /// `GET /AuditLog?before=ID&limit=N` (mounted under `/api/v1`).
 pub fn router() -> Router<AppState> {

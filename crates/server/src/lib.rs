@@ -92,6 +92,7 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
 
 #[utoipa::path(get, path = "/metrics", tag = "Operations", operation_id = "Metrics",
     summary = "Prometheus metrics",
+    description = "Needs a key with the `admin` scope (403 for a tenant key); on `--metrics-listen`, when set, it is served without a key.",
     responses((status = 200, description = "Prometheus text exposition.", content_type = "text/plain", body = String)))]
 async fn metrics(State(state): State<AppState>) -> Result<String, ApiError> {
     let counts = state.store.delivery_counts().await?;

@@ -39,6 +39,8 @@ use crate::error::{ErrorBody, ErrorCode};
         (path = "/api/v1", api = crate::webhook_api::Doc),
         (path = "/api/v1", api = crate::contact_api::Doc),
         (path = "/api/v1", api = agents::Doc),
+        (path = "/api/v1", api = crate::admin_api::Doc),
+        (path = "/api/v1", api = crate::audit::Doc),
     ),
     components(schemas(ErrorBody, ErrorCode, outgoing::WebhookPayloadDoc, schemas::PatchOperation)),
     tags(
@@ -46,6 +48,7 @@ use crate::error::{ErrorBody, ErrorCode};
         (name = "Deliveries", description = "Our additions: each webhook's delivery log, usage and replay."),
         (name = "Contact", description = "Contacts (SuperOffice's `ContactEntity`); each change fires its event."),
         (name = "Agents", description = "SuperOffice's RPC-style agent API: every method a POST, names in any case."),
+        (name = "Admin", description = "Keys and tenants (keys with the `admin` scope), and each tenant's audit log."),
         (name = "Operations", description = "Health, metrics and this document."),
         (name = "Outgoing webhooks", description = "The calls crmhooks makes to a webhook's `TargetUrl`."),
     )
@@ -122,7 +125,7 @@ const ERRORS: [(&str, u16, &str, ErrorCode); 8] = [
 
 /// The paths served without a key (`security: []`); every other operation answers 401 without
 /// one (the `openapi` test checks both on a real server).
-pub const OPEN_PATHS: [&str; 3] = ["/healthz", "/metrics", "/openapi.json"];
+pub const OPEN_PATHS: [&str; 2] = ["/healthz", "/openapi.json"];
 
 /// The whole document as a JSON value.
 pub fn document() -> Value {
@@ -229,7 +232,7 @@ fn add_errors(path: &str, item: &mut Value) {
         if open {
             op.insert("security".into(), json!([]));
         } else if !path.starts_with("/api/") {
-            names.push("Unauthorized");
+            names.extend(["Unauthorized", "Forbidden"]);
         }
         let responses = op
             .entry("responses")

@@ -258,3 +258,44 @@ doc_schema!(
         .examples([serde_json::json!([{"op": "replace", "path": "/State", "value": "Stopped"}])])
         .into()
 );
+
+/// An API key as the admin API and `crmhooks key list --json` show it.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(
+    as = ApiKey,
+    examples(json!({"id": 2, "tenant": "Cust1234", "associate": 316, "name": "crm sync", "scope": "tenant",
+                    "created": "2026-12-05T08:00:00Z", "last_used": null, "expires": "2027-03-05T08:00:00Z", "revoked": null}))
+)]
+pub struct ApiKeyDoc {
+    /// Its id.
+    pub id: i64,
+    /// Its tenant.
+    pub tenant: String,
+    /// The associate its changes are made as.
+    pub associate: i64,
+    /// A name for people.
+    pub name: String,
+    /// `tenant` or `admin`.
+    pub scope: String,
+    /// RFC 3339, UTC.
+    pub created: String,
+    /// When it was last used, if ever.
+    pub last_used: Option<String>,
+    /// When it expires, if ever.
+    pub expires: Option<String>,
+    /// When it was revoked, if it was.
+    pub revoked: Option<String>,
+    /// The key itself: only in the answer that creates it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+/// A tenant.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Tenant)]
+pub struct TenantDoc {
+    /// Its id.
+    pub id: i64,
+    /// Its `ContextIdentifier`.
+    pub name: String,
+}

@@ -119,6 +119,8 @@ fn parse_event_id(s: Option<&str>) -> ApiResult<Option<String>> {
         ("until" = Option<String>, Query, description = "Created before."),
         ("before" = Option<i64>, Query, description = "Only `DeliveryId`s below this one: the next page after the last id seen."),
         ("limit" = Option<i64>, Query, description = "At most this many (1 to 1000, default 100)."),
+        ("PrimaryKey" = Option<i32>, Query, description = "Only deliveries of this row (also `primaryKey`)."),
+        ("EventId" = Option<String>, Query, description = "Only the delivery whose current or an earlier attempt's `EventId` this is (also `eventId`)."),
     ),
     responses((status = 200, description = "The webhook's deliveries, newest first.", body = Vec<DeliveryCarrier>)))]
 pub(super) async fn deliveries(
@@ -190,6 +192,14 @@ pub(super) async fn delivery(
 /// `POST …/Deliveries/{deliveryId}/Resend`: the delivery's event queued again for this webhook
 /// (a new delivery, a new EventId and attempt cycle, behind what is open of its contact's
 /// chain); 202 with the new delivery and its `Location`.
+#[utoipa::path(post, path = "/Webhook/{id}/Deliveries/{delivery_id}/Resend", tag = "Deliveries", operation_id = "ResendDelivery",
+    summary = "Resend one delivery",
+    params(("id" = i32, Path, description = "The webhook."), ("delivery_id" = i64, Path, description = "The delivery to send again.")),
+    responses((status = 202, description = "The new delivery (a new `EventId` and attempt cycle, behind what is open of its contact's chain).", body = DeliveryCarrier,
+        headers(("Location" = String, description = "The new delivery's URL."))),
+        (status = 409, description = "A delivery of the same event to this webhook is still open (pending or in flight).", body = crate::error::ErrorBody),
+    )
+)]
 pub(super) async fn resend(
     State(state): State<AppState>,
     auth: Auth,

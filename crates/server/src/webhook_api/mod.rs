@@ -63,6 +63,7 @@ async fn load(state: &AppState, auth: &Auth, id: &str) -> ApiResult<Webhook> {
     log::usage,
     log::deliveries,
     log::delivery,
+    log::resend,
     replay::replay,
     replay::replay_progress,
     signal::signal,

@@ -428,6 +428,54 @@ async fn real_answers_fit_the_documented_schemas() {
         true,
     );
     assert!(errors.is_empty(), "{errors:#?}");
+    // Resend, the audit log, the admin API (the bootstrap key is an admin key).
+    let resend = "/api/v1/Webhook/{id}/Deliveries/{delivery_id}/Resend";
+    let url = format!("{one}/Deliveries/{did}/Resend");
+    // 409 first: the delivery the replay queued is still open.
+    let (status, _) = app.call(Method::POST, &url, None).await;
+    assert_eq!(status, 409);
+    app.deliver().await;
+    let resent = fits(&app, &doc, Method::POST, resend, &url, None).await;
+    assert_eq!(resent["Status"], "pending");
+    fits(
+        &app,
+        &doc,
+        Method::GET,
+        "/api/v1/AuditLog",
+        "/api/v1/AuditLog?limit=5",
+        None,
+    )
+    .await;
+    let keys = "/api/v1/admin/keys";
+    let key = fits(
+        &app,
+        &doc,
+        Method::POST,
+        keys,
+        keys,
+        Some(json!({"tenant": "Other", "associate": 5, "expires": "1d"})),
+    )
+    .await;
+    fits(&app, &doc, Method::GET, keys, keys, None).await;
+    fits(
+        &app,
+        &doc,
+        Method::GET,
+        "/api/v1/admin/tenants",
+        "/api/v1/admin/tenants",
+        None,
+    )
+    .await;
+    let kid = key["id"].as_i64().unwrap();
+    fits(
+        &app,
+        &doc,
+        Method::DELETE,
+        "/api/v1/admin/keys/{id}",
+        &format!("{keys}/{kid}"),
+        None,
+    )
+    .await;
     // The agent methods.
     let agent = |m: &str| format!("/api/v1/Agents/Webhook/{m}");
     fits(
