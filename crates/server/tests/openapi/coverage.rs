@@ -196,7 +196,11 @@ pub fn unmatched(
 #[test]
 fn every_route_is_documented_and_every_operation_is_a_route() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let routes = source_routes(&src);
+    // The dashboard's pages and assets are HTML, JS and CSS for a browser, not API operations.
+    let routes: Vec<_> = source_routes(&src)
+        .into_iter()
+        .filter(|r| r.path != "/ui" && !r.path.starts_with("/ui/"))
+        .collect();
     assert!(
         routes.len() >= 15,
         "the scan found too few routes: {routes:?}"

@@ -224,9 +224,7 @@ pub(crate) async fn resend(
     delivery_id: i64,
 ) -> Result<Delivery> {
     let key_share = db.lock_key_share();
-    let alive = webhooks::load(db, webhook_id, key_share)
-        .await?
-        .is_some_and(|h| h.tenant_id == tenant_id);
+    let alive = webhooks::tenant_of(db, webhook_id, key_share).await? == Some(tenant_id);
     if !alive {
         return Err(StoreError::NotFound);
     }
