@@ -13,8 +13,10 @@ pub mod contact_api;
 pub mod error;
 pub mod http;
 mod maintenance;
+pub mod observe;
 pub mod patch;
 pub mod replay;
+pub mod telemetry;
 pub mod webhook_api;
 
 use std::net::SocketAddr;
@@ -27,7 +29,7 @@ use axum::routing::get;
 use axum::Router;
 use crmhooks_dispatch::mail::{Mailer, SmtpConfig};
 use crmhooks_dispatch::Dispatcher;
-use crmhooks_store::{Committed, DynStore, OpenOptions};
+use crmhooks_store::{Actor, Committed, DynStore, OpenOptions};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -51,15 +53,32 @@ pub struct AppState {
     pub test_on_save: bool,
     /// What the HTTP server has done (connections open, cut off).
     pub http: Arc<http::Stats>,
+    /// Events counted with their tenant's name (`metrics_tenant_label`).
+    pub metrics_tenant_label: bool,
 }
 
 impl AppState {
-    /// Wakes the dispatcher after a commit that queued deliveries it has to claim (those
-    /// handed to it at commit need no wake-up).
-    pub fn committed(&self, c: &Committed) {
+    /// Counts a commit of `actor`'s (its event, its deliveries), and wakes the dispatcher
+    /// when the commit queued deliveries it has to claim (those handed to it at commit need no
+    /// wake-up).
+    pub fn committed(&self, actor: &Actor, c: &Committed) {
+        self.count_event(actor, &c.entity, &c.event, c);
         if c.deliveries > c.handed {
             self.wake();
         }
+    }
+
+    /// Counts a committed event as `entity` and `event` (SignalEvent names its events
+    /// freely: it is counted under one name, so that a caller cannot add series at will).
+    pub fn count_event(&self, actor: &Actor, entity: &str, event: &str, c: &Committed) {
+        if c.event_seq.is_some() {
+            if self.metrics_tenant_label {
+                metrics::counter!("crmhooks_events_total", "entity" => entity.to_owned(), "event" => event.to_owned(), "tenant" => actor.tenant.clone()).increment(1);
+            } else {
+                metrics::counter!("crmhooks_events_total", "entity" => entity.to_owned(), "event" => event.to_owned()).increment(1);
+            }
+        }
+        self.dispatcher.queued(c.deliveries);
     }
 
     /// Wakes the dispatcher.
@@ -80,19 +99,15 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> Result<String, ApiError> {
-    let counts = state.store.delivery_counts().await?;
-    let mut out = String::from(
-        "# HELP crmhooks_deliveries Deliveries by status.\n# TYPE crmhooks_deliveries gauge\n",
-    );
-    for (status, n) in counts {
-        out.push_str(&format!(
-            "crmhooks_deliveries{{status=\"{}\"}} {n}\n",
-            status.name()
-        ));
-    }
-    state.http.render(&mut out);
-    Ok(out)
+/// The Prometheus text of the process's metrics: what the recorder holds (no query).
+async fn metrics() -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        telemetry::render(),
+    )
 }
 
 async fn method_not_allowed() -> ApiError {
@@ -119,6 +134,7 @@ pub fn router(state: AppState, max_body: usize) -> Router {
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::Extension(body::BodyLimit(max_body)))
+        .layer(axum::middleware::from_fn(observe::request))
         .with_state(state)
 }
 
@@ -175,6 +191,8 @@ impl Server {
     /// Opens the store, bootstraps the API key, binds `listener` (or `config.listen`).
     pub async fn build(config: Config, listener: Option<TcpListener>) -> anyhow::Result<Self> {
         let time_zone = config.local_zone()?;
+        // Before anything registers a metric (the dispatcher keeps its handles).
+        telemetry::install();
         let store = crmhooks_store::open(
             &config.database,
             &OpenOptions {
@@ -218,6 +236,7 @@ impl Server {
             base_url: format!("http://{addr}").into(),
             test_on_save: config.test_on_save,
             http: Arc::default(),
+            metrics_tenant_label: config.metrics_tenant_label,
         };
         Ok(Server {
             listener,

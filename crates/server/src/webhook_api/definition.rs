@@ -132,7 +132,8 @@ pub(crate) async fn save_hook(state: &AppState, auth: &Auth, hook: Webhook) -> A
         }
     }
     let (saved, change) = state.store.save_webhook(&auth.actor, hook).await?;
-    if change.is_some() {
+    if let Some(change) = &change {
+        crmhooks_dispatch::meter::state_change(change.webhook.state.name());
         state.wake();
     }
     Ok(saved)
