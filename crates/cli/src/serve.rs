@@ -36,18 +36,43 @@ pub struct ServeArgs {
     /// Also serve /metrics, without a key, on this address (env CRMHOOKS_METRICS_LISTEN).
     #[arg(long)]
     pub metrics_listen: Option<String>,
+    /// Log lines as text, or as one JSON object a line (time, level, target, message, fields
+    /// such as request_id, webhook and delivery).
+    #[arg(long, env = "CRMHOOKS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
-/// Installs the log subscriber: `RUST_LOG` or `info`.
-pub fn init_logging() {
+/// How log lines are written (to standard error).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// For a person: one line per event, fields as `key=value`.
+    #[default]
+    Text,
+    /// For a log pipeline: one JSON object per line.
+    Json,
+}
+
+/// Installs the log subscriber (`RUST_LOG`, else `info`) writing `format` to standard error.
+pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_target(false)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        // Each line: timestamp, level, target, the event's fields (its message among them)
+        // flattened, and the current span's fields (the request id of an API request).
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+    };
 }
 
 /// Resolves when SIGTERM or ctrl-c arrives.
@@ -74,7 +99,7 @@ pub async fn shutdown_signal() {
 
 /// Runs the server until SIGTERM or ctrl-c.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    init_logging();
+    init_logging(args.log_format);
     let mut flags = toml::value::Table::new();
     if let Some(v) = args.listen {
         flags.insert("listen".into(), v.into());

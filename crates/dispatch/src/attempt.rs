@@ -36,10 +36,14 @@ impl Dispatcher {
                 template
             }
         };
-        self.held
+        let new = self
+            .held
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(c.delivery_id);
+        if new {
+            self.meter.in_flight(1);
+        }
         let this = self.clone();
         let done = done.clone();
         tokio::spawn(async move {
@@ -126,6 +130,13 @@ impl Dispatcher {
                 success,
                 retry_after: resp.retry_after,
             },
+            now_ticks(),
+        );
+        self.meter.attempt(
+            c,
+            resp.status,
+            resp.elapsed.as_secs_f64(),
+            &verdict,
             now_ticks(),
         );
         let error = if success {

@@ -12,6 +12,7 @@ mod attempt;
 pub mod client;
 pub mod header_case;
 pub mod mail;
+pub mod meter;
 pub mod policy;
 pub mod room;
 mod run;
@@ -28,6 +29,7 @@ use tokio::sync::{mpsc, Notify};
 use uuid::Uuid;
 
 pub use client::Timeouts;
+pub use meter::MetricLabels;
 pub use policy::{Policies, SuccessRule};
 pub use target::{check_url, OwnAddresses, TargetPolicy, TargetRefused};
 
@@ -71,6 +73,8 @@ pub struct DispatchConfig {
     pub own_addresses: OwnAddresses,
     /// The version after `NetServer-Webhook/` in `User-Agent`.
     pub user_agent_version: String,
+    /// Labels of the attempts' metrics beyond outcome and status class.
+    pub metric_labels: MetricLabels,
 }
 
 impl Default for DispatchConfig {
@@ -92,6 +96,7 @@ impl Default for DispatchConfig {
             test_timeout: Duration::from_secs(10),
             own_addresses: OwnAddresses::default(),
             user_agent_version: send::default_user_agent_version(),
+            metric_labels: MetricLabels::default(),
         }
     }
 }
@@ -132,6 +137,8 @@ pub struct Dispatcher {
     /// Deliveries the store handed over ([`Intake::take`]), for `run` to start.
     handed_tx: mpsc::UnboundedSender<Vec<Claimed>>,
     handed_rx: Mutex<Option<mpsc::UnboundedReceiver<Vec<Claimed>>>>,
+    /// Metric handles.
+    meter: meter::Meter,
 }
 
 /// The store hands fresh deliveries to the running dispatcher with the limits a claim has.
@@ -153,6 +160,7 @@ impl Intake for Dispatcher {
     }
 
     fn take(&self, handed: Vec<Claimed>) {
+        self.meter.waiting(-(handed.len() as i64));
         if let Err(lost) = self.handed_tx.send(handed) {
             // Not running any more: give the room back; the leases end by release or expiry.
             for c in lost.0 {
@@ -185,6 +193,7 @@ impl Dispatcher {
             cfg.max_in_flight,
             cfg.own_addresses.clone(),
         )?;
+        let cfg_labels = cfg.metric_labels;
         let (tx, rx) = mpsc::unbounded_channel();
         let (handed_tx, handed_rx) = mpsc::unbounded_channel();
         Ok((
@@ -200,6 +209,7 @@ impl Dispatcher {
                 accepting: AtomicBool::new(false),
                 handed_tx,
                 handed_rx: Mutex::new(Some(handed_rx)),
+                meter: meter::Meter::new(cfg_labels),
             }),
             rx,
         ))
@@ -208,6 +218,13 @@ impl Dispatcher {
     /// Wakes the loop (call after a commit that queued deliveries).
     pub fn waker(&self) -> Arc<Notify> {
         self.wake.clone()
+    }
+
+    /// Counts deliveries a commit queued (all of them, handed over or not: each is counted as
+    /// waiting until a claim or a hand-over takes it).
+    pub fn queued(&self, deliveries: u64) {
+        self.meter
+            .waiting(i64::try_from(deliveries).unwrap_or(i64::MAX));
     }
 
     /// The settings.

@@ -108,6 +108,17 @@ impl Dispatcher {
         mut shutdown: tokio::sync::watch::Receiver<bool>,
         grace: Duration,
     ) {
+        // The waiting gauge starts from one count; from then on the loop keeps it.
+        match self.store.delivery_counts().await {
+            Ok(counts) => self.meter.set_waiting(
+                counts
+                    .iter()
+                    .filter(|(s, _)| *s == crmhooks_store::DeliveryStatus::Pending)
+                    .map(|(_, n)| *n)
+                    .sum(),
+            ),
+            Err(e) => tracing::warn!(error = %e, "cannot count the deliveries waiting"),
+        }
         if let Err(e) = self.store.listen_for_work(self.wake.clone()).await {
             tracing::warn!(error = %e, "cannot listen for work from other nodes; polling only");
         }
@@ -240,7 +251,10 @@ impl Dispatcher {
         let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
         match self.store.release(&self.cfg.owner).await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(released = n, "returned unfinished deliveries to the queue"),
+            Ok(n) => {
+                self.meter.waiting(i64::try_from(n).unwrap_or(i64::MAX));
+                tracing::info!(released = n, "returned unfinished deliveries to the queue")
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "releasing leases failed; they expire by themselves")
             }
@@ -250,7 +264,8 @@ impl Dispatcher {
     async fn claim(&self, limit: i64) -> Result<Vec<Claimed>, StoreError> {
         let now = now_ticks();
         let (skip_webhooks, skip_tenants) = self.room.saturated();
-        self.store
+        let claimed = self
+            .store
             .claim(&ClaimRequest {
                 owner: self.cfg.owner.clone(),
                 now,
@@ -260,7 +275,9 @@ impl Dispatcher {
                 skip_tenants,
                 max_per_webhook: i64::try_from(self.cfg.max_per_webhook).unwrap_or(i64::MAX),
             })
-            .await
+            .await?;
+        self.meter.waiting(-(claimed.len() as i64));
+        Ok(claimed)
     }
 
     async fn record(&self, outcomes: &[AttemptOutcome]) -> Result<(), StoreError> {
@@ -268,7 +285,13 @@ impl Dispatcher {
             .store
             .complete(outcomes, now_ticks(), self.cfg.max_consecutive_errors)
             .await?;
+        for o in outcomes {
+            if let Verdict::RetryAt(_) | Verdict::Requeue(_) = o.verdict {
+                self.meter.waiting(1);
+            }
+        }
         for ch in changes {
+            crate::meter::state_change(ch.webhook.state.name());
             tracing::warn!(webhook = ch.webhook.id, name = %ch.webhook.name, reason = ?ch.reason, "webhook disabled: TooManyErrors");
             let _ = self.state_changes.send(ch);
         }
@@ -278,10 +301,14 @@ impl Dispatcher {
     /// What follows a recorded attempt: the delivery's room frees and its lease is no longer
     /// renewed.
     fn done(&self, o: &AttemptOutcome) {
-        self.held
+        let held = self
+            .held
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&o.delivery_id);
+        if held {
+            self.meter.in_flight(-1);
+        }
         self.room.release(o.tenant_id, o.webhook_id);
     }
 

@@ -62,6 +62,10 @@ pub struct Config {
     pub pool_size: u32,
     /// IANA zone of .NET "local" dates (empty: `CRMHOOKS_TZ_OFFSET`, else UTC).
     pub time_zone: String,
+    /// Label events and delivery attempts with their tenant in `/metrics`.
+    pub metrics_tenant_label: bool,
+    /// Label delivery attempts with their webhook's id in `/metrics`.
+    pub metrics_per_webhook: bool,
 }
 
 /// `[http]`: what a client may take of the API's HTTP server.
@@ -442,6 +446,10 @@ impl Config {
                 crmhooks_dispatch::send::default_user_agent_version()
             } else {
                 d.user_agent_version.clone()
+            },
+            metric_labels: crmhooks_dispatch::MetricLabels {
+                tenant: self.metrics_tenant_label,
+                webhook: self.metrics_per_webhook,
             },
             ..DispatchConfig::default()
         }

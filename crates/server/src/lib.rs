@@ -15,10 +15,12 @@ pub mod contact_api;
 pub mod error;
 pub mod http;
 mod maintenance;
+pub mod observe;
 pub mod openapi;
 pub mod patch;
 pub mod replay;
 pub mod secrets;
+pub mod telemetry;
 pub mod ui;
 pub mod webhook_api;
 
@@ -32,7 +34,7 @@ use axum::routing::get;
 use axum::Router;
 use crmhooks_dispatch::mail::{Mailer, SmtpConfig};
 use crmhooks_dispatch::Dispatcher;
-use crmhooks_store::{Committed, DynStore, OpenOptions};
+use crmhooks_store::{Actor, Committed, DynStore, OpenOptions};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -58,15 +60,32 @@ pub struct AppState {
     pub http: Arc<http::Stats>,
     /// Answer webhook `Headers` values in full (`reveal_headers`) instead of masked.
     pub reveal_headers: bool,
+    /// Events counted with their tenant's name (`metrics_tenant_label`).
+    pub metrics_tenant_label: bool,
 }
 
 impl AppState {
-    /// Wakes the dispatcher after a commit that queued deliveries it has to claim (those
-    /// handed to it at commit need no wake-up).
-    pub fn committed(&self, c: &Committed) {
+    /// Counts a commit of `actor`'s (its event, its deliveries), and wakes the dispatcher
+    /// when the commit queued deliveries it has to claim (those handed to it at commit need no
+    /// wake-up).
+    pub fn committed(&self, actor: &Actor, c: &Committed) {
+        self.count_event(actor, &c.entity, &c.event, c);
         if c.deliveries > c.handed {
             self.wake();
         }
+    }
+
+    /// Counts a committed event as `entity` and `event` (SignalEvent names its events
+    /// freely: it is counted under one name, so that a caller cannot add series at will).
+    pub fn count_event(&self, actor: &Actor, entity: &str, event: &str, c: &Committed) {
+        if c.event_seq.is_some() {
+            if self.metrics_tenant_label {
+                metrics::counter!("crmhooks_events_total", "entity" => entity.to_owned(), "event" => event.to_owned(), "tenant" => actor.tenant.clone()).increment(1);
+            } else {
+                metrics::counter!("crmhooks_events_total", "entity" => entity.to_owned(), "event" => event.to_owned()).increment(1);
+            }
+        }
+        self.dispatcher.queued(c.deliveries);
     }
 
     /// Wakes the dispatcher.
@@ -90,23 +109,19 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     }
 }
 
+/// The Prometheus text of the process's metrics: what the recorder holds (no query).
 #[utoipa::path(get, path = "/metrics", tag = "Operations", operation_id = "Metrics",
     summary = "Prometheus metrics",
     description = "Needs a key with the `admin` scope (403 for a tenant key); on `--metrics-listen`, when set, it is served without a key.",
     responses((status = 200, description = "Prometheus text exposition.", content_type = "text/plain", body = String)))]
-async fn metrics(State(state): State<AppState>) -> Result<String, ApiError> {
-    let counts = state.store.delivery_counts().await?;
-    let mut out = String::from(
-        "# HELP crmhooks_deliveries Deliveries by status.\n# TYPE crmhooks_deliveries gauge\n",
-    );
-    for (status, n) in counts {
-        out.push_str(&format!(
-            "crmhooks_deliveries{{status=\"{}\"}} {n}\n",
-            status.name()
-        ));
-    }
-    state.http.render(&mut out);
-    Ok(out)
+async fn metrics() -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        telemetry::render(),
+    )
 }
 
 async fn method_not_allowed() -> ApiError {
@@ -141,6 +156,7 @@ pub fn router(state: AppState, max_body: usize) -> Router {
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::Extension(body::BodyLimit(max_body)))
+        .layer(axum::middleware::from_fn(observe::request))
         .with_state(state)
 }
 
@@ -208,6 +224,8 @@ impl Server {
     /// Opens the store, bootstraps the API key, binds `listener` (or `config.listen`).
     pub async fn build(config: Config, listener: Option<TcpListener>) -> anyhow::Result<Self> {
         let time_zone = config.local_zone()?;
+        // Before anything registers a metric (the dispatcher keeps its handles).
+        telemetry::install();
         let (keyring, key_warning) = secrets::master_keyring(&config)?;
         let bootstrap = secrets::bootstrap_key(&config)?;
         let store = crmhooks_store::open(
@@ -288,6 +306,7 @@ impl Server {
             test_on_save: config.test_on_save,
             http: Arc::default(),
             reveal_headers: config.reveal_headers,
+            metrics_tenant_label: config.metrics_tenant_label,
         };
         Ok(Server {
             listener,

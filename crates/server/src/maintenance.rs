@@ -39,7 +39,7 @@ pub async fn run_once(state: &AppState, config: &Config) -> Result<(u64, u64), S
         match out {
             Ok(o) => {
                 purged += 1;
-                state.committed(&o.committed);
+                state.committed(&actor, &o.committed);
             }
             Err(StoreError::NotFound) => {}
             Err(e) => return Err(e),

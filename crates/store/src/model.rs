@@ -250,6 +250,10 @@ pub struct Committed {
     /// How many of them went straight to this node's dispatcher (see [`crate::Intake`]);
     /// the rest wait for a claim.
     pub handed: u64,
+    /// The event's entity (`contact`); empty when no event was written.
+    pub entity: String,
+    /// The event's name (`contact.changed`); empty when no event was written.
+    pub event: String,
 }
 
 /// Delivery status.

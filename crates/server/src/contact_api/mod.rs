@@ -114,7 +114,7 @@ async fn change_contact(
             StoreError::NotFound => ApiError::not_found("contact not found"),
             other => ApiError::from(other),
         })?;
-    state.committed(&out.committed);
+    state.committed(&auth.actor, &out.committed);
     Ok(out)
 }
 

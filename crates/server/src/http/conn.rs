@@ -17,7 +17,7 @@ use tokio::sync::{watch, Notify, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
 use super::io::{answer_and_linger, Io};
-use super::{Limits, Stats};
+use super::{Cut, Limits, Stats};
 use crate::error::{ApiError, ErrorCode};
 
 /// How long a connection must have been waiting for (the rest of) a request before it is
@@ -237,21 +237,20 @@ pub(super) async fn run(
                 match why {
                     Due::Abandon => break End::Closed,
                     Due::HeadTimeout => {
-                        stats.count(&stats.header_timeouts);
+                        stats.cut(Cut::HeaderTimeout);
                         break End::HeadTimedOut;
                     }
                     Due::Shed if head => {
                         // Its bytes so far are in hyper's buffer, so closing resets nothing.
-                        stats.count(&stats.shed);
+                        stats.cut(Cut::Shed);
                         break End::Closed;
                     }
                     Due::Shed | Due::IdleTimeout => {
-                        let counter = if why == Due::Shed {
-                            &stats.shed
+                        stats.cut(if why == Due::Shed {
+                            Cut::Shed
                         } else {
-                            &stats.idle_closed
-                        };
-                        stats.count(counter);
+                            Cut::Idle
+                        });
                         conn.as_mut().graceful_shutdown();
                         closing.get_or_insert(now);
                     }

@@ -61,7 +61,8 @@ impl Limits {
     }
 }
 
-/// What the HTTP server has done, for `/metrics` and tests.
+/// What the HTTP server has done, for tests; each count also goes to the process's metrics
+/// (`crmhooks_http_*`, docs/metrics.md).
 #[derive(Debug, Default)]
 pub struct Stats {
     open: AtomicUsize,
@@ -79,12 +80,33 @@ pub struct Stats {
     pub shed: AtomicU64,
 }
 
+/// Why a connection or a request was cut off (the `reason` of `crmhooks_http_cut_off_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Cut {
+    Idle,
+    HeaderTimeout,
+    BodyTimeout,
+    Shed,
+}
+
+impl Cut {
+    fn label(self) -> &'static str {
+        match self {
+            Cut::Idle => "idle",
+            Cut::HeaderTimeout => "header_timeout",
+            Cut::BodyTimeout => "body_timeout",
+            Cut::Shed => "shed",
+        }
+    }
+}
+
 /// Counts an open connection until dropped.
 pub(crate) struct OpenGuard<'a>(&'a Stats);
 
 impl Drop for OpenGuard<'_> {
     fn drop(&mut self) {
         self.0.open.fetch_sub(1, Ordering::Relaxed);
+        metrics::gauge!("crmhooks_http_connections_open").decrement(1.0);
     }
 }
 
@@ -96,44 +118,27 @@ impl Stats {
 
     fn opened(&self) -> OpenGuard<'_> {
         self.open.fetch_add(1, Ordering::Relaxed);
-        self.count(&self.accepted);
+        self.accepted.fetch_add(1, Ordering::Relaxed);
+        metrics::gauge!("crmhooks_http_connections_open").increment(1.0);
+        metrics::counter!("crmhooks_http_connections_total").increment(1);
         OpenGuard(self)
     }
 
-    fn count(&self, counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
+    fn waited(&self) {
+        self.waited.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("crmhooks_http_connections_waited_total").increment(1);
     }
 
-    /// The Prometheus lines of these counts.
-    pub fn render(&self, out: &mut String) {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        out.push_str(&format!(
-            "# HELP crmhooks_http_connections_open Open API connections.\n\
-             # TYPE crmhooks_http_connections_open gauge\n\
-             crmhooks_http_connections_open {}\n\
-             # HELP crmhooks_http_connections_total API connections accepted.\n\
-             # TYPE crmhooks_http_connections_total counter\n\
-             crmhooks_http_connections_total {}\n\
-             # HELP crmhooks_http_connections_waited_total Connections that waited at max_connections.\n\
-             # TYPE crmhooks_http_connections_waited_total counter\n\
-             crmhooks_http_connections_waited_total {}\n\
-             # HELP crmhooks_http_cut_off_total Connections and requests cut off, by reason.\n\
-             # TYPE crmhooks_http_cut_off_total counter\n",
-            self.open(),
-            get(&self.accepted),
-            get(&self.waited),
-        ));
-        for (reason, c) in [
-            ("idle", &self.idle_closed),
-            ("header_timeout", &self.header_timeouts),
-            ("body_timeout", &self.body_timeouts),
-            ("shed", &self.shed),
-        ] {
-            out.push_str(&format!(
-                "crmhooks_http_cut_off_total{{reason=\"{reason}\"}} {}\n",
-                get(c)
-            ));
-        }
+    /// Counts a connection or request cut off.
+    pub(crate) fn cut(&self, why: Cut) {
+        let counter = match why {
+            Cut::Idle => &self.idle_closed,
+            Cut::HeaderTimeout => &self.header_timeouts,
+            Cut::BodyTimeout => &self.body_timeouts,
+            Cut::Shed => &self.shed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("crmhooks_http_cut_off_total", "reason" => why.label()).increment(1);
     }
 }
 
@@ -171,7 +176,7 @@ pub async fn serve(
         let place = match places.clone().try_acquire_owned() {
             Ok(place) => place,
             Err(_) => {
-                stats.count(&stats.waited);
+                stats.waited();
                 // Connections waiting for a request make room (see conn::SHED_AFTER).
                 pressure.send_replace(true);
                 let place = tokio::select! {

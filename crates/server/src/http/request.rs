@@ -23,7 +23,7 @@ use tokio::time::{Instant, Sleep};
 use tower::ServiceExt as _;
 
 use super::conn::Activity;
-use super::{Limits, Stats};
+use super::{Cut, Limits, Stats};
 use crate::body::BodyTimedOut;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -166,7 +166,7 @@ pub(super) async fn serve(
         Left::Nothing => true,
         Left::Broken => {
             if resp.status() == axum::http::StatusCode::REQUEST_TIMEOUT {
-                stats.count(&stats.body_timeouts);
+                stats.cut(Cut::BodyTimeout);
             }
             false
         }

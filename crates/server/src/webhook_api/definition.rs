@@ -137,7 +137,8 @@ pub(crate) async fn save_hook(state: &AppState, auth: &Auth, hook: Webhook) -> A
         id => state.store.get_webhook(auth.actor.tenant_id, id).await?,
     };
     let (saved, change) = state.store.save_webhook(&auth.actor, hook).await?;
-    if change.is_some() {
+    if let Some(change) = &change {
+        crmhooks_dispatch::meter::state_change(change.webhook.state.name());
         state.wake();
     }
     crate::audit::webhook_saved(state, auth, old.as_ref(), &saved).await;

@@ -121,6 +121,9 @@ pub(crate) async fn signal_event(
             },
         )
         .await?;
-    state.committed(&committed);
+    state.count_event(&auth.actor, "signal", "signal", &committed);
+    if committed.deliveries > committed.handed {
+        state.wake();
+    }
     Ok(())
 }

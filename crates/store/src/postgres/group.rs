@@ -108,6 +108,8 @@ impl Committer {
         let size = jobs.len();
         match self.group(&mut jobs, hand.as_ref()).await {
             Ok((answers, leased)) => {
+                metrics::histogram!("crmhooks_store_commit_seconds")
+                    .record(started.elapsed().as_secs_f64());
                 let taken = self.handoff.hand_over_all(leased).await;
                 let mut waiting = false;
                 for (job, answer) in jobs.into_iter().zip(answers) {
@@ -302,6 +304,7 @@ impl Committer {
                 continue;
             };
             let deliveries = counts.get(&seq).copied().unwrap_or(0);
+            let (entity, name) = (event.entity.clone(), event.event.clone());
             if let Some(list) = leased_by_seq.remove(&seq) {
                 let actor = &metas[i].actor;
                 let stored = Arc::new(stored_event(seq, actor, event, now));
@@ -320,6 +323,8 @@ impl Committer {
                     event_seq: Some(seq),
                     deliveries,
                     handed: 0,
+                    entity,
+                    event: name,
                 },
             }));
         }
@@ -344,6 +349,7 @@ pub(super) async fn emit(
     let seq = seqs
         .next()
         .ok_or_else(|| StoreError::Corrupt("no event number was taken".into()))?;
+    let (entity, event) = (ev.entity.clone(), ev.event.clone());
     let written = [(0, seq, ev)];
     insert_events(&mut *conn, &metas, &written, now).await?;
     let deliveries = insert_deliveries(&mut *conn, &metas, &written, now, None).await?;
@@ -351,6 +357,8 @@ pub(super) async fn emit(
         event_seq: Some(seq),
         deliveries: deliveries.len() as u64,
         handed: 0,
+        entity,
+        event,
     })
 }
 

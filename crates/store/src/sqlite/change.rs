@@ -92,6 +92,10 @@ impl Writer {
             None => self.commit().err().map(|e| e.to_string()),
         };
         let committed = failed.is_none();
+        if committed {
+            metrics::histogram!("crmhooks_store_commit_seconds")
+                .record(started.elapsed().as_secs_f64());
+        }
         let handed = self.close_handoff(committed);
         tracing::debug!(
             batch,

@@ -155,6 +155,7 @@ impl Writer {
         // the handed deliveries carry it, and claims find it among the recent events.
         let handed = leased.len() as u64;
         let event = Arc::new(stored_event(seq, actor, ev, now));
+        let (entity, name) = (event.entity.clone(), event.event.clone());
         if let Some(lease_until) = self.batch.as_ref().map(|b| b.lease_until) {
             for (delivery_id, event_id, tail, webhook_id) in behind {
                 self.chains.waiting.insert(
@@ -189,6 +190,8 @@ impl Writer {
             event_seq: Some(seq),
             deliveries,
             handed,
+            entity,
+            event: name,
         })
     }
 

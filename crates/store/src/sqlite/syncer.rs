@@ -74,9 +74,11 @@ pub(super) fn syncer(
                     done
                 }),
         };
+        let took = started.elapsed();
+        metrics::histogram!("crmhooks_store_fsync_seconds").record(took.as_secs_f64());
         tracing::debug!(
             batches = jobs.len(),
-            sync_us = started.elapsed().as_micros() as u64,
+            sync_us = took.as_micros() as u64,
             "wal sync"
         );
         let upto = jobs.iter().map(|j| j.upto).max().unwrap_or(0);
