@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-const KEY: &str = "json-logs-key";
+const KEY: &str = "json-logs-key-0123456789abcdef0123456789";
 
 #[tokio::test]
 async fn json_log_lines_parse_and_name_the_request_id() {

@@ -30,7 +30,7 @@ pub fn master_keyring(config: &Config) -> Result<(Keyring, Option<String>), Conf
             let path = dev_key_path(&config.database);
             let created = ensure_dev_key(&path)?;
             let keys = read_key_file(&path)?;
-            let how = if created { "made a new one" } else { "using" };
+            let how = if created { "made and using" } else { "using" };
             Ok((
                 keys,
                 Some(format!(

@@ -86,7 +86,7 @@ async fn resend_refuses_other_tenants_open_deliveries_and_bad_ids() {
         let app = &app;
         async move { app.call_as(&key, Method::POST, &path, None).await }
     };
-    let me = "test-key-default".to_owned();
+    let me = "test-key-default-0123456789abcdef".to_owned();
     let (s, v) = resend(
         me.clone(),
         format!("/api/v1/Webhook/{hook}/Deliveries/{id}/Resend"),
