@@ -59,7 +59,7 @@ impl Dispatcher {
                 Ok(outcome) => outcome,
                 Err(panic) => {
                     let why = panic_message(panic.as_ref());
-                    tracing::error!(delivery = c.delivery_id, webhook = c.webhook.id, panic = %why, "sending a delivery panicked");
+                    tracing::error!(delivery = c.delivery_id.get(), webhook = c.webhook.id.get(), panic = %why, "sending a delivery panicked");
                     this.outcome(
                         &c,
                         attempted_at,
@@ -85,13 +85,13 @@ impl Dispatcher {
     /// [`Dispatcher::attempt`] with the payload template of the delivery's event.
     async fn attempt_with(&self, c: &Claimed, template: &PayloadTemplate) -> AttemptOutcome {
         let properties = c.webhook.properties.as_ref().filter(|p| !p.is_empty());
-        let body = template.render(c.event_id, &c.webhook.name, properties);
+        let body = template.render(c.event_id.uuid(), &c.webhook.name, properties);
         let attempted_at = now_ticks();
         let resp = match send::build_body(
             &c.webhook,
             body,
             &c.event.event,
-            c.event_id,
+            c.event_id.uuid(),
             c.attempt_in_cycle,
             false,
             &self.user_agent,

@@ -5,7 +5,7 @@
 //! carrier shows each name with [`MASK`], and an input that sends [`MASK`] back keeps the
 //! stored value.
 
-use crmhooks_store::{LocalZone, Webhook, WebhookState};
+use crmhooks_store::{LocalZone, Webhook, WebhookId, WebhookState};
 use serde::ser::SerializeMap as _;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Value};
@@ -43,7 +43,8 @@ impl Serialize for ShownHeaders<'_> {
 #[schema(as = Webhook, examples(json!(crate::openapi::examples::webhook_carrier())))]
 pub struct WebhookCarrier<'a> {
     /// 0 for the `default` carrier.
-    pub webhook_id: i64,
+    #[schema(value_type = i64)]
+    pub webhook_id: WebhookId,
     /// `null` on the `default` carrier.
     #[schema(value_type = Option<String>)]
     pub name: Option<&'a str>,
@@ -111,7 +112,8 @@ impl<'a> WebhookCarrier<'a> {
     pub fn of(hook: &'a Webhook, zone: &LocalZone, reveal: bool) -> Self {
         WebhookCarrier {
             webhook_id: hook.id,
-            name: (hook.id != 0 || !hook.name.is_empty()).then_some(hook.name.as_str()),
+            name: (hook.id != WebhookId::default() || !hook.name.is_empty())
+                .then_some(hook.name.as_str()),
             events: &hook.events,
             errors_email: hook.errors_email.as_deref(),
             target_url: (!hook.target_url.is_empty()).then_some(hook.target_url.as_str()),
@@ -375,6 +377,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::carriers::field::{property_names, read_object, Spelling};
+    use crmhooks_store::TenantId;
     use serde_json::json;
 
     /// Every property's refusal names it as the carrier spells it.
@@ -387,7 +390,9 @@ mod tests {
             body.insert((*name).to_owned(), json!([[]]));
             let body = Value::Object(body);
             let input: WebhookInput = read_object(body, Spelling::FirstWins, "x").unwrap();
-            let e = input.apply_to(&mut Webhook::default_for(1)).unwrap_err();
+            let e = input
+                .apply_to(&mut Webhook::default_for(TenantId::new(1)))
+                .unwrap_err();
             assert!(e.message.starts_with(name), "{name}: {}", e.message);
         }
     }
@@ -396,14 +401,16 @@ mod tests {
     fn refusals_come_in_property_order() {
         let body = json!({"SuccessStatus": 5, "State": "x", "Events": 1, "Name": 2});
         let input: WebhookInput = read_object(body, Spelling::FirstWins, "x").unwrap();
-        let e = input.apply_to(&mut Webhook::default_for(1)).unwrap_err();
+        let e = input
+            .apply_to(&mut Webhook::default_for(TenantId::new(1)))
+            .unwrap_err();
         assert_eq!(e.message, "Name: must be a string");
     }
 
     #[test]
     fn the_carrier_serializes_in_superoffice_order() {
-        let mut hook = Webhook::default_for(1);
-        hook.id = 4;
+        let mut hook = Webhook::default_for(TenantId::new(1));
+        hook.id = WebhookId::new(4);
         hook.name = "n".into();
         let v = serde_json::to_value(WebhookWithLinks::of(
             &hook,

@@ -8,7 +8,7 @@ use axum::Json;
 use crmhooks_dispatch::policy::POLICY_NAMES;
 use crmhooks_dispatch::send::{check_custom_headers, is_reserved_header};
 use crmhooks_dispatch::SuccessRule;
-use crmhooks_store::{Webhook, WebhookFilter, WebhookState};
+use crmhooks_store::{Webhook, WebhookFilter, WebhookId, WebhookState};
 use serde::Deserialize;
 
 use super::{load, parse_id, NOT_A_WEBHOOK};
@@ -133,7 +133,7 @@ pub(crate) async fn save_hook(state: &AppState, auth: &Auth, hook: Webhook) -> A
     }
     // The version before, for the audit log's summary of what changed.
     let old = match hook.id {
-        0 => None,
+        id if id == WebhookId::default() => None,
         id => state.store.get_webhook(auth.actor.tenant_id, id).await?,
     };
     let (saved, change) = state.store.save_webhook(&auth.actor, hook).await?;
@@ -349,7 +349,7 @@ pub(super) async fn delete(
 }
 
 /// Deletes webhook `id` of the caller's tenant and records it; false if there is none.
-pub(crate) async fn delete_hook(state: &AppState, auth: &Auth, id: i64) -> ApiResult<bool> {
+pub(crate) async fn delete_hook(state: &AppState, auth: &Auth, id: WebhookId) -> ApiResult<bool> {
     let old = state.store.get_webhook(auth.actor.tenant_id, id).await?;
     let deleted = state.store.delete_webhook(auth.actor.tenant_id, id).await?;
     if deleted {

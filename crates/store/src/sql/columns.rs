@@ -6,6 +6,7 @@ use super::DbRow;
 use crate::entity::{ColumnKind, EntityDef, Row, Ticks, Value};
 use crate::model::*;
 use crate::secrets::{Keyring, SecretError, PREFIX};
+use crate::{DeliveryId, TenantId, WebhookId};
 use crate::{Result, StoreError};
 
 /// The quoted column list of an entity table, in column order.
@@ -93,7 +94,7 @@ pub(crate) fn open_webhook(keys: &Keyring, hook: &mut Webhook) -> Result<()> {
 }
 
 /// The error of a stored value that does not decrypt.
-pub(crate) fn secret_error(webhook_id: i64, field: &str, e: &SecretError) -> StoreError {
+pub(crate) fn secret_error(webhook_id: WebhookId, field: &str, e: &SecretError) -> StoreError {
     StoreError::Secret(format!("webhook {webhook_id}: {field} {e}"))
 }
 
@@ -111,8 +112,8 @@ pub(crate) fn sealed_fields(keys: &Keyring, hook: &Webhook) -> (Option<String>, 
 pub(crate) fn read_stored_webhook(r: &(impl DbRow + ?Sized)) -> Result<Webhook> {
     let events = r.text(3)?;
     Ok(Webhook {
-        id: r.int(0)?,
-        tenant_id: r.int(1)?,
+        id: WebhookId::new(r.int(0)?),
+        tenant_id: TenantId::new(r.int(1)?),
         name: r.text(2)?,
         events: events
             .split(',')
@@ -161,7 +162,7 @@ pub(crate) fn read_event(r: &(impl DbRow + ?Sized)) -> Result<StoredEvent> {
     let changes = r.text(5)?;
     Ok(StoredEvent {
         seq: r.int(0)?,
-        tenant_id: r.int(1)?,
+        tenant_id: TenantId::new(r.int(1)?),
         event: r.text(2)?,
         entity: r.text(3)?,
         primary_key: r.int(4)?,
@@ -210,12 +211,12 @@ pub(crate) const DELIVERY_COLS: &str = concat!(
 
 pub(crate) fn read_delivery(r: &(impl DbRow + ?Sized)) -> Result<Delivery> {
     Ok(Delivery {
-        delivery_id: r.int(0)?,
-        webhook_id: r.int(1)?,
+        delivery_id: DeliveryId::new(r.int(0)?),
+        webhook_id: WebhookId::new(r.int(1)?),
         event_seq: r.int(2)?,
         event: r.text(3)?,
         primary_key: r.int(4)?,
-        event_id: r.text(5)?,
+        event_id: r.event_id(5)?,
         status: DeliveryStatus::from_i64(r.int(6)?),
         attempts: r.int(7)?,
         cycles: r.int(8)?,
@@ -224,7 +225,7 @@ pub(crate) fn read_delivery(r: &(impl DbRow + ?Sized)) -> Result<Delivery> {
         completed: r.opt_int(11)?,
         last_status: r.opt_int(12)?,
         last_error: r.opt_text(13)?,
-        replay_of: r.opt_int(14)?,
+        replay_of: r.opt_int(14)?.map(DeliveryId::new),
     })
 }
 
@@ -234,7 +235,7 @@ pub(crate) const ATTEMPT_COLS: &str =
 pub(crate) fn read_attempt(r: &(impl DbRow + ?Sized)) -> Result<Attempt> {
     Ok(Attempt {
         attempt_id: r.int(0)?,
-        event_id: r.text(1)?,
+        event_id: r.event_id(1)?,
         retry: r.int(2)?,
         attempted_at: r.int(3)?,
         duration_us: r.int(4)?,
