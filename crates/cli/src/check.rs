@@ -297,7 +297,7 @@ async fn run_checks(args: &CheckArgs) -> Result<Vec<Check>> {
     checks.push(wants_refusal(
         "unsigned",
         &r,
-        "a request without X-Superoffice-Signature",
+        &format!("a request without {}", crmhooks_payload::headers::SIGNATURE),
     ));
 
     let mut failed = Vec::new();

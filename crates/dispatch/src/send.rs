@@ -503,7 +503,7 @@ mod tests {
                 "set by the server",
             ),
             (
-                headers(&[("X-Superoffice-Signature", json!("x"))]),
+                headers(&[(wire::SIGNATURE, json!("x"))]),
                 "set by the server",
             ),
             (
