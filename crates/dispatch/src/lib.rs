@@ -32,7 +32,7 @@ use uuid::Uuid;
 
 pub use client::Timeouts;
 pub use meter::MetricLabels;
-pub use policy::{Policies, SuccessRule};
+pub use policy::{Policies, RetryPolicy, SuccessRule};
 pub use target::{check_url, OwnAddresses, TargetPolicy, TargetRefused};
 
 use room::{Limits, Room};
@@ -61,7 +61,7 @@ pub struct DispatchConfig {
     /// Default success rule.
     pub success: SuccessRule,
     /// Default policy name.
-    pub default_policy: String,
+    pub default_policy: RetryPolicy,
     /// The policies.
     pub policies: Policies,
     /// Target policy.
@@ -91,7 +91,7 @@ impl Default for DispatchConfig {
             max_per_webhook: 64,
             max_consecutive_errors: 9,
             success: SuccessRule::Exactly200,
-            default_policy: "superoffice".into(),
+            default_policy: RetryPolicy::SuperOffice,
             policies: Policies::default(),
             target_policy: TargetPolicy::Strict,
             timeouts: Timeouts::default(),

@@ -17,6 +17,7 @@ mod query;
 pub mod secrets;
 mod sql;
 mod sqlite;
+mod webhook_rules;
 mod zone;
 
 use std::sync::Arc;
@@ -38,6 +39,7 @@ pub use query::{RowFilter, RowQuery};
 pub use secrets::{Keyring, MasterKey, ResealReport};
 pub use sql::plan::render_date;
 pub use sqlite::SqliteStore;
+pub use webhook_rules::{RetryPolicy, SuccessRule, WebhookType};
 pub use zone::LocalZone;
 
 /// Result alias.
@@ -52,13 +54,38 @@ pub enum Change {
     Update {
         /// The new row (bookkeeping columns are set by the store).
         row: Row,
-        /// `changed` or `softdeleted`.
-        verb: &'static str,
+        /// What the event says happened.
+        verb: ChangeVerb,
     },
     /// Remove the row; fires `{entity}.deleted`.
     Delete,
     /// Do nothing.
     Nothing,
+}
+
+/// The verb of the event an update fires: `{entity}.changed` or `{entity}.softdeleted`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChangeVerb {
+    /// Columns changed (or the row came back from the recycle bin).
+    Changed,
+    /// The row went into the recycle bin.
+    SoftDeleted,
+}
+
+impl ChangeVerb {
+    /// The verb as the event name spells it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ChangeVerb::Changed => "changed",
+            ChangeVerb::SoftDeleted => "softdeleted",
+        }
+    }
+}
+
+impl std::fmt::Display for ChangeVerb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// Decides a [`Change`] from the current row (None when creating or when it does not exist).

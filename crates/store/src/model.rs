@@ -5,6 +5,7 @@ use serde_json::{Map, Value as Json};
 
 use crate::entity::Ticks;
 use crate::ids::{DeliveryId, EventId, TenantId, WebhookId};
+use crate::webhook_rules::{RetryPolicy, SuccessRule, WebhookType};
 
 /// Who makes a change: a tenant (its `ContextIdentifier`) and an associate.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -103,8 +104,8 @@ pub struct Webhook {
     pub secret: Option<String>,
     /// `State`.
     pub state: WebhookState,
-    /// `Type`: "webhook" or "crmscript".
-    pub kind: String,
+    /// `Type`.
+    pub kind: WebhookType,
     /// Custom request headers.
     pub headers: Option<Map<String, Json>>,
     /// Extra body properties.
@@ -121,10 +122,10 @@ pub struct Webhook {
     pub errors_email: Option<String>,
     /// Save counter.
     pub updated_count: i64,
-    /// Retry policy name (`superoffice` when None).
-    pub retry_policy: Option<String>,
-    /// What counts as success: "200" or "2xx" (server default when None).
-    pub success_status: Option<String>,
+    /// Retry policy (the server's default when None).
+    pub retry_policy: Option<RetryPolicy>,
+    /// What counts as success (the server's default when None).
+    pub success_status: Option<SuccessRule>,
 }
 
 impl Webhook {
@@ -138,7 +139,7 @@ impl Webhook {
             target_url: String::new(),
             secret: None,
             state: WebhookState::Active,
-            kind: "webhook".into(),
+            kind: WebhookType::Webhook,
             headers: None,
             properties: None,
             registered: 0,

@@ -5,7 +5,9 @@
 //! carrier shows each name with [`MASK`], and an input that sends [`MASK`] back keeps the
 //! stored value.
 
-use crmhooks_store::{LocalZone, Webhook, WebhookId, WebhookState};
+use crmhooks_store::{
+    LocalZone, RetryPolicy, SuccessRule, Webhook, WebhookId, WebhookState, WebhookType,
+};
 use serde::ser::SerializeMap as _;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Value};
@@ -119,7 +121,7 @@ impl<'a> WebhookCarrier<'a> {
             target_url: (!hook.target_url.is_empty()).then_some(hook.target_url.as_str()),
             secret: (),
             state: hook.state.name(),
-            kind: &hook.kind,
+            kind: hook.kind.name(),
             headers: hook
                 .headers
                 .as_ref()
@@ -129,8 +131,8 @@ impl<'a> WebhookCarrier<'a> {
             registered_associate: AssociateId::of(hook.registered_associate_id),
             updated: net_date(hook.updated, zone),
             updated_associate: AssociateId::of(hook.updated_associate_id),
-            retry_policy: hook.retry_policy.as_deref(),
-            success_status: hook.success_status.as_deref(),
+            retry_policy: hook.retry_policy.map(RetryPolicy::name),
+            success_status: hook.success_status.map(SuccessRule::name),
         }
     }
 }
@@ -248,7 +250,8 @@ impl WebhookInput {
             hook.state = v.copied().unwrap_or(WebhookState::Active);
         }
         if let Some(v) = self.kind.read_text("Type", 100)? {
-            hook.kind = v.unwrap_or("webhook").to_ascii_lowercase();
+            let name = v.unwrap_or("webhook").to_ascii_lowercase();
+            hook.kind = WebhookType::parse(&name).ok_or_else(|| unsupported_type(&name))?;
         }
         if let Some(v) = self.headers.read("Headers")? {
             let mut headers = some_map(v);
@@ -264,13 +267,38 @@ impl WebhookInput {
             hook.errors_email = some_text(v);
         }
         if let Some(v) = self.retry_policy.read_text("RetryPolicy", 40)? {
-            hook.retry_policy = some_text(v);
+            hook.retry_policy = match some_text(v) {
+                None => None,
+                Some(p) => Some(RetryPolicy::parse(&p).ok_or_else(|| {
+                    ApiError::invalid_field(
+                        "RetryPolicy",
+                        format!("{p:?}: use one of {:?}", RetryPolicy::NAMES),
+                    )
+                })?),
+            };
         }
         if let Some(v) = self.success_status.read_text("SuccessStatus", 10)? {
-            hook.success_status = some_text(v);
+            hook.success_status = match some_text(v) {
+                None => None,
+                Some(s) => Some(SuccessRule::parse(&s).ok_or_else(|| {
+                    ApiError::invalid_field(
+                        "SuccessStatus",
+                        format!("{s:?}: use \"200\" or \"2xx\""),
+                    )
+                })?),
+            };
         }
         Ok(())
     }
+}
+
+/// The refusal of a definition of a type crmhooks does not deliver (`name` as given, in lower
+/// case).
+pub(crate) fn unsupported_type(name: &str) -> ApiError {
+    ApiError::invalid_field(
+        "Type",
+        format!("{name:?} is not supported; crmhooks delivers type \"webhook\" (HTTP POST)"),
+    )
 }
 
 /// Each header whose value is [`MASK`] (sent back as a GET answered it) takes the stored value

@@ -12,7 +12,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use crmhooks_store::contact::{soundex, CONTACT};
-use crmhooks_store::{now_ticks, Change, ChangeFn, ChangeOutcome, Row, StoreError, Value};
+use crmhooks_store::{
+    now_ticks, Change, ChangeFn, ChangeOutcome, ChangeVerb, Row, StoreError, Value,
+};
 use serde::Deserialize;
 
 use crate::auth::Auth;
@@ -208,7 +210,7 @@ pub(crate) async fn replace_row(
         apply(&input, &mut row, Absent::IsDefault)?;
         Ok(Change::Update {
             row,
-            verb: "changed",
+            verb: ChangeVerb::Changed,
         })
     })
     .await?;
@@ -229,7 +231,7 @@ async fn edit_live(
         edit(current, &mut row)?;
         Ok(Change::Update {
             row,
-            verb: "changed",
+            verb: ChangeVerb::Changed,
         })
     })
     .await?;
@@ -355,7 +357,7 @@ pub(crate) async fn delete_row(
         row.set(&CONTACT, "DeletedDate", Value::Date(now_ticks()));
         Ok(Change::Update {
             row,
-            verb: "softdeleted",
+            verb: ChangeVerb::SoftDeleted,
         })
     })
     .await?;
@@ -385,7 +387,7 @@ async fn restore(
         row.set(&CONTACT, "DeletedDate", Value::Null);
         Ok(Change::Update {
             row,
-            verb: "changed",
+            verb: ChangeVerb::Changed,
         })
     })
     .await?;

@@ -289,6 +289,6 @@ pub async fn webhook_patch_clears() {
         .unwrap();
     assert_eq!(stored.success_status, None);
     assert_eq!(stored.secret.as_deref(), Some("keep"));
-    assert_eq!(stored.kind, "webhook");
+    assert_eq!(stored.kind, crmhooks_store::WebhookType::Webhook);
     app.stop().await;
 }

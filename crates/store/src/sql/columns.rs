@@ -6,7 +6,7 @@ use super::DbRow;
 use crate::entity::{ColumnKind, EntityDef, Row, Ticks, Value};
 use crate::model::*;
 use crate::secrets::{Keyring, SecretError, PREFIX};
-use crate::{DeliveryId, TenantId, WebhookId};
+use crate::{DeliveryId, RetryPolicy, SuccessRule, TenantId, WebhookId, WebhookType};
 use crate::{Result, StoreError};
 
 /// The quoted column list of an entity table, in column order.
@@ -110,9 +110,24 @@ pub(crate) fn sealed_fields(keys: &Keyring, hook: &Webhook) -> (Option<String>, 
 
 /// A webhook as stored (secret and header values as they are in the row).
 pub(crate) fn read_stored_webhook(r: &(impl DbRow + ?Sized)) -> Result<Webhook> {
+    let id = WebhookId::new(r.int(0)?);
     let events = r.text(3)?;
+    // A value no version of crmhooks writes is an error, not a default.
+    let unknown = |column: &str, v: &str| {
+        StoreError::Corrupt(format!("webhook {id}: unknown {column} {v:?}"))
+    };
+    let kind = r.text(7)?;
+    let kind = WebhookType::parse(&kind).ok_or_else(|| unknown("type", &kind))?;
+    let retry_policy = match r.opt_text(16)? {
+        Some(p) => Some(RetryPolicy::parse(&p).ok_or_else(|| unknown("retry_policy", &p))?),
+        None => None,
+    };
+    let success_status = match r.opt_text(17)? {
+        Some(s) => Some(SuccessRule::parse(&s).ok_or_else(|| unknown("success_status", &s))?),
+        None => None,
+    };
     Ok(Webhook {
-        id: WebhookId::new(r.int(0)?),
+        id,
         tenant_id: TenantId::new(r.int(1)?),
         name: r.text(2)?,
         events: events
@@ -123,7 +138,7 @@ pub(crate) fn read_stored_webhook(r: &(impl DbRow + ?Sized)) -> Result<Webhook> 
         target_url: r.text(4)?,
         secret: r.opt_text(5)?,
         state: WebhookState::from_i64(r.int(6)?),
-        kind: r.text(7)?,
+        kind,
         headers: parse_json_map(r.opt_text(8)?)?,
         properties: parse_json_map(r.opt_text(9)?)?,
         registered: r.int(10)?,
@@ -132,8 +147,8 @@ pub(crate) fn read_stored_webhook(r: &(impl DbRow + ?Sized)) -> Result<Webhook> 
         updated_associate_id: r.int(13)?,
         errors_email: r.opt_text(14)?,
         updated_count: r.int(15)?,
-        retry_policy: r.opt_text(16)?,
-        success_status: r.opt_text(17)?,
+        retry_policy,
+        success_status,
     })
 }
 

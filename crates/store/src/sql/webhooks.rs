@@ -9,7 +9,7 @@ use crate::model::*;
 use crate::secrets::Keyring;
 use crate::zone::LocalZone;
 use crate::{now_ticks, Result, StoreError};
-use crate::{TenantId, WebhookId};
+use crate::{RetryPolicy, SuccessRule, TenantId, WebhookId};
 
 /// Reads a webhook inside a transaction, with the row lock `lock` (see [`Db`]).
 pub(crate) async fn load(
@@ -144,14 +144,14 @@ pub(crate) async fn save(
                         &hook.target_url,
                         secret,
                         hook.state as i64,
-                        &hook.kind,
+                        hook.kind.name(),
                         headers,
                         super::columns::map_text(&hook.properties),
                         hook.registered,
                         hook.registered_associate_id,
                         &hook.errors_email,
-                        &hook.retry_policy,
-                        &hook.success_status,
+                        hook.retry_policy.map(RetryPolicy::name),
+                        hook.success_status.map(SuccessRule::name),
                     ],
                     |r| r.int(0).map(WebhookId::new),
                 )
@@ -178,15 +178,15 @@ pub(crate) async fn save(
                     &hook.target_url,
                     secret,
                     hook.state as i64,
-                    &hook.kind,
+                    hook.kind.name(),
                     headers,
                     super::columns::map_text(&hook.properties),
                     hook.updated,
                     hook.updated_associate_id,
                     &hook.errors_email,
                     hook.updated_count,
-                    &hook.retry_policy,
-                    &hook.success_status,
+                    hook.retry_policy.map(RetryPolicy::name),
+                    hook.success_status.map(SuccessRule::name),
                     hook.id,
                 ],
             )

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use crmhooks_store::contact::CONTACT;
-use crmhooks_store::{now_ticks, Change, DeliveryStatus, StoreError, Value, Verdict};
+use crmhooks_store::{now_ticks, Change, ChangeVerb, DeliveryStatus, StoreError, Value, Verdict};
 
 use crate::common::*;
 
@@ -49,7 +49,7 @@ async fn change_lifecycle_writes_events_and_deliveries(ctx: &Ctx) {
             Box::new(|cur| {
                 Ok(Change::Update {
                     row: cur.unwrap().clone(),
-                    verb: "changed",
+                    verb: ChangeVerb::Changed,
                 })
             }),
         )
@@ -82,7 +82,7 @@ async fn change_lifecycle_writes_events_and_deliveries(ctx: &Ctx) {
                 row.set(&CONTACT, "DeletedDate", Value::Date(now_ticks()));
                 Ok(Change::Update {
                     row,
-                    verb: "softdeleted",
+                    verb: ChangeVerb::SoftDeleted,
                 })
             }),
         )
@@ -229,7 +229,7 @@ async fn concurrent_changes_of_one_row_lose_none(ctx: &Ctx) {
                             row.set(&CONTACT, "source", Value::Int(n + 1));
                             Ok(Change::Update {
                                 row,
-                                verb: "changed",
+                                verb: ChangeVerb::Changed,
                             })
                         }),
                     )
@@ -316,7 +316,7 @@ async fn two_nodes_changing_the_same_contacts_in_any_order_lose_none(ctx: &Ctx) 
                                 row.set(&CONTACT, "source", Value::Int(n + 1));
                                 Ok(Change::Update {
                                     row,
-                                    verb: "changed",
+                                    verb: ChangeVerb::Changed,
                                 })
                             }),
                         )

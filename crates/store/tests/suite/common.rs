@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use crmhooks_store::contact::CONTACT;
 use crmhooks_store::{
-    now_ticks, open, Actor, AttemptOutcome, Change, ChangeOutcome, ClaimRequest, Claimed,
-    DeliveryFilter, DynStore, OpenOptions, Row, StoreError, TenantId, Ticks, Value, Verdict,
-    Webhook, WebhookId, WebhookState, TICKS_PER_SECOND,
+    now_ticks, open, Actor, AttemptOutcome, Change, ChangeOutcome, ChangeVerb, ClaimRequest,
+    Claimed, DeliveryFilter, DynStore, OpenOptions, Row, StoreError, TenantId, Ticks, Value,
+    Verdict, Webhook, WebhookId, WebhookState, TICKS_PER_SECOND,
 };
 use crmhooks_testkit::postgres::{self, PgDatabase};
 use crmhooks_testkit::Backend;
@@ -115,7 +115,7 @@ pub(crate) async fn hook_with(
     w.events = events.iter().map(|s| (*s).to_owned()).collect();
     w.target_url = "http://127.0.0.1:9/hook".into();
     w.state = state;
-    w.kind = kind.into();
+    w.kind = crmhooks_store::WebhookType::parse(kind).expect("a webhook type");
     let (saved, change) = store.save_webhook(actor, w).await.unwrap();
     assert!(change.is_none(), "a new webhook has no state change");
     saved
@@ -167,7 +167,7 @@ pub(crate) async fn set_department(
                 row.set(&CONTACT, "department", Value::Text(department.clone()));
                 Ok(Change::Update {
                     row,
-                    verb: "changed",
+                    verb: ChangeVerb::Changed,
                 })
             }),
         )
