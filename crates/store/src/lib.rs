@@ -170,7 +170,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         tenant_id: TenantId,
         def: &'static EntityDef,
-        pk: i64,
+        pk: ContactId,
         include_deleted: bool,
     ) -> Result<Option<Row>>;
     /// Rows of a tenant that are not soft-deleted, filtered, ordered and paged by `query`.
@@ -185,7 +185,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         actor: &Actor,
         def: &'static EntityDef,
-        pk: Option<i64>,
+        pk: Option<ContactId>,
         change: ChangeFn,
     ) -> Result<ChangeOutcome>;
     /// Stores `n` contacts of an existing tenant in one statement, with no events (data that
@@ -197,7 +197,7 @@ pub trait Store: Send + Sync + 'static {
         def: &'static EntityDef,
         cutoff: Ticks,
         limit: i64,
-    ) -> Result<Vec<(TenantId, String, i64)>>;
+    ) -> Result<Vec<(TenantId, String, ContactId)>>;
 
     // --- webhooks
     /// Creates or updates a webhook; a state change fires its state event in the same

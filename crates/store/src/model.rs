@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 
 use crate::entity::Ticks;
-use crate::ids::{DeliveryId, EventId, TenantId, WebhookId};
+use crate::ids::{ContactId, DeliveryId, EventId, TenantId, WebhookId};
 use crate::webhook_rules::{RetryPolicy, SuccessRule, WebhookType};
 
 /// Who makes a change: a tenant (its `ContextIdentifier`) and an associate.
@@ -435,8 +435,8 @@ pub struct DeliveryFilter {
     pub until: Option<Ticks>,
     /// Only deliveries with id below this (paging, newest first).
     pub before_id: Option<DeliveryId>,
-    /// Only deliveries of this contact (its primary key).
-    pub primary_key: Option<i64>,
+    /// Only deliveries of this contact.
+    pub primary_key: Option<ContactId>,
     /// Only the delivery that has or had this EventId (in any of its attempt cycles).
     pub event_id: Option<EventId>,
     /// Page size.

@@ -6,7 +6,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use crmhooks_store::{
-    DeliveryFilter, DeliveryId, DeliveryStatus, EventId, StoreError, Ticks, WebhookUsage,
+    ContactId, DeliveryFilter, DeliveryId, DeliveryStatus, EventId, StoreError, Ticks, WebhookUsage,
 };
 use serde::Deserialize;
 
@@ -87,16 +87,18 @@ pub(super) struct DeliveriesQuery {
 /// Longest `EventId` a search takes (a GUID has 36 characters).
 const EVENT_ID_MAX: usize = 64;
 
-fn parse_primary_key(s: Option<&str>) -> ApiResult<Option<i64>> {
+fn parse_primary_key(s: Option<&str>) -> ApiResult<Option<ContactId>> {
     let Some(s) = s.map(str::trim).filter(|s| !s.is_empty()) else {
         return Ok(None);
     };
-    s.parse::<i32>().map(|n| Some(i64::from(n))).map_err(|_| {
-        ApiError::new(
-            ErrorCode::InvalidQuery,
-            format!("PrimaryKey {s:?} is not an int32 (a contact id)"),
-        )
-    })
+    s.parse::<i32>()
+        .map(|n| Some(ContactId::new(i64::from(n))))
+        .map_err(|_| {
+            ApiError::new(
+                ErrorCode::InvalidQuery,
+                format!("PrimaryKey {s:?} is not an int32 (a contact id)"),
+            )
+        })
 }
 
 fn parse_event_id(s: Option<&str>) -> ApiResult<Option<Option<EventId>>> {

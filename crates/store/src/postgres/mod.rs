@@ -45,7 +45,7 @@ use crate::sql;
 use crate::{
     ChangeFn, ChangeOutcome, ClaimRequest, Intake, OpenOptions, Result, Store, StoreError,
 };
-use crate::{DeliveryId, TenantId, WebhookId};
+use crate::{ContactId, DeliveryId, TenantId, WebhookId};
 use db::{db, PgDb};
 
 /// PostgreSQL implementation of [`Store`].
@@ -246,7 +246,7 @@ impl Store for PgStore {
         &self,
         tenant_id: TenantId,
         def: &'static EntityDef,
-        pk: i64,
+        pk: ContactId,
         include_deleted: bool,
     ) -> Result<Option<Row>> {
         let mut conn = self.conn().await?;
@@ -267,14 +267,14 @@ impl Store for PgStore {
         &self,
         actor: &Actor,
         def: &'static EntityDef,
-        pk: Option<i64>,
+        pk: Option<ContactId>,
         change: ChangeFn,
     ) -> Result<ChangeOutcome> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let job = group::Job {
             actor: actor.clone(),
             def,
-            pk,
+            pk: pk.map(ContactId::get),
             change,
             reply,
         };
@@ -306,7 +306,7 @@ impl Store for PgStore {
         def: &'static EntityDef,
         cutoff: Ticks,
         limit: i64,
-    ) -> Result<Vec<(TenantId, String, i64)>> {
+    ) -> Result<Vec<(TenantId, String, ContactId)>> {
         let mut conn = self.conn().await?;
         sql::rows::recycle_bin_expired(&mut PgDb(&mut conn), def, cutoff, limit).await
     }

@@ -38,7 +38,7 @@ pub(crate) async fn list(
     // of its throughput (docs/performance.md).
     if let Some(pk) = filter.primary_key {
         q.push(" AND d.order_key = ")
-            .bind(super::replay::order_key(CONTACT.entity, pk));
+            .bind(super::replay::order_key(CONTACT.entity, pk.get()));
     }
     if let Some(id) = &filter.event_id {
         // The EventId of its current cycle, or of an earlier one (kept in its attempts).

@@ -37,7 +37,7 @@ use crate::sql::{self, block_on};
 use crate::{
     ChangeFn, ChangeOutcome, ClaimRequest, Intake, OpenOptions, Result, Store, StoreError,
 };
-use crate::{DeliveryId, TenantId, WebhookId};
+use crate::{ContactId, DeliveryId, TenantId, WebhookId};
 use handoff::SharedHandOff;
 use read::ReadPool;
 use writer::{Cmd, Job, TaskOf, Writer, WriterOptions};
@@ -310,7 +310,7 @@ impl Store for SqliteStore {
         &self,
         tenant_id: TenantId,
         def: &'static EntityDef,
-        pk: i64,
+        pk: ContactId,
         include_deleted: bool,
     ) -> Result<Option<Row>> {
         self.reader
@@ -334,14 +334,14 @@ impl Store for SqliteStore {
         &self,
         actor: &Actor,
         def: &'static EntityDef,
-        pk: Option<i64>,
+        pk: Option<ContactId>,
         change: ChangeFn,
     ) -> Result<ChangeOutcome> {
         let (reply, answer) = oneshot::channel();
         self.send(Cmd::Change(Job {
             actor: actor.clone(),
             def,
-            pk,
+            pk: pk.map(ContactId::get),
             change,
             reply,
         }))
@@ -362,7 +362,7 @@ impl Store for SqliteStore {
         def: &'static EntityDef,
         cutoff: Ticks,
         limit: i64,
-    ) -> Result<Vec<(TenantId, String, i64)>> {
+    ) -> Result<Vec<(TenantId, String, ContactId)>> {
         self.reader
             .read(move |c| block_on(sql::rows::recycle_bin_expired(c, def, cutoff, limit)))
             .await

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use crmhooks_store::contact::CONTACT;
 use crmhooks_store::{
     now_ticks, open, Actor, AttemptOutcome, Change, ChangeOutcome, ChangeVerb, ClaimRequest,
-    Claimed, DeliveryFilter, DynStore, OpenOptions, Row, StoreError, TenantId, Ticks, Value,
-    Verdict, Webhook, WebhookId, WebhookState, TICKS_PER_SECOND,
+    Claimed, ContactId, DeliveryFilter, DynStore, OpenOptions, Row, StoreError, TenantId, Ticks,
+    Value, Verdict, Webhook, WebhookId, WebhookState, TICKS_PER_SECOND,
 };
 use crmhooks_testkit::postgres::{self, PgDatabase};
 use crmhooks_testkit::Backend;
@@ -161,7 +161,7 @@ pub(crate) async fn set_department(
         .apply_change(
             actor,
             &CONTACT,
-            Some(pk),
+            Some(ContactId::new(pk)),
             Box::new(move |cur| {
                 let mut row = cur.ok_or(StoreError::NotFound)?.clone();
                 row.set(&CONTACT, "department", Value::Text(department.clone()));

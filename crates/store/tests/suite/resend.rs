@@ -1,7 +1,8 @@
 //! Resending one delivery, and searching the delivery log by contact and by EventId.
 
 use crmhooks_store::{
-    now_ticks, DeliveryFilter, DeliveryId, DeliveryStatus, StoreError, Verdict, WebhookId,
+    now_ticks, ContactId, DeliveryFilter, DeliveryId, DeliveryStatus, StoreError, Verdict,
+    WebhookId,
 };
 
 use crate::common::*;
@@ -130,20 +131,20 @@ async fn the_log_searches_by_primary_key_and_event_id(ctx: &Ctx) {
         async move { s.list_deliveries(me.tenant_id, hid, &f).await.unwrap() }
     };
     let by_a = search(DeliveryFilter {
-        primary_key: Some(a),
+        primary_key: Some(ContactId::new(a)),
         ..filter()
     })
     .await;
     assert_eq!(by_a.len(), 2);
     assert!(by_a.iter().all(|d| d.primary_key == a));
     let by_b = search(DeliveryFilter {
-        primary_key: Some(b),
+        primary_key: Some(ContactId::new(b)),
         ..filter()
     })
     .await;
     assert_eq!(by_b.len(), 1);
     assert!(search(DeliveryFilter {
-        primary_key: Some(b + 1000),
+        primary_key: Some(ContactId::new(b + 1000)),
         ..filter()
     })
     .await
@@ -162,14 +163,14 @@ async fn the_log_searches_by_primary_key_and_event_id(ctx: &Ctx) {
     let current = by_old[0].event_id;
     let by_current = search(DeliveryFilter {
         event_id: Some(current),
-        primary_key: Some(a),
+        primary_key: Some(ContactId::new(a)),
         ..filter()
     })
     .await;
     assert_eq!(by_current.len(), 1);
     assert!(search(DeliveryFilter {
         event_id: Some(old_event_id),
-        primary_key: Some(b),
+        primary_key: Some(ContactId::new(b)),
         ..filter()
     })
     .await
@@ -181,7 +182,7 @@ async fn the_log_searches_by_primary_key_and_event_id(ctx: &Ctx) {
             other.tenant_id,
             h.id,
             &DeliveryFilter {
-                primary_key: Some(a),
+                primary_key: Some(ContactId::new(a)),
                 ..filter()
             },
         )

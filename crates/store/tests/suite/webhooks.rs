@@ -1,7 +1,7 @@
 //! Tenants, API keys and webhook definitions: who a change fans out to.
 
 use crmhooks_store::contact::CONTACT;
-use crmhooks_store::{now_ticks, Actor, ReplayRequest, StoreError, WebhookState};
+use crmhooks_store::{now_ticks, Actor, ContactId, ReplayRequest, StoreError, WebhookState};
 
 use crate::common::*;
 
@@ -101,7 +101,7 @@ async fn tenants_are_isolated(ctx: &Ctx) {
     let h = hook(s, &a, &["contact.created"]).await;
     let (pk, _) = create(s, &a, "Acme").await;
     assert!(s
-        .get_row(b.tenant_id, &CONTACT, pk, true)
+        .get_row(b.tenant_id, &CONTACT, ContactId::new(pk), true)
         .await
         .unwrap()
         .is_none());
