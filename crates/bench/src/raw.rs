@@ -119,12 +119,12 @@ pub(crate) fn raw_requests(bodies: &[RawBody]) -> Vec<RawRequest> {
         .map(|b| RawRequest {
             body: b.body.clone(),
             headers: Arc::new([
-                ("content-type", headers::CONTENT_TYPE_JSON.to_owned()),
-                ("user-agent", user_agent.clone()),
-                ("x-superoffice-event", b.event.to_owned()),
-                ("x-superoffice-eventid", uuid::Uuid::new_v4().to_string()),
-                ("x-superoffice-signature", b.signature.clone()),
-                ("x-superoffice-retry", "0".to_owned()),
+                (headers::CONTENT_TYPE, headers::CONTENT_TYPE_JSON.to_owned()),
+                (headers::USER_AGENT, user_agent.clone()),
+                (headers::EVENT, b.event.to_owned()),
+                (headers::EVENT_ID, uuid::Uuid::new_v4().to_string()),
+                (headers::SIGNATURE, b.signature.clone()),
+                (headers::RETRY, "0".to_owned()),
             ]),
         })
         .collect()

@@ -230,7 +230,7 @@ async fn run_checks(args: &CheckArgs) -> Result<Vec<Check>> {
         total: Duration::from_millis(args.timeout_ms),
     };
     let client = build_client(policy, timeouts, 4, OwnAddresses::default())?;
-    let mut hook = Webhook::default_for(0);
+    let mut hook = Webhook::default_for(crmhooks_store::TenantId::default());
     hook.name = "crmhooks check-receiver".into();
     hook.target_url = args.url.clone();
     hook.secret = Some(args.secret.clone());
@@ -297,7 +297,7 @@ async fn run_checks(args: &CheckArgs) -> Result<Vec<Check>> {
     checks.push(wants_refusal(
         "unsigned",
         &r,
-        "a request without X-Superoffice-Signature",
+        &format!("a request without {}", crmhooks_payload::headers::SIGNATURE),
     ));
 
     let mut failed = Vec::new();

@@ -209,6 +209,10 @@ async fn a_rotation_through_the_binary_leaves_the_old_key_unneeded() {
     .await
     .unwrap();
     let tenant = store.ensure_tenant("Default").await.unwrap();
-    let hook = store.get_webhook(tenant, id).await.unwrap().unwrap();
+    let hook = store
+        .get_webhook(tenant, crmhooks_store::WebhookId::new(id))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(hook.secret.as_deref(), Some(SECRET));
 }

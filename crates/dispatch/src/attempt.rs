@@ -11,7 +11,7 @@ use futures::FutureExt as _;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::{check_url, policy, send, Dispatcher, SuccessRule, TargetRefused};
+use crate::{check_url, policy, send, Dispatcher, TargetRefused};
 
 /// An event and the payload template its deliveries share.
 pub(crate) type Shared = (Arc<StoredEvent>, Arc<PayloadTemplate>);
@@ -59,7 +59,7 @@ impl Dispatcher {
                 Ok(outcome) => outcome,
                 Err(panic) => {
                     let why = panic_message(panic.as_ref());
-                    tracing::error!(delivery = c.delivery_id, webhook = c.webhook.id, panic = %why, "sending a delivery panicked");
+                    tracing::error!(delivery = c.delivery_id.get(), webhook = c.webhook.id.get(), panic = %why, "sending a delivery panicked");
                     this.outcome(
                         &c,
                         attempted_at,
@@ -85,13 +85,13 @@ impl Dispatcher {
     /// [`Dispatcher::attempt`] with the payload template of the delivery's event.
     async fn attempt_with(&self, c: &Claimed, template: &PayloadTemplate) -> AttemptOutcome {
         let properties = c.webhook.properties.as_ref().filter(|p| !p.is_empty());
-        let body = template.render(c.event_id, &c.webhook.name, properties);
+        let body = template.render(c.event_id.uuid(), &c.webhook.name, properties);
         let attempted_at = now_ticks();
         let resp = match send::build_body(
             &c.webhook,
             body,
             &c.event.event,
-            c.event_id,
+            c.event_id.uuid(),
             c.attempt_in_cycle,
             false,
             &self.user_agent,
@@ -110,20 +110,11 @@ impl Dispatcher {
         attempted_at: Ticks,
         resp: send::Response,
     ) -> AttemptOutcome {
-        let rule = c
-            .webhook
-            .success_status
-            .as_deref()
-            .and_then(SuccessRule::parse)
-            .unwrap_or(self.cfg.success);
+        let rule = c.webhook.success_status.unwrap_or(self.cfg.success);
         let success = resp.status.is_some_and(|s| rule.is_success(s));
-        let policy = c
-            .webhook
-            .retry_policy
-            .clone()
-            .unwrap_or_else(|| self.cfg.default_policy.clone());
+        let policy = c.webhook.retry_policy.unwrap_or(self.cfg.default_policy);
         let verdict = self.cfg.policies.verdict(
-            &policy,
+            policy,
             c.attempt_in_cycle,
             policy::AttemptResult {
                 status: resp.status,
@@ -206,11 +197,7 @@ impl Dispatcher {
                 )
             }
         };
-        let rule = hook
-            .success_status
-            .as_deref()
-            .and_then(SuccessRule::parse)
-            .unwrap_or(self.cfg.success);
+        let rule = hook.success_status.unwrap_or(self.cfg.success);
         let ok = resp.status.is_some_and(|s| rule.is_success(s));
         let message = resp.excerpt().or(resp.error).unwrap_or_default();
         (ok, message)

@@ -24,13 +24,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crmhooks_store::{Claimed, DynStore, Intake, StateChange, StoreError, Ticks};
+use crmhooks_store::{
+    Claimed, DeliveryId, DynStore, Intake, StateChange, StoreError, TenantId, Ticks, WebhookId,
+};
 use tokio::sync::{mpsc, Notify};
 use uuid::Uuid;
 
 pub use client::Timeouts;
 pub use meter::MetricLabels;
-pub use policy::{Policies, SuccessRule};
+pub use policy::{Policies, RetryPolicy, SuccessRule};
 pub use target::{check_url, OwnAddresses, TargetPolicy, TargetRefused};
 
 use room::{Limits, Room};
@@ -59,7 +61,7 @@ pub struct DispatchConfig {
     /// Default success rule.
     pub success: SuccessRule,
     /// Default policy name.
-    pub default_policy: String,
+    pub default_policy: RetryPolicy,
     /// The policies.
     pub policies: Policies,
     /// Target policy.
@@ -89,7 +91,7 @@ impl Default for DispatchConfig {
             max_per_webhook: 64,
             max_consecutive_errors: 9,
             success: SuccessRule::Exactly200,
-            default_policy: "superoffice".into(),
+            default_policy: RetryPolicy::SuperOffice,
             policies: Policies::default(),
             target_policy: TargetPolicy::Strict,
             timeouts: Timeouts::default(),
@@ -130,7 +132,7 @@ pub struct Dispatcher {
     /// What this node holds and sends, per tenant and webhook.
     room: Arc<Room>,
     /// The deliveries this node holds, whose leases it renews.
-    held: Mutex<HashSet<i64>>,
+    held: Mutex<HashSet<DeliveryId>>,
     state_changes: mpsc::UnboundedSender<StateChange>,
     /// Whether [`Intake::reserve`] may take room (while [`Dispatcher::run`] runs).
     accepting: AtomicBool,
@@ -151,11 +153,11 @@ impl Intake for Dispatcher {
         i64::try_from(self.cfg.lease.as_nanos() / 100).unwrap_or(i64::MAX)
     }
 
-    fn reserve(&self, tenant_id: i64, webhook_id: i64) -> bool {
+    fn reserve(&self, tenant_id: TenantId, webhook_id: WebhookId) -> bool {
         self.accepting.load(Ordering::SeqCst) && self.room.try_hold(tenant_id, webhook_id)
     }
 
-    fn unreserve(&self, tenant_id: i64, webhook_id: i64) {
+    fn unreserve(&self, tenant_id: TenantId, webhook_id: WebhookId) {
         self.room.release(tenant_id, webhook_id);
     }
 

@@ -65,7 +65,7 @@ impl Mailer {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(
-                    webhook = change.webhook.id,
+                    webhook = change.webhook.id.get(),
                     "ErrorsEmail {to:?} is not a mail address: {e}"
                 );
                 return;
@@ -92,10 +92,16 @@ impl Mailer {
         match msg {
             Ok(m) => {
                 if let Err(e) = transport.send(m).await {
-                    tracing::warn!(webhook = hook.id, "sending the errors mail failed: {e}");
+                    tracing::warn!(
+                        webhook = hook.id.get(),
+                        "sending the errors mail failed: {e}"
+                    );
                 }
             }
-            Err(e) => tracing::warn!(webhook = hook.id, "building the errors mail failed: {e}"),
+            Err(e) => tracing::warn!(
+                webhook = hook.id.get(),
+                "building the errors mail failed: {e}"
+            ),
         }
     }
 }

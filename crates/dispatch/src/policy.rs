@@ -2,35 +2,8 @@
 
 use std::time::Duration;
 
+pub use crmhooks_store::{RetryPolicy, SuccessRule};
 use crmhooks_store::{Ticks, Verdict};
-
-/// Which responses count as success.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SuccessRule {
-    /// Exactly 200 (SuperOffice).
-    Exactly200,
-    /// Any 2xx.
-    Any2xx,
-}
-
-impl SuccessRule {
-    /// From `"200"` or `"2xx"`.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "200" => Some(Self::Exactly200),
-            "2xx" => Some(Self::Any2xx),
-            _ => None,
-        }
-    }
-
-    /// Whether `status` is a success.
-    pub fn is_success(self, status: u16) -> bool {
-        match self {
-            Self::Exactly200 => status == 200,
-            Self::Any2xx => (200..300).contains(&status),
-        }
-    }
-}
 
 /// The `superoffice` policy: cycles of 3 attempts (delays 1 s and 4 s by default), a failed cycle
 /// goes to the back of the queue with a new EventId.
@@ -86,7 +59,7 @@ pub struct Policies {
 }
 
 /// Names of the policies.
-pub const POLICY_NAMES: [&str; 2] = ["superoffice", "exponential"];
+pub const POLICY_NAMES: [&str; 2] = RetryPolicy::NAMES;
 
 /// What an attempt produced, as the policy sees it.
 #[derive(Clone, Copy, Debug)]
@@ -107,7 +80,7 @@ impl Policies {
     /// Decides what follows an attempt numbered `attempt_in_cycle` (0-based).
     pub fn verdict(
         &self,
-        policy: &str,
+        policy: RetryPolicy,
         attempt_in_cycle: i64,
         r: AttemptResult,
         now: Ticks,
@@ -118,7 +91,7 @@ impl Policies {
         if r.status == Some(410) {
             return Verdict::Gone;
         }
-        if policy == "exponential" {
+        if policy == RetryPolicy::Exponential {
             let p = &self.exponential;
             let n = u32::try_from(attempt_in_cycle).unwrap_or(u32::MAX);
             let exp = p.base.saturating_mul(2u32.saturating_pow(n.min(30)));
@@ -174,24 +147,30 @@ mod tests {
     fn superoffice_cycle_is_1s_4s_then_requeue() {
         let p = Policies::default();
         assert_eq!(
-            p.verdict("superoffice", 0, fail(500), 0),
+            p.verdict(RetryPolicy::SuperOffice, 0, fail(500), 0),
             Verdict::RetryAt(S)
         );
         assert_eq!(
-            p.verdict("superoffice", 1, fail(500), 10),
+            p.verdict(RetryPolicy::SuperOffice, 1, fail(500), 10),
             Verdict::RetryAt(10 + 4 * S)
         );
         assert_eq!(
-            p.verdict("superoffice", 2, fail(500), 10),
+            p.verdict(RetryPolicy::SuperOffice, 2, fail(500), 10),
             Verdict::Requeue(10)
         );
-        assert_eq!(p.verdict("superoffice", 0, fail(410), 0), Verdict::Gone);
+        assert_eq!(
+            p.verdict(RetryPolicy::SuperOffice, 0, fail(410), 0),
+            Verdict::Gone
+        );
         let ok = AttemptResult {
             status: Some(200),
             success: true,
             retry_after: None,
         };
-        assert_eq!(p.verdict("superoffice", 2, ok, 0), Verdict::Delivered);
+        assert_eq!(
+            p.verdict(RetryPolicy::SuperOffice, 2, ok, 0),
+            Verdict::Delivered
+        );
     }
 
     #[test]
@@ -199,11 +178,11 @@ mod tests {
         let mut p = Policies::default();
         p.exponential.jitter = 0.0;
         assert_eq!(
-            p.verdict("exponential", 0, fail(500), 0),
+            p.verdict(RetryPolicy::Exponential, 0, fail(500), 0),
             Verdict::RetryAt(5 * S)
         );
         assert_eq!(
-            p.verdict("exponential", 2, fail(500), 0),
+            p.verdict(RetryPolicy::Exponential, 2, fail(500), 0),
             Verdict::RetryAt(20 * S)
         );
         let r = AttemptResult {
@@ -211,18 +190,21 @@ mod tests {
             success: false,
             retry_after: Some(Duration::from_secs(7)),
         };
-        assert_eq!(p.verdict("exponential", 0, r, 0), Verdict::RetryAt(7 * S));
+        assert_eq!(
+            p.verdict(RetryPolicy::Exponential, 0, r, 0),
+            Verdict::RetryAt(7 * S)
+        );
         let huge = AttemptResult {
             status: Some(503),
             success: false,
             retry_after: Some(Duration::from_secs(999_999)),
         };
         assert_eq!(
-            p.verdict("exponential", 0, huge, 0),
+            p.verdict(RetryPolicy::Exponential, 0, huge, 0),
             Verdict::RetryAt(3600 * S)
         );
         assert!(matches!(
-            p.verdict("exponential", 7, fail(500), 0),
+            p.verdict(RetryPolicy::Exponential, 7, fail(500), 0),
             Verdict::Requeue(_)
         ));
     }

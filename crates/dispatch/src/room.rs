@@ -13,6 +13,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crmhooks_store::{TenantId, WebhookId};
 use tokio::sync::oneshot;
 
 /// The limits of a node's room.
@@ -48,7 +49,7 @@ struct WebhookRoom {
 struct TenantRoom {
     held: usize,
     sending: usize,
-    webhooks: HashMap<i64, WebhookRoom>,
+    webhooks: HashMap<WebhookId, WebhookRoom>,
     served: u64,
 }
 
@@ -62,7 +63,7 @@ impl TenantRoom {
 struct State {
     held: usize,
     sending: usize,
-    tenants: HashMap<i64, TenantRoom>,
+    tenants: HashMap<TenantId, TenantRoom>,
     /// Grants made to waiting requests so far (their order, for fairness among equals).
     grants: u64,
 }
@@ -76,8 +77,8 @@ pub struct Room {
 /// A request slot; the slot frees (and goes to the next waiting request) when it is dropped.
 pub struct SendPermit {
     room: Arc<Room>,
-    tenant: i64,
-    webhook: i64,
+    tenant: TenantId,
+    webhook: WebhookId,
 }
 
 impl Drop for SendPermit {
@@ -101,8 +102,8 @@ impl Drop for SendPermit {
 struct Wait {
     rx: Option<oneshot::Receiver<()>>,
     room: Arc<Room>,
-    tenant: i64,
-    webhook: i64,
+    tenant: TenantId,
+    webhook: WebhookId,
 }
 
 impl Drop for Wait {
@@ -147,7 +148,7 @@ impl Room {
 
     /// Takes room to hold one delivery of `webhook` of `tenant` (a hand-over at commit); false
     /// when the node, the tenant or the webhook holds its most already.
-    pub fn try_hold(&self, tenant: i64, webhook: i64) -> bool {
+    pub fn try_hold(&self, tenant: TenantId, webhook: WebhookId) -> bool {
         let mut guard = self.lock();
         let state = &mut *guard;
         if state.held >= self.limits.held {
@@ -185,7 +186,7 @@ impl Room {
 
     /// Counts a claimed delivery of `webhook` of `tenant` (its room in the total was taken by
     /// [`Room::take_for_claim`]).
-    pub fn claimed(&self, tenant: i64, webhook: i64) {
+    pub fn claimed(&self, tenant: TenantId, webhook: WebhookId) {
         let mut guard = self.lock();
         let state = &mut *guard;
         let t = state.tenants.entry(tenant).or_default();
@@ -194,7 +195,7 @@ impl Room {
     }
 
     /// Frees the room of a held delivery (recorded, or never committed).
-    pub fn release(&self, tenant: i64, webhook: i64) {
+    pub fn release(&self, tenant: TenantId, webhook: WebhookId) {
         let mut guard = self.lock();
         let state = &mut *guard;
         state.held = state.held.saturating_sub(1);
@@ -218,7 +219,7 @@ impl Room {
     }
 
     /// What a claim must skip: webhooks and tenants that hold their most.
-    pub fn saturated(&self) -> (Vec<i64>, Vec<i64>) {
+    pub fn saturated(&self) -> (Vec<WebhookId>, Vec<TenantId>) {
         let state = self.lock();
         let mut webhooks = Vec::new();
         let mut tenants = Vec::new();
@@ -239,7 +240,7 @@ impl Room {
 
     /// A request slot for `webhook` of `tenant`: at once when the limits allow and nothing of
     /// the webhook waits before it, else when a freed slot comes to it (see the module doc).
-    pub async fn send_slot(self: &Arc<Self>, tenant: i64, webhook: i64) -> SendPermit {
+    pub async fn send_slot(self: &Arc<Self>, tenant: TenantId, webhook: WebhookId) -> SendPermit {
         let waiting = {
             let mut guard = self.lock();
             let state = &mut *guard;
@@ -355,7 +356,7 @@ impl Room {
     }
 
     /// Drops the entries of a webhook and a tenant that hold, send and wait for nothing.
-    fn forget_idle(&self, state: &mut State, tenant: i64, webhook: i64) {
+    fn forget_idle(&self, state: &mut State, tenant: TenantId, webhook: WebhookId) {
         let Some(t) = state.tenants.get_mut(&tenant) else {
             return;
         };
@@ -387,9 +388,21 @@ mod tests {
     }
 
     /// A permit that has not come yet.
-    fn pending(room: &Arc<Room>, tenant: i64, webhook: i64) -> tokio::task::JoinHandle<SendPermit> {
+    fn pending(
+        room: &Arc<Room>,
+        tenant: TenantId,
+        webhook: WebhookId,
+    ) -> tokio::task::JoinHandle<SendPermit> {
         let room = Arc::clone(room);
         tokio::spawn(async move { room.send_slot(tenant, webhook).await })
+    }
+
+    fn t(n: i64) -> TenantId {
+        TenantId::new(n)
+    }
+
+    fn w(n: i64) -> WebhookId {
+        WebhookId::new(n)
     }
 
     async fn settle() {
@@ -402,15 +415,18 @@ mod tests {
     async fn a_tenant_takes_at_most_its_share_and_the_other_is_not_kept_waiting() {
         let room = Room::new(limits(4, 2, 2));
         // Tenant 1 saturates its share with slow requests on two webhooks.
-        let a = room.send_slot(1, 10).await;
-        let b = room.send_slot(1, 11).await;
-        let queued = pending(&room, 1, 10);
+        let a = room.send_slot(t(1), w(10)).await;
+        let b = room.send_slot(t(1), w(11)).await;
+        let queued = pending(&room, t(1), w(10));
         settle().await;
         assert!(!queued.is_finished(), "tenant 1 is at its share");
         // Tenant 2 is served at once.
-        let c = tokio::time::timeout(std::time::Duration::from_millis(100), room.send_slot(2, 20))
-            .await
-            .expect("tenant 2 does not wait behind tenant 1");
+        let c = tokio::time::timeout(
+            std::time::Duration::from_millis(100),
+            room.send_slot(t(2), w(20)),
+        )
+        .await
+        .expect("tenant 2 does not wait behind tenant 1");
         drop(c);
         assert!(
             !queued.is_finished(),
@@ -428,12 +444,12 @@ mod tests {
     #[tokio::test]
     async fn a_freed_slot_goes_to_the_tenant_with_the_fewest_in_flight() {
         let room = Room::new(limits(2, 2, 2));
-        let a = room.send_slot(1, 10).await;
-        let b = room.send_slot(1, 10).await;
+        let a = room.send_slot(t(1), w(10)).await;
+        let b = room.send_slot(t(1), w(10)).await;
         // The node is full: tenant 1 queues first, then tenant 2.
-        let first = pending(&room, 1, 11);
+        let first = pending(&room, t(1), w(11));
         settle().await;
-        let second = pending(&room, 2, 20);
+        let second = pending(&room, t(2), w(20));
         settle().await;
         drop(a);
         settle().await;
@@ -462,20 +478,20 @@ mod tests {
             held_per_tenant: 2,
             held_per_webhook: 1,
         });
-        assert!(room.try_hold(1, 10));
-        assert!(!room.try_hold(1, 10), "webhook holds its most");
-        assert!(room.try_hold(1, 11));
-        assert!(!room.try_hold(1, 12), "tenant holds its most");
-        assert_eq!(room.saturated(), (vec![], vec![1]));
-        assert!(room.try_hold(2, 20));
-        assert!(!room.try_hold(3, 30), "node holds its most");
+        assert!(room.try_hold(t(1), w(10)));
+        assert!(!room.try_hold(t(1), w(10)), "webhook holds its most");
+        assert!(room.try_hold(t(1), w(11)));
+        assert!(!room.try_hold(t(1), w(12)), "tenant holds its most");
+        assert_eq!(room.saturated(), (vec![], vec![t(1)]));
+        assert!(room.try_hold(t(2), w(20)));
+        assert!(!room.try_hold(t(3), w(30)), "node holds its most");
         assert_eq!(room.take_for_claim(5), 0);
-        room.release(1, 10);
+        room.release(t(1), w(10));
         assert_eq!(room.take_for_claim(5), 1);
-        room.claimed(3, 30);
-        room.release(3, 30);
-        room.release(1, 11);
-        room.release(2, 20);
+        room.claimed(t(3), w(30));
+        room.release(t(3), w(30));
+        room.release(t(1), w(11));
+        room.release(t(2), w(20));
         assert!(room.is_empty());
         assert!(room.lock().tenants.is_empty());
     }
@@ -484,9 +500,9 @@ mod tests {
     #[tokio::test]
     async fn a_waiter_that_gave_up_is_skipped() {
         let room = Room::new(limits(1, 1, 1));
-        let a = room.send_slot(1, 10).await;
-        let gone = pending(&room, 1, 10);
-        let next = pending(&room, 2, 20);
+        let a = room.send_slot(t(1), w(10)).await;
+        let gone = pending(&room, t(1), w(10));
+        let next = pending(&room, t(2), w(20));
         settle().await;
         gone.abort();
         let _ = gone.await;

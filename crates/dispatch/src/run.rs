@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crmhooks_store::{
-    now_ticks, AttemptOutcome, ClaimRequest, Claimed, DynStore, Intake, StoreError, Ticks, Verdict,
+    now_ticks, AttemptOutcome, ClaimRequest, Claimed, DeliveryId, DynStore, Intake, StoreError,
+    Ticks, Verdict,
 };
 use tokio::sync::mpsc;
 
@@ -292,7 +293,7 @@ impl Dispatcher {
         }
         for ch in changes {
             crate::meter::state_change(ch.webhook.state.name());
-            tracing::warn!(webhook = ch.webhook.id, name = %ch.webhook.name, reason = ?ch.reason, "webhook disabled: TooManyErrors");
+            tracing::warn!(webhook = ch.webhook.id.get(), name = %ch.webhook.name, reason = ?ch.reason, "webhook disabled: TooManyErrors");
             let _ = self.state_changes.send(ch);
         }
         Ok(())
@@ -318,7 +319,7 @@ impl Dispatcher {
         let every = self.cfg.lease / 3;
         loop {
             tokio::time::sleep(every).await;
-            let ids: Vec<i64> = self
+            let ids: Vec<DeliveryId> = self
                 .held
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())

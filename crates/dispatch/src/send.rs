@@ -437,7 +437,7 @@ mod tests {
     use serde_json::{json, Map, Value};
 
     fn hook_with(headers: Map<String, Value>) -> Webhook {
-        let mut hook = Webhook::default_for(1);
+        let mut hook = Webhook::default_for(crmhooks_store::TenantId::new(1));
         hook.target_url = "https://example.com/hook".into();
         hook.headers = Some(headers);
         hook
@@ -503,7 +503,7 @@ mod tests {
                 "set by the server",
             ),
             (
-                headers(&[("X-Superoffice-Signature", json!("x"))]),
+                headers(&[(wire::SIGNATURE, json!("x"))]),
                 "set by the server",
             ),
             (

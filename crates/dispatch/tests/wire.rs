@@ -87,7 +87,7 @@ async fn sent_head(hook: &Webhook, test: bool, version: &str) -> (String, Vec<(S
 
 #[tokio::test]
 async fn the_head_is_spelled_and_ordered_as_the_seed() {
-    let mut hook = Webhook::default_for(1);
+    let mut hook = Webhook::default_for(crmhooks_store::TenantId::new(1));
     hook.secret = Some("s3cret".into());
     hook.headers = Some(
         json!({"X-API-key": "k", "x-lower-case": "l", "X-Tenant": "t"})
@@ -139,7 +139,7 @@ async fn the_head_is_spelled_and_ordered_as_the_seed() {
 /// its five headers, then the retry count, `Host` and `Content-Length`.
 #[tokio::test]
 async fn a_plain_delivery_carries_the_seed_headers_and_no_others() {
-    let hook = Webhook::default_for(1);
+    let hook = Webhook::default_for(crmhooks_store::TenantId::new(1));
     let (_, head) = sent_head(&hook, false, "0.1.0.0").await;
     let names: Vec<&str> = head.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crmhooks_dispatch::policy::{ExponentialPolicy, Policies, SuperOfficePolicy, POLICY_NAMES};
-use crmhooks_dispatch::{DispatchConfig, SuccessRule, TargetPolicy, Timeouts};
+use crmhooks_dispatch::{DispatchConfig, RetryPolicy, SuccessRule, TargetPolicy, Timeouts};
 use serde::Deserialize;
 
 /// The embedded defaults, with comments.
@@ -416,7 +416,7 @@ impl Config {
             test_timeout: Duration::from_millis(d.test_timeout_ms),
             max_consecutive_errors: d.max_consecutive_errors,
             success: SuccessRule::parse(&d.success_status).unwrap_or(SuccessRule::Exactly200),
-            default_policy: d.retry_policy.clone(),
+            default_policy: RetryPolicy::parse(&d.retry_policy).unwrap_or_default(),
             policies: Policies {
                 superoffice: SuperOfficePolicy {
                     delays: d

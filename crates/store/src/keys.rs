@@ -4,6 +4,7 @@
 //! secret scanners recognise a leaked key. Only its SHA-256 is stored ([`crate::hash_key`]).
 
 use crate::entity::Ticks;
+use crate::ids::TenantId;
 
 /// The prefix of every generated key.
 pub const KEY_PREFIX: &str = "crmh_";
@@ -75,7 +76,7 @@ pub struct ApiKey {
     /// Key id.
     pub id: i64,
     /// Tenant row id.
-    pub tenant_id: i64,
+    pub tenant_id: TenantId,
     /// Tenant name.
     pub tenant: String,
     /// Associate id the key acts as.
@@ -169,7 +170,7 @@ pub struct Bootstrap {
 #[derive(Clone, Debug)]
 pub struct NewAudit {
     /// Tenant the call concerned.
-    pub tenant_id: i64,
+    pub tenant_id: TenantId,
     /// The key that made it (None: the command line).
     pub key_id: Option<i64>,
     /// Associate of the caller (0 for the command line).
@@ -188,7 +189,7 @@ pub struct AuditEntry {
     /// Entry id (grows with time).
     pub id: i64,
     /// Tenant row id.
-    pub tenant_id: i64,
+    pub tenant_id: TenantId,
     /// The key that made it.
     pub key_id: Option<i64>,
     /// The caller's associate.

@@ -9,6 +9,7 @@
 pub mod contact;
 pub mod entity;
 mod error;
+mod ids;
 pub mod keys;
 pub mod model;
 mod postgres;
@@ -16,6 +17,7 @@ mod query;
 pub mod secrets;
 mod sql;
 mod sqlite;
+mod webhook_rules;
 mod zone;
 
 use std::sync::Arc;
@@ -26,6 +28,7 @@ pub use entity::{
     ColumnDef, ColumnKind, EntityDef, FieldError, Row, Ticks, Value, TICKS_PER_SECOND,
 };
 pub use error::StoreError;
+pub use ids::{ContactId, DeliveryId, EventId, TenantId, WebhookId};
 pub use keys::{
     generate_key, ticks_rfc3339, ApiKey, AuditEntry, Bootstrap, KeyScope, NewAudit, NewKey,
     KEY_PREFIX, MIN_BOOTSTRAP_KEY_LEN, TOUCH_EVERY,
@@ -36,6 +39,7 @@ pub use query::{RowFilter, RowQuery};
 pub use secrets::{Keyring, MasterKey, ResealReport};
 pub use sql::plan::render_date;
 pub use sqlite::SqliteStore;
+pub use webhook_rules::{RetryPolicy, SuccessRule, WebhookType};
 pub use zone::LocalZone;
 
 /// Result alias.
@@ -50,13 +54,38 @@ pub enum Change {
     Update {
         /// The new row (bookkeeping columns are set by the store).
         row: Row,
-        /// `changed` or `softdeleted`.
-        verb: &'static str,
+        /// What the event says happened.
+        verb: ChangeVerb,
     },
     /// Remove the row; fires `{entity}.deleted`.
     Delete,
     /// Do nothing.
     Nothing,
+}
+
+/// The verb of the event an update fires: `{entity}.changed` or `{entity}.softdeleted`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChangeVerb {
+    /// Columns changed (or the row came back from the recycle bin).
+    Changed,
+    /// The row went into the recycle bin.
+    SoftDeleted,
+}
+
+impl ChangeVerb {
+    /// The verb as the event name spells it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ChangeVerb::Changed => "changed",
+            ChangeVerb::SoftDeleted => "softdeleted",
+        }
+    }
+}
+
+impl std::fmt::Display for ChangeVerb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// Decides a [`Change`] from the current row (None when creating or when it does not exist).
@@ -85,9 +114,9 @@ pub struct ClaimRequest {
     /// At most this many.
     pub limit: i64,
     /// Skip these webhooks (this node holds their most).
-    pub skip_webhooks: Vec<i64>,
+    pub skip_webhooks: Vec<WebhookId>,
     /// Skip every webhook of these tenants (this node holds their most).
-    pub skip_tenants: Vec<i64>,
+    pub skip_tenants: Vec<TenantId>,
     /// At most this many deliveries per webhook in one claim (the dispatcher bounds requests in
     /// flight per webhook itself).
     pub max_per_webhook: i64,
@@ -98,7 +127,7 @@ pub struct ClaimRequest {
 pub trait Store: Send + Sync + 'static {
     // --- tenants and keys
     /// Creates the tenant if needed and returns its id.
-    async fn ensure_tenant(&self, name: &str) -> Result<i64>;
+    async fn ensure_tenant(&self, name: &str) -> Result<TenantId>;
     /// Stores an API key (hashed) for a tenant and associate.
     async fn add_api_key(
         &self,
@@ -122,13 +151,13 @@ pub trait Store: Send + Sync + 'static {
     /// Notes that a key was used at `now`, at most about once a minute; whether it wrote.
     async fn touch_key(&self, id: i64, now: Ticks) -> Result<bool>;
     /// Every tenant: `(id, name)`.
-    async fn list_tenants(&self) -> Result<Vec<(i64, String)>>;
+    async fn list_tenants(&self) -> Result<Vec<(TenantId, String)>>;
     /// Records a management call in the audit log.
     async fn record_audit(&self, entry: &NewAudit) -> Result<()>;
     /// A tenant's audit log, newest first: at most `limit` entries older than `before`.
     async fn list_audit(
         &self,
-        tenant_id: i64,
+        tenant_id: TenantId,
         before: Option<i64>,
         limit: i64,
     ) -> Result<Vec<AuditEntry>>;
@@ -139,15 +168,15 @@ pub trait Store: Send + Sync + 'static {
     /// Reads a row; soft-deleted rows only when `include_deleted`.
     async fn get_row(
         &self,
-        tenant_id: i64,
+        tenant_id: TenantId,
         def: &'static EntityDef,
-        pk: i64,
+        pk: ContactId,
         include_deleted: bool,
     ) -> Result<Option<Row>>;
     /// Rows of a tenant that are not soft-deleted, filtered, ordered and paged by `query`.
     async fn list_rows(
         &self,
-        tenant_id: i64,
+        tenant_id: TenantId,
         def: &'static EntityDef,
         query: &RowQuery,
     ) -> Result<Vec<Row>>;
@@ -156,7 +185,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         actor: &Actor,
         def: &'static EntityDef,
-        pk: Option<i64>,
+        pk: Option<ContactId>,
         change: ChangeFn,
     ) -> Result<ChangeOutcome>;
     /// Stores `n` contacts of an existing tenant in one statement, with no events (data that
@@ -168,7 +197,7 @@ pub trait Store: Send + Sync + 'static {
         def: &'static EntityDef,
         cutoff: Ticks,
         limit: i64,
-    ) -> Result<Vec<(i64, String, i64)>>;
+    ) -> Result<Vec<(TenantId, String, ContactId)>>;
 
     // --- webhooks
     /// Creates or updates a webhook; a state change fires its state event in the same
@@ -179,13 +208,21 @@ pub trait Store: Send + Sync + 'static {
         webhook: Webhook,
     ) -> Result<(Webhook, Option<StateChange>)>;
     /// One webhook of a tenant.
-    async fn get_webhook(&self, tenant_id: i64, id: i64) -> Result<Option<Webhook>>;
+    async fn get_webhook(&self, tenant_id: TenantId, id: WebhookId) -> Result<Option<Webhook>>;
     /// Webhooks of a tenant.
-    async fn list_webhooks(&self, tenant_id: i64, filter: &WebhookFilter) -> Result<Vec<Webhook>>;
+    async fn list_webhooks(
+        &self,
+        tenant_id: TenantId,
+        filter: &WebhookFilter,
+    ) -> Result<Vec<Webhook>>;
     /// Removes a webhook, its usage, and cancels its pending deliveries. False if absent.
-    async fn delete_webhook(&self, tenant_id: i64, id: i64) -> Result<bool>;
+    async fn delete_webhook(&self, tenant_id: TenantId, id: WebhookId) -> Result<bool>;
     /// Usage counters of a webhook of a tenant.
-    async fn webhook_usage(&self, tenant_id: i64, id: i64) -> Result<Option<WebhookUsage>>;
+    async fn webhook_usage(
+        &self,
+        tenant_id: TenantId,
+        id: WebhookId,
+    ) -> Result<Option<WebhookUsage>>;
 
     // --- events and deliveries
     /// Appends an event (e.g. SignalEvent) and fans it out.
@@ -205,22 +242,27 @@ pub trait Store: Send + Sync + 'static {
     /// Extends to `lease_until` the leases of `owner` on its deliveries `ids` still in flight
     /// (a node renews what it holds, so that leases can be short: a dead node's deliveries
     /// are taken over once its leases run out). How many were extended.
-    async fn renew_leases(&self, owner: &str, ids: &[i64], lease_until: Ticks) -> Result<u64>;
+    async fn renew_leases(
+        &self,
+        owner: &str,
+        ids: &[DeliveryId],
+        lease_until: Ticks,
+    ) -> Result<u64>;
     /// Returns this owner's in-flight deliveries to pending (graceful shutdown).
     async fn release(&self, owner: &str) -> Result<u64>;
     /// The delivery log of a webhook, newest first.
     async fn list_deliveries(
         &self,
-        tenant_id: i64,
-        webhook_id: i64,
+        tenant_id: TenantId,
+        webhook_id: WebhookId,
         filter: &DeliveryFilter,
     ) -> Result<Vec<Delivery>>;
     /// One delivery with its attempts.
     async fn get_delivery(
         &self,
-        tenant_id: i64,
-        webhook_id: i64,
-        delivery_id: i64,
+        tenant_id: TenantId,
+        webhook_id: WebhookId,
+        delivery_id: DeliveryId,
     ) -> Result<Option<(Delivery, Vec<Attempt>)>>;
     /// Sends a delivery of a webhook of a tenant again: its event queued anew with a new
     /// EventId and a new attempt cycle, behind what is open of its contact's chain. The new
@@ -228,16 +270,16 @@ pub trait Store: Send + Sync + 'static {
     /// that event to that webhook is still open.
     async fn resend_delivery(
         &self,
-        tenant_id: i64,
-        webhook_id: i64,
-        delivery_id: i64,
+        tenant_id: TenantId,
+        webhook_id: WebhookId,
+        delivery_id: DeliveryId,
     ) -> Result<Delivery>;
     /// Starts a replay of logged events for a webhook of a tenant (NotFound when the tenant has
     /// no such webhook): the job, with nothing done yet. [`Store::replay_step`] runs it.
     async fn start_replay(
         &self,
-        tenant_id: i64,
-        webhook_id: i64,
+        tenant_id: TenantId,
+        webhook_id: WebhookId,
         req: &ReplayRequest,
     ) -> Result<ReplayJob>;
     /// Runs one batch (at most `batch` events) of a replay job in a short transaction of its
@@ -246,8 +288,8 @@ pub trait Store: Send + Sync + 'static {
     /// A replay job of a webhook of a tenant.
     async fn get_replay(
         &self,
-        tenant_id: i64,
-        webhook_id: i64,
+        tenant_id: TenantId,
+        webhook_id: WebhookId,
         replay_id: i64,
     ) -> Result<Option<ReplayJob>>;
     /// Replay jobs still running whose last batch ran before `updated_before` (their node
@@ -257,8 +299,8 @@ pub trait Store: Send + Sync + 'static {
     /// batch.
     async fn replay(
         &self,
-        tenant_id: i64,
-        webhook_id: i64,
+        tenant_id: TenantId,
+        webhook_id: WebhookId,
         req: &ReplayRequest,
     ) -> Result<ReplayReport> {
         let mut job = self.start_replay(tenant_id, webhook_id, req).await?;
@@ -316,9 +358,9 @@ pub trait Intake: Send + Sync {
     fn lease_ticks(&self) -> Ticks;
     /// Takes room for one delivery of webhook `webhook_id` of tenant `tenant_id`; false when
     /// there is none.
-    fn reserve(&self, tenant_id: i64, webhook_id: i64) -> bool;
+    fn reserve(&self, tenant_id: TenantId, webhook_id: WebhookId) -> bool;
     /// Gives back room taken by [`Intake::reserve`] for a delivery that was not committed.
-    fn unreserve(&self, tenant_id: i64, webhook_id: i64);
+    fn unreserve(&self, tenant_id: TenantId, webhook_id: WebhookId);
     /// Committed deliveries (their inserts durable) leased to [`Intake::owner`], each reserved
     /// before.
     fn take(&self, handed: Vec<Claimed>);

@@ -4,12 +4,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 
 use crate::entity::Ticks;
+use crate::ids::{ContactId, DeliveryId, EventId, TenantId, WebhookId};
+use crate::webhook_rules::{RetryPolicy, SuccessRule, WebhookType};
 
 /// Who makes a change: a tenant (its `ContextIdentifier`) and an associate.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Actor {
     /// Tenant row id.
-    pub tenant_id: i64,
+    pub tenant_id: TenantId,
     /// Tenant name, sent as `ContextIdentifier`.
     pub tenant: String,
     /// Associate id, sent as `ChangedByAssociateId` (0 = system).
@@ -18,7 +20,7 @@ pub struct Actor {
 
 impl Actor {
     /// The system acting for a tenant (purges, state changes): associate 0.
-    pub fn system(tenant_id: i64, tenant: &str) -> Self {
+    pub fn system(tenant_id: TenantId, tenant: &str) -> Self {
         Actor {
             tenant_id,
             tenant: tenant.to_owned(),
@@ -89,9 +91,9 @@ impl WebhookState {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Webhook {
     /// `webhook_id`.
-    pub id: i64,
+    pub id: WebhookId,
     /// Owning tenant.
-    pub tenant_id: i64,
+    pub tenant_id: TenantId,
     /// `Name`.
     pub name: String,
     /// `Events`, exact names.
@@ -102,8 +104,8 @@ pub struct Webhook {
     pub secret: Option<String>,
     /// `State`.
     pub state: WebhookState,
-    /// `Type`: "webhook" or "crmscript".
-    pub kind: String,
+    /// `Type`.
+    pub kind: WebhookType,
     /// Custom request headers.
     pub headers: Option<Map<String, Json>>,
     /// Extra body properties.
@@ -120,24 +122,24 @@ pub struct Webhook {
     pub errors_email: Option<String>,
     /// Save counter.
     pub updated_count: i64,
-    /// Retry policy name (`superoffice` when None).
-    pub retry_policy: Option<String>,
-    /// What counts as success: "200" or "2xx" (server default when None).
-    pub success_status: Option<String>,
+    /// Retry policy (the server's default when None).
+    pub retry_policy: Option<RetryPolicy>,
+    /// What counts as success (the server's default when None).
+    pub success_status: Option<SuccessRule>,
 }
 
 impl Webhook {
     /// A new, unsaved definition with SuperOffice's defaults (spec 4.3).
-    pub fn default_for(tenant_id: i64) -> Self {
+    pub fn default_for(tenant_id: TenantId) -> Self {
         Webhook {
-            id: 0,
+            id: WebhookId::default(),
             tenant_id,
             name: String::new(),
             events: vec!["contact.created".into(), "contact.deleted".into()],
             target_url: String::new(),
             secret: None,
             state: WebhookState::Active,
-            kind: "webhook".into(),
+            kind: WebhookType::Webhook,
             headers: None,
             properties: None,
             registered: 0,
@@ -213,7 +215,7 @@ pub struct StoredEvent {
     /// Commit order.
     pub seq: i64,
     /// Tenant.
-    pub tenant_id: i64,
+    pub tenant_id: TenantId,
     /// Event name.
     pub event: String,
     /// Entity name.
@@ -312,9 +314,9 @@ impl DeliveryStatus {
 #[derive(Clone, Debug)]
 pub struct Claimed {
     /// Delivery row id.
-    pub delivery_id: i64,
+    pub delivery_id: DeliveryId,
     /// The EventId of the current cycle.
-    pub event_id: uuid::Uuid,
+    pub event_id: EventId,
     /// 0, 1, 2 within the cycle (`X-SuperOffice-Retry`).
     pub attempt_in_cycle: i64,
     /// The event (shared by the deliveries of one claim that carry it: a fan-out to K
@@ -330,13 +332,13 @@ pub struct Claimed {
 #[derive(Clone, Debug)]
 pub struct AttemptOutcome {
     /// The delivery.
-    pub delivery_id: i64,
+    pub delivery_id: DeliveryId,
     /// The webhook it went to.
-    pub webhook_id: i64,
+    pub webhook_id: WebhookId,
     /// The webhook's tenant.
-    pub tenant_id: i64,
+    pub tenant_id: TenantId,
     /// The EventId sent.
-    pub event_id: uuid::Uuid,
+    pub event_id: EventId,
     /// The `X-SuperOffice-Retry` sent.
     pub retry: i64,
     /// When the attempt started.
@@ -372,7 +374,7 @@ pub struct Attempt {
     /// Row id.
     pub attempt_id: i64,
     /// EventId sent.
-    pub event_id: String,
+    pub event_id: EventId,
     /// `X-SuperOffice-Retry` sent.
     pub retry: i64,
     /// When.
@@ -391,9 +393,9 @@ pub struct Attempt {
 #[derive(Clone, Debug, Serialize)]
 pub struct Delivery {
     /// Row id.
-    pub delivery_id: i64,
+    pub delivery_id: DeliveryId,
     /// Webhook.
-    pub webhook_id: i64,
+    pub webhook_id: WebhookId,
     /// Event log sequence.
     pub event_seq: i64,
     /// Event name.
@@ -401,7 +403,7 @@ pub struct Delivery {
     /// Primary key of the row.
     pub primary_key: i64,
     /// Current EventId.
-    pub event_id: String,
+    pub event_id: EventId,
     /// Status.
     pub status: DeliveryStatus,
     /// Attempts so far.
@@ -419,7 +421,7 @@ pub struct Delivery {
     /// Last error.
     pub last_error: Option<String>,
     /// The delivery this one replays, if any.
-    pub replay_of: Option<i64>,
+    pub replay_of: Option<DeliveryId>,
 }
 
 /// Filters of the delivery log.
@@ -432,11 +434,11 @@ pub struct DeliveryFilter {
     /// Created before.
     pub until: Option<Ticks>,
     /// Only deliveries with id below this (paging, newest first).
-    pub before_id: Option<i64>,
-    /// Only deliveries of this contact (its primary key).
-    pub primary_key: Option<i64>,
+    pub before_id: Option<DeliveryId>,
+    /// Only deliveries of this contact.
+    pub primary_key: Option<ContactId>,
     /// Only the delivery that has or had this EventId (in any of its attempt cycles).
-    pub event_id: Option<String>,
+    pub event_id: Option<EventId>,
     /// Page size.
     pub limit: i64,
 }
@@ -504,9 +506,9 @@ pub struct ReplayJob {
     /// Its id.
     pub id: i64,
     /// The tenant.
-    pub tenant_id: i64,
+    pub tenant_id: TenantId,
     /// The webhook it queues events for.
-    pub webhook_id: i64,
+    pub webhook_id: WebhookId,
     /// What was asked.
     pub request: ReplayRequest,
     /// The last event of the window handled so far (0: none yet).

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use crmhooks_store::contact::CONTACT;
-use crmhooks_store::Row;
+use crmhooks_store::{ContactId, Row};
 use serde_json::Value;
 
 use super::{selected, Call};
@@ -40,7 +40,7 @@ pub(super) async fn call(
     Ok(Some(match m.as_str() {
         "createdefaultcontactentity" => answer(entity(state, &default_row())?),
         "getcontactentity" => {
-            let id = call.id(ID)?;
+            let id = ContactId::new(call.id(ID)?);
             match state
                 .store
                 .get_row(auth.actor.tenant_id, &CONTACT, id, false)
@@ -57,13 +57,13 @@ pub(super) async fn call(
             let row = if id == 0 {
                 create_row(state, auth, &input).await?
             } else {
-                replace_row(state, auth, id, input).await?
+                replace_row(state, auth, ContactId::new(id), input).await?
             };
             let row = row.ok_or_else(|| ApiError::not_found("contact not found"))?;
             answer(entity(state, &row)?)
         }
         "deletecontactentity" => {
-            let id = call.id(ID)?;
+            let id = ContactId::new(call.id(ID)?);
             delete_row(state, auth, id, false).await?;
             StatusCode::NO_CONTENT.into_response()
         }

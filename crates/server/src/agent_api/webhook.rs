@@ -4,7 +4,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use crmhooks_store::Webhook;
+use crmhooks_store::{Webhook, WebhookId};
 use serde_json::Value;
 
 use super::{selected, Call};
@@ -58,14 +58,14 @@ pub(super) async fn call(
             answer(carrier(state, &saved)?)
         }
         "deletewebhook" => {
-            let id = call.id(ID)?;
+            let id = WebhookId::new(call.id(ID)?);
             if !definition::delete_hook(state, auth, id).await? {
                 return Err(ApiError::not_found(format!("webhook {id} not found")));
             }
             StatusCode::NO_CONTENT.into_response()
         }
         "getwebhook" => {
-            let id = call.id(ID)?;
+            let id = WebhookId::new(call.id(ID)?);
             match state.store.get_webhook(auth.actor.tenant_id, id).await? {
                 Some(hook) => answer(carrier(state, &hook)?),
                 None => Json(Value::Null).into_response(),

@@ -1,7 +1,9 @@
 //! The delivery log of a webhook as answered (our addition to the API): deliveries and
 //! their attempts.
 
-use crmhooks_store::{Attempt, Delivery, DeliveryStatus, LocalZone};
+use crmhooks_store::{
+    Attempt, Delivery, DeliveryId, DeliveryStatus, EventId, LocalZone, WebhookId,
+};
 use serde::Serialize;
 
 use super::net_date;
@@ -12,9 +14,11 @@ use super::net_date;
 #[schema(as = Delivery, examples(json!(crate::openapi::examples::delivery())))]
 pub struct DeliveryCarrier<'a> {
     /// Row id.
-    pub delivery_id: i64,
+    #[schema(value_type = i64)]
+    pub delivery_id: DeliveryId,
     /// The webhook.
-    pub webhook_id: i64,
+    #[schema(value_type = i64)]
+    pub webhook_id: WebhookId,
     /// The event's place in the event log.
     pub event_seq: i64,
     /// Event name.
@@ -22,7 +26,8 @@ pub struct DeliveryCarrier<'a> {
     /// Primary key of the changed row.
     pub primary_key: i64,
     /// The current `EventId` (a failed cycle gets a new one).
-    pub event_id: &'a str,
+    #[schema(value_type = String)]
+    pub event_id: EventId,
     /// `pending`, `inflight`, `delivered`, `failed`, `cancelled`.
     #[schema(value_type = crate::openapi::schemas::DeliveryStatusName)]
     pub status: &'static str,
@@ -42,7 +47,8 @@ pub struct DeliveryCarrier<'a> {
     #[schema(value_type = Option<String>)]
     pub last_error: Option<&'a str>,
     /// The delivery this one replays, if any.
-    pub replay_of: Option<i64>,
+    #[schema(value_type = Option<i64>)]
+    pub replay_of: Option<DeliveryId>,
 }
 
 impl<'a> DeliveryCarrier<'a> {
@@ -54,7 +60,7 @@ impl<'a> DeliveryCarrier<'a> {
             event_seq: d.event_seq,
             event: &d.event,
             primary_key: d.primary_key,
-            event_id: &d.event_id,
+            event_id: d.event_id,
             status: d.status.name(),
             attempts: d.attempts,
             failed_cycles: d.cycles,
@@ -89,7 +95,8 @@ pub struct AttemptCarrier<'a> {
     /// Row id.
     pub attempt_id: i64,
     /// The `EventId` sent.
-    pub event_id: &'a str,
+    #[schema(value_type = String)]
+    pub event_id: EventId,
     /// The `X-SuperOffice-Retry` sent.
     pub retry: i64,
     /// .NET date.
@@ -111,7 +118,7 @@ impl<'a> AttemptCarrier<'a> {
     pub fn of(a: &'a Attempt, zone: &LocalZone) -> Self {
         AttemptCarrier {
             attempt_id: a.attempt_id,
-            event_id: &a.event_id,
+            event_id: a.event_id,
             retry: a.retry,
             attempted_at: net_date(a.attempted_at, zone),
             duration_ms: a.duration_us as f64 / 1000.0,

@@ -5,7 +5,9 @@
 //! carrier shows each name with [`MASK`], and an input that sends [`MASK`] back keeps the
 //! stored value.
 
-use crmhooks_store::{LocalZone, Webhook, WebhookState};
+use crmhooks_store::{
+    LocalZone, RetryPolicy, SuccessRule, Webhook, WebhookId, WebhookState, WebhookType,
+};
 use serde::ser::SerializeMap as _;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Value};
@@ -43,7 +45,8 @@ impl Serialize for ShownHeaders<'_> {
 #[schema(as = Webhook, examples(json!(crate::openapi::examples::webhook_carrier())))]
 pub struct WebhookCarrier<'a> {
     /// 0 for the `default` carrier.
-    pub webhook_id: i64,
+    #[schema(value_type = i64)]
+    pub webhook_id: WebhookId,
     /// `null` on the `default` carrier.
     #[schema(value_type = Option<String>)]
     pub name: Option<&'a str>,
@@ -111,13 +114,14 @@ impl<'a> WebhookCarrier<'a> {
     pub fn of(hook: &'a Webhook, zone: &LocalZone, reveal: bool) -> Self {
         WebhookCarrier {
             webhook_id: hook.id,
-            name: (hook.id != 0 || !hook.name.is_empty()).then_some(hook.name.as_str()),
+            name: (hook.id != WebhookId::default() || !hook.name.is_empty())
+                .then_some(hook.name.as_str()),
             events: &hook.events,
             errors_email: hook.errors_email.as_deref(),
             target_url: (!hook.target_url.is_empty()).then_some(hook.target_url.as_str()),
             secret: (),
             state: hook.state.name(),
-            kind: &hook.kind,
+            kind: hook.kind.name(),
             headers: hook
                 .headers
                 .as_ref()
@@ -127,8 +131,8 @@ impl<'a> WebhookCarrier<'a> {
             registered_associate: AssociateId::of(hook.registered_associate_id),
             updated: net_date(hook.updated, zone),
             updated_associate: AssociateId::of(hook.updated_associate_id),
-            retry_policy: hook.retry_policy.as_deref(),
-            success_status: hook.success_status.as_deref(),
+            retry_policy: hook.retry_policy.map(RetryPolicy::name),
+            success_status: hook.success_status.map(SuccessRule::name),
         }
     }
 }
@@ -246,7 +250,8 @@ impl WebhookInput {
             hook.state = v.copied().unwrap_or(WebhookState::Active);
         }
         if let Some(v) = self.kind.read_text("Type", 100)? {
-            hook.kind = v.unwrap_or("webhook").to_ascii_lowercase();
+            let name = v.unwrap_or("webhook").to_ascii_lowercase();
+            hook.kind = WebhookType::parse(&name).ok_or_else(|| unsupported_type(&name))?;
         }
         if let Some(v) = self.headers.read("Headers")? {
             let mut headers = some_map(v);
@@ -262,13 +267,38 @@ impl WebhookInput {
             hook.errors_email = some_text(v);
         }
         if let Some(v) = self.retry_policy.read_text("RetryPolicy", 40)? {
-            hook.retry_policy = some_text(v);
+            hook.retry_policy = match some_text(v) {
+                None => None,
+                Some(p) => Some(RetryPolicy::parse(&p).ok_or_else(|| {
+                    ApiError::invalid_field(
+                        "RetryPolicy",
+                        format!("{p:?}: use one of {:?}", RetryPolicy::NAMES),
+                    )
+                })?),
+            };
         }
         if let Some(v) = self.success_status.read_text("SuccessStatus", 10)? {
-            hook.success_status = some_text(v);
+            hook.success_status = match some_text(v) {
+                None => None,
+                Some(s) => Some(SuccessRule::parse(&s).ok_or_else(|| {
+                    ApiError::invalid_field(
+                        "SuccessStatus",
+                        format!("{s:?}: use \"200\" or \"2xx\""),
+                    )
+                })?),
+            };
         }
         Ok(())
     }
+}
+
+/// The refusal of a definition of a type crmhooks does not deliver (`name` as given, in lower
+/// case).
+pub(crate) fn unsupported_type(name: &str) -> ApiError {
+    ApiError::invalid_field(
+        "Type",
+        format!("{name:?} is not supported; crmhooks delivers type \"webhook\" (HTTP POST)"),
+    )
 }
 
 /// Each header whose value is [`MASK`] (sent back as a GET answered it) takes the stored value
@@ -375,6 +405,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::carriers::field::{property_names, read_object, Spelling};
+    use crmhooks_store::TenantId;
     use serde_json::json;
 
     /// Every property's refusal names it as the carrier spells it.
@@ -387,7 +418,9 @@ mod tests {
             body.insert((*name).to_owned(), json!([[]]));
             let body = Value::Object(body);
             let input: WebhookInput = read_object(body, Spelling::FirstWins, "x").unwrap();
-            let e = input.apply_to(&mut Webhook::default_for(1)).unwrap_err();
+            let e = input
+                .apply_to(&mut Webhook::default_for(TenantId::new(1)))
+                .unwrap_err();
             assert!(e.message.starts_with(name), "{name}: {}", e.message);
         }
     }
@@ -396,14 +429,16 @@ mod tests {
     fn refusals_come_in_property_order() {
         let body = json!({"SuccessStatus": 5, "State": "x", "Events": 1, "Name": 2});
         let input: WebhookInput = read_object(body, Spelling::FirstWins, "x").unwrap();
-        let e = input.apply_to(&mut Webhook::default_for(1)).unwrap_err();
+        let e = input
+            .apply_to(&mut Webhook::default_for(TenantId::new(1)))
+            .unwrap_err();
         assert_eq!(e.message, "Name: must be a string");
     }
 
     #[test]
     fn the_carrier_serializes_in_superoffice_order() {
-        let mut hook = Webhook::default_for(1);
-        hook.id = 4;
+        let mut hook = Webhook::default_for(TenantId::new(1));
+        hook.id = WebhookId::new(4);
         hook.name = "n".into();
         let v = serde_json::to_value(WebhookWithLinks::of(
             &hook,

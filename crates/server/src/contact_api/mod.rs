@@ -12,7 +12,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use crmhooks_store::contact::{soundex, CONTACT};
-use crmhooks_store::{now_ticks, Change, ChangeFn, ChangeOutcome, Row, StoreError, Value};
+use crmhooks_store::{
+    now_ticks, Change, ChangeFn, ChangeOutcome, ChangeVerb, ContactId, Row, StoreError, Value,
+};
 use serde::Deserialize;
 
 use crate::auth::Auth;
@@ -97,7 +99,7 @@ impl From<StoreError> for Refused {
 async fn change_contact(
     state: &AppState,
     auth: &Auth,
-    pk: Option<i64>,
+    pk: Option<ContactId>,
     mut change: impl FnMut(Option<&Row>) -> Result<Change, Refused> + Send + 'static,
 ) -> ApiResult<ChangeOutcome> {
     let change: ChangeFn = Box::new(move |current| {
@@ -131,13 +133,15 @@ fn respond(state: &AppState, row: Option<Row>) -> ApiResult<Response> {
     Ok(Json(ContactEntity::of(&row, &state.zone, &state.base_url)).into_response())
 }
 
-pub(crate) fn parse_id(raw: &str) -> ApiResult<i64> {
-    raw.parse::<i32>().map(i64::from).map_err(|_| {
-        ApiError::new(
-            ErrorCode::InvalidId,
-            format!("contact id {raw:?} is not an int32"),
-        )
-    })
+pub(crate) fn parse_id(raw: &str) -> ApiResult<ContactId> {
+    raw.parse::<i32>()
+        .map(|n| ContactId::new(i64::from(n)))
+        .map_err(|_| {
+            ApiError::new(
+                ErrorCode::InvalidId,
+                format!("contact id {raw:?} is not an int32"),
+            )
+        })
 }
 
 #[utoipa::path(get, path = "/Contact/default", tag = "Contact", operation_id = "GetDefaultContact",
@@ -199,7 +203,7 @@ pub(crate) async fn create_row(
 pub(crate) async fn replace_row(
     state: &AppState,
     auth: &Auth,
-    id: i64,
+    id: ContactId,
     input: ContactInput,
 ) -> ApiResult<Option<Row>> {
     let out = change_contact(state, auth, Some(id), move |current| {
@@ -208,7 +212,7 @@ pub(crate) async fn replace_row(
         apply(&input, &mut row, Absent::IsDefault)?;
         Ok(Change::Update {
             row,
-            verb: "changed",
+            verb: ChangeVerb::Changed,
         })
     })
     .await?;
@@ -220,7 +224,7 @@ pub(crate) async fn replace_row(
 async fn edit_live(
     state: &AppState,
     auth: &Auth,
-    id: i64,
+    id: ContactId,
     mut edit: impl FnMut(&Row, &mut Row) -> ApiResult<()> + Send + 'static,
 ) -> ApiResult<Response> {
     let out = change_contact(state, auth, Some(id), move |current| {
@@ -229,7 +233,7 @@ async fn edit_live(
         edit(current, &mut row)?;
         Ok(Change::Update {
             row,
-            verb: "changed",
+            verb: ChangeVerb::Changed,
         })
     })
     .await?;
@@ -341,7 +345,7 @@ async fn delete(
 pub(crate) async fn delete_row(
     state: &AppState,
     auth: &Auth,
-    id: i64,
+    id: ContactId,
     permanent: bool,
 ) -> ApiResult<()> {
     change_contact(state, auth, Some(id), move |current| {
@@ -355,7 +359,7 @@ pub(crate) async fn delete_row(
         row.set(&CONTACT, "DeletedDate", Value::Date(now_ticks()));
         Ok(Change::Update {
             row,
-            verb: "softdeleted",
+            verb: ChangeVerb::SoftDeleted,
         })
     })
     .await?;
@@ -385,7 +389,7 @@ async fn restore(
         row.set(&CONTACT, "DeletedDate", Value::Null);
         Ok(Change::Update {
             row,
-            verb: "changed",
+            verb: ChangeVerb::Changed,
         })
     })
     .await?;

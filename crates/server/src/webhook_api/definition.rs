@@ -5,17 +5,15 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use crmhooks_dispatch::policy::POLICY_NAMES;
 use crmhooks_dispatch::send::{check_custom_headers, is_reserved_header};
-use crmhooks_dispatch::SuccessRule;
-use crmhooks_store::{Webhook, WebhookFilter, WebhookState};
+use crmhooks_store::{Webhook, WebhookFilter, WebhookId, WebhookState, WebhookType};
 use serde::Deserialize;
 
 use super::{load, parse_id, NOT_A_WEBHOOK};
 use crate::auth::Auth;
 use crate::body::{ApiPath, ApiQuery, JsonBody};
 use crate::carriers::field::{read_object, Field, Spelling};
-use crate::carriers::webhook::{WebhookCarrier, WebhookInput, WebhookWithLinks};
+use crate::carriers::webhook::{unsupported_type, WebhookCarrier, WebhookInput, WebhookWithLinks};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::{patch, AppState};
 
@@ -31,14 +29,8 @@ pub(super) fn validate(hook: &Webhook, state: &AppState) -> ApiResult<()> {
             "must name at least one event",
         ));
     }
-    if !hook.kind.eq_ignore_ascii_case("webhook") {
-        return Err(ApiError::invalid_field(
-            "Type",
-            format!(
-                "{:?} is not supported; crmhooks delivers type \"webhook\" (HTTP POST)",
-                hook.kind
-            ),
-        ));
+    if hook.kind != WebhookType::Webhook {
+        return Err(unsupported_type(hook.kind.name()));
     }
     state
         .dispatcher
@@ -85,22 +77,6 @@ pub(super) fn validate(hook: &Webhook, state: &AppState) -> ApiResult<()> {
             ));
         }
     }
-    if let Some(p) = &hook.retry_policy {
-        if !POLICY_NAMES.contains(&p.as_str()) {
-            return Err(ApiError::invalid_field(
-                "RetryPolicy",
-                format!("{p:?}: use one of {POLICY_NAMES:?}"),
-            ));
-        }
-    }
-    if let Some(s) = &hook.success_status {
-        if SuccessRule::parse(s).is_none() {
-            return Err(ApiError::invalid_field(
-                "SuccessStatus",
-                format!("{s:?}: use \"200\" or \"2xx\""),
-            ));
-        }
-    }
     Ok(())
 }
 
@@ -133,7 +109,7 @@ pub(crate) async fn save_hook(state: &AppState, auth: &Auth, hook: Webhook) -> A
     }
     // The version before, for the audit log's summary of what changed.
     let old = match hook.id {
-        0 => None,
+        id if id == WebhookId::default() => None,
         id => state.store.get_webhook(auth.actor.tenant_id, id).await?,
     };
     let (saved, change) = state.store.save_webhook(&auth.actor, hook).await?;
@@ -349,7 +325,7 @@ pub(super) async fn delete(
 }
 
 /// Deletes webhook `id` of the caller's tenant and records it; false if there is none.
-pub(crate) async fn delete_hook(state: &AppState, auth: &Auth, id: i64) -> ApiResult<bool> {
+pub(crate) async fn delete_hook(state: &AppState, auth: &Auth, id: WebhookId) -> ApiResult<bool> {
     let old = state.store.get_webhook(auth.actor.tenant_id, id).await?;
     let deleted = state.store.delete_webhook(auth.actor.tenant_id, id).await?;
     if deleted {

@@ -5,7 +5,9 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use crmhooks_store::{DeliveryFilter, DeliveryStatus, StoreError, Ticks, WebhookUsage};
+use crmhooks_store::{
+    ContactId, DeliveryFilter, DeliveryId, DeliveryStatus, EventId, StoreError, Ticks, WebhookUsage,
+};
 use serde::Deserialize;
 
 use super::{load, parse_id};
@@ -85,19 +87,21 @@ pub(super) struct DeliveriesQuery {
 /// Longest `EventId` a search takes (a GUID has 36 characters).
 const EVENT_ID_MAX: usize = 64;
 
-fn parse_primary_key(s: Option<&str>) -> ApiResult<Option<i64>> {
+fn parse_primary_key(s: Option<&str>) -> ApiResult<Option<ContactId>> {
     let Some(s) = s.map(str::trim).filter(|s| !s.is_empty()) else {
         return Ok(None);
     };
-    s.parse::<i32>().map(|n| Some(i64::from(n))).map_err(|_| {
-        ApiError::new(
-            ErrorCode::InvalidQuery,
-            format!("PrimaryKey {s:?} is not an int32 (a contact id)"),
-        )
-    })
+    s.parse::<i32>()
+        .map(|n| Some(ContactId::new(i64::from(n))))
+        .map_err(|_| {
+            ApiError::new(
+                ErrorCode::InvalidQuery,
+                format!("PrimaryKey {s:?} is not an int32 (a contact id)"),
+            )
+        })
 }
 
-fn parse_event_id(s: Option<&str>) -> ApiResult<Option<String>> {
+fn parse_event_id(s: Option<&str>) -> ApiResult<Option<Option<EventId>>> {
     let Some(s) = s.map(str::trim).filter(|s| !s.is_empty()) else {
         return Ok(None);
     };
@@ -107,7 +111,8 @@ fn parse_event_id(s: Option<&str>) -> ApiResult<Option<String>> {
             format!("EventId is longer than {EVENT_ID_MAX} characters"),
         ));
     }
-    Ok(Some(s.to_ascii_lowercase()))
+    // Only the stored (hyphenated) form can match: any other text matches no delivery.
+    Ok(Some(if s.len() == 36 { s.parse().ok() } else { None }))
 }
 
 #[utoipa::path(get, path = "/Webhook/{id}/Deliveries", tag = "Deliveries", operation_id = "ListDeliveries",
@@ -139,13 +144,21 @@ pub(super) async fn deliveries(
             )
         })?),
     };
+    let since = parse_times("since", q.since.as_deref())?;
+    let until = parse_times("until", q.until.as_deref())?;
+    let primary_key = parse_primary_key(q.primary_key.as_deref())?;
+    let event_id = match parse_event_id(q.event_id.as_deref())? {
+        Some(None) => return Ok(Json(Vec::<DeliveryCarrier<'_>>::new()).into_response()),
+        Some(Some(id)) => Some(id),
+        None => None,
+    };
     let filter = DeliveryFilter {
         status,
-        since: parse_times("since", q.since.as_deref())?,
-        until: parse_times("until", q.until.as_deref())?,
-        before_id: q.before,
-        primary_key: parse_primary_key(q.primary_key.as_deref())?,
-        event_id: parse_event_id(q.event_id.as_deref())?,
+        since,
+        until,
+        before_id: q.before.map(DeliveryId::new),
+        primary_key,
+        event_id,
         limit: q.limit.unwrap_or(100).clamp(1, 1000),
     };
     let list = state
@@ -166,7 +179,7 @@ pub(super) async fn deliveries(
 pub(super) async fn delivery(
     State(state): State<AppState>,
     auth: Auth,
-    ApiPath((id, delivery_id)): ApiPath<(String, i64)>,
+    ApiPath((id, delivery_id)): ApiPath<(String, DeliveryId)>,
 ) -> ApiResult<Response> {
     let hook = load(&state, &auth, &id).await?;
     let (d, attempts) = state
@@ -212,7 +225,7 @@ pub(super) async fn resend(
             hook.id
         ))
     };
-    let delivery_id: i64 = delivery_id.parse().map_err(|_| {
+    let delivery_id: DeliveryId = delivery_id.parse().map_err(|_| {
         ApiError::new(
             ErrorCode::InvalidId,
             format!("delivery id {delivery_id:?} is not an integer"),

@@ -18,7 +18,7 @@ pub(crate) mod signal;
 
 use axum::routing::{get, post};
 use axum::Router;
-use crmhooks_store::Webhook;
+use crmhooks_store::{Webhook, WebhookId};
 
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult, ErrorCode};
@@ -28,13 +28,15 @@ pub use replay::REPLAY_MAX;
 
 pub(crate) const NOT_A_WEBHOOK: &str = "the body must be a Webhook JSON object";
 
-fn parse_id(raw: &str) -> ApiResult<i64> {
-    raw.parse::<i32>().map(i64::from).map_err(|_| {
-        ApiError::new(
-            ErrorCode::InvalidId,
-            format!("webhook id {raw:?} is not an int32"),
-        )
-    })
+fn parse_id(raw: &str) -> ApiResult<WebhookId> {
+    raw.parse::<i32>()
+        .map(|n| WebhookId::new(i64::from(n)))
+        .map_err(|_| {
+            ApiError::new(
+                ErrorCode::InvalidId,
+                format!("webhook id {raw:?} is not an int32"),
+            )
+        })
 }
 
 /// The webhook `id` (as in the path) of the caller's tenant.

@@ -155,7 +155,7 @@ pub(super) async fn replay_progress(
     ApiPath((id, replay_id)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<ReplayCarrier>> {
     let hook = load(&state, &auth, &id).await?;
-    let replay_id = parse_id(&replay_id)?;
+    let replay_id = parse_id(&replay_id)?.get();
     let job = state
         .store
         .get_replay(auth.actor.tenant_id, hook.id, replay_id)

@@ -353,13 +353,16 @@ impl TestApp {
         let mut h = self
             .state
             .store
-            .get_webhook(1, hook)
+            .get_webhook(
+                crmhooks_store::TenantId::new(1),
+                crmhooks_store::WebhookId::new(hook),
+            )
             .await
             .unwrap()
             .unwrap();
         h.state = crmhooks_store::WebhookState::Active;
         let actor = crmhooks_store::Actor {
-            tenant_id: 1,
+            tenant_id: crmhooks_store::TenantId::new(1),
             tenant: "Default".into(),
             associate_id: 1,
         };

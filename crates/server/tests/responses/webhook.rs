@@ -1,6 +1,7 @@
 //! Webhook definitions: the `default` carrier, POST, reads and lists, PUT, PATCH, Test,
 //! signal, delete, and what the stored secret becomes.
 
+use crmhooks_store::{TenantId, WebhookId};
 use reqwest::Method;
 use serde_json::Value;
 
@@ -118,7 +119,14 @@ pub async fn webhook_secret_semantics() {
     let rx = receiver(None).await;
     let secret = |app: &TestApp| {
         let store = app.state.store.clone();
-        async move { store.get_webhook(1, 1).await.unwrap().unwrap().secret }
+        async move {
+            store
+                .get_webhook(TenantId::new(1), WebhookId::new(1))
+                .await
+                .unwrap()
+                .unwrap()
+                .secret
+        }
     };
     let url = rx.url("/s");
     let put = |body: Value| {
@@ -249,7 +257,13 @@ pub async fn webhook_patch_clears() {
         assert!(!obj.contains_key("SuccessStatus"), "{v}");
     };
     check(&v);
-    let stored = app.state.store.get_webhook(1, id).await.unwrap().unwrap();
+    let stored = app
+        .state
+        .store
+        .get_webhook(TenantId::new(1), WebhookId::new(id))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         (
             stored.errors_email,
@@ -266,9 +280,15 @@ pub async fn webhook_patch_clears() {
         .collect();
     let v = app.ok(Method::PATCH, &path, Some(Value::Array(ops))).await;
     check(&v);
-    let stored = app.state.store.get_webhook(1, id).await.unwrap().unwrap();
+    let stored = app
+        .state
+        .store
+        .get_webhook(TenantId::new(1), WebhookId::new(id))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(stored.success_status, None);
     assert_eq!(stored.secret.as_deref(), Some("keep"));
-    assert_eq!(stored.kind, "webhook");
+    assert_eq!(stored.kind, crmhooks_store::WebhookType::Webhook);
     app.stop().await;
 }

@@ -147,7 +147,11 @@ async fn dashboard_end_to_end_in_chromium() {
     let store = app.state.store.clone();
     crmhooks_testkit::wait_for(
         || async {
-            let u = store.webhook_usage(1, down).await.ok()??;
+            let (tenant, hook) = (
+                crmhooks_store::TenantId::new(1),
+                crmhooks_store::WebhookId::new(down),
+            );
+            let u = store.webhook_usage(tenant, hook).await.ok()??;
             (u.consecutive_errors >= 2).then_some(())
         },
         T,

@@ -18,7 +18,7 @@ use crate::sql::columns::{
     column_list, json_text, map_text, qualified, read_row, read_webhook, subscribers, WEBHOOK_COLS,
 };
 use crate::sql::{At, DbRow as _};
-use crate::{Result, StoreError};
+use crate::{Result, StoreError, TenantId};
 
 /// A delivery the group wrote.
 pub(super) struct Written {
@@ -35,7 +35,7 @@ pub(super) async fn lock_rows(
     conn: &mut PgConnection,
     jobs: &[Meta],
 ) -> Result<HashMap<Key, Option<Row>>> {
-    let mut wanted: BTreeMap<&'static str, (&'static EntityDef, Vec<i64>, Vec<i64>)> =
+    let mut wanted: BTreeMap<&'static str, (&'static EntityDef, Vec<TenantId>, Vec<i64>)> =
         BTreeMap::new();
     for job in jobs {
         if let Some(pk) = job.pk {
@@ -64,7 +64,7 @@ pub(super) async fn lock_rows(
             .await
             .map_err(db)?;
         for r in &found {
-            let tenant = r.int(0)?;
+            let tenant = TenantId::new(r.int(0)?);
             let row = read_row(def, &At(r, 1))?;
             let pk = row.values[0].as_i64();
             rows.insert((tenant, table, pk), Some(row));
@@ -186,7 +186,7 @@ pub(super) async fn write_rows(
             .zip(jobs)
             .filter(|(_, j)| j.def.table == table)
             .filter_map(|(p, j)| match p {
-                Plan::Insert(row) => Some((j.actor.tenant_id, row)),
+                Plan::Insert(row) => Some((j.actor.tenant_id.get(), row)),
                 _ => None,
             })
             .collect();
@@ -212,8 +212,8 @@ pub(super) async fn write_rows(
                 continue;
             }
             match rows.get(&key) {
-                Some(Some(row)) => updated.push((j.actor.tenant_id, row)),
-                _ => deleted.push((j.actor.tenant_id, pk)),
+                Some(Some(row)) => updated.push((j.actor.tenant_id.get(), row)),
+                _ => deleted.push((j.actor.tenant_id.get(), pk)),
             }
         }
         if !updated.is_empty() {

@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use sqlx::postgres::PgRow;
 use sqlx::Row as _;
-use uuid::Uuid;
 
 use super::db::db;
 use super::notify::notify_nodes;
@@ -15,7 +14,7 @@ use crate::sql::columns::{
     count_cols, qualified, read_event, read_webhook, EVENT_COLS, WEBHOOK_COLS,
 };
 use crate::sql::{At, DbRow as _};
-use crate::{ClaimRequest, Result, StoreError};
+use crate::{ClaimRequest, DeliveryId, Result, StoreError};
 
 /// Advisory lock key that serializes claims across nodes ("crmhooks" in ASCII).
 const CLAIM_LOCK: i64 = 0x6372_6d68_6f6f_6b73;
@@ -57,7 +56,7 @@ pub(super) fn read_claimed(rows: &[PgRow], keys: &crate::Keyring) -> Result<Vec<
     let mut hooks: std::collections::HashMap<i64, Arc<crate::model::Webhook>> =
         std::collections::HashMap::new();
     for r in rows {
-        let delivery_id = r.int(0)?;
+        let delivery_id = DeliveryId::new(r.int(0)?);
         let hook_id = r.int(webhook_at)?;
         let webhook = match hooks.get(&hook_id) {
             Some(w) => Arc::clone(w),
@@ -72,7 +71,7 @@ pub(super) fn read_claimed(rows: &[PgRow], keys: &crate::Keyring) -> Result<Vec<
             r.int(3)?,
             Claimed {
                 delivery_id,
-                event_id: Uuid::parse_str(&event_id).map_err(|e| {
+                event_id: event_id.parse().map_err(|e| {
                     StoreError::Corrupt(format!("delivery {delivery_id} event id: {e}"))
                 })?,
                 attempt_in_cycle: r.int(2)?,
@@ -105,12 +104,12 @@ impl PgStore {
         // claim lock, calls it and hands its ids to the UPDATE through a transaction-local
         // setting. The UPDATE and the joins of the few leased rows to their event, webhook and
         // tenant reach their rows by key, whatever the statistics say.
-        let list = |ids: &[i64]| {
+        fn list(ids: &[impl ToString]) -> String {
             ids.iter()
-                .map(i64::to_string)
+                .map(ToString::to_string)
                 .collect::<Vec<_>>()
                 .join(", ")
-        };
+        }
         let (skip, skip_tenants) = (list(&req.skip_webhooks), list(&req.skip_tenants));
         let sql = format!(
             "DO $$BEGIN PERFORM set_config('synchronous_commit', 'off', true); {by_key} \

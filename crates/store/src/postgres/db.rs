@@ -12,6 +12,7 @@ use crate::entity::Ticks;
 use crate::model::{Actor, Committed, NewEvent};
 use crate::sql::{Arg, Db, DbRow, Fanout};
 use crate::{Result, StoreError};
+use crate::{TenantId, WebhookId};
 
 pub(super) fn db(e: sqlx::Error) -> StoreError {
     StoreError::from_sqlx(e)
@@ -91,8 +92,8 @@ impl Fanout for PgDb<'_> {
 
     fn queue_again(
         &mut self,
-        tenant_id: i64,
-        webhook_id: i64,
+        tenant_id: TenantId,
+        webhook_id: WebhookId,
         seq: i64,
         order_key: &str,
         now: Ticks,
@@ -118,8 +119,8 @@ impl Fanout for PgDb<'_> {
 
     fn queue_again_all(
         &mut self,
-        tenant_id: i64,
-        webhook_id: i64,
+        tenant_id: TenantId,
+        webhook_id: WebhookId,
         events: Vec<(i64, String)>,
         now: Ticks,
     ) -> impl Future<Output = Result<()>> + Send {

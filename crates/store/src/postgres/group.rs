@@ -16,7 +16,6 @@ use std::sync::Arc;
 
 use sqlx::postgres::PgConnection;
 use tokio::sync::{mpsc, oneshot};
-use uuid::Uuid;
 
 use super::batch::{insert_deliveries, insert_events, lock_rows, numbers, write_rows};
 use super::db::db;
@@ -26,6 +25,7 @@ use crate::model::*;
 use crate::sql::columns::stored_event;
 use crate::sql::plan::{created_event, plan_change, Planned};
 use crate::{now_ticks, ChangeFn, ChangeOutcome, Result, StoreError};
+use crate::{DeliveryId, EventId, TenantId};
 
 /// Planner settings for a transaction whose statements reach their rows by key (a group, a
 /// record): with a queue's statistics stale (it changes faster than autovacuum follows, or
@@ -68,7 +68,7 @@ pub(super) enum Plan {
 }
 
 /// A row of the group, by tenant, table and key.
-pub(super) type Key = (i64, &'static str, i64);
+pub(super) type Key = (TenantId, &'static str, i64);
 
 /// Takes the waiting changes in groups and commits each group.
 pub(super) struct Committer {
@@ -276,8 +276,8 @@ impl Committer {
         for d in deliveries {
             if let Some(webhook) = d.webhook {
                 leased_by_seq.entry(d.event_seq).or_default().push(Leased {
-                    delivery_id: d.delivery_id,
-                    event_id: d.event_id,
+                    delivery_id: DeliveryId::new(d.delivery_id),
+                    event_id: d.event_id.into(),
                     webhook,
                 });
             }
@@ -364,7 +364,7 @@ pub(super) async fn emit(
 
 /// A delivery written leased, before its event is attached.
 struct Leased {
-    delivery_id: i64,
-    event_id: Uuid,
+    delivery_id: DeliveryId,
+    event_id: EventId,
     webhook: Arc<Webhook>,
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use crate::entity::Ticks;
 use crate::model::*;
-use crate::{now_ticks, Intake};
+use crate::{now_ticks, DeliveryId, Intake};
 use tokio::sync::Notify;
 
 /// Fresh heads of chains written leased to this node's dispatcher (see [`Intake`]): each
@@ -78,7 +78,7 @@ impl Handoff {
             .into_iter()
             .partition(|c| intake.reserve(c.webhook.tenant_id, c.webhook.id));
         if !refused.is_empty() {
-            let ids: Vec<i64> = refused.iter().map(|c| c.delivery_id).collect();
+            let ids: Vec<DeliveryId> = refused.iter().map(|c| c.delivery_id).collect();
             let unleased = sqlx::query(
                 "UPDATE delivery SET status = 0, lease_until = NULL, lease_owner = NULL \
                  WHERE delivery_id = ANY($1) AND status = 1 AND lease_owner = $2",

@@ -45,6 +45,7 @@ use crate::sql;
 use crate::{
     ChangeFn, ChangeOutcome, ClaimRequest, Intake, OpenOptions, Result, Store, StoreError,
 };
+use crate::{ContactId, DeliveryId, TenantId, WebhookId};
 use db::{db, PgDb};
 
 /// PostgreSQL implementation of [`Store`].
@@ -158,7 +159,7 @@ impl PgStore {
 
 #[async_trait]
 impl Store for PgStore {
-    async fn ensure_tenant(&self, name: &str) -> Result<i64> {
+    async fn ensure_tenant(&self, name: &str) -> Result<TenantId> {
         let mut tx = self.begin().await?;
         let id = sql::keys::ensure_tenant(&mut PgDb(&mut tx), name).await?;
         tx.commit().await.map_err(db)?;
@@ -214,7 +215,7 @@ impl Store for PgStore {
         sql::keys::touch_key(&mut PgDb(&mut *self.conn().await?), id, now).await
     }
 
-    async fn list_tenants(&self) -> Result<Vec<(i64, String)>> {
+    async fn list_tenants(&self) -> Result<Vec<(TenantId, String)>> {
         sql::keys::list_tenants(&mut PgDb(&mut *self.conn().await?)).await
     }
 
@@ -224,7 +225,7 @@ impl Store for PgStore {
 
     async fn list_audit(
         &self,
-        tenant_id: i64,
+        tenant_id: TenantId,
         before: Option<i64>,
         limit: i64,
     ) -> Result<Vec<AuditEntry>> {
@@ -243,9 +244,9 @@ impl Store for PgStore {
 
     async fn get_row(
         &self,
-        tenant_id: i64,
+        tenant_id: TenantId,
         def: &'static EntityDef,
-        pk: i64,
+        pk: ContactId,
         include_deleted: bool,
     ) -> Result<Option<Row>> {
         let mut conn = self.conn().await?;
@@ -254,7 +255,7 @@ impl Store for PgStore {
 
     async fn list_rows(
         &self,
-        tenant_id: i64,
+        tenant_id: TenantId,
         def: &'static EntityDef,
         query: &crate::RowQuery,
     ) -> Result<Vec<Row>> {
@@ -266,14 +267,14 @@ impl Store for PgStore {
         &self,
         actor: &Actor,
         def: &'static EntityDef,
-        pk: Option<i64>,
+        pk: Option<ContactId>,
         change: ChangeFn,
     ) -> Result<ChangeOutcome> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let job = group::Job {
             actor: actor.clone(),
             def,
-            pk,
+            pk: pk.map(ContactId::get),
             change,
             reply,
         };
@@ -305,7 +306,7 @@ impl Store for PgStore {
         def: &'static EntityDef,
         cutoff: Ticks,
         limit: i64,
-    ) -> Result<Vec<(i64, String, i64)>> {
+    ) -> Result<Vec<(TenantId, String, ContactId)>> {
         let mut conn = self.conn().await?;
         sql::rows::recycle_bin_expired(&mut PgDb(&mut conn), def, cutoff, limit).await
     }
@@ -327,17 +328,21 @@ impl Store for PgStore {
         Ok(saved)
     }
 
-    async fn get_webhook(&self, tenant_id: i64, id: i64) -> Result<Option<Webhook>> {
+    async fn get_webhook(&self, tenant_id: TenantId, id: WebhookId) -> Result<Option<Webhook>> {
         let mut conn = self.conn().await?;
         sql::webhooks::get(&mut PgDb(&mut conn), tenant_id, id, &self.keys).await
     }
 
-    async fn list_webhooks(&self, tenant_id: i64, filter: &WebhookFilter) -> Result<Vec<Webhook>> {
+    async fn list_webhooks(
+        &self,
+        tenant_id: TenantId,
+        filter: &WebhookFilter,
+    ) -> Result<Vec<Webhook>> {
         let mut conn = self.conn().await?;
         sql::webhooks::list(&mut PgDb(&mut conn), tenant_id, filter, &self.keys).await
     }
 
-    async fn delete_webhook(&self, tenant_id: i64, id: i64) -> Result<bool> {
+    async fn delete_webhook(&self, tenant_id: TenantId, id: WebhookId) -> Result<bool> {
         let mut tx = self.begin().await?;
         let found = sql::webhooks::delete(&mut PgDb(&mut tx), tenant_id, id).await?;
         if found {
@@ -348,7 +353,11 @@ impl Store for PgStore {
         Ok(found)
     }
 
-    async fn webhook_usage(&self, tenant_id: i64, id: i64) -> Result<Option<WebhookUsage>> {
+    async fn webhook_usage(
+        &self,
+        tenant_id: TenantId,
+        id: WebhookId,
+    ) -> Result<Option<WebhookUsage>> {
         let mut conn = self.conn().await?;
         sql::webhooks::usage(&mut PgDb(&mut conn), tenant_id, id).await
     }
@@ -378,7 +387,12 @@ impl Store for PgStore {
         self.next_due_at().await
     }
 
-    async fn renew_leases(&self, owner: &str, ids: &[i64], lease_until: Ticks) -> Result<u64> {
+    async fn renew_leases(
+        &self,
+        owner: &str,
+        ids: &[DeliveryId],
+        lease_until: Ticks,
+    ) -> Result<u64> {
         // Bookkeeping: a renewal lost in a crash only lets a lease run out (at-least-once).
         let mut tx = self.begin().await?;
         let mut pg = PgDb(&mut tx);
@@ -394,8 +408,8 @@ impl Store for PgStore {
 
     async fn list_deliveries(
         &self,
-        tenant_id: i64,
-        webhook_id: i64,
+        tenant_id: TenantId,
+        webhook_id: WebhookId,
         filter: &DeliveryFilter,
     ) -> Result<Vec<Delivery>> {
         let mut conn = self.conn().await?;
@@ -404,9 +418,9 @@ impl Store for PgStore {
 
     async fn get_delivery(
         &self,
-        tenant_id: i64,
-        webhook_id: i64,
-        delivery_id: i64,
+        tenant_id: TenantId,
+        webhook_id: WebhookId,
+        delivery_id: DeliveryId,
     ) -> Result<Option<(Delivery, Vec<Attempt>)>> {
         let mut conn = self.conn().await?;
         sql::log::get(&mut PgDb(&mut conn), tenant_id, webhook_id, delivery_id).await
@@ -414,9 +428,9 @@ impl Store for PgStore {
 
     async fn resend_delivery(
         &self,
-        tenant_id: i64,
-        webhook_id: i64,
-        delivery_id: i64,
+        tenant_id: TenantId,
+        webhook_id: WebhookId,
+        delivery_id: DeliveryId,
     ) -> Result<Delivery> {
         let mut tx = self.begin().await?;
         let resent =
@@ -429,8 +443,8 @@ impl Store for PgStore {
 
     async fn start_replay(
         &self,
-        tenant_id: i64,
-        webhook_id: i64,
+        tenant_id: TenantId,
+        webhook_id: WebhookId,
         req: &ReplayRequest,
     ) -> Result<ReplayJob> {
         let mut conn = self.conn().await?;
@@ -448,8 +462,8 @@ impl Store for PgStore {
 
     async fn get_replay(
         &self,
-        tenant_id: i64,
-        webhook_id: i64,
+        tenant_id: TenantId,
+        webhook_id: WebhookId,
         replay_id: i64,
     ) -> Result<Option<ReplayJob>> {
         let mut conn = self.conn().await?;

@@ -13,7 +13,7 @@ use crate::entity::Ticks;
 use crate::model::*;
 use crate::sql::plan::{disable_reason, usage_last_error};
 use crate::sql::{keys, webhooks, Db as _};
-use crate::Result;
+use crate::{DeliveryId, Result, WebhookId};
 
 impl PgStore {
     pub(super) async fn record(
@@ -34,12 +34,12 @@ impl PgStore {
         // The webhooks, in id order, before their usage, deliveries and state: two nodes
         // completing for the same webhooks queue up instead of deadlocking, and only one of
         // them can see it Active and disable it. (All in the BEGIN round trip: integers only.)
-        let mut hook_ids: Vec<i64> = outcomes.iter().map(|o| o.webhook_id).collect();
+        let mut hook_ids: Vec<WebhookId> = outcomes.iter().map(|o| o.webhook_id).collect();
         hook_ids.sort_unstable();
         hook_ids.dedup();
         let ids = hook_ids
             .iter()
-            .map(i64::to_string)
+            .map(WebhookId::to_string)
             .collect::<Vec<_>>()
             .join(", ");
         let mut tx = self
@@ -53,10 +53,11 @@ impl PgStore {
         let mut changes = Vec::new();
         let mut requeued = false;
         // Deliveries this batch closes: the next delivery of each of their chains may go.
-        let mut closed: Vec<i64> = Vec::new();
+        let mut closed: Vec<DeliveryId> = Vec::new();
         // Webhooks whose attempts in this batch all succeeded (the common case) are recorded in
         // bulk: three statements for the whole batch, whatever its size.
-        let mut all_ok: std::collections::HashMap<i64, bool> = std::collections::HashMap::new();
+        let mut all_ok: std::collections::HashMap<WebhookId, bool> =
+            std::collections::HashMap::new();
         for o in outcomes {
             let ok = all_ok.entry(o.webhook_id).or_insert(true);
             *ok &= o.verdict == Verdict::Delivered;
@@ -207,7 +208,7 @@ impl PgStore {
         bulk: &[&AttemptOutcome],
         now: Ticks,
     ) -> Result<()> {
-        let ids: Vec<i64> = bulk.iter().map(|o| o.delivery_id).collect();
+        let ids: Vec<i64> = bulk.iter().map(|o| o.delivery_id.get()).collect();
         let event_ids: Vec<String> = bulk.iter().map(|o| o.event_id.to_string()).collect();
         let retries: Vec<i64> = bulk.iter().map(|o| o.retry).collect();
         let at: Vec<i64> = bulk.iter().map(|o| o.attempted_at).collect();
@@ -273,11 +274,12 @@ impl PgStore {
             .await
             .map_err(db)?;
         }
-        let mut per_hook: std::collections::BTreeMap<i64, i64> = std::collections::BTreeMap::new();
+        let mut per_hook: std::collections::BTreeMap<WebhookId, i64> =
+            std::collections::BTreeMap::new();
         for o in bulk {
             *per_hook.entry(o.webhook_id).or_insert(0) += 1;
         }
-        let hooks: Vec<i64> = per_hook.keys().copied().collect();
+        let hooks: Vec<WebhookId> = per_hook.keys().copied().collect();
         let counts: Vec<i64> = per_hook.values().copied().collect();
         sqlx::query(
             "UPDATE webhook_usage SET total_calls = total_calls + u.n, consecutive_errors = 0 \
@@ -299,7 +301,7 @@ impl PgStore {
 /// leased).
 async fn next_heads(
     tx: &mut sqlx::Transaction<'_, Postgres>,
-    closed: &[i64],
+    closed: &[DeliveryId],
     hand: &Hand,
     now: Ticks,
 ) -> Result<Vec<Claimed>> {

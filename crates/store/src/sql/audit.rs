@@ -3,6 +3,7 @@
 use super::{args, Db};
 use crate::entity::Ticks;
 use crate::keys::{AuditEntry, NewAudit};
+use crate::TenantId;
 use crate::{now_ticks, Result};
 
 /// Records one management call, now.
@@ -27,7 +28,7 @@ pub(crate) async fn record(db: &mut impl Db, entry: &NewAudit) -> Result<()> {
 /// A tenant's entries, newest first: at most `limit`, older than entry `before` when given.
 pub(crate) async fn list(
     db: &mut impl Db,
-    tenant_id: i64,
+    tenant_id: TenantId,
     before: Option<i64>,
     limit: i64,
 ) -> Result<Vec<AuditEntry>> {
@@ -38,7 +39,7 @@ pub(crate) async fn list(
         |r| {
             Ok(AuditEntry {
                 id: r.int(0)?,
-                tenant_id: r.int(1)?,
+                tenant_id: TenantId::new(r.int(1)?),
                 key_id: r.opt_int(2)?,
                 associate_id: r.int(3)?,
                 at: r.int(4)?,

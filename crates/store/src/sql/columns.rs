@@ -6,6 +6,7 @@ use super::DbRow;
 use crate::entity::{ColumnKind, EntityDef, Row, Ticks, Value};
 use crate::model::*;
 use crate::secrets::{Keyring, SecretError, PREFIX};
+use crate::{DeliveryId, RetryPolicy, SuccessRule, TenantId, WebhookId, WebhookType};
 use crate::{Result, StoreError};
 
 /// The quoted column list of an entity table, in column order.
@@ -93,7 +94,7 @@ pub(crate) fn open_webhook(keys: &Keyring, hook: &mut Webhook) -> Result<()> {
 }
 
 /// The error of a stored value that does not decrypt.
-pub(crate) fn secret_error(webhook_id: i64, field: &str, e: &SecretError) -> StoreError {
+pub(crate) fn secret_error(webhook_id: WebhookId, field: &str, e: &SecretError) -> StoreError {
     StoreError::Secret(format!("webhook {webhook_id}: {field} {e}"))
 }
 
@@ -109,10 +110,25 @@ pub(crate) fn sealed_fields(keys: &Keyring, hook: &Webhook) -> (Option<String>, 
 
 /// A webhook as stored (secret and header values as they are in the row).
 pub(crate) fn read_stored_webhook(r: &(impl DbRow + ?Sized)) -> Result<Webhook> {
+    let id = WebhookId::new(r.int(0)?);
     let events = r.text(3)?;
+    // A value no version of crmhooks writes is an error, not a default.
+    let unknown = |column: &str, v: &str| {
+        StoreError::Corrupt(format!("webhook {id}: unknown {column} {v:?}"))
+    };
+    let kind = r.text(7)?;
+    let kind = WebhookType::parse(&kind).ok_or_else(|| unknown("type", &kind))?;
+    let retry_policy = match r.opt_text(16)? {
+        Some(p) => Some(RetryPolicy::parse(&p).ok_or_else(|| unknown("retry_policy", &p))?),
+        None => None,
+    };
+    let success_status = match r.opt_text(17)? {
+        Some(s) => Some(SuccessRule::parse(&s).ok_or_else(|| unknown("success_status", &s))?),
+        None => None,
+    };
     Ok(Webhook {
-        id: r.int(0)?,
-        tenant_id: r.int(1)?,
+        id,
+        tenant_id: TenantId::new(r.int(1)?),
         name: r.text(2)?,
         events: events
             .split(',')
@@ -122,7 +138,7 @@ pub(crate) fn read_stored_webhook(r: &(impl DbRow + ?Sized)) -> Result<Webhook> 
         target_url: r.text(4)?,
         secret: r.opt_text(5)?,
         state: WebhookState::from_i64(r.int(6)?),
-        kind: r.text(7)?,
+        kind,
         headers: parse_json_map(r.opt_text(8)?)?,
         properties: parse_json_map(r.opt_text(9)?)?,
         registered: r.int(10)?,
@@ -131,8 +147,8 @@ pub(crate) fn read_stored_webhook(r: &(impl DbRow + ?Sized)) -> Result<Webhook> 
         updated_associate_id: r.int(13)?,
         errors_email: r.opt_text(14)?,
         updated_count: r.int(15)?,
-        retry_policy: r.opt_text(16)?,
-        success_status: r.opt_text(17)?,
+        retry_policy,
+        success_status,
     })
 }
 
@@ -161,7 +177,7 @@ pub(crate) fn read_event(r: &(impl DbRow + ?Sized)) -> Result<StoredEvent> {
     let changes = r.text(5)?;
     Ok(StoredEvent {
         seq: r.int(0)?,
-        tenant_id: r.int(1)?,
+        tenant_id: TenantId::new(r.int(1)?),
         event: r.text(2)?,
         entity: r.text(3)?,
         primary_key: r.int(4)?,
@@ -210,12 +226,12 @@ pub(crate) const DELIVERY_COLS: &str = concat!(
 
 pub(crate) fn read_delivery(r: &(impl DbRow + ?Sized)) -> Result<Delivery> {
     Ok(Delivery {
-        delivery_id: r.int(0)?,
-        webhook_id: r.int(1)?,
+        delivery_id: DeliveryId::new(r.int(0)?),
+        webhook_id: WebhookId::new(r.int(1)?),
         event_seq: r.int(2)?,
         event: r.text(3)?,
         primary_key: r.int(4)?,
-        event_id: r.text(5)?,
+        event_id: r.event_id(5)?,
         status: DeliveryStatus::from_i64(r.int(6)?),
         attempts: r.int(7)?,
         cycles: r.int(8)?,
@@ -224,7 +240,7 @@ pub(crate) fn read_delivery(r: &(impl DbRow + ?Sized)) -> Result<Delivery> {
         completed: r.opt_int(11)?,
         last_status: r.opt_int(12)?,
         last_error: r.opt_text(13)?,
-        replay_of: r.opt_int(14)?,
+        replay_of: r.opt_int(14)?.map(DeliveryId::new),
     })
 }
 
@@ -234,7 +250,7 @@ pub(crate) const ATTEMPT_COLS: &str =
 pub(crate) fn read_attempt(r: &(impl DbRow + ?Sized)) -> Result<Attempt> {
     Ok(Attempt {
         attempt_id: r.int(0)?,
-        event_id: r.text(1)?,
+        event_id: r.event_id(1)?,
         retry: r.int(2)?,
         attempted_at: r.int(3)?,
         duration_us: r.int(4)?,

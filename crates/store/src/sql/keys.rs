@@ -4,6 +4,7 @@ use super::{args, Db, DbRow};
 use crate::entity::Ticks;
 use crate::keys::{ApiKey, Bootstrap, KeyScope, NewKey, BOOTSTRAP_NAME, TOUCH_EVERY};
 use crate::model::Actor;
+use crate::TenantId;
 use crate::{hash_key, now_ticks, Result, StoreError};
 
 /// The columns of a key, read by [`read_key`].
@@ -14,7 +15,7 @@ fn read_key(r: &dyn DbRow) -> Result<ApiKey> {
     let scope = r.text(5)?;
     Ok(ApiKey {
         id: r.int(0)?,
-        tenant_id: r.int(1)?,
+        tenant_id: TenantId::new(r.int(1)?),
         tenant: r.text(2)?,
         associate_id: r.int(3)?,
         name: r.text(4)?,
@@ -28,7 +29,7 @@ fn read_key(r: &dyn DbRow) -> Result<ApiKey> {
 }
 
 /// Creates the tenant if needed and returns its id.
-pub(crate) async fn ensure_tenant(db: &mut impl Db, name: &str) -> Result<i64> {
+pub(crate) async fn ensure_tenant(db: &mut impl Db, name: &str) -> Result<TenantId> {
     db.exec(
         "INSERT INTO tenant (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
         args![name],
@@ -37,18 +38,18 @@ pub(crate) async fn ensure_tenant(db: &mut impl Db, name: &str) -> Result<i64> {
     db.row(
         "SELECT tenant_id FROM tenant WHERE name = $1",
         args![name],
-        |r| r.int(0),
+        |r| r.int(0).map(TenantId::new),
     )
     .await?
     .ok_or_else(|| StoreError::Corrupt(format!("tenant {name:?} vanished")))
 }
 
 /// Every tenant: `(id, name)`, by id.
-pub(crate) async fn list_tenants(db: &mut impl Db) -> Result<Vec<(i64, String)>> {
+pub(crate) async fn list_tenants(db: &mut impl Db) -> Result<Vec<(TenantId, String)>> {
     db.rows(
         "SELECT tenant_id, name FROM tenant ORDER BY tenant_id",
         args![],
-        |r| Ok((r.int(0)?, r.text(1)?)),
+        |r| Ok((TenantId::new(r.int(0)?), r.text(1)?)),
     )
     .await
 }
@@ -210,7 +211,7 @@ pub(crate) async fn actor_for_key(db: &mut impl Db, key: &str) -> Result<Option<
 }
 
 /// A tenant's name.
-pub(crate) async fn tenant_name(db: &mut impl Db, tenant_id: i64) -> Result<String> {
+pub(crate) async fn tenant_name(db: &mut impl Db, tenant_id: TenantId) -> Result<String> {
     db.row(
         "SELECT name FROM tenant WHERE tenant_id = $1",
         args![tenant_id],

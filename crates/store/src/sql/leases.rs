@@ -3,7 +3,7 @@
 
 use super::{placeholders, Arg, Db};
 use crate::entity::Ticks;
-use crate::Result;
+use crate::{DeliveryId, Result};
 
 /// Most deliveries renewed by one statement.
 const CHUNK: usize = 500;
@@ -13,7 +13,7 @@ const CHUNK: usize = 500;
 pub(crate) async fn renew(
     db: &mut impl Db,
     owner: &str,
-    ids: &[i64],
+    ids: &[DeliveryId],
     lease_until: Ticks,
 ) -> Result<u64> {
     let mut renewed = 0;

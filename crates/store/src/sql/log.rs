@@ -5,12 +5,13 @@ use super::{args, Db, Query};
 use crate::contact::CONTACT;
 use crate::model::*;
 use crate::Result;
+use crate::{DeliveryId, TenantId, WebhookId};
 
 /// The delivery log of a webhook of a tenant, newest first, with its filters and paging.
 pub(crate) async fn list(
     db: &mut impl Db,
-    tenant_id: i64,
-    webhook_id: i64,
+    tenant_id: TenantId,
+    webhook_id: WebhookId,
     filter: &DeliveryFilter,
 ) -> Result<Vec<Delivery>> {
     let mut q = Query::new(format!(
@@ -37,14 +38,14 @@ pub(crate) async fn list(
     // of its throughput (docs/performance.md).
     if let Some(pk) = filter.primary_key {
         q.push(" AND d.order_key = ")
-            .bind(super::replay::order_key(CONTACT.entity, pk));
+            .bind(super::replay::order_key(CONTACT.entity, pk.get()));
     }
     if let Some(id) = &filter.event_id {
         // The EventId of its current cycle, or of an earlier one (kept in its attempts).
         q.push(" AND (d.event_id = ")
-            .bind(id.clone())
+            .bind(*id)
             .push(" OR EXISTS (SELECT 1 FROM attempt a WHERE a.delivery_id = d.delivery_id AND a.event_id = ")
-            .bind(id.clone())
+            .bind(*id)
             .push("))");
     }
     q.push(" ORDER BY d.delivery_id DESC LIMIT ")
@@ -55,9 +56,9 @@ pub(crate) async fn list(
 /// One delivery of a webhook of a tenant, with its attempts in order.
 pub(crate) async fn get(
     db: &mut impl Db,
-    tenant_id: i64,
-    webhook_id: i64,
-    delivery_id: i64,
+    tenant_id: TenantId,
+    webhook_id: WebhookId,
+    delivery_id: DeliveryId,
 ) -> Result<Option<(Delivery, Vec<Attempt>)>> {
     let found = db
         .row(

@@ -24,6 +24,7 @@ use std::borrow::Cow;
 use std::future::Future;
 
 use crate::entity::Ticks;
+use crate::ids::{ContactId, DeliveryId, EventId, TenantId, WebhookId};
 use crate::model::{Actor, Committed, NewEvent};
 use crate::Result;
 
@@ -65,6 +66,12 @@ impl From<&String> for Arg {
     }
 }
 
+impl From<Option<&str>> for Arg {
+    fn from(v: Option<&str>) -> Self {
+        Arg::Text(v.map(str::to_owned))
+    }
+}
+
 impl From<Option<String>> for Arg {
     fn from(v: Option<String>) -> Self {
         Arg::Text(v)
@@ -74,6 +81,30 @@ impl From<Option<String>> for Arg {
 impl From<&Option<String>> for Arg {
     fn from(v: &Option<String>) -> Self {
         Arg::Text(v.clone())
+    }
+}
+
+macro_rules! id_args {
+    ($($id:ty),*) => {$(
+        impl From<$id> for Arg {
+            fn from(v: $id) -> Self {
+                Arg::Int(Some(v.get()))
+            }
+        }
+
+        impl From<Option<$id>> for Arg {
+            fn from(v: Option<$id>) -> Self {
+                Arg::Int(v.map(<$id>::get))
+            }
+        }
+    )*};
+}
+id_args!(TenantId, ContactId, WebhookId, DeliveryId);
+
+/// An EventId is stored as its hyphenated text.
+impl From<EventId> for Arg {
+    fn from(v: EventId) -> Self {
+        Arg::Text(Some(v.to_string()))
     }
 }
 
@@ -89,6 +120,13 @@ pub(crate) trait DbRow {
     fn opt_int(&self, i: usize) -> Result<Option<i64>>;
     fn text(&self, i: usize) -> Result<String>;
     fn opt_text(&self, i: usize) -> Result<Option<String>>;
+
+    /// A stored EventId (its text).
+    fn event_id(&self, i: usize) -> Result<EventId> {
+        let text = self.text(i)?;
+        text.parse()
+            .map_err(|e| crate::StoreError::Corrupt(format!("event id {text:?}: {e}")))
+    }
 }
 
 /// The columns of `row` from `offset` on, for reading one record out of a wider row.
@@ -162,8 +200,8 @@ pub(crate) trait Fanout: Db {
     /// Queues event `seq` again for one webhook (a replay), behind what is open of its chain.
     fn queue_again(
         &mut self,
-        tenant_id: i64,
-        webhook_id: i64,
+        tenant_id: TenantId,
+        webhook_id: WebhookId,
         seq: i64,
         order_key: &str,
         now: Ticks,
@@ -173,8 +211,8 @@ pub(crate) trait Fanout: Db {
     /// replay's batch); by default one at a time.
     fn queue_again_all(
         &mut self,
-        tenant_id: i64,
-        webhook_id: i64,
+        tenant_id: TenantId,
+        webhook_id: WebhookId,
         events: Vec<(i64, String)>,
         now: Ticks,
     ) -> impl Future<Output = Result<()>> + Send

@@ -91,7 +91,7 @@ pub(crate) fn state_event(hook: &Webhook, usage_calls: i64, zone: &LocalZone) ->
     Some(NewEvent {
         event: format!("webhook{}.{verb}", hook.id),
         entity: "webhook".into(),
-        primary_key: hook.id,
+        primary_key: hook.id.get(),
         changes: Vec::new(),
         values: None,
         field_values: Some(json_text(&fv)),

@@ -6,6 +6,7 @@ use super::{args, webhooks, Db, DbRow, Fanout, Query};
 use crate::entity::Ticks;
 use crate::model::*;
 use crate::{now_ticks, Result, StoreError};
+use crate::{DeliveryId, TenantId, WebhookId};
 
 /// The ordering key of an event re-queued by a replay (the chain its original delivery was
 /// on).
@@ -19,8 +20,8 @@ fn read_job(r: &(impl DbRow + ?Sized)) -> Result<ReplayJob> {
     let count = |i: usize| r.int(i).map(|n| u64::try_from(n).unwrap_or(0));
     Ok(ReplayJob {
         id: r.int(0)?,
-        tenant_id: r.int(1)?,
-        webhook_id: r.int(2)?,
+        tenant_id: TenantId::new(r.int(1)?),
+        webhook_id: WebhookId::new(r.int(2)?),
         request: ReplayRequest {
             since: r.int(3)?,
             until: r.opt_int(4)?,
@@ -44,8 +45,8 @@ fn read_job(r: &(impl DbRow + ?Sized)) -> Result<ReplayJob> {
 /// Starts a replay of `req` for a webhook of a tenant: the job, with nothing done yet.
 pub(crate) async fn start(
     db: &mut impl Db,
-    tenant_id: i64,
-    webhook_id: i64,
+    tenant_id: TenantId,
+    webhook_id: WebhookId,
     req: &ReplayRequest,
 ) -> Result<ReplayJob> {
     if webhooks::tenant_of(db, webhook_id, "").await? != Some(tenant_id) {
@@ -87,8 +88,8 @@ pub(crate) async fn start(
 /// A replay job of a webhook of a tenant.
 pub(crate) async fn get(
     db: &mut impl Db,
-    tenant_id: i64,
-    webhook_id: i64,
+    tenant_id: TenantId,
+    webhook_id: WebhookId,
     replay_id: i64,
 ) -> Result<Option<ReplayJob>> {
     db.row(
@@ -219,9 +220,9 @@ async fn save(db: &mut impl Db, mut job: ReplayJob, now: Ticks) -> Result<Replay
 /// still open (it will be sent anyway).
 pub(crate) async fn resend(
     db: &mut impl Fanout,
-    tenant_id: i64,
-    webhook_id: i64,
-    delivery_id: i64,
+    tenant_id: TenantId,
+    webhook_id: WebhookId,
+    delivery_id: DeliveryId,
 ) -> Result<Delivery> {
     let key_share = db.lock_key_share();
     let alive = webhooks::tenant_of(db, webhook_id, key_share).await? == Some(tenant_id);

@@ -4,14 +4,15 @@ use super::columns::{column_list, read_row};
 use super::{args, Db, Query};
 use crate::entity::{ColumnKind, EntityDef, Row, Ticks};
 use crate::query::{RowFilter, RowQuery};
-use crate::{Result, StoreError};
+use crate::TenantId;
+use crate::{ContactId, Result, StoreError};
 
 /// A row of a tenant; soft-deleted rows only when `include_deleted`.
 pub(crate) async fn get_row(
     db: &mut impl Db,
-    tenant_id: i64,
+    tenant_id: TenantId,
     def: &'static EntityDef,
-    pk: i64,
+    pk: ContactId,
     include_deleted: bool,
 ) -> Result<Option<Row>> {
     let sql = format!(
@@ -61,7 +62,7 @@ pub(crate) async fn recycle_bin_expired(
     def: &'static EntityDef,
     cutoff: Ticks,
     limit: i64,
-) -> Result<Vec<(i64, String, i64)>> {
+) -> Result<Vec<(TenantId, String, ContactId)>> {
     let sql = format!(
         "SELECT c.tenant_id, t.name, c.\"{pk}\" FROM {table} c JOIN tenant t ON t.tenant_id = c.tenant_id \
          WHERE c.\"DeletedDate\" IS NOT NULL AND c.\"DeletedDate\" < $1 AND COALESCE(c.\"deleted\", 0) <> 0 LIMIT $2",
@@ -69,7 +70,11 @@ pub(crate) async fn recycle_bin_expired(
         table = def.table
     );
     db.rows(&sql, args![cutoff, limit], |r| {
-        Ok((r.int(0)?, r.text(1)?, r.int(2)?))
+        Ok((
+            TenantId::new(r.int(0)?),
+            r.text(1)?,
+            ContactId::new(r.int(2)?),
+        ))
     })
     .await
 }
@@ -88,7 +93,7 @@ fn column_of(def: &EntityDef, column: &str, kind: fn(&ColumnKind) -> bool) -> Re
 /// Rows of a tenant that are not soft-deleted, filtered, ordered and paged by `query`.
 pub(crate) async fn list(
     db: &mut impl Db,
-    tenant_id: i64,
+    tenant_id: TenantId,
     def: &'static EntityDef,
     query: &RowQuery,
 ) -> Result<Vec<Row>> {

@@ -8,6 +8,7 @@ use super::columns::{json_text, parse_json_map, secret_error};
 use super::{args, Db};
 use crate::secrets::{Keyring, ResealReport};
 use crate::Result;
+use crate::WebhookId;
 
 /// One stored value, as it should be written: `None` when it stays as it is.
 fn reseal_value(
@@ -47,7 +48,7 @@ pub(crate) async fn reseal(db: &mut impl Db, keys: &Keyring, rotate: bool) -> Re
         .rows(
             &format!("SELECT webhook_id, secret, headers FROM webhook ORDER BY webhook_id{lock}"),
             args![],
-            |r| Ok((r.int(0)?, r.opt_text(1)?, r.opt_text(2)?)),
+            |r| Ok((WebhookId::new(r.int(0)?), r.opt_text(1)?, r.opt_text(2)?)),
         )
         .await?;
     let mut updates = Vec::new();

@@ -9,11 +9,12 @@ use crate::model::*;
 use crate::secrets::Keyring;
 use crate::zone::LocalZone;
 use crate::{now_ticks, Result, StoreError};
+use crate::{RetryPolicy, SuccessRule, TenantId, WebhookId};
 
 /// Reads a webhook inside a transaction, with the row lock `lock` (see [`Db`]).
 pub(crate) async fn load(
     db: &mut impl Db,
-    id: i64,
+    id: WebhookId,
     lock: &str,
     keys: &Keyring,
 ) -> Result<Option<Webhook>> {
@@ -27,11 +28,15 @@ pub(crate) async fn load(
 
 /// The tenant of a webhook, read inside a transaction with the row lock `lock` (its secrets
 /// are not read).
-pub(crate) async fn tenant_of(db: &mut impl Db, id: i64, lock: &str) -> Result<Option<i64>> {
+pub(crate) async fn tenant_of(
+    db: &mut impl Db,
+    id: WebhookId,
+    lock: &str,
+) -> Result<Option<TenantId>> {
     db.row(
         &format!("SELECT tenant_id FROM webhook WHERE webhook_id = $1{lock}"),
         args![id],
-        |r| r.int(0),
+        |r| r.int(0).map(TenantId::new),
     )
     .await
 }
@@ -39,8 +44,8 @@ pub(crate) async fn tenant_of(db: &mut impl Db, id: i64, lock: &str) -> Result<O
 /// One webhook of a tenant.
 pub(crate) async fn get(
     db: &mut impl Db,
-    tenant_id: i64,
-    id: i64,
+    tenant_id: TenantId,
+    id: WebhookId,
     keys: &Keyring,
 ) -> Result<Option<Webhook>> {
     db.row(
@@ -54,7 +59,7 @@ pub(crate) async fn get(
 /// Webhooks of a tenant, with the filters of `GET /api/v1/Webhook`.
 pub(crate) async fn list(
     db: &mut impl Db,
-    tenant_id: i64,
+    tenant_id: TenantId,
     filter: &WebhookFilter,
     keys: &Keyring,
 ) -> Result<Vec<Webhook>> {
@@ -80,8 +85,8 @@ pub(crate) async fn list(
 /// Usage counters of a webhook of a tenant.
 pub(crate) async fn usage(
     db: &mut impl Db,
-    tenant_id: i64,
-    id: i64,
+    tenant_id: TenantId,
+    id: WebhookId,
 ) -> Result<Option<WebhookUsage>> {
     db.row(
         "SELECT u.total_calls, u.total_errors, u.consecutive_errors, u.last_error FROM webhook_usage u \
@@ -109,7 +114,7 @@ pub(crate) async fn save(
     keys: &Keyring,
 ) -> Result<(Webhook, Option<StateChange>)> {
     let now = now_ticks();
-    let before = if hook.id == 0 {
+    let before = if hook.id == WebhookId::default() {
         None
     } else {
         let lock = db.lock_for_update();
@@ -139,16 +144,16 @@ pub(crate) async fn save(
                         &hook.target_url,
                         secret,
                         hook.state as i64,
-                        &hook.kind,
+                        hook.kind.name(),
                         headers,
                         super::columns::map_text(&hook.properties),
                         hook.registered,
                         hook.registered_associate_id,
                         &hook.errors_email,
-                        &hook.retry_policy,
-                        &hook.success_status,
+                        hook.retry_policy.map(RetryPolicy::name),
+                        hook.success_status.map(SuccessRule::name),
                     ],
-                    |r| r.int(0),
+                    |r| r.int(0).map(WebhookId::new),
                 )
                 .await?
                 .ok_or_else(|| StoreError::Corrupt("a webhook insert answered no id".into()))?;
@@ -173,15 +178,15 @@ pub(crate) async fn save(
                     &hook.target_url,
                     secret,
                     hook.state as i64,
-                    &hook.kind,
+                    hook.kind.name(),
                     headers,
                     super::columns::map_text(&hook.properties),
                     hook.updated,
                     hook.updated_associate_id,
                     &hook.errors_email,
                     hook.updated_count,
-                    &hook.retry_policy,
-                    &hook.success_status,
+                    hook.retry_policy.map(RetryPolicy::name),
+                    hook.success_status.map(SuccessRule::name),
                     hook.id,
                 ],
             )
@@ -226,7 +231,7 @@ pub(crate) async fn save(
 
 /// Removes a webhook of a tenant (its usage and subscriptions go with it) and cancels its open
 /// deliveries, in the transaction `db`. False when there is no such webhook.
-pub(crate) async fn delete(db: &mut impl Db, tenant_id: i64, id: i64) -> Result<bool> {
+pub(crate) async fn delete(db: &mut impl Db, tenant_id: TenantId, id: WebhookId) -> Result<bool> {
     // The row lock first (as attempt records take it), then its deliveries.
     let lock = db.lock_for_update();
     let found = db

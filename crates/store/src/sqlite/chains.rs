@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use uuid::Uuid;
+use crate::{DeliveryId, EventId, WebhookId};
 
 use crate::entity::Ticks;
 use crate::model::StoredEvent;
@@ -13,13 +13,13 @@ use crate::model::StoredEvent;
 const CHAINS_MAX: usize = 65_536;
 
 /// A chain: the deliveries of one contact (an order key) to one webhook, sent one at a time.
-pub(super) type ChainKey = (i64, Arc<str>);
+pub(super) type ChainKey = (WebhookId, Arc<str>);
 
 /// A delivery written leased behind one in flight, waiting for it in memory.
 pub(super) struct Waiting {
-    pub(super) delivery_id: i64,
-    pub(super) webhook_id: i64,
-    pub(super) event_id: Uuid,
+    pub(super) delivery_id: DeliveryId,
+    pub(super) webhook_id: WebhookId,
+    pub(super) event_id: EventId,
     pub(super) event: Arc<StoredEvent>,
     pub(super) tenant: String,
     pub(super) lease_until: Ticks,
@@ -36,17 +36,17 @@ pub(super) struct Waiting {
 #[derive(Default)]
 pub(super) struct Chains {
     /// The chain of each delivery followed (in flight or waiting).
-    pub(super) live: HashMap<i64, ChainKey>,
+    pub(super) live: HashMap<DeliveryId, ChainKey>,
     /// The newest delivery followed of each chain.
-    pub(super) tails: HashMap<ChainKey, i64>,
+    pub(super) tails: HashMap<ChainKey, DeliveryId>,
     /// The delivery waiting behind each delivery followed.
-    pub(super) waiting: HashMap<i64, Waiting>,
+    pub(super) waiting: HashMap<DeliveryId, Waiting>,
 }
 
 impl Chains {
     /// Follows `delivery_id`, now the newest open delivery of `key`. When too many are
     /// followed (outcomes that never came back), everything is forgotten first.
-    pub(super) fn follow(&mut self, delivery_id: i64, key: ChainKey) {
+    pub(super) fn follow(&mut self, delivery_id: DeliveryId, key: ChainKey) {
         if self.live.len() >= CHAINS_MAX {
             tracing::warn!(
                 followed = self.live.len(),
@@ -61,13 +61,13 @@ impl Chains {
     /// Whether `open`, the newest open delivery of `key`, is the last one this writer follows
     /// on that chain (in flight or waiting), with nothing waiting behind it yet: a new delivery
     /// of the chain may then wait behind it in memory.
-    pub(super) fn tail_is(&self, key: &ChainKey, open: i64) -> bool {
+    pub(super) fn tail_is(&self, key: &ChainKey, open: DeliveryId) -> bool {
         self.tails.get(key) == Some(&open) && !self.waiting.contains_key(&open)
     }
 
     /// Stops following `delivery_id` (it closed, or went back to the queue): its chain's tail
     /// is gone when it was the tail.
-    pub(super) fn unfollow(&mut self, delivery_id: i64) {
+    pub(super) fn unfollow(&mut self, delivery_id: DeliveryId) {
         if let Some(key) = self.live.remove(&delivery_id) {
             if self.tails.get(&key) == Some(&delivery_id) {
                 self.tails.remove(&key);

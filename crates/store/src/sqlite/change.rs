@@ -206,7 +206,7 @@ impl Writer {
                 })
             }
             Planned::Insert(mut row) => {
-                let args = std::iter::once(SqlValue::Integer(actor.tenant_id))
+                let args = std::iter::once(SqlValue::Integer(actor.tenant_id.get()))
                     .chain(row.values.iter().map(sql_value));
                 self.conn
                     .prepare_cached(&sql.insert)
@@ -220,7 +220,7 @@ impl Writer {
             }
             Planned::Update { row, event } => {
                 let args = row.values.iter().skip(1).map(sql_value).chain([
-                    SqlValue::Integer(actor.tenant_id),
+                    SqlValue::Integer(actor.tenant_id.get()),
                     SqlValue::Integer(event.primary_key),
                 ]);
                 self.conn

@@ -16,6 +16,7 @@ use crate::entity::Ticks;
 use crate::model::*;
 use crate::sql::columns::{read_event, EARLIER_OPEN, EVENT_COLS};
 use crate::{ClaimRequest, Result};
+use crate::{DeliveryId, TenantId, WebhookId};
 
 /// How often a claim looks for deliveries that waited in memory on a node that died.
 const REQUEUE_EVERY: Duration = Duration::from_secs(1);
@@ -41,19 +42,20 @@ impl Writer {
         let skip_args: Vec<SqlValue> = req
             .skip_webhooks
             .iter()
-            .chain(&req.skip_tenants)
-            .map(|id| SqlValue::Integer(*id))
+            .map(|id| id.get())
+            .chain(req.skip_tenants.iter().map(|id| id.get()))
+            .map(SqlValue::Integer)
             .collect();
         let skip = |alias: &str| {
             let mut sql = String::new();
-            for (col, ids) in [
-                ("webhook_id", &req.skip_webhooks),
-                ("tenant_id", &req.skip_tenants),
+            for (col, n) in [
+                ("webhook_id", req.skip_webhooks.len()),
+                ("tenant_id", req.skip_tenants.len()),
             ] {
-                if !ids.is_empty() {
+                if n > 0 {
                     sql.push_str(&format!(
                         " AND {alias}.{col} NOT IN ({})",
-                        vec!["?"; ids.len()].join(", ")
+                        vec!["?"; n].join(", ")
                     ));
                 }
             }
@@ -85,7 +87,7 @@ impl Writer {
         let due = self
             .requeued_at
             .is_none_or(|at| at.elapsed() >= REQUEUE_EVERY);
-        let requeued: Vec<i64> = if !due {
+        let requeued: Vec<DeliveryId> = if !due {
             Vec::new()
         } else {
             self.requeued_at = Some(Instant::now());
@@ -101,7 +103,7 @@ impl Writer {
             rows.collect::<rusqlite::Result<_>>().map_err(sql_err)?
         };
         if !requeued.is_empty() {
-            let requeued: std::collections::HashSet<i64> = requeued.into_iter().collect();
+            let requeued: std::collections::HashSet<DeliveryId> = requeued.into_iter().collect();
             self.chains
                 .waiting
                 .retain(|_, w| !requeued.contains(&w.delivery_id));
@@ -109,7 +111,7 @@ impl Writer {
                 self.chains.unfollow(*id);
             }
         }
-        let mut candidates: Vec<(i64, i64, i64)> = Vec::new();
+        let mut candidates: Vec<(DeliveryId, WebhookId, i64)> = Vec::new();
         self.candidates(
             &format!(
                 "SELECT d.delivery_id, d.webhook_id, d.queue_pos FROM delivery d JOIN webhook w ON w.webhook_id = d.webhook_id \
@@ -145,8 +147,8 @@ impl Writer {
         }
         // Oldest first, at most max_per_webhook of one webhook, at most limit in all.
         candidates.sort_by_key(|&(id, _, pos)| (pos, id));
-        let mut per_hook: HashMap<i64, i64> = HashMap::new();
-        let mut chosen: Vec<i64> = Vec::new();
+        let mut per_hook: HashMap<WebhookId, i64> = HashMap::new();
+        let mut chosen: Vec<DeliveryId> = Vec::new();
         for (id, hook, _) in candidates {
             if chosen.len() as i64 >= req.limit {
                 break;
@@ -160,12 +162,12 @@ impl Writer {
         // One plain statement per row: an UPDATE with RETURNING over a json_each list of ids
         // buffered its rows in a temporary table, and cost more than the rest of the claim.
         struct Leased {
-            delivery_id: i64,
+            delivery_id: DeliveryId,
             event_id: String,
             attempt_in_cycle: i64,
             seq: i64,
-            webhook_id: i64,
-            tenant_id: i64,
+            webhook_id: WebhookId,
+            tenant_id: TenantId,
         }
         let mut leased: Vec<Leased> = Vec::with_capacity(chosen.len());
         {
@@ -239,7 +241,7 @@ impl Writer {
                 events.insert(ev.seq, Arc::new(ev));
             }
         }
-        let mut hooks: HashMap<i64, Option<Arc<Webhook>>> = HashMap::new();
+        let mut hooks: HashMap<WebhookId, Option<Arc<Webhook>>> = HashMap::new();
         let mut out = Vec::with_capacity(leased.len());
         for l in leased {
             if let std::collections::hash_map::Entry::Vacant(slot) = hooks.entry(l.webhook_id) {
@@ -266,7 +268,7 @@ impl Writer {
         &mut self,
         sql: &str,
         args: impl Iterator<Item = SqlValue>,
-        out: &mut Vec<(i64, i64, i64)>,
+        out: &mut Vec<(DeliveryId, WebhookId, i64)>,
     ) -> Result<()> {
         let mut stmt = self.conn.prepare_cached(sql).map_err(sql_err)?;
         let rows = stmt

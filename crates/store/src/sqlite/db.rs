@@ -5,17 +5,16 @@ use std::future::{ready, Future};
 
 use rusqlite::types::{ToSqlOutput, Value as SqlValue};
 use rusqlite::{params, params_from_iter, Connection, ErrorCode, ToSql};
-use uuid::Uuid;
 
 use super::writer::Writer;
 use crate::entity::{Ticks, Value};
 use crate::model::{Actor, Committed, NewEvent};
 use crate::sql::{sqlite_placeholders, Arg, Db, DbRow, Fanout};
-use crate::{Result, StoreError};
+use crate::{DeliveryId, EventId, Result, StoreError, TenantId, WebhookId};
 
 /// A delivery's stored EventId.
-pub(super) fn event_id(delivery_id: i64, text: &str) -> Result<Uuid> {
-    Uuid::parse_str(text)
+pub(super) fn event_id(delivery_id: DeliveryId, text: &str) -> Result<EventId> {
+    text.parse()
         .map_err(|e| StoreError::Corrupt(format!("delivery {delivery_id} event id: {e}")))
 }
 
@@ -139,8 +138,8 @@ impl Fanout for Writer {
 
     fn queue_again(
         &mut self,
-        tenant_id: i64,
-        webhook_id: i64,
+        tenant_id: TenantId,
+        webhook_id: WebhookId,
         seq: i64,
         order_key: &str,
         now: Ticks,
@@ -159,7 +158,7 @@ impl Fanout for Writer {
                     webhook_id,
                     seq,
                     order_key,
-                    Uuid::new_v4().hyphenated().to_string(),
+                    EventId::new_v4().to_string(),
                     now
                 ])
             })

@@ -3,7 +3,6 @@
 use std::sync::{Arc, LazyLock};
 
 use rusqlite::params;
-use uuid::Uuid;
 
 use super::chains::{ChainKey, Waiting};
 use super::db::sql_err;
@@ -12,7 +11,7 @@ use super::writer::Writer;
 use crate::entity::Ticks;
 use crate::model::*;
 use crate::sql::columns::{json_text, map_text, stored_event, subscribers};
-use crate::Result;
+use crate::{DeliveryId, EventId, Result, WebhookId};
 
 /// The subscribed webhooks of an event (`?3` its tenant, `?2` its name), each with the newest
 /// open delivery of the same contact (`?1`) to it, if any.
@@ -65,7 +64,7 @@ impl Writer {
         // rest of the event put together. Ordered by `we.webhook_id`, which the index of
         // `webhook_event` gives as it is (by `w.webhook_id`, SQLite sorted in a temporary
         // B-tree per event).
-        let targets: Vec<(i64, Option<i64>)> = {
+        let targets: Vec<(WebhookId, Option<DeliveryId>)> = {
             let mut stmt = self.conn.prepare_cached(&FANOUT).map_err(sql_err)?;
             let rows = stmt
                 .query_map(params![ev.order_key, ev.event, actor.tenant_id], |r| {
@@ -75,10 +74,10 @@ impl Writer {
             rows.collect::<rusqlite::Result<_>>().map_err(sql_err)?
         };
         let deliveries = targets.len() as u64;
-        let mut leased: Vec<(i64, Uuid, Arc<Webhook>)> = Vec::new();
+        let mut leased: Vec<(DeliveryId, EventId, Arc<Webhook>)> = Vec::new();
         let order_key: Arc<str> = Arc::from(ev.order_key.as_str());
         // Written leased to wait in memory: (their id, EventId, the one in front, webhook).
-        let mut behind: Vec<(i64, Uuid, i64, i64)> = Vec::new();
+        let mut behind: Vec<(DeliveryId, EventId, DeliveryId, WebhookId)> = Vec::new();
         for (webhook_id, newest_open) in targets {
             let open = newest_open.is_some();
             let key: ChainKey = (webhook_id, Arc::clone(&order_key));
@@ -105,7 +104,7 @@ impl Writer {
                 }
                 _ => (None, None),
             };
-            let event_id = Uuid::new_v4();
+            let event_id = EventId::new_v4();
             let inserted = self
                 .conn
                 .prepare_cached(
@@ -120,7 +119,7 @@ impl Writer {
                             webhook_id,
                             seq,
                             ev.order_key,
-                            event_id.hyphenated().to_string(),
+                            event_id.to_string(),
                             now,
                             !open,
                             owner.is_some(),
@@ -129,7 +128,7 @@ impl Writer {
                         ],
                     )
                 })
-                .map(|_| self.conn.last_insert_rowid())
+                .map(|_| DeliveryId::new(self.conn.last_insert_rowid()))
                 .map_err(sql_err);
             match (inserted, webhook) {
                 (Ok(delivery_id), Some(webhook)) => {
@@ -197,7 +196,7 @@ impl Writer {
 
     /// Gives back the room of deliveries an event reserved before it failed: the batch rolls
     /// back, and its close only gives back what was handed to it.
-    pub(super) fn give_back(&self, leased: &[(i64, Uuid, Arc<Webhook>)]) {
+    pub(super) fn give_back(&self, leased: &[(DeliveryId, EventId, Arc<Webhook>)]) {
         if let Some(b) = &self.batch {
             for (_, _, webhook) in leased {
                 b.intake.unreserve(webhook.tenant_id, webhook.id);

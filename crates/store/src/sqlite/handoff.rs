@@ -7,6 +7,7 @@ use super::syncer::SyncJob;
 use super::writer::Writer;
 use crate::entity::Ticks;
 use crate::model::*;
+use crate::WebhookId;
 use crate::{now_ticks, Intake, Result};
 
 /// The hand-off of fresh deliveries to this node's dispatcher (see [`Intake`]), shared by the
@@ -34,7 +35,7 @@ pub(super) struct Batch {
     pub(super) after_sync: Vec<Claimed>,
     pub(super) after_upto: i64,
     /// Webhooks read for them.
-    pub(super) hooks: HashMap<i64, Arc<Webhook>>,
+    pub(super) hooks: HashMap<WebhookId, Arc<Webhook>>,
 }
 
 impl Batch {
@@ -57,7 +58,7 @@ impl Batch {
         if durable {
             self.handed.push(c);
         } else {
-            self.after_upto = self.after_upto.max(c.delivery_id);
+            self.after_upto = self.after_upto.max(c.delivery_id.get());
             self.after_sync.push(c);
         }
     }
@@ -181,7 +182,11 @@ impl Writer {
     /// Room with the dispatcher, in the hand-off of `kind` in progress, for one more delivery
     /// of `webhook_id`, and the webhook it will carry (only an Active one is sent); `None`
     /// without that hand-off or without room.
-    pub(super) fn reserve(&mut self, kind: Kind, webhook_id: i64) -> Result<Option<Arc<Webhook>>> {
+    pub(super) fn reserve(
+        &mut self,
+        kind: Kind,
+        webhook_id: WebhookId,
+    ) -> Result<Option<Arc<Webhook>>> {
         let Some(batch) = self.handoff_of(kind).as_ref() else {
             return Ok(None);
         };

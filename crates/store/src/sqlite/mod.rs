@@ -37,6 +37,7 @@ use crate::sql::{self, block_on};
 use crate::{
     ChangeFn, ChangeOutcome, ClaimRequest, Intake, OpenOptions, Result, Store, StoreError,
 };
+use crate::{ContactId, DeliveryId, TenantId, WebhookId};
 use handoff::SharedHandOff;
 use read::ReadPool;
 use writer::{Cmd, Job, TaskOf, Writer, WriterOptions};
@@ -201,7 +202,7 @@ impl SqliteStore {
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn ensure_tenant(&self, name: &str) -> Result<i64> {
+    async fn ensure_tenant(&self, name: &str) -> Result<TenantId> {
         let name = name.to_owned();
         self.write(true, move |w| block_on(sql::keys::ensure_tenant(w, &name)))
             .await
@@ -277,7 +278,7 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn list_tenants(&self) -> Result<Vec<(i64, String)>> {
+    async fn list_tenants(&self) -> Result<Vec<(TenantId, String)>> {
         self.reader
             .read(move |c| block_on(sql::keys::list_tenants(c)))
             .await
@@ -291,7 +292,7 @@ impl Store for SqliteStore {
 
     async fn list_audit(
         &self,
-        tenant_id: i64,
+        tenant_id: TenantId,
         before: Option<i64>,
         limit: i64,
     ) -> Result<Vec<AuditEntry>> {
@@ -307,9 +308,9 @@ impl Store for SqliteStore {
 
     async fn get_row(
         &self,
-        tenant_id: i64,
+        tenant_id: TenantId,
         def: &'static EntityDef,
-        pk: i64,
+        pk: ContactId,
         include_deleted: bool,
     ) -> Result<Option<Row>> {
         self.reader
@@ -319,7 +320,7 @@ impl Store for SqliteStore {
 
     async fn list_rows(
         &self,
-        tenant_id: i64,
+        tenant_id: TenantId,
         def: &'static EntityDef,
         query: &crate::RowQuery,
     ) -> Result<Vec<Row>> {
@@ -333,14 +334,14 @@ impl Store for SqliteStore {
         &self,
         actor: &Actor,
         def: &'static EntityDef,
-        pk: Option<i64>,
+        pk: Option<ContactId>,
         change: ChangeFn,
     ) -> Result<ChangeOutcome> {
         let (reply, answer) = oneshot::channel();
         self.send(Cmd::Change(Job {
             actor: actor.clone(),
             def,
-            pk,
+            pk: pk.map(ContactId::get),
             change,
             reply,
         }))
@@ -361,7 +362,7 @@ impl Store for SqliteStore {
         def: &'static EntityDef,
         cutoff: Ticks,
         limit: i64,
-    ) -> Result<Vec<(i64, String, i64)>> {
+    ) -> Result<Vec<(TenantId, String, ContactId)>> {
         self.reader
             .read(move |c| block_on(sql::rows::recycle_bin_expired(c, def, cutoff, limit)))
             .await
@@ -381,14 +382,18 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn get_webhook(&self, tenant_id: i64, id: i64) -> Result<Option<Webhook>> {
+    async fn get_webhook(&self, tenant_id: TenantId, id: WebhookId) -> Result<Option<Webhook>> {
         let keys = Arc::clone(&self.keys);
         self.reader
             .read(move |c| block_on(sql::webhooks::get(c, tenant_id, id, &keys)))
             .await
     }
 
-    async fn list_webhooks(&self, tenant_id: i64, filter: &WebhookFilter) -> Result<Vec<Webhook>> {
+    async fn list_webhooks(
+        &self,
+        tenant_id: TenantId,
+        filter: &WebhookFilter,
+    ) -> Result<Vec<Webhook>> {
         let filter = filter.clone();
         let keys = Arc::clone(&self.keys);
         self.reader
@@ -396,14 +401,18 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn delete_webhook(&self, tenant_id: i64, id: i64) -> Result<bool> {
+    async fn delete_webhook(&self, tenant_id: TenantId, id: WebhookId) -> Result<bool> {
         self.write(true, move |w| {
             block_on(sql::webhooks::delete(w, tenant_id, id))
         })
         .await
     }
 
-    async fn webhook_usage(&self, tenant_id: i64, id: i64) -> Result<Option<WebhookUsage>> {
+    async fn webhook_usage(
+        &self,
+        tenant_id: TenantId,
+        id: WebhookId,
+    ) -> Result<Option<WebhookUsage>> {
         self.reader
             .read(move |c| block_on(sql::webhooks::usage(c, tenant_id, id)))
             .await
@@ -448,7 +457,12 @@ impl Store for SqliteStore {
         self.reader.read(claim::next_due).await
     }
 
-    async fn renew_leases(&self, owner: &str, ids: &[i64], lease_until: Ticks) -> Result<u64> {
+    async fn renew_leases(
+        &self,
+        owner: &str,
+        ids: &[DeliveryId],
+        lease_until: Ticks,
+    ) -> Result<u64> {
         let (owner, ids) = (owner.to_owned(), ids.to_vec());
         self.write(false, move |w| {
             block_on(sql::leases::renew(w, &owner, &ids, lease_until))
@@ -465,8 +479,8 @@ impl Store for SqliteStore {
 
     async fn list_deliveries(
         &self,
-        tenant_id: i64,
-        webhook_id: i64,
+        tenant_id: TenantId,
+        webhook_id: WebhookId,
         filter: &DeliveryFilter,
     ) -> Result<Vec<Delivery>> {
         let filter = filter.clone();
@@ -477,9 +491,9 @@ impl Store for SqliteStore {
 
     async fn get_delivery(
         &self,
-        tenant_id: i64,
-        webhook_id: i64,
-        delivery_id: i64,
+        tenant_id: TenantId,
+        webhook_id: WebhookId,
+        delivery_id: DeliveryId,
     ) -> Result<Option<(Delivery, Vec<Attempt>)>> {
         self.reader
             .read(move |c| block_on(sql::log::get(c, tenant_id, webhook_id, delivery_id)))
@@ -488,9 +502,9 @@ impl Store for SqliteStore {
 
     async fn resend_delivery(
         &self,
-        tenant_id: i64,
-        webhook_id: i64,
-        delivery_id: i64,
+        tenant_id: TenantId,
+        webhook_id: WebhookId,
+        delivery_id: DeliveryId,
     ) -> Result<Delivery> {
         self.write(true, move |w| {
             block_on(sql::replay::resend(w, tenant_id, webhook_id, delivery_id))
@@ -500,8 +514,8 @@ impl Store for SqliteStore {
 
     async fn start_replay(
         &self,
-        tenant_id: i64,
-        webhook_id: i64,
+        tenant_id: TenantId,
+        webhook_id: WebhookId,
         req: &ReplayRequest,
     ) -> Result<ReplayJob> {
         let req = req.clone();
@@ -520,8 +534,8 @@ impl Store for SqliteStore {
 
     async fn get_replay(
         &self,
-        tenant_id: i64,
-        webhook_id: i64,
+        tenant_id: TenantId,
+        webhook_id: WebhookId,
         replay_id: i64,
     ) -> Result<Option<ReplayJob>> {
         self.reader

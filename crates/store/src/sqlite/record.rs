@@ -14,7 +14,7 @@ use crate::entity::Ticks;
 use crate::model::*;
 use crate::sql::block_on;
 use crate::sql::plan::{disable_reason, usage_last_error};
-use crate::{now_ticks, Result, StoreError};
+use crate::{now_ticks, DeliveryId, Result, StoreError, WebhookId};
 
 impl Writer {
     /// Every waiting batch of attempt records in one bookkeeping transaction.
@@ -150,7 +150,7 @@ impl Writer {
         }
 
         // Usage and the state machine, per webhook in attempt order.
-        let mut by_hook: BTreeMap<i64, Vec<&AttemptOutcome>> = BTreeMap::new();
+        let mut by_hook: BTreeMap<WebhookId, Vec<&AttemptOutcome>> = BTreeMap::new();
         for o in outcomes {
             by_hook.entry(o.webhook_id).or_default().push(o);
         }
@@ -174,7 +174,7 @@ impl Writer {
         let clock = now_ticks().max(now);
         // A delivery that did not close (a retry, a lease lost) keeps its chain closed: what
         // waited behind it in memory goes back to the queue.
-        let ended: HashSet<i64> = closed.iter().copied().collect();
+        let ended: HashSet<DeliveryId> = closed.iter().copied().collect();
         for o in outcomes {
             if !ended.contains(&o.delivery_id) {
                 self.release_waiting(o.delivery_id)?;
@@ -244,7 +244,7 @@ impl Writer {
         now: Ticks,
         max_consecutive_errors: i64,
         changes: &mut Vec<StateChange>,
-        closed: &mut Vec<i64>,
+        closed: &mut Vec<DeliveryId>,
     ) -> Result<()> {
         let consecutive: Option<i64> = if o.verdict == Verdict::Delivered {
             self.conn

@@ -13,6 +13,7 @@ use crate::entity::Ticks;
 use crate::model::*;
 use crate::sql::columns::{read_event, EVENT_COLS};
 use crate::Result;
+use crate::{DeliveryId, TenantId, WebhookId};
 
 /// The next heads a bookkeeping found, by what kept them from being handed over.
 #[derive(Default, Debug)]
@@ -38,17 +39,17 @@ impl Writer {
     /// delivery of the same webhook and contact, which may now be sent. When it is due and
     /// durable and the dispatcher has room, it is leased and handed over after the commit
     /// instead (no claim round trip for the later events of a contact).
-    pub(super) fn next_head(&mut self, closed: i64, now: Ticks) -> Result<()> {
+    pub(super) fn next_head(&mut self, closed: DeliveryId, now: Ticks) -> Result<()> {
         struct Next {
-            id: i64,
-            webhook_id: i64,
+            id: DeliveryId,
+            webhook_id: WebhookId,
             status: i64,
             ready: bool,
             due: Ticks,
             seq: i64,
             event_id: String,
             attempt_in_cycle: i64,
-            tenant_id: i64,
+            tenant_id: TenantId,
         }
         let next = self
             .conn
@@ -78,7 +79,7 @@ impl Writer {
             return Ok(());
         };
         let synced = self.synced_upto.load(Ordering::SeqCst);
-        let durable = synced >= self.handed_upto || n.id <= synced;
+        let durable = synced >= self.handed_upto || n.id.get() <= synced;
         let found = if n.status != 0 {
             &mut self.next_heads.leased
         } else if n.due > now {
@@ -144,11 +145,11 @@ impl Writer {
     /// A successor just leased, as a claim would give it.
     pub(super) fn successor_claim(
         &mut self,
-        delivery_id: i64,
+        delivery_id: DeliveryId,
         seq: i64,
         event_id: &str,
         attempt_in_cycle: i64,
-        tenant_id: i64,
+        tenant_id: TenantId,
         webhook: Arc<Webhook>,
     ) -> Result<Option<Claimed>> {
         let event = match self.recent.get(seq) {
@@ -186,7 +187,7 @@ impl Writer {
     pub(super) fn hand_waiting(&mut self, w: Waiting, now: Ticks) -> Result<()> {
         self.next_heads.followed += 1;
         let synced = self.synced_upto.load(Ordering::SeqCst);
-        let durable = synced >= self.handed_upto || w.delivery_id <= synced;
+        let durable = synced >= self.handed_upto || w.delivery_id.get() <= synced;
         if let Some(webhook) = self.reserve(Kind::Record, w.webhook_id)? {
             let fresh = self.successors.as_ref().map_or(now, |b| b.lease_until);
             if w.lease_until.saturating_sub(now) < fresh.saturating_sub(now) / 2 {
@@ -225,7 +226,7 @@ impl Writer {
 
     /// Sends the deliveries waiting in memory behind `id` back to the queue: pending, not
     /// heads (`ready` = 0), for the database's way (a next head when the one before closes).
-    pub(super) fn release_waiting(&mut self, id: i64) -> Result<()> {
+    pub(super) fn release_waiting(&mut self, id: DeliveryId) -> Result<()> {
         let mut next = self.chains.waiting.remove(&id);
         while let Some(w) = next {
             self.conn

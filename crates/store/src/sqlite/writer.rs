@@ -38,6 +38,7 @@ use crate::entity::{EntityDef, Ticks};
 use crate::model::*;
 use crate::sql::columns::{read_webhook, EARLIER_OPEN, WEBHOOK_COLS};
 use crate::{ChangeFn, ChangeOutcome, ClaimRequest, Result, StoreError};
+use crate::{TenantId, WebhookId};
 
 /// Most commands taken in one loop.
 const TAKE_MAX: usize = 1024;
@@ -277,7 +278,7 @@ pub(crate) struct Writer {
     /// Events committed lately, for claims.
     pub(super) recent: RecentEvents,
     /// Tenant names read so far.
-    pub(super) tenants: HashMap<i64, String>,
+    pub(super) tenants: HashMap<TenantId, String>,
     /// What became of the next heads of the bookkeeping in progress (in its debug line).
     pub(super) next_heads: NextHeads,
     /// The last AttemptId handed out in the transaction in progress ([`Writer::attempt_ids`]).
@@ -552,7 +553,7 @@ impl Writer {
             .unwrap_or(0))
     }
 
-    pub(super) fn load_webhook(&mut self, id: i64) -> Result<Option<Webhook>> {
+    pub(super) fn load_webhook(&mut self, id: WebhookId) -> Result<Option<Webhook>> {
         self.conn
             .prepare_cached(&format!(
                 "SELECT {WEBHOOK_COLS} FROM webhook WHERE webhook_id = ?"
@@ -566,7 +567,7 @@ impl Writer {
 
     /// A tenant's name, read once: tenants are never renamed or removed, and every claim and
     /// hand-over at record needs the name for the payload.
-    pub(super) fn tenant_name(&mut self, tenant_id: i64) -> Result<String> {
+    pub(super) fn tenant_name(&mut self, tenant_id: TenantId) -> Result<String> {
         if let Some(name) = self.tenants.get(&tenant_id) {
             return Ok(name.clone());
         }

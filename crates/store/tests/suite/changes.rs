@@ -3,7 +3,9 @@
 use std::collections::HashSet;
 
 use crmhooks_store::contact::CONTACT;
-use crmhooks_store::{now_ticks, Change, DeliveryStatus, StoreError, Value, Verdict};
+use crmhooks_store::{
+    now_ticks, Change, ChangeVerb, ContactId, DeliveryStatus, StoreError, Value, Verdict,
+};
 
 use crate::common::*;
 
@@ -36,7 +38,9 @@ async fn change_lifecycle_writes_events_and_deliveries(ctx: &Ctx) {
     assert_eq!(row.get(&CONTACT, "updatedCount"), &Value::Int(0));
     assert_eq!(row.get(&CONTACT, "registered_associate_id"), &Value::Int(5));
     assert_eq!(
-        s.get_row(me.tenant_id, &CONTACT, pk, false).await.unwrap(),
+        s.get_row(me.tenant_id, &CONTACT, ContactId::new(pk), false)
+            .await
+            .unwrap(),
         Some(row.clone())
     );
 
@@ -45,11 +49,11 @@ async fn change_lifecycle_writes_events_and_deliveries(ctx: &Ctx) {
         .apply_change(
             &me,
             &CONTACT,
-            Some(pk),
+            Some(ContactId::new(pk)),
             Box::new(|cur| {
                 Ok(Change::Update {
                     row: cur.unwrap().clone(),
-                    verb: "changed",
+                    verb: ChangeVerb::Changed,
                 })
             }),
         )
@@ -75,14 +79,14 @@ async fn change_lifecycle_writes_events_and_deliveries(ctx: &Ctx) {
         .apply_change(
             &me,
             &CONTACT,
-            Some(pk),
+            Some(ContactId::new(pk)),
             Box::new(|cur| {
                 let mut row = cur.unwrap().clone();
                 row.set(&CONTACT, "deleted", Value::Int(1));
                 row.set(&CONTACT, "DeletedDate", Value::Date(now_ticks()));
                 Ok(Change::Update {
                     row,
-                    verb: "softdeleted",
+                    verb: ChangeVerb::SoftDeleted,
                 })
             }),
         )
@@ -90,12 +94,12 @@ async fn change_lifecycle_writes_events_and_deliveries(ctx: &Ctx) {
         .unwrap();
     assert_eq!(soft.committed.deliveries, 1);
     assert!(s
-        .get_row(me.tenant_id, &CONTACT, pk, false)
+        .get_row(me.tenant_id, &CONTACT, ContactId::new(pk), false)
         .await
         .unwrap()
         .is_none());
     assert!(s
-        .get_row(me.tenant_id, &CONTACT, pk, true)
+        .get_row(me.tenant_id, &CONTACT, ContactId::new(pk), true)
         .await
         .unwrap()
         .is_some());
@@ -103,7 +107,10 @@ async fn change_lifecycle_writes_events_and_deliveries(ctx: &Ctx) {
         .recycle_bin_expired(&CONTACT, now_ticks() + SEC, 100)
         .await
         .unwrap();
-    assert_eq!(bin, vec![(me.tenant_id, "Default".to_owned(), pk)]);
+    assert_eq!(
+        bin,
+        vec![(me.tenant_id, "Default".to_owned(), ContactId::new(pk))]
+    );
     assert!(s
         .recycle_bin_expired(&CONTACT, now_ticks() - 3600 * SEC, 100)
         .await
@@ -112,13 +119,18 @@ async fn change_lifecycle_writes_events_and_deliveries(ctx: &Ctx) {
 
     // Permanent delete.
     let gone = s
-        .apply_change(&me, &CONTACT, Some(pk), Box::new(|_| Ok(Change::Delete)))
+        .apply_change(
+            &me,
+            &CONTACT,
+            Some(ContactId::new(pk)),
+            Box::new(|_| Ok(Change::Delete)),
+        )
         .await
         .unwrap();
     assert!(gone.row.is_none());
     assert_eq!(gone.committed.deliveries, 1);
     assert!(s
-        .get_row(me.tenant_id, &CONTACT, pk, true)
+        .get_row(me.tenant_id, &CONTACT, ContactId::new(pk), true)
         .await
         .unwrap()
         .is_none());
@@ -222,14 +234,14 @@ async fn concurrent_changes_of_one_row_lose_none(ctx: &Ctx) {
                     .apply_change(
                         &me,
                         &CONTACT,
-                        Some(pk),
+                        Some(ContactId::new(pk)),
                         Box::new(|cur| {
                             let mut row = cur.ok_or(StoreError::NotFound)?.clone();
                             let n = row.get(&CONTACT, "source").as_i64();
                             row.set(&CONTACT, "source", Value::Int(n + 1));
                             Ok(Change::Update {
                                 row,
-                                verb: "changed",
+                                verb: ChangeVerb::Changed,
                             })
                         }),
                     )
@@ -243,7 +255,7 @@ async fn concurrent_changes_of_one_row_lose_none(ctx: &Ctx) {
     }
     let total = TASKS * EACH;
     let row = s
-        .get_row(me.tenant_id, &CONTACT, pk, true)
+        .get_row(me.tenant_id, &CONTACT, ContactId::new(pk), true)
         .await
         .unwrap()
         .unwrap();
@@ -309,14 +321,14 @@ async fn two_nodes_changing_the_same_contacts_in_any_order_lose_none(ctx: &Ctx) 
                         .apply_change(
                             &me,
                             &CONTACT,
-                            Some(pk),
+                            Some(ContactId::new(pk)),
                             Box::new(|cur| {
                                 let mut row = cur.ok_or(StoreError::NotFound)?.clone();
                                 let n = row.get(&CONTACT, "source").as_i64();
                                 row.set(&CONTACT, "source", Value::Int(n + 1));
                                 Ok(Change::Update {
                                     row,
-                                    verb: "changed",
+                                    verb: ChangeVerb::Changed,
                                 })
                             }),
                         )
@@ -336,7 +348,7 @@ async fn two_nodes_changing_the_same_contacts_in_any_order_lose_none(ctx: &Ctx) 
         .expect("the changes finished (no deadlock)");
     for &pk in &pks {
         let row = s
-            .get_row(me.tenant_id, &CONTACT, pk, true)
+            .get_row(me.tenant_id, &CONTACT, ContactId::new(pk), true)
             .await
             .unwrap()
             .unwrap();
@@ -384,26 +396,32 @@ async fn preloaded_contacts_are_stored_without_events(ctx: &Ctx) {
     let acme = store.ensure_tenant("acme").await.unwrap();
     assert_eq!(store.preload_contacts("acme", 1_000).await.unwrap(), 1_000);
     assert_eq!(store.preload_contacts("acme", 0).await.unwrap(), 0);
-    let first = store.get_row(acme, &CONTACT, 1, false).await.unwrap();
+    let first = store
+        .get_row(acme, &CONTACT, ContactId::new(1), false)
+        .await
+        .unwrap();
     let first = first.expect("contact 1 stored");
     assert_eq!(first.get(&CONTACT, "name"), &Value::Text("Stored 1".into()));
     assert_eq!(
         first.get(&CONTACT, "department"),
         &Value::Text("Sales".into())
     );
-    let last = store.get_row(acme, &CONTACT, 1_000, false).await.unwrap();
+    let last = store
+        .get_row(acme, &CONTACT, ContactId::new(1_000), false)
+        .await
+        .unwrap();
     let last = last.expect("contact 1000 stored");
     assert_eq!(
         last.get(&CONTACT, "name"),
         &Value::Text("Stored 1000".into())
     );
     assert!(store
-        .get_row(acme, &CONTACT, 1_001, false)
+        .get_row(acme, &CONTACT, ContactId::new(1_001), false)
         .await
         .unwrap()
         .is_none());
     assert!(store
-        .get_row(other, &CONTACT, 1, false)
+        .get_row(other, &CONTACT, ContactId::new(1), false)
         .await
         .unwrap()
         .is_none());

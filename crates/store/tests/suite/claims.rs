@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crmhooks_store::{now_ticks, Claimed, Verdict};
+use crmhooks_store::{now_ticks, Claimed, Verdict, WebhookId};
 use crmhooks_testkit::Backend;
 
 use crate::common::*;
@@ -150,7 +150,7 @@ async fn per_webhook_cap_and_skip_list(ctx: &Ctx) {
     // One claim takes at most max_per_webhook of each webhook (the dispatcher bounds the
     // requests in flight per webhook and skips saturated ones).
     let first = s.claim(&r).await.unwrap();
-    let per = |v: &[Claimed], id: i64| v.iter().filter(|c| c.webhook.id == id).count();
+    let per = |v: &[Claimed], id: WebhookId| v.iter().filter(|c| c.webhook.id == id).count();
     assert_eq!((per(&first, h1.id), per(&first, h2.id)), (3, 3));
     // The limit bounds a claim; oldest queue position first.
     let (pk, _) = create(s, &me, "late").await;
@@ -224,7 +224,7 @@ async fn two_nodes_never_claim_the_same_delivery(ctx: &Ctx) {
                     for c in &claimed {
                         seen.push((
                             c.event_id.to_string(),
-                            c.webhook.id,
+                            c.webhook.id.get(),
                             c.event.primary_key,
                             c.event.seq,
                         ));

@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use crmhooks_store::contact::CONTACT;
 use crmhooks_store::{
-    now_ticks, open, Actor, AttemptOutcome, Change, ChangeOutcome, ClaimRequest, Claimed,
-    DeliveryFilter, DynStore, OpenOptions, Row, StoreError, Ticks, Value, Verdict, Webhook,
-    WebhookState, TICKS_PER_SECOND,
+    now_ticks, open, Actor, AttemptOutcome, Change, ChangeOutcome, ChangeVerb, ClaimRequest,
+    Claimed, ContactId, DeliveryFilter, DynStore, OpenOptions, Row, StoreError, TenantId, Ticks,
+    Value, Verdict, Webhook, WebhookId, WebhookState, TICKS_PER_SECOND,
 };
 use crmhooks_testkit::postgres::{self, PgDatabase};
 use crmhooks_testkit::Backend;
@@ -115,7 +115,7 @@ pub(crate) async fn hook_with(
     w.events = events.iter().map(|s| (*s).to_owned()).collect();
     w.target_url = "http://127.0.0.1:9/hook".into();
     w.state = state;
-    w.kind = kind.into();
+    w.kind = crmhooks_store::WebhookType::parse(kind).expect("a webhook type");
     let (saved, change) = store.save_webhook(actor, w).await.unwrap();
     assert!(change.is_none(), "a new webhook has no state change");
     saved
@@ -161,13 +161,13 @@ pub(crate) async fn set_department(
         .apply_change(
             actor,
             &CONTACT,
-            Some(pk),
+            Some(ContactId::new(pk)),
             Box::new(move |cur| {
                 let mut row = cur.ok_or(StoreError::NotFound)?.clone();
                 row.set(&CONTACT, "department", Value::Text(department.clone()));
                 Ok(Change::Update {
                     row,
-                    verb: "changed",
+                    verb: ChangeVerb::Changed,
                 })
             }),
         )
@@ -249,13 +249,13 @@ pub(crate) fn req_of(owner: &str, now: Ticks, limit: i64) -> ClaimRequest {
 
 /// An intake with a fixed amount of room per webhook, keeping what it is handed.
 pub(crate) struct RoomIntake {
-    pub(crate) room: std::sync::Mutex<BTreeMap<i64, usize>>,
+    pub(crate) room: std::sync::Mutex<BTreeMap<WebhookId, usize>>,
     pub(crate) taken: std::sync::Mutex<Vec<Claimed>>,
     pub(crate) reserved: std::sync::atomic::AtomicUsize,
 }
 
 impl RoomIntake {
-    pub(crate) fn new(room: &[(i64, usize)]) -> Arc<Self> {
+    pub(crate) fn new(room: &[(WebhookId, usize)]) -> Arc<Self> {
         Arc::new(RoomIntake {
             room: std::sync::Mutex::new(room.iter().copied().collect()),
             taken: std::sync::Mutex::new(Vec::new()),
@@ -275,7 +275,7 @@ impl crmhooks_store::Intake for RoomIntake {
     fn lease_ticks(&self) -> Ticks {
         60 * SEC
     }
-    fn reserve(&self, _tenant_id: i64, webhook_id: i64) -> bool {
+    fn reserve(&self, _tenant_id: TenantId, webhook_id: WebhookId) -> bool {
         let mut room = self.room.lock().unwrap();
         match room.get_mut(&webhook_id) {
             Some(n) if *n > 0 => {
@@ -287,7 +287,7 @@ impl crmhooks_store::Intake for RoomIntake {
             _ => false,
         }
     }
-    fn unreserve(&self, _tenant_id: i64, webhook_id: i64) {
+    fn unreserve(&self, _tenant_id: TenantId, webhook_id: WebhookId) {
         *self.room.lock().unwrap().entry(webhook_id).or_default() += 1;
         self.reserved
             .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);

@@ -436,7 +436,7 @@ async fn sqlite_a_waiting_delivery_whose_lease_ran_out_is_leased_again_before_it
     let mut raw = sqlx::SqliteConnection::connect(&url).await.unwrap();
     let (status, owner): (i64, Option<String>) =
         sqlx::query_as("SELECT status, lease_owner FROM delivery WHERE delivery_id = ?")
-            .bind(next[0].delivery_id)
+            .bind(next[0].delivery_id.get())
             .fetch_one(&mut raw)
             .await
             .unwrap();

@@ -1,7 +1,7 @@
 //! Keys as operators manage them, the bootstrap key, and the audit log (both backends).
 
 use crmhooks_store::{
-    generate_key, now_ticks, Actor, KeyScope, NewAudit, NewKey, TICKS_PER_SECOND,
+    generate_key, now_ticks, Actor, KeyScope, NewAudit, NewKey, TenantId, TICKS_PER_SECOND,
 };
 
 use crate::common::Ctx;
@@ -157,7 +157,7 @@ async fn the_audit_log_is_per_tenant_newest_first_and_pruned(ctx: &Ctx) {
     let s = &ctx.store;
     let a = s.ensure_tenant("Acme").await.unwrap();
     let b = s.ensure_tenant("Beta").await.unwrap();
-    let entry = |tenant_id: i64, i: i64| NewAudit {
+    let entry = |tenant_id: TenantId, i: i64| NewAudit {
         tenant_id,
         key_id: Some(i),
         associate_id: 3,

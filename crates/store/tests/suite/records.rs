@@ -65,25 +65,17 @@ async fn complete_applies_each_verdict(ctx: &Ctx) {
     assert_eq!((d0.attempts, d0.cycles, d0.last_status), (1, 0, Some(200)));
     assert!(d0.completed.is_some());
     assert_eq!(a0.len(), 1);
-    assert_eq!(a0[0].event_id, claimed[0].event_id.to_string());
+    assert_eq!(a0[0].event_id, claimed[0].event_id);
     assert_eq!(a0[0].status_code, Some(200));
     let (d1, a1) = get(claimed[1].delivery_id).await;
     assert_eq!(d1.status, DeliveryStatus::Pending);
     assert_eq!(d1.next_attempt_at, now + SEC);
-    assert_eq!(
-        d1.event_id,
-        claimed[1].event_id.to_string(),
-        "same cycle, same EventId"
-    );
+    assert_eq!(d1.event_id, claimed[1].event_id, "same cycle, same EventId");
     assert_eq!(a1[0].error.as_deref(), Some("receiver answered 500"));
     let (d2, _) = get(claimed[2].delivery_id).await;
     assert_eq!(d2.status, DeliveryStatus::Pending);
     assert_eq!(d2.cycles, 1);
-    assert_ne!(
-        d2.event_id,
-        claimed[2].event_id.to_string(),
-        "new cycle, new EventId"
-    );
+    assert_ne!(d2.event_id, claimed[2].event_id, "new cycle, new EventId");
     // A success resets the consecutive errors.
     let retry = s.claim(&req("n1", now + 2 * SEC, 10)).await.unwrap();
     assert_eq!(retry.len(), 1);
@@ -246,7 +238,7 @@ async fn too_many_errors_at_the_threshold_fires_the_state_event(ctx: &Ctx) {
         .unwrap();
     assert_eq!(w.len(), 1);
     assert_eq!(w[0].event, format!("webhook{}.errors", h.id));
-    assert_eq!(w[0].primary_key, h.id);
+    assert_eq!(w[0].primary_key, h.id.get());
     let pending = s
         .list_deliveries(me.tenant_id, h.id, &filter())
         .await

@@ -1,6 +1,9 @@
 //! Replays: what they queue, their batches, and changes made beside a large one.
 
-use crmhooks_store::{now_ticks, ReplayRequest, ReplayStatus, StoreError, Verdict, REPLAY_BATCH};
+use crmhooks_store::{
+    now_ticks, DeliveryId, ReplayRequest, ReplayStatus, StoreError, Verdict, WebhookId,
+    REPLAY_BATCH,
+};
 use crmhooks_testkit::Backend;
 
 use crate::common::*;
@@ -79,7 +82,8 @@ async fn replay_reports_and_queues(ctx: &Ctx) {
         .unwrap();
     assert_eq!((r.matched, r.skipped), (2, 2));
     assert!(matches!(
-        s.replay(me.tenant_id, 999_999, &all(false)).await,
+        s.replay(me.tenant_id, WebhookId::new(999_999), &all(false))
+            .await,
         Err(StoreError::NotFound)
     ));
 }
@@ -155,7 +159,7 @@ async fn a_large_replay_drains_without_fresh_statistics(ctx: &Ctx) {
     let h = hook(s, &me, &["contact.created"]).await;
     // Statistics taken while the tables were nearly empty, and never again: the estimates
     // say a queue of a few rows, whatever it holds by now.
-    log_events(ctx, me.tenant_id, EVENTS, true).await;
+    log_events(ctx, me.tenant_id.get(), EVENTS, true).await;
     let started = std::time::Instant::now();
     let req = ReplayRequest {
         since: 0,
@@ -266,7 +270,7 @@ async fn changes_made_during_a_large_replay_are_not_held_back(ctx: &Ctx) {
     let other = actor(s, "Other", 1).await;
     let h = hook(s, &me, &["contact.created"]).await;
     hook(s, &other, &["contact.created"]).await;
-    log_events(ctx, me.tenant_id, EVENTS, false).await;
+    log_events(ctx, me.tenant_id.get(), EVENTS, false).await;
     let req = ReplayRequest {
         since: 0,
         until: None,
@@ -333,7 +337,7 @@ async fn fan_out_to_many_webhooks_and_replays_keep_ids_unique(ctx: &Ctx) {
     for _ in 0..40 {
         hooks.push(hook(s, &me, &["contact.created"]).await);
     }
-    let mut last = 0;
+    let mut last = DeliveryId::new(0);
     for round in 0..3 {
         create(s, &me, &format!("c{round}")).await;
         // Everything delivered, so that the replay queues each event again.
@@ -343,7 +347,7 @@ async fn fan_out_to_many_webhooks_and_replays_keep_ids_unique(ctx: &Ctx) {
             "round {round}: claimed {}",
             claimed.len()
         );
-        let mut keys: Vec<(i64, i64, i64)> = claimed
+        let mut keys: Vec<(WebhookId, i64, i64)> = claimed
             .iter()
             .map(|c| (c.webhook.id, c.event.primary_key, c.event.seq))
             .collect();
@@ -387,6 +391,6 @@ async fn fan_out_to_many_webhooks_and_replays_keep_ids_unique(ctx: &Ctx) {
             40 + round + 1,
             "round {round}: the event's 40 and the replay's"
         );
-        last = ids.last().copied().unwrap_or(0);
+        last = ids.last().copied().unwrap_or(last);
     }
 }

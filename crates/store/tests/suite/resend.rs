@@ -1,6 +1,9 @@
 //! Resending one delivery, and searching the delivery log by contact and by EventId.
 
-use crmhooks_store::{now_ticks, DeliveryFilter, DeliveryStatus, StoreError, Verdict};
+use crmhooks_store::{
+    now_ticks, ContactId, DeliveryFilter, DeliveryId, DeliveryStatus, StoreError, Verdict,
+    WebhookId,
+};
 
 use crate::common::*;
 
@@ -33,11 +36,7 @@ async fn resend_queues_a_new_cycle_of_a_closed_delivery(ctx: &Ctx) {
     assert_eq!(again.primary_key, pk);
     assert_eq!(again.status, DeliveryStatus::Pending);
     assert_eq!((again.attempts, again.cycles), (0, 0));
-    assert_ne!(
-        again.event_id,
-        claimed[0].event_id.to_string(),
-        "a new EventId"
-    );
+    assert_ne!(again.event_id, claimed[0].event_id, "a new EventId");
     // A second resend while the first is open is refused.
     assert!(matches!(
         s.resend_delivery(me.tenant_id, h.id, first).await,
@@ -46,8 +45,8 @@ async fn resend_queues_a_new_cycle_of_a_closed_delivery(ctx: &Ctx) {
     // Other tenants, other webhooks and unknown ids: not found.
     for (tenant, webhook, id) in [
         (other.tenant_id, h.id, first),
-        (me.tenant_id, h.id + 1000, first),
-        (me.tenant_id, h.id, first + 1000),
+        (me.tenant_id, WebhookId::new(h.id.get() + 1000), first),
+        (me.tenant_id, h.id, DeliveryId::new(first.get() + 1000)),
     ] {
         assert!(matches!(
             s.resend_delivery(tenant, webhook, id).await,
@@ -92,7 +91,7 @@ async fn a_resent_delivery_waits_behind_its_contacts_open_deliveries(ctx: &Ctx) 
     let (other, _) = create(s, &me, "Other contact").await;
     let later = now_ticks() + 10 * SEC;
     let c = s.claim(&req("n1", later, 10)).await.unwrap();
-    let ids: Vec<i64> = c.iter().map(|c| c.delivery_id).collect();
+    let ids: Vec<DeliveryId> = c.iter().map(|c| c.delivery_id).collect();
     assert!(
         !ids.contains(&again.delivery_id),
         "the resent one waits behind the retry of the contact's change"
@@ -121,7 +120,7 @@ async fn the_log_searches_by_primary_key_and_event_id(ctx: &Ctx) {
     assert_eq!(c.len(), 2, "the heads: A created, B created");
     // A's first delivery fails a whole cycle: new EventId; the old one stays in its attempts.
     let of_a = c.iter().find(|c| c.event.primary_key == a).unwrap();
-    let old_event_id = of_a.event_id.to_string();
+    let old_event_id = of_a.event_id;
     s.complete(&[outcome(of_a, Verdict::Requeue(now))], now, 9)
         .await
         .unwrap();
@@ -132,26 +131,26 @@ async fn the_log_searches_by_primary_key_and_event_id(ctx: &Ctx) {
         async move { s.list_deliveries(me.tenant_id, hid, &f).await.unwrap() }
     };
     let by_a = search(DeliveryFilter {
-        primary_key: Some(a),
+        primary_key: Some(ContactId::new(a)),
         ..filter()
     })
     .await;
     assert_eq!(by_a.len(), 2);
     assert!(by_a.iter().all(|d| d.primary_key == a));
     let by_b = search(DeliveryFilter {
-        primary_key: Some(b),
+        primary_key: Some(ContactId::new(b)),
         ..filter()
     })
     .await;
     assert_eq!(by_b.len(), 1);
     assert!(search(DeliveryFilter {
-        primary_key: Some(b + 1000),
+        primary_key: Some(ContactId::new(b + 1000)),
         ..filter()
     })
     .await
     .is_empty());
     let by_old = search(DeliveryFilter {
-        event_id: Some(old_event_id.clone()),
+        event_id: Some(old_event_id),
         ..filter()
     })
     .await;
@@ -161,17 +160,17 @@ async fn the_log_searches_by_primary_key_and_event_id(ctx: &Ctx) {
         by_old[0].event_id, old_event_id,
         "found by an earlier cycle's id"
     );
-    let current = by_old[0].event_id.clone();
+    let current = by_old[0].event_id;
     let by_current = search(DeliveryFilter {
         event_id: Some(current),
-        primary_key: Some(a),
+        primary_key: Some(ContactId::new(a)),
         ..filter()
     })
     .await;
     assert_eq!(by_current.len(), 1);
     assert!(search(DeliveryFilter {
         event_id: Some(old_event_id),
-        primary_key: Some(b),
+        primary_key: Some(ContactId::new(b)),
         ..filter()
     })
     .await
@@ -183,7 +182,7 @@ async fn the_log_searches_by_primary_key_and_event_id(ctx: &Ctx) {
             other.tenant_id,
             h.id,
             &DeliveryFilter {
-                primary_key: Some(a),
+                primary_key: Some(ContactId::new(a)),
                 ..filter()
             },
         )

@@ -1,7 +1,11 @@
 //! Tenants, API keys and webhook definitions: who a change fans out to.
 
 use crmhooks_store::contact::CONTACT;
-use crmhooks_store::{now_ticks, Actor, ReplayRequest, StoreError, WebhookState};
+use crmhooks_store::{
+    now_ticks, Actor, ContactId, ReplayRequest, RetryPolicy, StoreError, SuccessRule, WebhookState,
+    WebhookType,
+};
+use crmhooks_testkit::Backend;
 
 use crate::common::*;
 
@@ -10,6 +14,7 @@ both_backends!(
     fan_out_only_to_active_subscribed_webhooks_of_the_tenant,
     tenants_are_isolated,
     delete_webhook_cancels_its_deliveries,
+    stored_type_policy_and_rule_are_read_once_and_checked,
 );
 
 async fn tenants_and_keys(ctx: &Ctx) {
@@ -101,7 +106,7 @@ async fn tenants_are_isolated(ctx: &Ctx) {
     let h = hook(s, &a, &["contact.created"]).await;
     let (pk, _) = create(s, &a, "Acme").await;
     assert!(s
-        .get_row(b.tenant_id, &CONTACT, pk, true)
+        .get_row(b.tenant_id, &CONTACT, ContactId::new(pk), true)
         .await
         .unwrap()
         .is_none());
@@ -179,4 +184,71 @@ async fn delete_webhook_cancels_its_deliveries(ctx: &Ctx) {
     let claimed = s.claim(&req("n1", now_ticks(), 10)).await.unwrap();
     assert_eq!(claimed.len(), 3);
     assert!(claimed.iter().all(|c| c.webhook.id == keep.id));
+}
+
+/// Sets `column` of every webhook to `value` behind the store's back.
+async fn set_column(ctx: &Ctx, column: &str, value: &str) {
+    use sqlx::Connection as _;
+    let sql = format!("UPDATE webhook SET {column} = $1");
+    match ctx.backend {
+        Backend::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(&ctx.url).await.unwrap();
+            sqlx::query(&sql)
+                .bind(value)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+        Backend::Sqlite => {
+            let mut conn = sqlx::SqliteConnection::connect(&ctx.url).await.unwrap();
+            sqlx::query(&sql.replace('$', "?"))
+                .bind(value)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+/// A definition's Type, RetryPolicy and SuccessStatus are stored as their names and read back
+/// as such; a spelling an earlier version kept (`2XX`) still reads, and a value no version
+/// writes is an error naming the webhook, not a default.
+async fn stored_type_policy_and_rule_are_read_once_and_checked(ctx: &Ctx) {
+    let s = &ctx.store;
+    let me = actor(s, "Default", 1).await;
+    let mut w = hook(s, &me, &["contact.created"]).await;
+    w.retry_policy = Some(RetryPolicy::Exponential);
+    w.success_status = Some(SuccessRule::Any2xx);
+    let (saved, _) = s.save_webhook(&me, w).await.unwrap();
+    let read = s
+        .get_webhook(me.tenant_id, saved.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.kind, WebhookType::Webhook);
+    assert_eq!(read.retry_policy, Some(RetryPolicy::Exponential));
+    assert_eq!(read.success_status, Some(SuccessRule::Any2xx));
+    set_column(ctx, "success_status", " 2XX").await;
+    let read = s
+        .get_webhook(me.tenant_id, saved.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.success_status, Some(SuccessRule::Any2xx));
+    for (column, value) in [("retry_policy", "linear"), ("type", "email")] {
+        set_column(ctx, column, value).await;
+        match s.get_webhook(me.tenant_id, saved.id).await {
+            Err(StoreError::Corrupt(m)) => {
+                assert!(m.contains(&format!("webhook {}", saved.id)), "{m}");
+                assert!(m.contains(value), "{m}");
+            }
+            other => panic!("{column} {value:?}: expected a corrupt row, got {other:?}"),
+        }
+        let restore = if column == "type" {
+            "webhook"
+        } else {
+            "superoffice"
+        };
+        set_column(ctx, column, restore).await;
+    }
 }
