@@ -101,27 +101,33 @@ fn merge(doc: &mut Value, patch: &Value) {
     let Value::Object(d) = doc else {
         return;
     };
-    // Lower-cased name → the document's spelling; the first spelling wins, as `find_key`.
-    let mut index: HashMap<String, String> = HashMap::with_capacity(d.len());
+    // Lower-cased name → the document's spellings in document order; the first wins, as
+    // `find_key`. A member's data may hold names that differ only in case (`Headers` of "b"
+    // and "B"): a removal uncovers the next spelling, as a scan after the removal would.
+    let mut index: HashMap<String, Vec<String>> = HashMap::with_capacity(d.len());
     for k in d.keys() {
         index
             .entry(k.to_ascii_lowercase())
-            .or_insert_with(|| k.clone());
+            .or_default()
+            .push(k.clone());
     }
     for (k, v) in p {
         let lower = k.to_ascii_lowercase();
-        let key = index.get(&lower).cloned();
+        let spellings = index.entry(lower).or_default();
         if v.is_null() {
-            if let Some(key) = key {
+            if !spellings.is_empty() {
+                let key = spellings.remove(0);
                 d.remove(&key);
-                index.remove(&lower);
             }
             continue;
         }
-        let key = key.unwrap_or_else(|| {
-            index.insert(lower, k.clone());
-            k.clone()
-        });
+        let key = match spellings.first() {
+            Some(key) => key.clone(),
+            None => {
+                spellings.push(k.clone());
+                k.clone()
+            }
+        };
         if v.is_object() {
             merge(d.entry(key).or_insert(Value::Null), v);
         } else {
