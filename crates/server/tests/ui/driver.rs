@@ -125,16 +125,27 @@ impl Browser {
     }
 
     pub async fn click(&self, css: &str) {
-        let el = self
-            .client
-            .wait()
-            .at_most(WAIT)
-            .for_element(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("no {css}: {e}"));
-        el.click()
-            .await
-            .unwrap_or_else(|e| panic!("click {css}: {e}"));
+        // A list the page re-renders (a refresh after an answer) can replace the element between
+        // finding and clicking it: find it again, as a person would, until WAIT runs out.
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let el = self
+                .client
+                .wait()
+                .at_most(WAIT)
+                .for_element(Locator::Css(css))
+                .await
+                .unwrap_or_else(|e| panic!("no {css}: {e}"));
+            match el.click().await {
+                Ok(_) => return,
+                Err(e)
+                    if e.to_string().contains("stale") && std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("click {css}: {e}"),
+            }
+        }
     }
 
     /// Replaces the value of the input `css` with `text`.
