@@ -124,18 +124,22 @@ impl Browser {
         self.client.set_window_size(width, height).await.unwrap();
     }
 
+    /// The element `css`, waiting up to WAIT for it.
+    async fn find(&self, css: &str) -> fantoccini::elements::Element {
+        self.client
+            .wait()
+            .at_most(WAIT)
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no {css}: {e}"))
+    }
+
     pub async fn click(&self, css: &str) {
         // A list the page re-renders (a refresh after an answer) can replace the element between
         // finding and clicking it: find it again, as a person would, until WAIT runs out.
         let deadline = std::time::Instant::now() + WAIT;
         loop {
-            let el = self
-                .client
-                .wait()
-                .at_most(WAIT)
-                .for_element(Locator::Css(css))
-                .await
-                .unwrap_or_else(|e| panic!("no {css}: {e}"));
+            let el = self.find(css).await;
             match el.click().await {
                 Ok(_) => return,
                 Err(e)
@@ -150,13 +154,7 @@ impl Browser {
 
     /// Replaces the value of the input `css` with `text`.
     pub async fn fill(&self, css: &str, text: &str) {
-        let el = self
-            .client
-            .wait()
-            .at_most(WAIT)
-            .for_element(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("no {css}: {e}"));
+        let el = self.find(css).await;
         el.clear().await.unwrap();
         if !text.is_empty() {
             el.send_keys(text).await.unwrap();
