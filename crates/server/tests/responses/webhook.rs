@@ -257,13 +257,7 @@ pub async fn webhook_patch_clears() {
         assert!(!obj.contains_key("SuccessStatus"), "{v}");
     };
     check(&v);
-    let stored = app
-        .state
-        .store
-        .get_webhook(TenantId::new(1), WebhookId::new(id))
-        .await
-        .unwrap()
-        .unwrap();
+    let stored = stored_webhook(&app, id).await;
     assert_eq!(
         (
             stored.errors_email,
@@ -280,15 +274,19 @@ pub async fn webhook_patch_clears() {
         .collect();
     let v = app.ok(Method::PATCH, &path, Some(Value::Array(ops))).await;
     check(&v);
-    let stored = app
-        .state
-        .store
-        .get_webhook(TenantId::new(1), WebhookId::new(id))
-        .await
-        .unwrap()
-        .unwrap();
+    let stored = stored_webhook(&app, id).await;
     assert_eq!(stored.success_status, None);
     assert_eq!(stored.secret.as_deref(), Some("keep"));
     assert_eq!(stored.kind, crmhooks_store::WebhookType::Webhook);
     app.stop().await;
+}
+
+/// Webhook `id` of tenant 1 as the store holds it.
+async fn stored_webhook(app: &TestApp, id: i64) -> crmhooks_store::Webhook {
+    app.state
+        .store
+        .get_webhook(TenantId::new(1), WebhookId::new(id))
+        .await
+        .unwrap()
+        .unwrap()
 }
