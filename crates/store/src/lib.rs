@@ -287,6 +287,14 @@ pub trait Store: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Whether [`Store::complete`] itself wakes the dispatcher (through the `Notify` given to
+    /// [`Store::listen_for_work`]) whenever recording leaves a delivery due for a claim (a next
+    /// delivery of a chain it could not hand over), so that the dispatcher need not claim after
+    /// every record. The default: no, the dispatcher claims after each record.
+    fn wakes_after_record(&self) -> bool {
+        false
+    }
+
     /// Hands new deliveries to this node's dispatcher as they are committed (see [`Intake`]);
     /// `None` stops it. The default ignores it: the dispatcher claims everything.
     fn set_intake(&self, intake: Option<Arc<dyn Intake>>) {

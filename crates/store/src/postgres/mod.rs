@@ -492,6 +492,11 @@ impl Store for PgStore {
         Ok(())
     }
 
+    fn wakes_after_record(&self) -> bool {
+        // `record` wakes the nodes when it leaves a next delivery for a claim.
+        true
+    }
+
     fn set_intake(&self, intake: Option<Arc<dyn Intake>>) {
         *self
             .handoff

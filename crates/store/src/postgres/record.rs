@@ -192,7 +192,23 @@ impl PgStore {
         if !next.is_empty() {
             self.handoff.hand_over_all(next).await;
         }
-        if requeued || !changes.is_empty() {
+        // The dispatcher does not claim after a record (`wakes_after_record`): wake the nodes
+        // when this one left a next delivery due for a claim. Without a hand-off nothing was
+        // leased. With one, what found no room is pending again and woke the nodes already
+        // (`Handoff::give`); what is not due yet waits for its time (`next_due`). That leaves
+        // a change that ran beside this record: it saw the delivery this record closes still
+        // open and queued its own behind it, and committed after the next-heads lookup. If it
+        // committed before the look below, the look finds its delivery; if after, the change
+        // wakes the nodes itself after its commit (it queued a delivery it did not hand over),
+        // and the claims that follow see both commits.
+        let stranded = match &hand {
+            None => !closed.is_empty(),
+            Some(_) if !closed.is_empty() => {
+                heads_of_chains(&self.pool, &closed, Chains::Closed, now).await
+            }
+            Some(_) => false,
+        };
+        if requeued || stranded || !changes.is_empty() {
             // Retries due on any node; a state event may have queued deliveries.
             self.wake_nodes();
         }
@@ -289,6 +305,64 @@ impl PgStore {
         .await
         .map_err(db)?;
         Ok(())
+    }
+}
+
+/// Which deliveries [`heads_of_chains`] looks at.
+pub(super) enum Chains {
+    /// The chains of these deliveries, which a record closed.
+    Closed,
+    /// These deliveries, which a change queued behind an open one of their chain.
+    Queued,
+}
+
+/// Whether a pending delivery that is due (of an Active webhook) heads one of the chains of
+/// `ids`: one a claim must take. Read after a commit, to catch a change and a record of the
+/// same chain that ran side by side (each decided before the other's commit). A failure to
+/// read answers yes: waking the nodes for nothing costs a claim, missing a wake-up a poll.
+pub(super) async fn heads_of_chains(
+    pool: &sqlx::PgPool,
+    ids: &[i64],
+    chains: Chains,
+    now: Ticks,
+) -> bool {
+    // Integers only: the simple protocol, with the planner settings of a record in the same
+    // round trip (the chains are reached by key whatever the statistics say).
+    let ids = ids
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = match chains {
+        // The oldest open delivery of each chain.
+        Chains::Closed => format!(
+            "DO $$BEGIN {PLANNER_BY_KEY} END$$; \
+             SELECT EXISTS (SELECT 1 FROM (SELECT DISTINCT d.webhook_id, d.order_key FROM delivery d WHERE d.delivery_id IN ({ids})) c \
+             JOIN webhook h ON h.webhook_id = c.webhook_id AND h.state = 1 \
+             CROSS JOIN LATERAL (SELECT p.status, p.next_attempt_at FROM delivery p \
+             WHERE p.webhook_id = c.webhook_id AND p.order_key = c.order_key AND p.status IN (0, 1) \
+             ORDER BY p.webhook_id, p.order_key, p.delivery_id LIMIT 1) n \
+             WHERE n.status = 0 AND n.next_attempt_at <= {now})"
+        ),
+        // These deliveries, when nothing earlier of their chain is open any more.
+        Chains::Queued => format!(
+            "DO $$BEGIN {PLANNER_BY_KEY} END$$; \
+             SELECT EXISTS (SELECT 1 FROM delivery d JOIN webhook h ON h.webhook_id = d.webhook_id AND h.state = 1 \
+             WHERE d.delivery_id IN ({ids}) AND d.status = 0 AND d.next_attempt_at <= {now} \
+             AND NOT EXISTS (SELECT 1 FROM delivery p WHERE p.webhook_id = d.webhook_id \
+             AND p.order_key = d.order_key AND p.status IN (0, 1) AND p.delivery_id < d.delivery_id))"
+        ),
+    };
+    let found = sqlx::raw_sql(&sql).fetch_all(pool).await;
+    match found.map_err(db).and_then(|rows| match rows.first() {
+        Some(r) => sqlx::Row::try_get::<bool, _>(r, 0).map_err(db),
+        None => Ok(false),
+    }) {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot look for deliveries left to a claim; waking the nodes");
+            true
+        }
     }
 }
 

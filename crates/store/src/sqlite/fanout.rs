@@ -190,6 +190,7 @@ impl Writer {
             event_seq: Some(seq),
             deliveries,
             handed,
+            behind: 0,
             entity,
             event: name,
         })
