@@ -176,12 +176,13 @@ impl Committer {
         answer
     }
 
-    /// Whether a delivery the group queued behind an open one of its chain heads it now: the
-    /// one in front was recorded while the group ran, by a record whose look for the next
-    /// deliveries came before the group's commit (see `record`: each side looks after its own
-    /// commit, so one of the two sees both). Only then does a claim need waking for them.
+    /// Whether a delivery the group queued behind an open one of its chain heads it now (and
+    /// is marked so): the one in front was recorded while the group ran, by a record whose look
+    /// for the next deliveries came before the group's commit (see `record`: each side looks
+    /// after its own commit, so one of the two sees both). Only then does a claim need waking
+    /// for them.
     async fn behind_freed(&self, behind: &[i64]) -> bool {
-        !behind.is_empty() && heads_of_chains(&self.pool, behind, Chains::Queued, now_ticks()).await
+        !behind.is_empty() && heads_of_chains(&self.pool, behind, Chains::Queued).await
     }
 
     /// Applies `jobs` in one transaction: each job's answer (in order), the deliveries
@@ -281,13 +282,13 @@ impl Committer {
         tx.commit().await.map_err(db)?;
         // The answers, and what was written leased with the events as claims read them.
         let mut counts: HashMap<i64, u64> = HashMap::new();
-        // With a hand-off every head of its chain was written leased: the others wait behind
-        // an open delivery of their chain, which hands them on when it is recorded.
+        // Deliveries that do not head their chain wait behind an open delivery of it, which
+        // marks (and hands on) the next one when it is recorded.
         let mut behind_by_seq: HashMap<i64, u64> = HashMap::new();
         let mut behind = Vec::new();
         for d in &deliveries {
             *counts.entry(d.event_seq).or_default() += 1;
-            if hand.is_some() && d.webhook.is_none() {
+            if !d.head {
                 *behind_by_seq.entry(d.event_seq).or_default() += 1;
                 behind.push(d.delivery_id);
             }

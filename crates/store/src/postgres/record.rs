@@ -184,9 +184,10 @@ impl PgStore {
         }
         // Next heads last: a webhook the state machine just disabled hands nothing over.
         let hand = self.handoff.hand();
-        let next = match &hand {
-            Some(hand) if !closed.is_empty() => next_heads(&mut tx, &closed, hand, now).await?,
-            _ => Vec::new(),
+        let next = if closed.is_empty() {
+            Vec::new()
+        } else {
+            next_heads(&mut tx, &closed, hand.as_ref(), now).await?
         };
         tx.commit().await.map_err(db)?;
         if !next.is_empty() {
@@ -197,17 +198,11 @@ impl PgStore {
         // leased. With one, what found no room is pending again and woke the nodes already
         // (`Handoff::give`); what is not due yet waits for its time (`next_due`). That leaves
         // a change that ran beside this record: it saw the delivery this record closes still
-        // open and queued its own behind it, and committed after the next-heads lookup. If it
-        // committed before the look below, the look finds its delivery; if after, the change
-        // wakes the nodes itself after its commit (it queued a delivery it did not hand over),
-        // and the claims that follow see both commits.
-        let stranded = match &hand {
-            None => !closed.is_empty(),
-            Some(_) if !closed.is_empty() => {
-                heads_of_chains(&self.pool, &closed, Chains::Closed, now).await
-            }
-            Some(_) => false,
-        };
+        // open and queued its own behind it, unmarked, and committed after the next-heads
+        // lookup. If it committed before the look below, the look marks its delivery; if
+        // after, the change's own look after its commit does (`Committer::behind_freed`).
+        let stranded = !closed.is_empty()
+            && (heads_of_chains(&self.pool, &closed, Chains::Closed).await || hand.is_none());
         if requeued || stranded || !changes.is_empty() {
             // Retries due on any node; a state event may have queued deliveries.
             self.wake_nodes();
@@ -316,68 +311,64 @@ pub(super) enum Chains {
     Queued,
 }
 
-/// Whether a pending delivery that is due (of an Active webhook) heads one of the chains of
-/// `ids`: one a claim must take. Read after a commit, to catch a change and a record of the
-/// same chain that ran side by side (each decided before the other's commit). A failure to
-/// read answers yes: waking the nodes for nothing costs a claim, missing a wake-up a poll.
-pub(super) async fn heads_of_chains(
-    pool: &sqlx::PgPool,
-    ids: &[i64],
-    chains: Chains,
-    now: Ticks,
-) -> bool {
+/// Marks the pending deliveries that head one of the chains of `ids` but were not marked, and
+/// says whether there were any: the nodes have a claim to make. Run after a commit, to catch
+/// a change and a record of the same chain that ran side by side (each decided before the
+/// other's commit: whichever looks second sees both). A failure answers yes: waking the nodes
+/// for nothing costs a claim; the mark a failure leaves out is set by the claims' periodic
+/// `crmhooks_mark_heads`.
+pub(super) async fn heads_of_chains(pool: &sqlx::PgPool, ids: &[i64], chains: Chains) -> bool {
     // Integers only: the simple protocol, with the planner settings of a record in the same
-    // round trip (the chains are reached by key whatever the statistics say).
+    // round trip (the chains are reached by key whatever the statistics say). A mark lost in
+    // a crash is set again like one never made, so it commits without waiting for the disk.
     let ids = ids
         .iter()
         .map(i64::to_string)
         .collect::<Vec<_>>()
         .join(", ");
+    let settings = format!(
+        "DO $$BEGIN {PLANNER_BY_KEY} PERFORM set_config('synchronous_commit', 'off', true); END$$;"
+    );
     let sql = match chains {
         // The oldest open delivery of each chain.
         Chains::Closed => format!(
-            "DO $$BEGIN {PLANNER_BY_KEY} END$$; \
-             SELECT EXISTS (SELECT 1 FROM (SELECT DISTINCT d.webhook_id, d.order_key FROM delivery d WHERE d.delivery_id IN ({ids})) c \
-             JOIN webhook h ON h.webhook_id = c.webhook_id AND h.state = 1 \
-             CROSS JOIN LATERAL (SELECT p.status, p.next_attempt_at FROM delivery p \
+            "{settings} WITH c AS MATERIALIZED (SELECT DISTINCT d.webhook_id, d.order_key FROM delivery d WHERE d.delivery_id IN ({ids})), \
+             n AS MATERIALIZED (SELECT x.delivery_id FROM c CROSS JOIN LATERAL (SELECT p.delivery_id, p.status, p.head FROM delivery p \
              WHERE p.webhook_id = c.webhook_id AND p.order_key = c.order_key AND p.status IN (0, 1) \
-             ORDER BY p.webhook_id, p.order_key, p.delivery_id LIMIT 1) n \
-             WHERE n.status = 0 AND n.next_attempt_at <= {now})"
+             ORDER BY p.webhook_id, p.order_key, p.delivery_id LIMIT 1) x WHERE x.status = 0 AND NOT x.head) \
+             UPDATE delivery d SET head = true WHERE d.delivery_id = ANY (ARRAY(SELECT delivery_id FROM n)) \
+             AND d.status = 0 AND NOT d.head RETURNING d.delivery_id"
         ),
         // These deliveries, when nothing earlier of their chain is open any more.
         Chains::Queued => format!(
-            "DO $$BEGIN {PLANNER_BY_KEY} END$$; \
-             SELECT EXISTS (SELECT 1 FROM delivery d JOIN webhook h ON h.webhook_id = d.webhook_id AND h.state = 1 \
-             WHERE d.delivery_id IN ({ids}) AND d.status = 0 AND d.next_attempt_at <= {now} \
+            "{settings} UPDATE delivery d SET head = true \
+             WHERE d.delivery_id IN ({ids}) AND d.status = 0 AND NOT d.head \
              AND NOT EXISTS (SELECT 1 FROM delivery p WHERE p.webhook_id = d.webhook_id \
-             AND p.order_key = d.order_key AND p.status IN (0, 1) AND p.delivery_id < d.delivery_id))"
+             AND p.order_key = d.order_key AND p.status IN (0, 1) AND p.delivery_id < d.delivery_id) \
+             RETURNING d.delivery_id"
         ),
     };
-    let found = sqlx::raw_sql(&sql).fetch_all(pool).await;
-    match found.map_err(db).and_then(|rows| match rows.first() {
-        Some(r) => sqlx::Row::try_get::<bool, _>(r, 0).map_err(db),
-        None => Ok(false),
-    }) {
-        Ok(found) => found,
+    match sqlx::raw_sql(&sql).fetch_all(pool).await {
+        Ok(marked) => !marked.is_empty(),
         Err(e) => {
-            tracing::warn!(error = %e, "cannot look for deliveries left to a claim; waking the nodes");
+            tracing::warn!(error = %e, "cannot look for chain heads left unmarked; waking the nodes");
             true
         }
     }
 }
 
-/// Leases to this node the next delivery of each chain (webhook and contact) whose delivery
-/// `closed` names, when it is due and its webhook Active: it may go now, and goes to this
-/// node's dispatcher after the commit instead of waiting for a claim. Row locks keep a claim
-/// on another node from taking the same one (it skips or re-checks a row this transaction
-/// leased).
+/// Marks as its head the next delivery of each chain (webhook and contact) whose delivery
+/// `closed` names, and with a hand-off leases it to this node when it is due and its webhook
+/// Active: it may go now, and goes to this node's dispatcher after the commit instead of
+/// waiting for a claim. Row locks keep a claim on another node from taking the same one (it
+/// skips or re-checks a row this transaction leased). What it leased, to hand over.
 async fn next_heads(
     tx: &mut sqlx::Transaction<'_, Postgres>,
     closed: &[i64],
-    hand: &Hand,
+    hand: Option<&Hand>,
     now: Ticks,
 ) -> Result<Vec<Claimed>> {
-    // The next deliveries are found first and once (MATERIALIZED), then leased by key (an
+    // The next deliveries are found first and once (MATERIALIZED), then updated by key (an
     // array of ids, which only the primary key can serve): with statistics that say the table
     // is small, the planner otherwise drove the lease from every pending delivery of the
     // webhook and looked for the next heads again for each one (millions of probes, seconds per
@@ -385,12 +376,15 @@ async fn next_heads(
     // whole key of `delivery_order` (webhook, contact, id), which no other index gives.
     let rows = sqlx::query(&format!(
         "WITH closed AS MATERIALIZED (SELECT DISTINCT d.webhook_id, d.order_key FROM delivery d WHERE d.delivery_id = ANY($1)), \
-         nxt AS MATERIALIZED (SELECT n.delivery_id FROM closed c JOIN webhook h ON h.webhook_id = c.webhook_id AND h.state = 1 \
+         nxt AS MATERIALIZED (SELECT n.delivery_id, $5 AND h.state = 1 AND n.next_attempt_at <= $2 AS take \
+         FROM closed c JOIN webhook h ON h.webhook_id = c.webhook_id \
          CROSS JOIN LATERAL (SELECT p.delivery_id, p.status, p.next_attempt_at \
          FROM delivery p WHERE p.webhook_id = c.webhook_id AND p.order_key = c.order_key AND p.status IN (0, 1) \
-         ORDER BY p.webhook_id, p.order_key, p.delivery_id LIMIT 1) n WHERE n.status = 0 AND n.next_attempt_at <= $2), \
-         upd AS (UPDATE delivery d SET status = 1, lease_until = $3, lease_owner = $4 \
-         WHERE d.delivery_id = ANY (ARRAY(SELECT delivery_id FROM nxt)) AND d.status = 0 \
+         ORDER BY p.webhook_id, p.order_key, p.delivery_id LIMIT 1) n WHERE n.status = 0), \
+         marked AS (UPDATE delivery d SET head = true WHERE d.delivery_id = ANY (ARRAY(SELECT delivery_id FROM nxt WHERE NOT take)) \
+         AND d.status = 0 AND NOT d.head), \
+         upd AS (UPDATE delivery d SET status = 1, head = true, lease_until = $3, lease_owner = $4 \
+         WHERE d.delivery_id = ANY (ARRAY(SELECT delivery_id FROM nxt WHERE take)) AND d.status = 0 \
          RETURNING d.delivery_id, d.event_id, d.attempt_in_cycle, d.queue_pos, d.event_seq, d.webhook_id, d.tenant_id) \
          SELECT {} FROM upd u JOIN event e ON e.event_seq = u.event_seq JOIN webhook w ON w.webhook_id = u.webhook_id \
          JOIN tenant t ON t.tenant_id = u.tenant_id",
@@ -398,13 +392,17 @@ async fn next_heads(
     ))
     .bind(closed)
     .bind(now)
-    .bind(hand.lease_until)
-    .bind(hand.intake.owner())
+    .bind(hand.map(|h| h.lease_until))
+    .bind(hand.map(|h| h.intake.owner().to_owned()))
+    .bind(hand.is_some())
     .fetch_all(&mut **tx)
     .await
     .map_err(db)?;
-    Ok(read_claimed(&rows, &hand.keys)?
-        .into_iter()
-        .map(|(_, c)| c)
-        .collect())
+    match hand {
+        Some(hand) => Ok(read_claimed(&rows, &hand.keys)?
+            .into_iter()
+            .map(|(_, c)| c)
+            .collect()),
+        None => Ok(Vec::new()),
+    }
 }
