@@ -330,6 +330,13 @@ pub trait Intake: Send + Sync {
     /// Committed deliveries (their inserts durable) leased to [`Intake::owner`], each reserved
     /// before.
     fn take(&self, handed: Vec<Claimed>);
+    /// What [`Intake::reserve`] refuses now, for a store that writes deliveries leased before it
+    /// asks for their room (so that it leaves pending what would only be given back): the
+    /// webhooks and the tenants that hold their most, or `None` when nothing can be taken at
+    /// all. The default: nothing is known to be full.
+    fn full(&self) -> Option<(Vec<i64>, Vec<i64>)> {
+        Some((Vec::new(), Vec::new()))
+    }
 }
 
 /// Events a replay handles per batch (one short transaction each).

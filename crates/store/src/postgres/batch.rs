@@ -399,11 +399,21 @@ pub(super) async fn insert_deliveries(
         .push_bind(now);
     match hand {
         Some(hand) => {
-            qb.push(", CASE WHEN r.rn = 1 AND r.free THEN 1 ELSE 0 END, CASE WHEN r.rn = 1 AND r.free THEN ")
-                .push_bind(hand.lease_until)
-                .push(" END, CASE WHEN r.rn = 1 AND r.free THEN ")
-                .push_bind(hand.intake.owner().to_owned())
-                .push(" END");
+            // Leased: the heads of webhooks and tenants the dispatcher has room for.
+            let lease = |qb: &mut QueryBuilder<'_, Postgres>| {
+                qb.push(" CASE WHEN r.rn = 1 AND r.free AND r.webhook_id <> ALL (")
+                    .push_bind(hand.full_webhooks.clone())
+                    .push("::BIGINT[]) AND r.tenant_id <> ALL (")
+                    .push_bind(hand.full_tenants.clone())
+                    .push("::BIGINT[]) THEN ");
+            };
+            qb.push(",");
+            lease(&mut qb);
+            qb.push("1 ELSE 0 END,");
+            lease(&mut qb);
+            qb.push_bind(hand.lease_until).push(" END,");
+            lease(&mut qb);
+            qb.push_bind(hand.intake.owner().to_owned()).push(" END");
         }
         None => {
             qb.push(", 0, NULL, NULL");

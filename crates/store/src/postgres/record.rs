@@ -201,8 +201,13 @@ impl PgStore {
         // open and queued its own behind it, unmarked, and committed after the next-heads
         // lookup. If it committed before the look below, the look marks its delivery; if
         // after, the change's own look after its commit does (`Committer::behind_freed`).
+        // Without room (a hand-off with webhooks or tenants full, or none), next heads may have
+        // been left pending for a claim, on any node with room.
+        let full = hand
+            .as_ref()
+            .is_none_or(|h| !h.full_webhooks.is_empty() || !h.full_tenants.is_empty());
         let stranded = !closed.is_empty()
-            && (heads_of_chains(&self.pool, &closed, Chains::Closed).await || hand.is_none());
+            && (heads_of_chains(&self.pool, &closed, Chains::Closed).await || full);
         if requeued || stranded || !changes.is_empty() {
             // Retries due on any node; a state event may have queued deliveries.
             self.wake_nodes();
@@ -376,7 +381,8 @@ async fn next_heads(
     // whole key of `delivery_order` (webhook, contact, id), which no other index gives.
     let rows = sqlx::query(&format!(
         "WITH closed AS MATERIALIZED (SELECT DISTINCT d.webhook_id, d.order_key FROM delivery d WHERE d.delivery_id = ANY($1)), \
-         nxt AS MATERIALIZED (SELECT n.delivery_id, $5 AND h.state = 1 AND n.next_attempt_at <= $2 AS take \
+         nxt AS MATERIALIZED (SELECT n.delivery_id, $5 AND h.state = 1 AND n.next_attempt_at <= $2 \
+         AND h.webhook_id <> ALL ($6::BIGINT[]) AND h.tenant_id <> ALL ($7::BIGINT[]) AS take \
          FROM closed c JOIN webhook h ON h.webhook_id = c.webhook_id \
          CROSS JOIN LATERAL (SELECT p.delivery_id, p.status, p.next_attempt_at \
          FROM delivery p WHERE p.webhook_id = c.webhook_id AND p.order_key = c.order_key AND p.status IN (0, 1) \
@@ -395,6 +401,8 @@ async fn next_heads(
     .bind(hand.map(|h| h.lease_until))
     .bind(hand.map(|h| h.intake.owner().to_owned()))
     .bind(hand.is_some())
+    .bind(hand.map(|h| h.full_webhooks.clone()).unwrap_or_default())
+    .bind(hand.map(|h| h.full_tenants.clone()).unwrap_or_default())
     .fetch_all(&mut **tx)
     .await
     .map_err(db)?;
