@@ -15,6 +15,11 @@ use crate::sql::plan::{disable_reason, usage_last_error};
 use crate::sql::{keys, webhooks, Db as _};
 use crate::Result;
 
+/// How far past the record's `now` a next delivery still counts as due (1 s in ticks): they are
+/// written due at once (a retry stays its chain's head, so no next delivery waits for a later
+/// time), only by another clock.
+const NEXT_HEAD_GRACE: Ticks = 10_000_000;
+
 impl PgStore {
     pub(super) async fn record(
         &self,
@@ -187,7 +192,12 @@ impl PgStore {
         let next = if closed.is_empty() {
             Vec::new()
         } else {
-            next_heads(&mut tx, &closed, hand.as_ref(), now).await?
+            // Due by a clock a little ahead of the dispatcher's `now`: a next delivery was
+            // written by a change at that change's time, which can be a few milliseconds after
+            // the `now` this record was given, and one left for a claim that way waited for
+            // the poll (a second) since nothing woke a claim for it.
+            let due_by = now.saturating_add(NEXT_HEAD_GRACE);
+            next_heads(&mut tx, &closed, hand.as_ref(), due_by).await?
         };
         tx.commit().await.map_err(db)?;
         if !next.is_empty() {
