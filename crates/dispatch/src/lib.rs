@@ -161,6 +161,13 @@ impl Intake for Dispatcher {
         self.room.release(tenant_id, webhook_id);
     }
 
+    fn full(&self) -> Option<(Vec<WebhookId>, Vec<TenantId>)> {
+        if !self.accepting.load(Ordering::SeqCst) || self.room.free() == 0 {
+            return None;
+        }
+        Some(self.room.saturated())
+    }
+
     fn take(&self, handed: Vec<Claimed>) {
         self.meter.waiting(-(handed.len() as i64));
         if let Err(lost) = self.handed_tx.send(handed) {

@@ -88,11 +88,22 @@ impl NextDue {
     }
 }
 
+/// What the completion writer needs to know to decide whether a record must wake the loop for
+/// a claim (a store that wakes it itself when a record leaves work for a claim spares the
+/// claims that would find nothing).
+#[derive(Default)]
+struct AfterRecord {
+    /// The last claim was held back by room (or failed): a record that frees room wakes it.
+    limited: std::sync::atomic::AtomicBool,
+    /// Records so far, so the loop sees one that ran during its claim.
+    records: std::sync::atomic::AtomicU64,
+}
+
 impl Dispatcher {
     /// One round: claim a batch, send all of it concurrently, record the attempts. Returns how
     /// many deliveries were attempted (0 when nothing was due).
     pub async fn step(&self) -> Result<usize, StoreError> {
-        let claimed = self.claim(self.cfg.batch).await?;
+        let (claimed, _) = self.claim(self.cfg.batch).await?;
         let n = claimed.len();
         let outcomes = futures::future::join_all(claimed.iter().map(|c| self.attempt(c))).await;
         if !outcomes.is_empty() {
@@ -148,8 +159,11 @@ impl Dispatcher {
         let renewer = tokio::spawn(Arc::clone(&self).renew_leases());
         let mut next_due = NextDue::default();
         let scheduled = next_due.local.clone();
+        let after_record = Arc::new(AfterRecord::default());
+        let store_wakes = self.store.wakes_after_record();
         // Completion writer: batches whatever has finished.
         let this = self.clone();
+        let recorded = Arc::clone(&after_record);
         let writer = tokio::spawn(async move {
             while let Some(first) = done_rx.recv().await {
                 let mut batch = vec![first];
@@ -170,13 +184,18 @@ impl Dispatcher {
                         }
                     }
                 }
+                let mut retries = false;
                 for o in &batch {
                     this.done(o);
                     if let Verdict::RetryAt(t) | Verdict::Requeue(t) = o.verdict {
                         scheduled.fetch_min(t, Ordering::Relaxed);
+                        retries = true;
                     }
                 }
-                this.wake.notify_one();
+                recorded.records.fetch_add(1, Ordering::SeqCst);
+                if !store_wakes || retries || recorded.limited.load(Ordering::SeqCst) {
+                    this.wake.notify_one();
+                }
             }
         });
         loop {
@@ -185,6 +204,8 @@ impl Dispatcher {
             }
             let free = self.room.free();
             let mut claimed_full = false;
+            let records_before = after_record.records.load(Ordering::SeqCst);
+            let mut limited = true;
             // The room is taken before the claim: the store hands deliveries over at commit
             // concurrently (Intake::reserve), and every delivery claimed must have its room.
             let want = self
@@ -192,8 +213,11 @@ impl Dispatcher {
                 .take_for_claim(usize::try_from(self.cfg.batch).unwrap_or(usize::MAX));
             if want > 0 {
                 match self.claim(i64::try_from(want).unwrap_or(i64::MAX)).await {
-                    Ok(claimed) => {
+                    Ok((claimed, skipped)) => {
                         claimed_full = claimed.len() >= want;
+                        limited = skipped
+                            || claimed_full
+                            || i64::try_from(want).unwrap_or(i64::MAX) < self.cfg.batch;
                         self.room.unclaimed(want.saturating_sub(claimed.len()));
                         let mut last = None;
                         for c in claimed {
@@ -207,9 +231,16 @@ impl Dispatcher {
                     }
                 }
             }
+            // Whether a record that frees room must wake the loop: the claim left deliveries
+            // behind for want of room (or failed).
+            after_record.limited.store(limited, Ordering::SeqCst);
             // A full batch may have left more behind; a short one took all there was (a commit
             // or a completion wakes the loop when that changes).
             if claimed_full && self.room.free() > 0 {
+                continue;
+            }
+            // A record that ran during a claim held back by room may have freed what it lacked.
+            if limited && after_record.records.load(Ordering::SeqCst) != records_before {
                 continue;
             }
             // Nothing claimable now. Sleep until the next retry is due; when work exists but is
@@ -262,9 +293,12 @@ impl Dispatcher {
         }
     }
 
-    async fn claim(&self, limit: i64) -> Result<Vec<Claimed>, StoreError> {
+    /// Claims up to `limit` deliveries; also whether the claim skipped webhooks or tenants
+    /// that hold their most.
+    async fn claim(&self, limit: i64) -> Result<(Vec<Claimed>, bool), StoreError> {
         let now = now_ticks();
         let (skip_webhooks, skip_tenants) = self.room.saturated();
+        let skipped = !skip_webhooks.is_empty() || !skip_tenants.is_empty();
         let claimed = self
             .store
             .claim(&ClaimRequest {
@@ -278,7 +312,7 @@ impl Dispatcher {
             })
             .await?;
         self.meter.waiting(-(claimed.len() as i64));
-        Ok(claimed)
+        Ok((claimed, skipped))
     }
 
     async fn record(&self, outcomes: &[AttemptOutcome]) -> Result<(), StoreError> {

@@ -70,7 +70,7 @@ impl AppState {
     /// wake-up).
     pub fn committed(&self, actor: &Actor, c: &Committed) {
         self.count_event(actor, &c.entity, &c.event, c);
-        if c.deliveries > c.handed {
+        if c.deliveries > c.handed + c.behind {
             self.wake();
         }
     }

@@ -329,6 +329,14 @@ pub trait Store: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Whether [`Store::complete`] itself wakes the dispatcher (through the `Notify` given to
+    /// [`Store::listen_for_work`]) whenever recording leaves a delivery due for a claim (a next
+    /// delivery of a chain it could not hand over), so that the dispatcher need not claim after
+    /// every record. The default: no, the dispatcher claims after each record.
+    fn wakes_after_record(&self) -> bool {
+        false
+    }
+
     /// Hands new deliveries to this node's dispatcher as they are committed (see [`Intake`]);
     /// `None` stops it. The default ignores it: the dispatcher claims everything.
     fn set_intake(&self, intake: Option<Arc<dyn Intake>>) {
@@ -364,6 +372,13 @@ pub trait Intake: Send + Sync {
     /// Committed deliveries (their inserts durable) leased to [`Intake::owner`], each reserved
     /// before.
     fn take(&self, handed: Vec<Claimed>);
+    /// What [`Intake::reserve`] refuses now, for a store that writes deliveries leased before it
+    /// asks for their room (so that it leaves pending what would only be given back): the
+    /// webhooks and the tenants that hold their most, or `None` when nothing can be taken at
+    /// all. The default: nothing is known to be full.
+    fn full(&self) -> Option<(Vec<WebhookId>, Vec<TenantId>)> {
+        Some((Vec::new(), Vec::new()))
+    }
 }
 
 /// Events a replay handles per batch (one short transaction each).

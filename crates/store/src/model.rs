@@ -252,6 +252,10 @@ pub struct Committed {
     /// How many of them went straight to this node's dispatcher (see [`crate::Intake`]);
     /// the rest wait for a claim.
     pub handed: u64,
+    /// How many of the rest were queued behind an earlier delivery of their chain still open,
+    /// and go on when that one is recorded (PostgreSQL: the record hands them over); no claim
+    /// needs waking for them.
+    pub behind: u64,
     /// The event's entity (`contact`); empty when no event was written.
     pub entity: String,
     /// The event's name (`contact.changed`); empty when no event was written.

@@ -122,7 +122,7 @@ pub(crate) async fn signal_event(
         )
         .await?;
     state.count_event(&auth.actor, "signal", "signal", &committed);
-    if committed.deliveries > committed.handed {
+    if committed.deliveries > committed.handed + committed.behind {
         state.wake();
     }
     Ok(())

@@ -27,6 +27,8 @@ pub(super) struct Written {
     pub(super) event_id: Uuid,
     /// Its webhook, when it was written leased to this node.
     pub(super) webhook: Option<Arc<Webhook>>,
+    /// It heads its chain (nothing earlier of its contact open for that webhook).
+    pub(super) head: bool,
 }
 
 /// Locks and reads the rows the group changes, table by table, in key order (so that two
@@ -347,7 +349,8 @@ pub(super) async fn insert_events(
 /// The deliveries of the group's events, in one statement: one per Active webhook of the
 /// event's tenant subscribed to it, in the group's order. A delivery heads its chain when
 /// nothing of its contact is open for that webhook and it is the first of its chain in the
-/// group; a head is written leased to this node's dispatcher (`hand`).
+/// group; a head is marked `head` (migration 0010) and written leased to this node's
+/// dispatcher (`hand`).
 pub(super) async fn insert_deliveries(
     conn: &mut PgConnection,
     jobs: &[Meta],
@@ -386,8 +389,8 @@ pub(super) async fn insert_deliveries(
              ranked AS (SELECT h.*, ROW_NUMBER() OVER (PARTITION BY h.webhook_id, h.order_key ORDER BY h.ord) AS rn, \
              NOT EXISTS (SELECT 1 FROM delivery p WHERE p.webhook_id = h.webhook_id AND p.order_key = h.order_key \
              AND p.status IN (0, 1)) AS free FROM hooks h), \
-             ins AS (INSERT INTO delivery (tenant_id, webhook_id, event_seq, order_key, event_id, queue_pos, next_attempt_at, created, status, lease_until, lease_owner) \
-             SELECT r.tenant_id, r.webhook_id, r.seq, r.order_key, gen_random_uuid()::text, ",
+             ins AS (INSERT INTO delivery (tenant_id, webhook_id, event_seq, order_key, event_id, head, queue_pos, next_attempt_at, created, status, lease_until, lease_owner) \
+             SELECT r.tenant_id, r.webhook_id, r.seq, r.order_key, gen_random_uuid()::text, r.rn = 1 AND r.free, ",
         )
         .push_bind(now)
         .push(", ")
@@ -396,11 +399,21 @@ pub(super) async fn insert_deliveries(
         .push_bind(now);
     match hand {
         Some(hand) => {
-            qb.push(", CASE WHEN r.rn = 1 AND r.free THEN 1 ELSE 0 END, CASE WHEN r.rn = 1 AND r.free THEN ")
-                .push_bind(hand.lease_until)
-                .push(" END, CASE WHEN r.rn = 1 AND r.free THEN ")
-                .push_bind(hand.intake.owner().to_owned())
-                .push(" END");
+            // Leased: the heads of webhooks and tenants the dispatcher has room for.
+            let lease = |qb: &mut QueryBuilder<'_, Postgres>| {
+                qb.push(" CASE WHEN r.rn = 1 AND r.free AND r.webhook_id <> ALL (")
+                    .push_bind(hand.full_webhooks.clone())
+                    .push("::BIGINT[]) AND r.tenant_id <> ALL (")
+                    .push_bind(hand.full_tenants.clone())
+                    .push("::BIGINT[]) THEN ");
+            };
+            qb.push(",");
+            lease(&mut qb);
+            qb.push("1 ELSE 0 END,");
+            lease(&mut qb);
+            qb.push_bind(hand.lease_until).push(" END,");
+            lease(&mut qb);
+            qb.push_bind(hand.intake.owner().to_owned()).push(" END");
         }
         None => {
             qb.push(", 0, NULL, NULL");
@@ -408,8 +421,8 @@ pub(super) async fn insert_deliveries(
     }
     qb.push(format!(
         " FROM ranked r ORDER BY r.ord, r.webhook_id \
-         RETURNING delivery_id, webhook_id, event_seq, event_id, status) \
-         SELECT i.delivery_id, i.event_seq, i.event_id, i.status, {} FROM ins i \
+         RETURNING delivery_id, webhook_id, event_seq, event_id, status, head) \
+         SELECT i.delivery_id, i.event_seq, i.event_id, i.status, i.head, {} FROM ins i \
          LEFT JOIN webhook w ON i.status = 1 AND w.webhook_id = i.webhook_id ORDER BY i.delivery_id",
         qualified(WEBHOOK_COLS, "w")
     ));
@@ -420,8 +433,9 @@ pub(super) async fn insert_deliveries(
         let delivery_id = r.int(0)?;
         let event_id = Uuid::parse_str(&r.text(2)?)
             .map_err(|e| StoreError::Corrupt(format!("delivery {delivery_id} event id: {e}")))?;
+        let head: bool = r.try_get(4).map_err(db)?;
         let webhook = if r.int(3)? == 1 {
-            let id = r.int(4)?;
+            let id = r.int(5)?;
             match hooks.get(&id) {
                 Some(w) => Some(Arc::clone(w)),
                 None => {
@@ -429,7 +443,7 @@ pub(super) async fn insert_deliveries(
                     let keys = hand.map(|h| &h.keys).ok_or_else(|| {
                         StoreError::Corrupt("a delivery was leased without a hand-off".into())
                     })?;
-                    let w = Arc::new(read_webhook(&At(r, 4), keys)?);
+                    let w = Arc::new(read_webhook(&At(r, 5), keys)?);
                     hooks.insert(id, Arc::clone(&w));
                     Some(w)
                 }
@@ -442,6 +456,7 @@ pub(super) async fn insert_deliveries(
             event_seq: r.int(1)?,
             event_id,
             webhook,
+            head,
         });
     }
     Ok(out)

@@ -84,7 +84,58 @@ pub(super) fn read_claimed(rows: &[PgRow], keys: &crate::Keyring) -> Result<Vec<
     Ok(out)
 }
 
+/// How often a node's claims mark the chain heads that lost their mark, and how many open rows
+/// each such walk visits at most.
+const MARK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+const MARK_ROWS: i64 = 5_000;
+
+/// Where this node's walk for heads that lost their mark (migration 0010) goes on.
+#[derive(Default)]
+pub(super) struct MarkWalk {
+    /// When the last slice was walked.
+    at: Option<std::time::Instant>,
+    /// The last chain walked (webhook, order key); (0, "") starts from the first.
+    after: (i64, String),
+}
+
 impl PgStore {
+    /// About once a second, before a claim: marks the chain heads that lost their mark, one
+    /// slice of [`MARK_ROWS`] open rows at a time (`crmhooks_mark_heads`). A head loses its
+    /// mark only when a node dies between a commit and its look for a head made beside it,
+    /// or when a replay or a resend queues behind a delivery a record closes meanwhile; the
+    /// walk bounds how long such a delivery waits. A failure only delays it to the next walk.
+    async fn mark_lost_heads(&self) {
+        let after = {
+            let mut walk = self.heads_marked.lock().unwrap_or_else(|p| p.into_inner());
+            if walk.at.is_some_and(|at| at.elapsed() < MARK_EVERY) {
+                return;
+            }
+            walk.at = Some(std::time::Instant::now());
+            walk.after.clone()
+        };
+        let found = sqlx::query_as::<_, (i64, Option<i64>, Option<String>)>(
+            "SELECT marked, last_webhook, last_key FROM crmhooks_mark_heads($1, $2, $3)",
+        )
+        .bind(after.0)
+        .bind(&after.1)
+        .bind(MARK_ROWS)
+        .fetch_one(&self.pool)
+        .await;
+        match found {
+            Ok((marked, webhook, key)) => {
+                if marked > 0 {
+                    tracing::warn!(marked, "marked delivery chain heads that were not marked");
+                }
+                let mut walk = self.heads_marked.lock().unwrap_or_else(|p| p.into_inner());
+                walk.after = match (webhook, key) {
+                    (Some(w), Some(k)) => (w, k),
+                    _ => (0, String::new()),
+                };
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot look for unmarked chain heads"),
+        }
+    }
+
     pub(super) async fn claim_due(&self, req: &ClaimRequest) -> Result<Vec<Claimed>> {
         // Claims and attempt records (below) commit without waiting for the disk: one lost in
         // a database crash only means a delivery is sent again (at-least-once), and a state
@@ -111,6 +162,7 @@ impl PgStore {
                 .join(", ")
         }
         let (skip, skip_tenants) = (list(&req.skip_webhooks), list(&req.skip_tenants));
+        self.mark_lost_heads().await;
         let sql = format!(
             "DO $$BEGIN PERFORM set_config('synchronous_commit', 'off', true); {by_key} \
              PERFORM pg_advisory_xact_lock({CLAIM_LOCK}); \
@@ -146,14 +198,15 @@ impl PgStore {
     }
 
     pub(super) async fn next_due_at(&self) -> Result<Option<Ticks>> {
-        // The first pending delivery of an Active webhook and the first lease to expire, each
-        // read along the partial index in time order; one round trip.
+        // The first pending head of a chain of an Active webhook (what waits behind an open
+        // delivery cannot go before that one closes, whatever its time) and the first lease
+        // to expire, each read along the partial index in time order; one round trip.
         // With the planner settings of the claim (a stale estimate made this a sort of every
         // pending row).
         let rows = sqlx::raw_sql(&format!(
             "DO $$BEGIN {PLANNER_FOR_QUEUES} END$$; SELECT LEAST( \
              (SELECT d.next_attempt_at FROM delivery d JOIN webhook w ON w.webhook_id = d.webhook_id \
-              WHERE d.status = 0 AND w.state = 1 ORDER BY d.next_attempt_at LIMIT 1), \
+              WHERE d.status = 0 AND d.head AND w.state = 1 ORDER BY d.next_attempt_at LIMIT 1), \
              (SELECT d.lease_until FROM delivery d WHERE d.status = 1 ORDER BY d.lease_until LIMIT 1))"
         ))
         .fetch_all(&self.pool)

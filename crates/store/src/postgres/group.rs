@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::batch::{insert_deliveries, insert_events, lock_rows, numbers, write_rows};
 use super::db::db;
 use super::handoff::{Hand, Handoff};
+use super::record::{heads_of_chains, Chains};
 use crate::entity::{EntityDef, Row, Ticks, Value};
 use crate::model::*;
 use crate::sql::columns::stored_event;
@@ -107,7 +108,7 @@ impl Committer {
         let started = std::time::Instant::now();
         let size = jobs.len();
         match self.group(&mut jobs, hand.as_ref()).await {
-            Ok((answers, leased)) => {
+            Ok((answers, leased, behind)) => {
                 metrics::histogram!("crmhooks_store_commit_seconds")
                     .record(started.elapsed().as_secs_f64());
                 let taken = self.handoff.hand_over_all(leased).await;
@@ -117,12 +118,13 @@ impl Committer {
                         if let Some(seq) = outcome.committed.event_seq {
                             outcome.committed.handed = taken.get(&seq).copied().unwrap_or(0);
                         }
-                        waiting |= outcome.committed.deliveries > outcome.committed.handed;
+                        let c = &outcome.committed;
+                        waiting |= c.deliveries > c.handed + c.behind;
                         outcome
                     });
                     let _ = job.reply.send(answer);
                 }
-                if waiting {
+                if waiting || self.behind_freed(&behind).await {
                     self.handoff.wake_nodes();
                 }
                 tracing::debug!(
@@ -157,7 +159,7 @@ impl Committer {
             reply: oneshot::channel().0,
         }];
         let hand = self.handoff.hand();
-        let (mut answers, leased) = self.group(&mut job_list, hand.as_ref()).await?;
+        let (mut answers, leased, behind) = self.group(&mut job_list, hand.as_ref()).await?;
         let taken = self.handoff.hand_over_all(leased).await;
         let mut answer = answers
             .pop()
@@ -165,7 +167,8 @@ impl Committer {
         if let Ok(outcome) = &mut answer {
             if let Some(seq) = outcome.committed.event_seq {
                 outcome.committed.handed = taken.get(&seq).copied().unwrap_or(0);
-                if outcome.committed.deliveries > outcome.committed.handed {
+                let c = &outcome.committed;
+                if c.deliveries > c.handed + c.behind || self.behind_freed(&behind).await {
                     self.handoff.wake_nodes();
                 }
             }
@@ -173,13 +176,23 @@ impl Committer {
         answer
     }
 
-    /// Applies `jobs` in one transaction: each job's answer (in order), and the deliveries
-    /// written leased to this node's dispatcher (to hand over after the commit).
+    /// Whether a delivery the group queued behind an open one of its chain heads it now (and
+    /// is marked so): the one in front was recorded while the group ran, by a record whose look
+    /// for the next deliveries came before the group's commit (see `record`: each side looks
+    /// after its own commit, so one of the two sees both). Only then does a claim need waking
+    /// for them.
+    async fn behind_freed(&self, behind: &[DeliveryId]) -> bool {
+        !behind.is_empty() && heads_of_chains(&self.pool, behind, Chains::Queued).await
+    }
+
+    /// Applies `jobs` in one transaction: each job's answer (in order), the deliveries
+    /// written leased to this node's dispatcher (to hand over after the commit), and those
+    /// queued behind an open delivery of their chain.
     async fn group(
         &self,
         jobs: &mut [Job],
         hand: Option<&Hand>,
-    ) -> Result<(Vec<Result<ChangeOutcome>>, Vec<Claimed>)> {
+    ) -> Result<(Vec<Result<ChangeOutcome>>, Vec<Claimed>, Vec<DeliveryId>)> {
         let metas: Vec<Meta> = jobs
             .iter()
             .map(|j| Meta {
@@ -242,7 +255,7 @@ impl Committer {
                     _ => Err(StoreError::Corrupt("a change was left unwritten".into())),
                 })
                 .collect();
-            return Ok((answers, Vec::new()));
+            return Ok((answers, Vec::new(), Vec::new()));
         }
         let (mut keys, mut seqs) = numbers(&mut tx, &metas, &inserts, events).await?;
         // The rows.
@@ -269,8 +282,16 @@ impl Committer {
         tx.commit().await.map_err(db)?;
         // The answers, and what was written leased with the events as claims read them.
         let mut counts: HashMap<i64, u64> = HashMap::new();
+        // Deliveries that do not head their chain wait behind an open delivery of it, which
+        // marks (and hands on) the next one when it is recorded.
+        let mut behind_by_seq: HashMap<i64, u64> = HashMap::new();
+        let mut behind = Vec::new();
         for d in &deliveries {
             *counts.entry(d.event_seq).or_default() += 1;
+            if !d.head {
+                *behind_by_seq.entry(d.event_seq).or_default() += 1;
+                behind.push(DeliveryId::new(d.delivery_id));
+            }
         }
         let mut leased_by_seq: HashMap<i64, Vec<Leased>> = HashMap::new();
         for d in deliveries {
@@ -323,12 +344,13 @@ impl Committer {
                     event_seq: Some(seq),
                     deliveries,
                     handed: 0,
+                    behind: behind_by_seq.get(&seq).copied().unwrap_or(0),
                     entity,
                     event: name,
                 },
             }));
         }
-        Ok((answers, leased))
+        Ok((answers, leased, behind))
     }
 }
 
@@ -357,6 +379,7 @@ pub(super) async fn emit(
         event_seq: Some(seq),
         deliveries: deliveries.len() as u64,
         handed: 0,
+        behind: 0,
         entity,
         event,
     })

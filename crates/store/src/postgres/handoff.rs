@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use crate::entity::Ticks;
 use crate::model::*;
-use crate::{now_ticks, DeliveryId, Intake};
+use crate::{now_ticks, DeliveryId, Intake, TenantId, WebhookId};
 use tokio::sync::Notify;
 
 /// Fresh heads of chains written leased to this node's dispatcher (see [`Intake`]): each
@@ -16,6 +16,11 @@ use tokio::sync::Notify;
 pub(super) struct Hand {
     pub(super) intake: Arc<dyn Intake>,
     pub(super) lease_until: Ticks,
+    /// Webhooks and tenants whose deliveries the dispatcher has no room for now
+    /// ([`Intake::full`]): their heads are written pending, for a claim, rather than leased and
+    /// given back after the commit.
+    pub(super) full_webhooks: Vec<WebhookId>,
+    pub(super) full_tenants: Vec<TenantId>,
     /// To decrypt the secrets of the webhooks read back with the handed deliveries.
     pub(super) keys: crate::Keyring,
 }
@@ -40,17 +45,20 @@ impl Handoff {
     }
 
     /// Where a change writes the fresh heads of its chains: leased to this node's dispatcher,
-    /// when one takes deliveries.
+    /// when one takes deliveries and has room for some.
     pub(super) fn hand(&self) -> Option<Hand> {
         let intake = self
             .intake
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()?;
+        let (full_webhooks, full_tenants) = intake.full()?;
         let lease_until = now_ticks().saturating_add(intake.lease_ticks());
         Some(Hand {
             intake,
             lease_until,
+            full_webhooks,
+            full_tenants,
             keys: self.keys.clone(),
         })
     }

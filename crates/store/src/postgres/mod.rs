@@ -62,6 +62,8 @@ pub struct PgStore {
     /// Changes waiting for their group commit ([`group`]); dropped with the store, which ends
     /// the committer's workers.
     changes: tokio::sync::mpsc::Sender<group::Job>,
+    /// This node's walk for chain heads that lost their mark.
+    heads_marked: std::sync::Mutex<claim::MarkWalk>,
 }
 
 /// Group committers per node: while one group commits, the next one forms and goes.
@@ -129,6 +131,8 @@ impl PgStore {
             alive,
             handoff,
             changes,
+            // The first claim starts (as SQLite's store marks them when it opens).
+            heads_marked: std::sync::Mutex::new(claim::MarkWalk::default()),
         };
         store.reseal_secrets(false).await?;
         Ok(store)
@@ -504,6 +508,11 @@ impl Store for PgStore {
             self.alive.subscribe(),
         ));
         Ok(())
+    }
+
+    fn wakes_after_record(&self) -> bool {
+        // `record` wakes the nodes when it leaves a next delivery for a claim.
+        true
     }
 
     fn set_intake(&self, intake: Option<Arc<dyn Intake>>) {

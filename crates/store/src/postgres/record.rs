@@ -15,6 +15,11 @@ use crate::sql::plan::{disable_reason, usage_last_error};
 use crate::sql::{keys, webhooks, Db as _};
 use crate::{DeliveryId, Result, WebhookId};
 
+/// How far past the record's `now` a next delivery still counts as due (1 s in ticks): they are
+/// written due at once (a retry stays its chain's head, so no next delivery waits for a later
+/// time), only by another clock.
+const NEXT_HEAD_GRACE: Ticks = 10_000_000;
+
 impl PgStore {
     pub(super) async fn record(
         &self,
@@ -185,15 +190,36 @@ impl PgStore {
         }
         // Next heads last: a webhook the state machine just disabled hands nothing over.
         let hand = self.handoff.hand();
-        let next = match &hand {
-            Some(hand) if !closed.is_empty() => next_heads(&mut tx, &closed, hand, now).await?,
-            _ => Vec::new(),
+        let next = if closed.is_empty() {
+            Vec::new()
+        } else {
+            // Due by a clock a little ahead of the dispatcher's `now`: a next delivery was
+            // written by a change at that change's time, which can be a few milliseconds after
+            // the `now` this record was given, and one left for a claim that way waited for
+            // the poll (a second) since nothing woke a claim for it.
+            let due_by = now.saturating_add(NEXT_HEAD_GRACE);
+            next_heads(&mut tx, &closed, hand.as_ref(), due_by).await?
         };
         tx.commit().await.map_err(db)?;
         if !next.is_empty() {
             self.handoff.hand_over_all(next).await;
         }
-        if requeued || !changes.is_empty() {
+        // The dispatcher does not claim after a record (`wakes_after_record`): wake the nodes
+        // when this one left a next delivery due for a claim. Without a hand-off nothing was
+        // leased. With one, what found no room is pending again and woke the nodes already
+        // (`Handoff::give`); what is not due yet waits for its time (`next_due`). That leaves
+        // a change that ran beside this record: it saw the delivery this record closes still
+        // open and queued its own behind it, unmarked, and committed after the next-heads
+        // lookup. If it committed before the look below, the look marks its delivery; if
+        // after, the change's own look after its commit does (`Committer::behind_freed`).
+        // Without room (a hand-off with webhooks or tenants full, or none), next heads may have
+        // been left pending for a claim, on any node with room.
+        let full = hand
+            .as_ref()
+            .is_none_or(|h| !h.full_webhooks.is_empty() || !h.full_tenants.is_empty());
+        let stranded = !closed.is_empty()
+            && (heads_of_chains(&self.pool, &closed, Chains::Closed).await || full);
+        if requeued || stranded || !changes.is_empty() {
             // Retries due on any node; a state event may have queued deliveries.
             self.wake_nodes();
         }
@@ -294,18 +320,76 @@ impl PgStore {
     }
 }
 
-/// Leases to this node the next delivery of each chain (webhook and contact) whose delivery
-/// `closed` names, when it is due and its webhook Active: it may go now, and goes to this
-/// node's dispatcher after the commit instead of waiting for a claim. Row locks keep a claim
-/// on another node from taking the same one (it skips or re-checks a row this transaction
-/// leased).
+/// Which deliveries [`heads_of_chains`] looks at.
+pub(super) enum Chains {
+    /// The chains of these deliveries, which a record closed.
+    Closed,
+    /// These deliveries, which a change queued behind an open one of their chain.
+    Queued,
+}
+
+/// Marks the pending deliveries that head one of the chains of `ids` but were not marked, and
+/// says whether there were any: the nodes have a claim to make. Run after a commit, to catch
+/// a change and a record of the same chain that ran side by side (each decided before the
+/// other's commit: whichever looks second sees both). A failure answers yes: waking the nodes
+/// for nothing costs a claim; the mark a failure leaves out is set by the claims' periodic
+/// `crmhooks_mark_heads`.
+pub(super) async fn heads_of_chains(
+    pool: &sqlx::PgPool,
+    ids: &[DeliveryId],
+    chains: Chains,
+) -> bool {
+    // Integers only: the simple protocol, with the planner settings of a record in the same
+    // round trip (the chains are reached by key whatever the statistics say). A mark lost in
+    // a crash is set again like one never made, so it commits without waiting for the disk.
+    let ids = ids
+        .iter()
+        .map(|id| id.get().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let settings = format!(
+        "DO $$BEGIN {PLANNER_BY_KEY} PERFORM set_config('synchronous_commit', 'off', true); END$$;"
+    );
+    let sql = match chains {
+        // The oldest open delivery of each chain.
+        Chains::Closed => format!(
+            "{settings} WITH c AS MATERIALIZED (SELECT DISTINCT d.webhook_id, d.order_key FROM delivery d WHERE d.delivery_id IN ({ids})), \
+             n AS MATERIALIZED (SELECT x.delivery_id FROM c CROSS JOIN LATERAL (SELECT p.delivery_id, p.status, p.head FROM delivery p \
+             WHERE p.webhook_id = c.webhook_id AND p.order_key = c.order_key AND p.status IN (0, 1) \
+             ORDER BY p.webhook_id, p.order_key, p.delivery_id LIMIT 1) x WHERE x.status = 0 AND NOT x.head) \
+             UPDATE delivery d SET head = true WHERE d.delivery_id = ANY (ARRAY(SELECT delivery_id FROM n)) \
+             AND d.status = 0 AND NOT d.head RETURNING d.delivery_id"
+        ),
+        // These deliveries, when nothing earlier of their chain is open any more.
+        Chains::Queued => format!(
+            "{settings} UPDATE delivery d SET head = true \
+             WHERE d.delivery_id IN ({ids}) AND d.status = 0 AND NOT d.head \
+             AND NOT EXISTS (SELECT 1 FROM delivery p WHERE p.webhook_id = d.webhook_id \
+             AND p.order_key = d.order_key AND p.status IN (0, 1) AND p.delivery_id < d.delivery_id) \
+             RETURNING d.delivery_id"
+        ),
+    };
+    match sqlx::raw_sql(&sql).fetch_all(pool).await {
+        Ok(marked) => !marked.is_empty(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot look for chain heads left unmarked; waking the nodes");
+            true
+        }
+    }
+}
+
+/// Marks as its head the next delivery of each chain (webhook and contact) whose delivery
+/// `closed` names, and with a hand-off leases it to this node when it is due and its webhook
+/// Active: it may go now, and goes to this node's dispatcher after the commit instead of
+/// waiting for a claim. Row locks keep a claim on another node from taking the same one (it
+/// skips or re-checks a row this transaction leased). What it leased, to hand over.
 async fn next_heads(
     tx: &mut sqlx::Transaction<'_, Postgres>,
     closed: &[DeliveryId],
-    hand: &Hand,
+    hand: Option<&Hand>,
     now: Ticks,
 ) -> Result<Vec<Claimed>> {
-    // The next deliveries are found first and once (MATERIALIZED), then leased by key (an
+    // The next deliveries are found first and once (MATERIALIZED), then updated by key (an
     // array of ids, which only the primary key can serve): with statistics that say the table
     // is small, the planner otherwise drove the lease from every pending delivery of the
     // webhook and looked for the next heads again for each one (millions of probes, seconds per
@@ -313,12 +397,16 @@ async fn next_heads(
     // whole key of `delivery_order` (webhook, contact, id), which no other index gives.
     let rows = sqlx::query(&format!(
         "WITH closed AS MATERIALIZED (SELECT DISTINCT d.webhook_id, d.order_key FROM delivery d WHERE d.delivery_id = ANY($1)), \
-         nxt AS MATERIALIZED (SELECT n.delivery_id FROM closed c JOIN webhook h ON h.webhook_id = c.webhook_id AND h.state = 1 \
+         nxt AS MATERIALIZED (SELECT n.delivery_id, $5 AND h.state = 1 AND n.next_attempt_at <= $2 \
+         AND h.webhook_id <> ALL ($6::BIGINT[]) AND h.tenant_id <> ALL ($7::BIGINT[]) AS take \
+         FROM closed c JOIN webhook h ON h.webhook_id = c.webhook_id \
          CROSS JOIN LATERAL (SELECT p.delivery_id, p.status, p.next_attempt_at \
          FROM delivery p WHERE p.webhook_id = c.webhook_id AND p.order_key = c.order_key AND p.status IN (0, 1) \
-         ORDER BY p.webhook_id, p.order_key, p.delivery_id LIMIT 1) n WHERE n.status = 0 AND n.next_attempt_at <= $2), \
-         upd AS (UPDATE delivery d SET status = 1, lease_until = $3, lease_owner = $4 \
-         WHERE d.delivery_id = ANY (ARRAY(SELECT delivery_id FROM nxt)) AND d.status = 0 \
+         ORDER BY p.webhook_id, p.order_key, p.delivery_id LIMIT 1) n WHERE n.status = 0), \
+         marked AS (UPDATE delivery d SET head = true WHERE d.delivery_id = ANY (ARRAY(SELECT delivery_id FROM nxt WHERE NOT take)) \
+         AND d.status = 0 AND NOT d.head), \
+         upd AS (UPDATE delivery d SET status = 1, head = true, lease_until = $3, lease_owner = $4 \
+         WHERE d.delivery_id = ANY (ARRAY(SELECT delivery_id FROM nxt WHERE take)) AND d.status = 0 \
          RETURNING d.delivery_id, d.event_id, d.attempt_in_cycle, d.queue_pos, d.event_seq, d.webhook_id, d.tenant_id) \
          SELECT {} FROM upd u JOIN event e ON e.event_seq = u.event_seq JOIN webhook w ON w.webhook_id = u.webhook_id \
          JOIN tenant t ON t.tenant_id = u.tenant_id",
@@ -326,13 +414,19 @@ async fn next_heads(
     ))
     .bind(closed)
     .bind(now)
-    .bind(hand.lease_until)
-    .bind(hand.intake.owner())
+    .bind(hand.map(|h| h.lease_until))
+    .bind(hand.map(|h| h.intake.owner().to_owned()))
+    .bind(hand.is_some())
+    .bind(hand.map(|h| h.full_webhooks.clone()).unwrap_or_default())
+    .bind(hand.map(|h| h.full_tenants.clone()).unwrap_or_default())
     .fetch_all(&mut **tx)
     .await
     .map_err(db)?;
-    Ok(read_claimed(&rows, &hand.keys)?
-        .into_iter()
-        .map(|(_, c)| c)
-        .collect())
+    match hand {
+        Some(hand) => Ok(read_claimed(&rows, &hand.keys)?
+            .into_iter()
+            .map(|(_, c)| c)
+            .collect()),
+        None => Ok(Vec::new()),
+    }
 }

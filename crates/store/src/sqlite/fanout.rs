@@ -189,6 +189,7 @@ impl Writer {
             event_seq: Some(seq),
             deliveries,
             handed,
+            behind: 0,
             entity,
             event: name,
         })

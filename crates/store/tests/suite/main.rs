@@ -21,6 +21,7 @@ mod common;
 mod changes;
 mod claims;
 mod handoff;
+mod heads;
 mod keys;
 mod open;
 mod records;
