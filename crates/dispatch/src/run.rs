@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crmhooks_store::{
     now_ticks, AttemptOutcome, ClaimRequest, Claimed, DeliveryId, DynStore, Intake, StoreError,
-    Ticks, Verdict,
+    Ticks, Verdict, WebhookId,
 };
 use tokio::sync::mpsc;
 
@@ -214,7 +214,9 @@ impl Dispatcher {
             if want > 0 {
                 match self.claim(i64::try_from(want).unwrap_or(i64::MAX)).await {
                     Ok((claimed, skipped)) => {
-                        claimed_full = claimed.len() >= want;
+                        // A claim takes at most max_per_webhook of each webhook: one that got
+                        // that many may have left more of it behind, as a full batch may.
+                        claimed_full = claimed.len() >= want || self.capped(&claimed);
                         limited = skipped
                             || claimed_full
                             || i64::try_from(want).unwrap_or(i64::MAX) < self.cfg.batch;
@@ -291,6 +293,18 @@ impl Dispatcher {
                 tracing::warn!(error = %e, "releasing leases failed; they expire by themselves")
             }
         }
+    }
+
+    /// Whether a claim took as many deliveries of one webhook as a claim takes of each
+    /// (`max_per_webhook`), and so may have left more of it behind.
+    fn capped(&self, claimed: &[Claimed]) -> bool {
+        let mut per_webhook: std::collections::HashMap<WebhookId, usize> =
+            std::collections::HashMap::new();
+        claimed.iter().any(|c| {
+            let n = per_webhook.entry(c.webhook.id).or_default();
+            *n += 1;
+            *n >= self.cfg.max_per_webhook
+        })
     }
 
     /// Claims up to `limit` deliveries; also whether the claim skipped webhooks or tenants

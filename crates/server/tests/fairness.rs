@@ -1,5 +1,6 @@
 //! One tenant's slow receivers cannot hold another tenant's deliveries back: a node's request
-//! slots are shared fairly (`delivery.max_per_tenant`).
+//! slots are shared fairly (`delivery.max_per_tenant`); and a webhook's backlog is not held back
+//! by the share one claim takes of it (`delivery.max_per_webhook`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -80,7 +81,44 @@ async fn without_a_share_the_fast_tenant_waits() {
     );
 }
 
+/// A backlog of one webhook is claimed a share at a time (a claim takes at most
+/// `max_per_webhook` of each webhook), and the next share follows at once, not after the poll:
+/// on PostgreSQL, where a record wakes the dispatcher only when it left work, a claim capped
+/// at the share used to be taken for one that found everything, and the backlog went at one
+/// share per poll interval.
+async fn a_backlog_goes_beyond_one_claim_without_waiting_for_the_poll() {
+    // The backlog, queued by a node that does not deliver.
+    let dir = tempfile::tempdir().unwrap();
+    let mut flags = test_config(dir.path()).await;
+    stepped_config(&mut flags);
+    let queued = TestApp::start_in(dir, flags.clone()).await;
+    let rx = receiver(None).await;
+    queued.create_hook(&rx, &["contact.created"], None).await;
+    const CONTACTS: usize = 40;
+    for i in 0..CONTACTS {
+        queued.create_contact(&format!("backlog {i}")).await;
+    }
+    let dir = queued.stop_keep().await;
+    // A delivering node on the same database, claiming two of the webhook's at a time, its
+    // poll far longer than the test waits.
+    let d = flags
+        .get_mut("delivery")
+        .and_then(toml::Value::as_table_mut)
+        .unwrap();
+    d.insert("enabled".into(), true.into());
+    d.insert("max_per_webhook".into(), 2.into());
+    d.insert("poll_ms".into(), 30_000.into());
+    let started = Instant::now();
+    let app = TestApp::start_in(dir, flags).await;
+    let got = wait_deliveries(&rx, CONTACTS, Duration::from_secs(15)).await;
+    let took = started.elapsed();
+    assert_eq!(got.len(), CONTACTS, "delivered within 15 s (poll 30 s)");
+    eprintln!("{CONTACTS} deliveries, two per claim, in {took:?}");
+    app.stop().await;
+}
+
 both_backends!(
     a_slow_tenant_does_not_delay_a_fast_one,
-    without_a_share_the_fast_tenant_waits
+    without_a_share_the_fast_tenant_waits,
+    a_backlog_goes_beyond_one_claim_without_waiting_for_the_poll
 );

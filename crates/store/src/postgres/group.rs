@@ -124,7 +124,11 @@ impl Committer {
                     });
                     let _ = job.reply.send(answer);
                 }
-                if waiting || self.behind_freed(&behind).await {
+                // The look runs whatever `waiting` says: it is what marks a delivery whose
+                // chain's open one a record closed meanwhile, and a claim walks marked heads
+                // only (short-circuited, such a delivery waited for the marking pass).
+                let freed = self.behind_freed(&behind).await;
+                if waiting || freed {
                     self.handoff.wake_nodes();
                 }
                 tracing::debug!(
@@ -168,7 +172,8 @@ impl Committer {
             if let Some(seq) = outcome.committed.event_seq {
                 outcome.committed.handed = taken.get(&seq).copied().unwrap_or(0);
                 let c = &outcome.committed;
-                if c.deliveries > c.handed + c.behind || self.behind_freed(&behind).await {
+                let freed = self.behind_freed(&behind).await;
+                if c.deliveries > c.handed + c.behind || freed {
                     self.handoff.wake_nodes();
                 }
             }
@@ -176,11 +181,11 @@ impl Committer {
         answer
     }
 
-    /// Whether a delivery the group queued behind an open one of its chain heads it now (and
-    /// is marked so): the one in front was recorded while the group ran, by a record whose look
-    /// for the next deliveries came before the group's commit (see `record`: each side looks
-    /// after its own commit, so one of the two sees both). Only then does a claim need waking
-    /// for them.
+    /// Marks the deliveries the group queued behind an open one of their chain that head it
+    /// now, and says whether there were any: the one in front was recorded while the group
+    /// ran, by a record whose look for the next deliveries came before the group's commit (see
+    /// `record`: each side looks after its own commit, so one of the two sees both). Only then
+    /// does a claim need waking for them.
     async fn behind_freed(&self, behind: &[DeliveryId]) -> bool {
         !behind.is_empty() && heads_of_chains(&self.pool, behind, Chains::Queued).await
     }
