@@ -214,11 +214,13 @@ impl Dispatcher {
             if want > 0 {
                 match self.claim(i64::try_from(want).unwrap_or(i64::MAX)).await {
                     Ok((claimed, skipped)) => {
+                        claimed_full = claimed.len() >= want;
                         // A claim takes at most max_per_webhook of each webhook: one that got
-                        // that many may have left more of it behind, as a full batch may.
-                        claimed_full = claimed.len() >= want || self.capped(&claimed);
+                        // that many may have left more of it behind, for the claim its records
+                        // wake (PostgreSQL's records wake the loop only when told so).
                         limited = skipped
                             || claimed_full
+                            || self.capped(&claimed)
                             || i64::try_from(want).unwrap_or(i64::MAX) < self.cfg.batch;
                         self.room.unclaimed(want.saturating_sub(claimed.len()));
                         let mut last = None;
