@@ -4,7 +4,7 @@
 //! seconds (their key cache lives 2 s).
 
 use anyhow::{bail, Context as _};
-use crmhooks_server::admin_api::{key_json, parse_lifetime};
+use crmhooks_server::admin_api::{parse_lifetime, KeyView};
 use crmhooks_store::{
     generate_key, now_ticks, ticks_rfc3339, ApiKey, DynStore, KeyScope, NewKey, OpenOptions, Ticks,
 };
@@ -127,7 +127,7 @@ pub async fn run(cmd: KeyCmd) -> anyhow::Result<()> {
             let store = open(&a.db).await?;
             let keys = store.list_keys(a.tenant.as_deref()).await?;
             if a.json {
-                let list: Vec<_> = keys.iter().map(key_json).collect();
+                let list: Vec<_> = keys.iter().map(KeyView::of).collect();
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
                 print_table(&keys);

@@ -15,8 +15,8 @@ use axum::{Json, Router};
 use crmhooks_store::{
     generate_key, now_ticks, ticks_rfc3339, ApiKey, KeyScope, NewKey, Ticks, TICKS_PER_SECOND,
 };
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 use crate::auth::Admin;
 use crate::body::{ApiPath, ApiQuery, JsonBody};
@@ -50,20 +50,63 @@ pub fn parse_lifetime(text: &str) -> Result<Ticks, String> {
 }
 
 /// A key as `crmhooks key list --json` and the admin API show it: lower-case names, RFC 3339
-/// times in UTC, never the key nor its hash.
-pub fn key_json(k: &ApiKey) -> Value {
-    let time = |t: Option<Ticks>| t.map(ticks_rfc3339);
-    json!({
-        "id": k.id,
-        "tenant": k.tenant,
-        "associate": k.associate_id,
-        "name": k.name,
-        "scope": k.scope.name(),
-        "created": ticks_rfc3339(k.created),
-        "last_used": time(k.last_used),
-        "expires": time(k.expires),
-        "revoked": time(k.revoked),
-    })
+/// times in UTC, never the hash; the key itself only in the answer that creates it.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(
+    as = ApiKey,
+    examples(json!({"id": 2, "tenant": "Cust1234", "associate": 316, "name": "crm sync", "scope": "tenant",
+                    "created": "2026-12-05T08:00:00Z", "last_used": null, "expires": "2027-03-05T08:00:00Z", "revoked": null}))
+)]
+pub struct KeyView {
+    /// Its id.
+    pub id: i64,
+    /// Its tenant.
+    pub tenant: String,
+    /// The associate its changes are made as.
+    pub associate: i64,
+    /// A name for people.
+    pub name: String,
+    /// `tenant` or `admin`.
+    pub scope: &'static str,
+    /// RFC 3339, UTC.
+    pub created: String,
+    /// When it was last used, if ever.
+    pub last_used: Option<String>,
+    /// When it expires, if ever.
+    pub expires: Option<String>,
+    /// When it was revoked, if it was.
+    pub revoked: Option<String>,
+    /// The key itself: only in the answer that creates it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+impl KeyView {
+    /// The key as shown, without the key itself.
+    pub fn of(k: &ApiKey) -> Self {
+        KeyView {
+            id: k.id,
+            tenant: k.tenant.clone(),
+            associate: k.associate_id,
+            name: k.name.clone(),
+            scope: k.scope.name(),
+            created: ticks_rfc3339(k.created),
+            last_used: k.last_used.map(ticks_rfc3339),
+            expires: k.expires.map(ticks_rfc3339),
+            revoked: k.revoked.map(ticks_rfc3339),
+            key: None,
+        }
+    }
+}
+
+/// A tenant.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Tenant)]
+pub struct TenantView {
+    /// Its id.
+    pub id: i64,
+    /// Its `ContextIdentifier`.
+    pub name: String,
 }
 
 /// A key to create.
@@ -97,20 +140,20 @@ fn bad(message: String) -> ApiError {
 #[utoipa::path(get, path = "/admin/keys", tag = "Admin", operation_id = "ListKeys",
     summary = "List API keys",
     params(("tenant" = Option<String>, Query, description = "Only this tenant's keys.")),
-    responses((status = 200, description = "The keys (never the key itself nor its hash).", body = Vec<crate::openapi::schemas::ApiKeyDoc>)))]
+    responses((status = 200, description = "The keys (never the key itself nor its hash).", body = Vec<KeyView>)))]
 async fn list_keys(
     State(state): State<AppState>,
     _admin: Admin,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> ApiResult<Json<Vec<Value>>> {
+) -> ApiResult<Json<Vec<KeyView>>> {
     let keys = state.store.list_keys(q.tenant.as_deref()).await?;
-    Ok(Json(keys.iter().map(key_json).collect()))
+    Ok(Json(keys.iter().map(KeyView::of).collect()))
 }
 
 #[utoipa::path(post, path = "/admin/keys", tag = "Admin", operation_id = "CreateKey",
     summary = "Create an API key",
     request_body = CreateBody,
-    responses((status = 201, description = "The new key; `key` holds the key itself, shown this once.", body = crate::openapi::schemas::ApiKeyDoc)))]
+    responses((status = 201, description = "The new key; `key` holds the key itself, shown this once.", body = KeyView)))]
 async fn create_key(
     State(state): State<AppState>,
     Admin(auth): Admin,
@@ -153,22 +196,22 @@ async fn create_key(
         key.audit("key.created", Some(auth.key_id), auth.actor.associate_id),
     )
     .await;
-    let mut out = key_json(&key);
-    if let Some(o) = out.as_object_mut() {
-        o.insert("key".into(), Value::String(plain));
-    }
+    let out = KeyView {
+        key: Some(plain),
+        ..KeyView::of(&key)
+    };
     Ok((StatusCode::CREATED, Json(out)).into_response())
 }
 
 #[utoipa::path(delete, path = "/admin/keys/{id}", tag = "Admin", operation_id = "RevokeKey",
     summary = "Revoke an API key",
     params(("id" = i64, Path, description = "The key's id.")),
-    responses((status = 200, description = "The revoked key; every node refuses it within 5 s.", body = crate::openapi::schemas::ApiKeyDoc)))]
+    responses((status = 200, description = "The revoked key; every node refuses it within 5 s.", body = KeyView)))]
 async fn revoke_key(
     State(state): State<AppState>,
     Admin(auth): Admin,
     ApiPath(id): ApiPath<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<KeyView>> {
     let id: i64 = id.parse().map_err(|_| {
         ApiError::new(
             ErrorCode::InvalidId,
@@ -185,20 +228,23 @@ async fn revoke_key(
         key.audit("key.revoked", Some(auth.key_id), auth.actor.associate_id),
     )
     .await;
-    Ok(Json(key_json(&key)))
+    Ok(Json(KeyView::of(&key)))
 }
 
 #[utoipa::path(get, path = "/admin/tenants", tag = "Admin", operation_id = "ListTenants",
     summary = "List tenants",
-    responses((status = 200, description = "The tenants.", body = Vec<crate::openapi::schemas::TenantDoc>)))]
-async fn list_tenants(State(state): State<AppState>, _admin: Admin) -> ApiResult<Json<Value>> {
+    responses((status = 200, description = "The tenants.", body = Vec<TenantView>)))]
+async fn list_tenants(
+    State(state): State<AppState>,
+    _admin: Admin,
+) -> ApiResult<Json<Vec<TenantView>>> {
     let tenants = state.store.list_tenants().await?;
-    Ok(Json(Value::Array(
+    Ok(Json(
         tenants
             .into_iter()
-            .map(|(id, name)| json!({"id": id, "name": name}))
+            .map(|(id, name)| TenantView { id: id.get(), name })
             .collect(),
-    )))
+    ))
 }
 
 /// The admin routes' operations (nested under `/api/v1` in [`crate::openapi`]).

@@ -2,11 +2,17 @@
 
 use crate::entity::{ColumnDef, ColumnKind, EntityDef};
 
-const fn col(name: &'static str, kind: ColumnKind, nullable: bool) -> ColumnDef {
+const fn col(
+    name: &'static str,
+    kind: ColumnKind,
+    nullable: bool,
+    property: Option<&'static str>,
+) -> ColumnDef {
     ColumnDef {
         name,
         kind,
         nullable,
+        property,
     }
 }
 
@@ -19,46 +25,53 @@ const fn text(max: usize) -> ColumnKind {
 }
 
 /// All 38 contact columns in canonical `Changes` order: the order of SuperOffice's
-/// `contact.created` example, with `DeletedDate` right after `deleted` (DESIGN.md).
-pub static CONTACT_COLUMNS: [ColumnDef; 38] = [
-    col("contact_id", ColumnKind::Key, false),
-    col("activeErpLinks", INT, true),
-    col("activeInterests", USHORT, true),
-    col("associate_id", INT, true),
-    col("business_idx", INT, false),
-    col("category_idx", INT, false),
-    col("country_id", INT, false),
-    col("dbi_agent_id", INT, true),
-    col("dbi_key", text(255), true),
-    col("dbi_last_modified", DATE, true),
-    col("dbi_last_syncronized", DATE, true),
-    col("deleted", USHORT, true),
-    col("DeletedDate", DATE, true),
-    col("department", text(219), true),
-    col("group_id", INT, true),
-    col("kananame", text(219), true),
-    col("mother_id", INT, true),
-    col("name", text(219), false),
-    col("nomailing", BOOL, true),
-    col("number1", text(49), true),
-    col("number2", text(49), true),
-    col("orgNr", text(49), true),
-    col("registered_associate_id", INT, false),
-    col("registered", DATE, false),
-    col("soundEx", text(9), true),
-    col("source", USHORT, true),
-    col("supportAssociateId", INT, true),
-    col("supportLanguageId", INT, true),
-    col("supportPersonId", INT, true),
-    col("text_id", INT, true),
-    col("ticketPriorityId", INT, true),
-    col("tzLocationId", INT, true),
-    col("updated_associate_id", INT, false),
-    col("updated", DATE, false),
-    col("updatedCount", USHORT, false),
-    col("userdef_id", INT, true),
-    col("userdef2_id", INT, true),
-    col("xstop", BOOL, true),
+/// `contact.created` example, with `DeletedDate` right after `deleted` (DESIGN.md). The one
+/// table of contact fields: its name, what it holds, and the `ContactEntity` property that shows
+/// it; the carriers and the listing find their columns here, checked when they are built.
+pub const CONTACT_COLUMNS: [ColumnDef; 38] = [
+    col("contact_id", ColumnKind::Key, false, Some("ContactId")),
+    col("activeErpLinks", INT, true, Some("ActiveErpLinks")),
+    col("activeInterests", USHORT, true, Some("ActiveInterests")),
+    col("associate_id", INT, true, Some("Associate")),
+    col("business_idx", INT, false, Some("Business")),
+    col("category_idx", INT, false, Some("Category")),
+    col("country_id", INT, false, Some("Country")),
+    col("dbi_agent_id", INT, true, Some("DbiAgentId")),
+    col("dbi_key", text(255), true, Some("DbiKey")),
+    col("dbi_last_modified", DATE, true, Some("DbiLastModified")),
+    col(
+        "dbi_last_syncronized",
+        DATE,
+        true,
+        Some("DbiLastSyncronized"),
+    ),
+    col("deleted", USHORT, true, Some("Deleted")),
+    col("DeletedDate", DATE, true, Some("DeletedDate")),
+    col("department", text(219), true, Some("Department")),
+    col("group_id", INT, true, Some("GroupId")),
+    col("kananame", text(219), true, Some("Kananame")),
+    col("mother_id", INT, true, Some("MotherId")),
+    col("name", text(219), false, Some("Name")),
+    col("nomailing", BOOL, true, Some("NoMailing")),
+    col("number1", text(49), true, Some("Number1")),
+    col("number2", text(49), true, Some("Number2")),
+    col("orgNr", text(49), true, Some("OrgNr")),
+    col("registered_associate_id", INT, false, Some("CreatedBy")),
+    col("registered", DATE, false, Some("CreatedDate")),
+    col("soundEx", text(9), true, None),
+    col("source", USHORT, true, Some("Source")),
+    col("supportAssociateId", INT, true, Some("SupportAssociateId")),
+    col("supportLanguageId", INT, true, Some("SupportLanguageId")),
+    col("supportPersonId", INT, true, Some("SupportPersonId")),
+    col("text_id", INT, true, None),
+    col("ticketPriorityId", INT, true, Some("TicketPriorityId")),
+    col("tzLocationId", INT, true, Some("TzLocationId")),
+    col("updated_associate_id", INT, false, Some("UpdatedBy")),
+    col("updated", DATE, false, Some("UpdatedDate")),
+    col("updatedCount", USHORT, false, None),
+    col("userdef_id", INT, true, Some("UserdefId")),
+    col("userdef2_id", INT, true, Some("Userdef2Id")),
+    col("xstop", BOOL, true, Some("Xstop")),
 ];
 
 /// The contact entity.

@@ -43,6 +43,53 @@ pub struct ColumnDef {
     pub kind: ColumnKind,
     /// Whether SQL NULL is allowed.
     pub nullable: bool,
+    /// The property of the entity's API carrier that shows it (`OrgNr` for `orgNr` in
+    /// `ContactEntity`); none for columns the carrier does not show.
+    pub property: Option<&'static str>,
+}
+
+/// Whether two strings are equal, in a `const` (where `==` on `str` cannot be called).
+const fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// The position of the column named `name`. Called in a `const` (as the carriers and the
+/// listing do), a name that is not a column stops the build instead of reading NULL at run time.
+pub const fn column_index(columns: &[ColumnDef], name: &str) -> usize {
+    let mut i = 0;
+    while i < columns.len() {
+        if same(columns[i].name, name) {
+            return i;
+        }
+        i += 1;
+    }
+    panic!("no column of that name")
+}
+
+/// The position of the column the carrier shows as `property` (exact spelling); in a `const`,
+/// a property that no column declares stops the build.
+pub const fn property_index(columns: &[ColumnDef], property: &str) -> usize {
+    let mut i = 0;
+    while i < columns.len() {
+        if let Some(p) = columns[i].property {
+            if same(p, property) {
+                return i;
+            }
+        }
+        i += 1;
+    }
+    panic!("no column shows that property")
 }
 
 /// One stored value.
@@ -116,6 +163,13 @@ impl EntityDef {
         self.columns.iter().position(|c| c.name == name)
     }
 
+    /// The column the carrier shows as `property`, in any case (`orgnr` finds `OrgNr`).
+    pub fn by_property(&self, property: &str) -> Option<&'static ColumnDef> {
+        self.columns
+            .iter()
+            .find(|c| c.property.is_some_and(|p| p.eq_ignore_ascii_case(property)))
+    }
+
     /// The primary key column name.
     pub fn pk(&self) -> &'static str {
         self.columns[0].name
@@ -179,12 +233,30 @@ impl Row {
         }
     }
 
-    /// The value of a column (NULL when the name is unknown).
+    /// The value of a column. Column names are static, so an unknown one is a bug: debug builds
+    /// (every test) stop on it; a release build reads NULL rather than take a request down.
+    /// Where the name is a literal, [`column_index`] in a `const` with [`Row::at`] checks it
+    /// when the code is built.
     pub fn get(&self, def: &EntityDef, name: &str) -> &Value {
+        let index = def.index(name);
+        debug_assert!(index.is_some(), "unknown column {name} of {}", def.table);
+        self.at(index.unwrap_or(usize::MAX))
+    }
+
+    /// The value at position `i` (from [`column_index`] or [`property_index`]); NULL past the
+    /// end, as for a row of another entity.
+    pub fn at(&self, i: usize) -> &Value {
         static NULL: Value = Value::Null;
-        def.index(name)
-            .and_then(|i| self.values.get(i))
-            .unwrap_or(&NULL)
+        self.values.get(i).unwrap_or(&NULL)
+    }
+
+    /// Sets the value at position `i`; past the end is a bug, as an unknown name is for `set`.
+    pub fn set_at(&mut self, i: usize, value: Value) {
+        if let Some(v) = self.values.get_mut(i) {
+            *v = value;
+        } else {
+            debug_assert!(false, "no column at {i}");
+        }
     }
 
     /// Sets a column; unknown names are ignored (definitions are static, so this is a bug).

@@ -6,7 +6,7 @@
 //! In: the writable properties; of a carrier only its id counts, and a bare number is taken
 //! as the id. Unknown properties (Emails, Phones, …) are ignored.
 
-use crmhooks_store::contact::CONTACT;
+use crmhooks_store::contact::CONTACT_COLUMNS;
 use crmhooks_store::{render_date, LocalZone, Row, Ticks, Value as Stored};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -14,6 +14,15 @@ use serde_json::Value;
 use super::field::{Field, FromJson, Refusal};
 use super::Links;
 use crate::error::ApiResult;
+
+/// The position in a contact row of the column that `ContactEntity` shows as `$property`,
+/// looked up in the store's one table of contact fields while the code is built: a property
+/// that no column declares does not compile.
+macro_rules! at {
+    ($property:literal) => {
+        const { crmhooks_store::entity::property_index(&CONTACT_COLUMNS, $property) }
+    };
+}
 
 /// A contact as answered, in SuperOffice's property order.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -99,64 +108,60 @@ impl<'a> ContactEntity<'a> {
     /// The entity of a stored `row` (`_Links` under `base_url` once it has an id), its
     /// dates in `zone`.
     pub fn of(row: &'a Row, zone: &LocalZone, base_url: &str) -> Self {
-        let get = |column| row.get(&CONTACT, column);
-        let text = |column| get(column).as_str().unwrap_or_default();
-        let int = |column| get(column).as_i64();
-        let date = |column| {
-            get(column)
-                .as_ticks()
-                .map(|t| render_date(Some(t), Some(zone)))
-        };
-        let associate = |column| Associate {
-            associate_id: int(column),
+        let get = |i| row.at(i);
+        let text = |i| get(i).as_str().unwrap_or_default();
+        let int = |i| get(i).as_i64();
+        let date = |i| get(i).as_ticks().map(|t| render_date(Some(t), Some(zone)));
+        let associate = |i| Associate {
+            associate_id: int(i),
             name: "",
             full_name: "",
         };
-        let list_item = |column| ListItem {
-            id: int(column),
+        let list_item = |i| ListItem {
+            id: int(i),
             value: "",
             tooltip: "",
         };
-        let id = int("contact_id");
+        let id = int(at!("ContactId"));
         ContactEntity {
             contact_id: id,
-            name: text("name"),
-            department: text("department"),
-            org_nr: text("orgNr"),
-            number1: text("number1"),
-            number2: text("number2"),
-            kananame: text("kananame"),
-            created_date: date("registered"),
-            updated_date: date("updated"),
-            created_by: associate("registered_associate_id"),
-            updated_by: associate("updated_associate_id"),
-            associate: associate("associate_id"),
-            business: list_item("business_idx"),
-            category: list_item("category_idx"),
+            name: text(at!("Name")),
+            department: text(at!("Department")),
+            org_nr: text(at!("OrgNr")),
+            number1: text(at!("Number1")),
+            number2: text(at!("Number2")),
+            kananame: text(at!("Kananame")),
+            created_date: date(at!("CreatedDate")),
+            updated_date: date(at!("UpdatedDate")),
+            created_by: associate(at!("CreatedBy")),
+            updated_by: associate(at!("UpdatedBy")),
+            associate: associate(at!("Associate")),
+            business: list_item(at!("Business")),
+            category: list_item(at!("Category")),
             country: Country {
-                country_id: int("country_id"),
+                country_id: int(at!("Country")),
                 name: "",
             },
-            no_mailing: int("nomailing") != 0,
-            xstop: int("xstop") != 0,
-            group_id: int("group_id"),
-            deleted: int("deleted"),
-            deleted_date: date("DeletedDate"),
-            source: int("source"),
-            active_interests: int("activeInterests"),
-            active_erp_links: int("activeErpLinks"),
-            dbi_agent_id: int("dbi_agent_id"),
-            dbi_key: text("dbi_key"),
-            dbi_last_syncronized: date("dbi_last_syncronized"),
-            dbi_last_modified: date("dbi_last_modified"),
-            support_associate_id: int("supportAssociateId"),
-            support_person_id: int("supportPersonId"),
-            support_language_id: int("supportLanguageId"),
-            ticket_priority_id: int("ticketPriorityId"),
-            tz_location_id: int("tzLocationId"),
-            mother_id: int("mother_id"),
-            userdef_id: int("userdef_id"),
-            userdef2_id: int("userdef2_id"),
+            no_mailing: int(at!("NoMailing")) != 0,
+            xstop: int(at!("Xstop")) != 0,
+            group_id: int(at!("GroupId")),
+            deleted: int(at!("Deleted")),
+            deleted_date: date(at!("DeletedDate")),
+            source: int(at!("Source")),
+            active_interests: int(at!("ActiveInterests")),
+            active_erp_links: int(at!("ActiveErpLinks")),
+            dbi_agent_id: int(at!("DbiAgentId")),
+            dbi_key: text(at!("DbiKey")),
+            dbi_last_syncronized: date(at!("DbiLastSyncronized")),
+            dbi_last_modified: date(at!("DbiLastModified")),
+            support_associate_id: int(at!("SupportAssociateId")),
+            support_person_id: int(at!("SupportPersonId")),
+            support_language_id: int(at!("SupportLanguageId")),
+            ticket_priority_id: int(at!("TicketPriorityId")),
+            tz_location_id: int(at!("TzLocationId")),
+            mother_id: int(at!("MotherId")),
+            userdef_id: int(at!("UserdefId")),
+            userdef2_id: int(at!("Userdef2Id")),
             links: (id != 0).then(|| {
                 Links::new(
                     format!("{base_url}/api/v1/Contact/{id}"),
@@ -249,58 +254,40 @@ impl ContactInput {
     /// the answer. Null is the default.
     pub fn apply_to(&self, row: &mut Row, absent: Absent) -> ApiResult<()> {
         let mut w = RowWriter { row, absent };
-        w.put("Name", "name", &self.name)?;
-        w.put("Department", "department", &self.department)?;
-        w.put("OrgNr", "orgNr", &self.org_nr)?;
-        w.put("Number1", "number1", &self.number1)?;
-        w.put("Number2", "number2", &self.number2)?;
-        w.put("Kananame", "kananame", &self.kananame)?;
-        w.put("Associate", "associate_id", &self.associate)?;
-        w.put("Business", "business_idx", &self.business)?;
-        w.put("Category", "category_idx", &self.category)?;
-        w.put("Country", "country_id", &self.country)?;
-        w.put("NoMailing", "nomailing", &self.no_mailing)?;
-        w.put("Xstop", "xstop", &self.xstop)?;
-        w.put("GroupId", "group_id", &self.group_id)?;
-        w.put("Source", "source", &self.source)?;
-        w.put("ActiveInterests", "activeInterests", &self.active_interests)?;
-        w.put("ActiveErpLinks", "activeErpLinks", &self.active_erp_links)?;
-        w.put("DbiAgentId", "dbi_agent_id", &self.dbi_agent_id)?;
-        w.put("DbiKey", "dbi_key", &self.dbi_key)?;
-        w.put(
-            "DbiLastSyncronized",
-            "dbi_last_syncronized",
-            &self.dbi_last_syncronized,
-        )?;
-        w.put(
-            "DbiLastModified",
-            "dbi_last_modified",
-            &self.dbi_last_modified,
-        )?;
-        w.put(
-            "SupportAssociateId",
-            "supportAssociateId",
-            &self.support_associate_id,
-        )?;
-        w.put(
-            "SupportPersonId",
-            "supportPersonId",
-            &self.support_person_id,
-        )?;
-        w.put(
-            "SupportLanguageId",
-            "supportLanguageId",
-            &self.support_language_id,
-        )?;
-        w.put(
-            "TicketPriorityId",
-            "ticketPriorityId",
-            &self.ticket_priority_id,
-        )?;
-        w.put("TzLocationId", "tzLocationId", &self.tz_location_id)?;
-        w.put("MotherId", "mother_id", &self.mother_id)?;
-        w.put("UserdefId", "userdef_id", &self.userdef_id)?;
-        w.put("Userdef2Id", "userdef2_id", &self.userdef2_id)
+        macro_rules! put {
+            ($property:literal, $field:expr) => {
+                w.put($property, at!($property), &$field)?
+            };
+        }
+        put!("Name", self.name);
+        put!("Department", self.department);
+        put!("OrgNr", self.org_nr);
+        put!("Number1", self.number1);
+        put!("Number2", self.number2);
+        put!("Kananame", self.kananame);
+        put!("Associate", self.associate);
+        put!("Business", self.business);
+        put!("Category", self.category);
+        put!("Country", self.country);
+        put!("NoMailing", self.no_mailing);
+        put!("Xstop", self.xstop);
+        put!("GroupId", self.group_id);
+        put!("Source", self.source);
+        put!("ActiveInterests", self.active_interests);
+        put!("ActiveErpLinks", self.active_erp_links);
+        put!("DbiAgentId", self.dbi_agent_id);
+        put!("DbiKey", self.dbi_key);
+        put!("DbiLastSyncronized", self.dbi_last_syncronized);
+        put!("DbiLastModified", self.dbi_last_modified);
+        put!("SupportAssociateId", self.support_associate_id);
+        put!("SupportPersonId", self.support_person_id);
+        put!("SupportLanguageId", self.support_language_id);
+        put!("TicketPriorityId", self.ticket_priority_id);
+        put!("TzLocationId", self.tz_location_id);
+        put!("MotherId", self.mother_id);
+        put!("UserdefId", self.userdef_id);
+        put!("Userdef2Id", self.userdef2_id);
+        Ok(())
     }
 }
 
@@ -346,20 +333,15 @@ struct RowWriter<'r> {
 }
 
 impl RowWriter<'_> {
-    /// Writes one property into `column`: its value, or the default for null (and for
-    /// absent, unless absent keeps).
-    fn put<T: Column>(
-        &mut self,
-        property: &str,
-        column: &'static str,
-        field: &Field<T>,
-    ) -> ApiResult<()> {
+    /// Writes one property into the row's column `at`: its value, or the default for null
+    /// (and for absent, unless absent keeps).
+    fn put<T: Column>(&mut self, property: &str, at: usize, field: &Field<T>) -> ApiResult<()> {
         let value = match field.read(property)? {
             None if self.absent == Absent::Keeps => return Ok(()),
             None | Some(None) => T::default(),
             Some(Some(v)) => v.stored(),
         };
-        self.row.set(&CONTACT, column, value);
+        self.row.set_at(at, value);
         Ok(())
     }
 }

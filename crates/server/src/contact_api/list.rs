@@ -17,8 +17,9 @@
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use crmhooks_store::contact::CONTACT;
-use crmhooks_store::{render_date, Row, RowFilter, RowQuery, Ticks};
+use crmhooks_store::contact::{CONTACT, CONTACT_COLUMNS};
+use crmhooks_store::entity::column_index;
+use crmhooks_store::{render_date, ColumnKind, Row, RowFilter, RowQuery, Ticks};
 use serde_json::{Map, Value as Json};
 
 use crate::auth::Auth;
@@ -31,7 +32,7 @@ pub const TOP_DEFAULT: i64 = 50;
 /// Most rows a page may hold.
 pub const TOP_MAX: i64 = 1000;
 
-/// What a column holds.
+/// What a column holds, as the listing filters and renders it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
     Int,
@@ -39,55 +40,66 @@ enum Kind {
     Date,
 }
 
-/// A column of the listing: its archive name, other names it is asked for by, the contact
-/// table's column, and its kind.
+/// A column of the listing: its archive name, other names it is asked for by (besides the
+/// `ContactEntity` property the store's table gives it), and its position in a contact row.
 struct Column {
     name: &'static str,
     aliases: &'static [&'static str],
-    column: &'static str,
-    kind: Kind,
+    at: usize,
+}
+
+impl Column {
+    /// The contact table's column.
+    fn column(&self) -> &'static str {
+        CONTACT_COLUMNS[self.at].name
+    }
+
+    /// What it holds, from the contact table.
+    fn kind(&self) -> Kind {
+        match CONTACT_COLUMNS[self.at].kind {
+            ColumnKind::Text { .. } => Kind::Text,
+            ColumnKind::Date => Kind::Date,
+            ColumnKind::Key | ColumnKind::Int | ColumnKind::UShort | ColumnKind::Bool => Kind::Int,
+        }
+    }
 }
 
 /// The columns of a listed contact, in the order a listing without `$select` gives them.
 const COLUMNS: [Column; 12] = [
-    col("contactId", &[], "contact_id", Kind::Int),
-    col("name", &[], "name", Kind::Text),
-    col("department", &[], "department", Kind::Text),
-    col("orgnr", &[], "orgNr", Kind::Text),
-    col("number1", &[], "number1", Kind::Text),
-    col("number2", &[], "number2", Kind::Text),
-    col("associateId", &["associate"], "associate_id", Kind::Int),
-    col("business", &["businessId"], "business_idx", Kind::Int),
-    col("category", &["categoryId"], "category_idx", Kind::Int),
-    col("country", &["countryId"], "country_id", Kind::Int),
-    col(
-        "registeredDate",
-        &["registered", "createdDate"],
-        "registered",
-        Kind::Date,
-    ),
-    col("updatedDate", &["updated"], "updated", Kind::Date),
+    col("contactId", &[], "contact_id"),
+    col("name", &[], "name"),
+    col("department", &[], "department"),
+    col("orgnr", &[], "orgNr"),
+    col("number1", &[], "number1"),
+    col("number2", &[], "number2"),
+    col("associateId", &[], "associate_id"),
+    col("business", &["businessId"], "business_idx"),
+    col("category", &["categoryId"], "category_idx"),
+    col("country", &["countryId"], "country_id"),
+    col("registeredDate", &["registered"], "registered"),
+    col("updatedDate", &["updated"], "updated"),
 ];
 
-const fn col(
-    name: &'static str,
-    aliases: &'static [&'static str],
-    column: &'static str,
-    kind: Kind,
-) -> Column {
+/// A listed column; evaluated while `COLUMNS` is built, so a column the contact table does not
+/// have stops the build.
+const fn col(name: &'static str, aliases: &'static [&'static str], column: &str) -> Column {
     Column {
         name,
         aliases,
-        column,
-        kind,
+        at: column_index(&CONTACT_COLUMNS, column),
     }
 }
 
-/// The column asked for as `asked` (any case, any of its names).
+/// The column asked for as `asked`: any case, its archive name, an alias or the
+/// `ContactEntity` property of its contact column (`OrgNr`, `Associate`, `CreatedDate`).
 fn column(asked: &str) -> Option<&'static Column> {
-    COLUMNS.iter().find(|c| {
+    let named = |c: &&Column| {
         c.name.eq_ignore_ascii_case(asked)
             || c.aliases.iter().any(|a| a.eq_ignore_ascii_case(asked))
+    };
+    COLUMNS.iter().find(named).or_else(|| {
+        let shown = CONTACT.by_property(asked)?;
+        COLUMNS.iter().find(|c| c.column() == shown.name)
     })
 }
 
@@ -212,7 +224,7 @@ fn order_by(value: &str) -> ApiResult<Vec<(&'static str, bool)>> {
         if let Some(extra) = words.next() {
             return Err(bad(format!("$orderBy: {item:?}: unexpected {extra:?}")));
         }
-        out.push((c.column, desc));
+        out.push((c.column(), desc));
     }
     Ok(out)
 }
@@ -291,24 +303,24 @@ fn condition(field: &str, op: &str, operand: &str, quoted: bool) -> ApiResult<Ro
             c.name
         ))
     };
-    match c.kind {
+    match c.kind() {
         Kind::Text if op.eq_ignore_ascii_case("begins") => {
             if !quoted {
                 return Err(bad(format!("$filter: {op} takes a quoted string")));
             }
             Ok(RowFilter::Begins {
-                column: c.column,
+                column: c.column(),
                 prefix: operand.to_owned(),
             })
         }
         Kind::Text => Err(unsupported("begins")),
         Kind::Date if op.eq_ignore_ascii_case("afterTime") => Ok(RowFilter::After {
-            column: c.column,
+            column: c.column(),
             at: instant(operand)?,
         }),
         Kind::Date => Err(unsupported("afterTime")),
         Kind::Int if op.eq_ignore_ascii_case("gt") => Ok(RowFilter::Greater {
-            column: c.column,
+            column: c.column(),
             than: operand
                 .trim()
                 .parse()
@@ -342,12 +354,14 @@ fn instant(text: &str) -> ApiResult<Ticks> {
 /// One listed contact: `PrimaryKey`, `EntityName`, then the selected columns.
 fn row_json(row: &Row, select: &[&'static Column], state: &AppState) -> Json {
     let mut m = Map::new();
-    let id = row.get(&CONTACT, "contact_id").as_i64();
+    let id = row
+        .at(const { column_index(&CONTACT_COLUMNS, "contact_id") })
+        .as_i64();
     m.insert("PrimaryKey".into(), Json::from(id));
     m.insert("EntityName".into(), Json::from("contact"));
     for c in select {
-        let v = row.get(&CONTACT, c.column);
-        let json = match c.kind {
+        let v = row.at(c.at);
+        let json = match c.kind() {
             Kind::Int => Json::from(v.as_i64()),
             Kind::Text => Json::from(v.as_str().unwrap_or_default()),
             Kind::Date => Json::from(render_date(v.as_ticks(), Some(&state.zone))),

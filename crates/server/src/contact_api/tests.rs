@@ -383,3 +383,20 @@ fn the_typed_input_has_the_writable_properties() {
         assert!(e.contains(&format!("\"{name}: ")), "{name}: {e}");
     }
 }
+
+/// The store's one table of contact fields shows each column under the property the reference
+/// table gives it, and shows no property the reference does not have.
+#[test]
+fn the_store_table_names_the_reference_properties() {
+    for fd in &FIELDS {
+        assert_eq!(
+            CONTACT.by_property(fd.json).map(|c| c.name),
+            Some(fd.column),
+            "{}",
+            fd.json
+        );
+    }
+    let shown: Vec<&str> = CONTACT.columns.iter().filter_map(|c| c.property).collect();
+    assert_eq!(shown.len(), FIELDS.len());
+    assert!(shown.iter().all(|p| FIELDS.iter().any(|fd| fd.json == *p)));
+}
