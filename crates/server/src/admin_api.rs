@@ -16,7 +16,6 @@ use crmhooks_store::{
     generate_key, now_ticks, ticks_rfc3339, ApiKey, KeyScope, NewKey, Ticks, TICKS_PER_SECOND,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::auth::Admin;
 use crate::body::{ApiPath, ApiQuery, JsonBody};
@@ -49,8 +48,9 @@ pub fn parse_lifetime(text: &str) -> Result<Ticks, String> {
         .ok_or_else(|| format!("expires {text:?}: too far away"))
 }
 
-/// A key as `crmhooks key list --json` and the admin API show it: lower-case names, RFC 3339
-/// times in UTC, never the hash; the key itself only in the answer that creates it.
+// Lower-case names, RFC 3339 times in UTC, never the hash; the key itself only in the answer
+// that creates it.
+/// An API key as the admin API and `crmhooks key list --json` show it.
 #[derive(Serialize, utoipa::ToSchema)]
 #[schema(
     as = ApiKey,
