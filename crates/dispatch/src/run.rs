@@ -300,6 +300,9 @@ impl Dispatcher {
     /// Whether a claim took as many deliveries of one webhook as a claim takes of each
     /// (`max_per_webhook`), and so may have left more of it behind.
     fn capped(&self, claimed: &[Claimed]) -> bool {
+        if claimed.len() < self.cfg.max_per_webhook {
+            return false;
+        }
         let mut per_webhook: std::collections::HashMap<WebhookId, usize> =
             std::collections::HashMap::new();
         claimed.iter().any(|c| {

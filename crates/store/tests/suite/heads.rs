@@ -2,7 +2,7 @@
 //! the head of their chain, so a head whose mark was lost must get it back. (SQLite marks its
 //! heads in its one writer, and again when it opens.)
 
-use crmhooks_store::now_ticks;
+use crmhooks_store::{now_ticks, Actor};
 use crmhooks_testkit::Backend;
 use sqlx::Connection as _;
 
@@ -13,6 +13,17 @@ both_backends!(
     a_delivery_behind_one_closed_unseen_is_claimed_within_seconds,
 );
 
+/// On PostgreSQL (the marks are its own), an actor with a webhook for created and changed
+/// contacts; `None` on SQLite.
+async fn pg_with_a_hook(ctx: &Ctx) -> Option<Actor> {
+    if !matches!(ctx.backend, Backend::Postgres) {
+        return None;
+    }
+    let me = actor(&ctx.store, "Default", 1).await;
+    hook(&ctx.store, &me, &["contact.created", "contact.changed"]).await;
+    Some(me)
+}
+
 /// Runs `sql` on the test's PostgreSQL database.
 async fn pg(ctx: &Ctx, sql: &str) {
     let mut conn = sqlx::PgConnection::connect(&ctx.url).await.unwrap();
@@ -22,12 +33,10 @@ async fn pg(ctx: &Ctx, sql: &str) {
 /// Every mark gone (as a node that died between its commits and its looks for heads could
 /// leave some): the first claim of a node marks the heads again, and only the heads.
 async fn heads_that_lost_their_mark_are_claimed(ctx: &Ctx) {
-    if !matches!(ctx.backend, Backend::Postgres) {
+    let Some(me) = pg_with_a_hook(ctx).await else {
         return;
-    }
+    };
     let s = &ctx.store;
-    let me = actor(s, "Default", 1).await;
-    hook(s, &me, &["contact.created", "contact.changed"]).await;
     let (c1, _) = create(s, &me, "One").await;
     let (c2, _) = create(s, &me, "Two").await;
     set_department(s, &me, c1, "a").await.unwrap();
@@ -50,12 +59,10 @@ async fn heads_that_lost_their_mark_are_claimed(ctx: &Ctx) {
 /// after its commit never came (its node died): the claims mark the waiting delivery within a
 /// few seconds.
 async fn a_delivery_behind_one_closed_unseen_is_claimed_within_seconds(ctx: &Ctx) {
-    if !matches!(ctx.backend, Backend::Postgres) {
+    let Some(me) = pg_with_a_hook(ctx).await else {
         return;
-    }
+    };
     let s = &ctx.store;
-    let me = actor(s, "Default", 1).await;
-    hook(s, &me, &["contact.created", "contact.changed"]).await;
     let (c1, _) = create(s, &me, "One").await;
     let first = s.claim(&req("n1", now_ticks(), 100)).await.unwrap();
     assert_eq!(keys(&first), vec![(c1, "contact.created".into())]);
