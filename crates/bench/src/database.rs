@@ -98,11 +98,17 @@ impl BenchDatabase {
         }
     }
 
-    /// Drops the PostgreSQL database this run created.
+    /// Drops the PostgreSQL database this run created, unless `CRMHOOKS_BENCH_KEEP_DATABASE`
+    /// is set: then it stays, for a look at its delivery rows (each keeps when it was written
+    /// and first attempted), and its name is printed.
     pub(crate) async fn cleanup(&self) -> anyhow::Result<()> {
         let Some((admin, name)) = &self.postgres else {
             return Ok(());
         };
+        if std::env::var_os("CRMHOOKS_BENCH_KEEP_DATABASE").is_some() {
+            eprintln!("kept database {name} (CRMHOOKS_BENCH_KEEP_DATABASE)");
+            return Ok(());
+        }
         let mut conn = sqlx::PgConnection::connect(admin)
             .await
             .with_context(|| format!("cannot connect to drop database {name}"))?;

@@ -218,6 +218,44 @@ impl PgStore {
         }
     }
 
+    /// Extends to `lease_until` the leases of `owner` on `ids` still in flight; how many.
+    ///
+    /// Rows another transaction holds are skipped, not waited for: the record closing them
+    /// (the usual holder) locks many of the same rows in its own order, and a renewal that
+    /// waited for them deadlocked with it, which PostgreSQL breaks only after its
+    /// `deadlock_timeout` (a second), failing one of the two: a record that failed so held
+    /// its deliveries' room through its retries, and the node's sending stalled for seconds.
+    /// A lease skipped here is extended by the next renewal (a third of a lease later), or
+    /// was closed meanwhile.
+    pub(super) async fn renew(
+        &self,
+        owner: &str,
+        ids: &[DeliveryId],
+        lease_until: Ticks,
+    ) -> Result<u64> {
+        // Bookkeeping: a renewal lost in a crash only lets a lease run out (at-least-once).
+        let mut tx = self.begin().await?;
+        sqlx::query("SET LOCAL synchronous_commit = off")
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        let n = sqlx::query(
+            // An array of ids, which only the primary key can serve, whatever the statistics.
+            "UPDATE delivery d SET lease_until = $1 WHERE d.delivery_id = ANY (ARRAY(\
+             SELECT x.delivery_id FROM delivery x WHERE x.delivery_id = ANY($3) \
+             AND x.lease_owner = $2 AND x.status = 1 ORDER BY x.delivery_id FOR UPDATE SKIP LOCKED))",
+        )
+        .bind(lease_until)
+        .bind(owner)
+        .bind(ids)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?
+        .rows_affected();
+        tx.commit().await.map_err(db)?;
+        Ok(n)
+    }
+
     pub(super) async fn release_leases(&self, owner: &str) -> Result<u64> {
         let mut tx = self.begin().await?;
         let n = sqlx::query("UPDATE delivery SET status = 0, lease_until = NULL, lease_owner = NULL WHERE status = 1 AND lease_owner = $1")

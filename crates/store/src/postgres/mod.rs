@@ -397,13 +397,7 @@ impl Store for PgStore {
         ids: &[DeliveryId],
         lease_until: Ticks,
     ) -> Result<u64> {
-        // Bookkeeping: a renewal lost in a crash only lets a lease run out (at-least-once).
-        let mut tx = self.begin().await?;
-        let mut pg = PgDb(&mut tx);
-        sql::Db::exec(&mut pg, "SET LOCAL synchronous_commit = off", Vec::new()).await?;
-        let n = sql::leases::renew(&mut pg, owner, ids, lease_until).await?;
-        tx.commit().await.map_err(db)?;
-        Ok(n)
+        self.renew(owner, ids, lease_until).await
     }
 
     async fn release(&self, owner: &str) -> Result<u64> {

@@ -39,6 +39,11 @@ impl PgStore {
         // The webhooks, in id order, before their usage, deliveries and state: two nodes
         // completing for the same webhooks queue up instead of deadlocking, and only one of
         // them can see it Active and disable it. (All in the BEGIN round trip: integers only.)
+        // The deliveries in id order, as every other statement that locks several of them
+        // takes them (an array of ids walks the primary key in order): two orders of the same
+        // rows deadlock.
+        let mut outcomes: Vec<&AttemptOutcome> = outcomes.iter().collect();
+        outcomes.sort_unstable_by_key(|o| o.delivery_id);
         let mut hook_ids: Vec<WebhookId> = outcomes.iter().map(|o| o.webhook_id).collect();
         hook_ids.sort_unstable();
         hook_ids.dedup();
@@ -63,12 +68,12 @@ impl PgStore {
         // bulk: three statements for the whole batch, whatever its size.
         let mut all_ok: std::collections::HashMap<WebhookId, bool> =
             std::collections::HashMap::new();
-        for o in outcomes {
+        for o in &outcomes {
             let ok = all_ok.entry(o.webhook_id).or_insert(true);
             *ok &= o.verdict == Verdict::Delivered;
         }
         let (bulk, single): (Vec<&AttemptOutcome>, Vec<&AttemptOutcome>) = outcomes
-            .iter()
+            .into_iter()
             .partition(|o| all_ok.get(&o.webhook_id).copied().unwrap_or(false));
         if !bulk.is_empty() {
             self.complete_successes(&mut tx, &bulk, now).await?;
@@ -334,6 +339,11 @@ pub(super) enum Chains {
 /// other's commit: whichever looks second sees both). A failure answers yes: waking the nodes
 /// for nothing costs a claim; the mark a failure leaves out is set by the claims' periodic
 /// `crmhooks_mark_heads`.
+///
+/// A row another transaction holds is skipped, not waited for: its holder is a record marking
+/// or leasing it as the next head, or another of these looks, and either sets the mark (or,
+/// should it fail, the periodic pass does). Two of these looks that waited for each other's
+/// rows deadlocked under load (PostgreSQL breaks a deadlock only after a second, failing one).
 pub(super) async fn heads_of_chains(
     pool: &sqlx::PgPool,
     ids: &[DeliveryId],
@@ -357,16 +367,17 @@ pub(super) async fn heads_of_chains(
              n AS MATERIALIZED (SELECT x.delivery_id FROM c CROSS JOIN LATERAL (SELECT p.delivery_id, p.status, p.head FROM delivery p \
              WHERE p.webhook_id = c.webhook_id AND p.order_key = c.order_key AND p.status IN (0, 1) \
              ORDER BY p.webhook_id, p.order_key, p.delivery_id LIMIT 1) x WHERE x.status = 0 AND NOT x.head) \
-             UPDATE delivery d SET head = true WHERE d.delivery_id = ANY (ARRAY(SELECT delivery_id FROM n)) \
-             AND d.status = 0 AND NOT d.head RETURNING d.delivery_id"
+             UPDATE delivery d SET head = true WHERE d.delivery_id = ANY (ARRAY(SELECT x.delivery_id FROM delivery x \
+             WHERE x.delivery_id = ANY (ARRAY(SELECT delivery_id FROM n)) AND x.status = 0 AND NOT x.head \
+             ORDER BY x.delivery_id FOR UPDATE OF x SKIP LOCKED)) RETURNING d.delivery_id"
         ),
         // These deliveries, when nothing earlier of their chain is open any more.
         Chains::Queued => format!(
-            "{settings} UPDATE delivery d SET head = true \
-             WHERE d.delivery_id IN ({ids}) AND d.status = 0 AND NOT d.head \
-             AND NOT EXISTS (SELECT 1 FROM delivery p WHERE p.webhook_id = d.webhook_id \
-             AND p.order_key = d.order_key AND p.status IN (0, 1) AND p.delivery_id < d.delivery_id) \
-             RETURNING d.delivery_id"
+            "{settings} UPDATE delivery d SET head = true WHERE d.delivery_id = ANY (ARRAY(SELECT x.delivery_id \
+             FROM delivery x WHERE x.delivery_id IN ({ids}) AND x.status = 0 AND NOT x.head \
+             AND NOT EXISTS (SELECT 1 FROM delivery p WHERE p.webhook_id = x.webhook_id \
+             AND p.order_key = x.order_key AND p.status IN (0, 1) AND p.delivery_id < x.delivery_id) \
+             ORDER BY x.delivery_id FOR UPDATE OF x SKIP LOCKED)) RETURNING d.delivery_id"
         ),
     };
     match sqlx::raw_sql(&sql).fetch_all(pool).await {

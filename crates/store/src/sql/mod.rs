@@ -11,7 +11,6 @@
 pub(crate) mod audit;
 pub(crate) mod columns;
 pub(crate) mod keys;
-pub(crate) mod leases;
 pub(crate) mod log;
 pub(crate) mod plan;
 pub(crate) mod replay;

@@ -13,6 +13,7 @@ mod claim;
 mod db;
 mod fanout;
 mod handoff;
+mod leases;
 mod read;
 mod recent;
 mod record;
@@ -465,7 +466,7 @@ impl Store for SqliteStore {
     ) -> Result<u64> {
         let (owner, ids) = (owner.to_owned(), ids.to_vec());
         self.write(false, move |w| {
-            block_on(sql::leases::renew(w, &owner, &ids, lease_until))
+            block_on(leases::renew(w, &owner, &ids, lease_until))
         })
         .await
     }

@@ -1,8 +1,9 @@
 //! Lease renewal: a node extends the leases of what it is sending, so that leases can be short
-//! and a dead node's deliveries are taken over soon.
+//! and a dead node's deliveries are taken over soon. (PostgreSQL renews with a statement of its
+//! own that skips rows another transaction holds: `postgres/claim.rs`.)
 
-use super::{placeholders, Arg, Db};
 use crate::entity::Ticks;
+use crate::sql::{placeholders, Arg, Db};
 use crate::{DeliveryId, Result};
 
 /// Most deliveries renewed by one statement.
