@@ -10,6 +10,7 @@
 
 mod attempt;
 pub mod client;
+mod failures;
 pub mod header_case;
 pub mod mail;
 pub mod meter;

@@ -165,6 +165,7 @@ impl Dispatcher {
         let this = self.clone();
         let recorded = Arc::clone(&after_record);
         let writer = tokio::spawn(async move {
+            let mut failures = crate::failures::Failures::default();
             while let Some(first) = done_rx.recv().await {
                 let mut batch = vec![first];
                 while batch.len() < 512 {
@@ -183,6 +184,16 @@ impl Dispatcher {
                             delay = (delay * 2).min(Duration::from_secs(5));
                         }
                     }
+                }
+                if let Some(r) = failures.note(&batch, std::time::Instant::now()) {
+                    tracing::warn!(
+                        failed = r.failed,
+                        webhooks = r.webhooks,
+                        last_webhook = r.last_webhook.get(),
+                        last_error = %r.last_error,
+                        "delivery attempts failed (one such line every {} s at most; each attempt is in the delivery log)",
+                        crate::failures::REPORT_EVERY.as_secs()
+                    );
                 }
                 let mut retries = false;
                 for o in &batch {
@@ -346,7 +357,7 @@ impl Dispatcher {
         }
         for ch in changes {
             crate::meter::state_change(ch.webhook.state.name());
-            tracing::warn!(webhook = ch.webhook.id.get(), name = %ch.webhook.name, reason = ?ch.reason, "webhook disabled: TooManyErrors");
+            tracing::warn!(webhook = ch.webhook.id.get(), name = %ch.webhook.name, reason = %ch.reason.as_deref().unwrap_or("-"), "webhook disabled: TooManyErrors");
             let _ = self.state_changes.send(ch);
         }
         Ok(())
