@@ -30,32 +30,35 @@ pub(crate) struct Failures {
     reported: Option<Instant>,
     failed: u64,
     webhooks: HashSet<WebhookId>,
+    /// The last failure counted and not reported yet: its webhook and why.
+    last: Option<(WebhookId, String)>,
 }
 
 impl Failures {
-    /// Counts the failures among `outcomes`; a report when one failed and none was made in the
-    /// last [`REPORT_EVERY`] (so the first failure after a quiet spell is reported at once, and
-    /// what follows it within the interval is counted into the next report).
+    /// Counts the failures among `outcomes`; a report when failures are counted and none was
+    /// made in the last [`REPORT_EVERY`] (so the first failure after a quiet spell is reported
+    /// at once, and what follows it within the interval with the next batch recorded after the
+    /// interval, failed or not).
     pub(crate) fn note(&mut self, outcomes: &[AttemptOutcome], now: Instant) -> Option<Report> {
-        let mut last = None;
         for o in outcomes.iter().filter(|o| o.verdict != Verdict::Delivered) {
             self.failed += 1;
             self.webhooks.insert(o.webhook_id);
-            last = Some(o);
+            self.last = Some((o.webhook_id, why(o)));
         }
-        let last = last?;
-        if self
-            .reported
-            .is_some_and(|at| now.saturating_duration_since(at) < REPORT_EVERY)
+        if self.failed == 0
+            || self
+                .reported
+                .is_some_and(|at| now.saturating_duration_since(at) < REPORT_EVERY)
         {
             return None;
         }
+        let (last_webhook, last_error) = self.last.take()?;
         self.reported = Some(now);
         let report = Report {
             failed: std::mem::take(&mut self.failed),
             webhooks: self.webhooks.len(),
-            last_webhook: last.webhook_id,
-            last_error: why(last),
+            last_webhook,
+            last_error,
         };
         self.webhooks.clear();
         Some(report)
@@ -67,11 +70,17 @@ impl Failures {
 fn why(o: &AttemptOutcome) -> String {
     match (o.status_code, o.error.as_deref()) {
         (Some(status), _) => format!("the receiver answered {status}"),
-        (None, Some(e)) if e.starts_with("request error: TargetUrl") => {
-            "the TargetUrl is not a valid request target".to_owned()
-        }
-        (None, Some(e)) => e.chars().take(300).collect(),
+        (None, Some(e)) => without_target(e).chars().take(300).collect(),
         (None, None) => "no answer".to_owned(),
+    }
+}
+
+/// An attempt's error for the server's log: the one error that names the target URL (an
+/// invalid one, `request error: TargetUrl "…"`) is replaced, wherever it stands in `text`.
+pub(crate) fn without_target(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.find("request error: TargetUrl") {
+        Some(at) => format!("{}the TargetUrl is not a valid request target", &text[..at]).into(),
+        None => text.into(),
     }
 }
 
@@ -140,6 +149,20 @@ mod tests {
             None,
             "successes alone report nothing"
         );
+        // Failures counted within an interval are reported after it even when no new one
+        // comes.
+        let t1 = t0 + 4 * REPORT_EVERY;
+        assert!(f.note(&[outcome(4, Some(503), None)], t1).is_some());
+        assert_eq!(f.note(&[outcome(5, Some(502), None)], t1), None);
+        assert_eq!(
+            f.note(&[outcome(5, Some(200), None)], t1 + REPORT_EVERY),
+            Some(Report {
+                failed: 1,
+                webhooks: 1,
+                last_webhook: WebhookId::new(5),
+                last_error: "the receiver answered 502".into(),
+            })
+        );
     }
 
     #[test]
@@ -151,5 +174,11 @@ mod tests {
         );
         let r = Failures::default().note(&[o], Instant::now()).unwrap();
         assert!(!r.last_error.contains("s3cret"), "{}", r.last_error);
+        let reason = "EventId 1: request error: TargetUrl \"https://x/?token=s3cret\": invalid uri";
+        let masked = without_target(reason);
+        assert_eq!(
+            masked,
+            "EventId 1: the TargetUrl is not a valid request target"
+        );
     }
 }

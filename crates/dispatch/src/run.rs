@@ -357,7 +357,7 @@ impl Dispatcher {
         }
         for ch in changes {
             crate::meter::state_change(ch.webhook.state.name());
-            tracing::warn!(webhook = ch.webhook.id.get(), name = %ch.webhook.name, reason = %ch.reason.as_deref().unwrap_or("-"), "webhook disabled: TooManyErrors");
+            tracing::warn!(webhook = ch.webhook.id.get(), name = %ch.webhook.name, reason = %crate::failures::without_target(ch.reason.as_deref().unwrap_or("-")), "webhook disabled: TooManyErrors");
             let _ = self.state_changes.send(ch);
         }
         Ok(())

@@ -39,9 +39,11 @@ impl PgStore {
         // The webhooks, in id order, before their usage, deliveries and state: two nodes
         // completing for the same webhooks queue up instead of deadlocking, and only one of
         // them can see it Active and disable it. (All in the BEGIN round trip: integers only.)
-        // The deliveries in id order, as every other statement that locks several of them
-        // takes them (an array of ids walks the primary key in order): two orders of the same
-        // rows deadlock.
+        // The deliveries in id order, so that each statement below locks its rows in about
+        // that order. What keeps records from deadlocking with the other statements that lock
+        // deliveries is not this order but theirs: renewals, claims and the looks for heads
+        // skip rows others hold (SKIP LOCKED), and the statements that wait (records, a
+        // webhook's deletion) take the webhook's row first, in id order.
         let mut outcomes: Vec<&AttemptOutcome> = outcomes.iter().collect();
         outcomes.sort_unstable_by_key(|o| o.delivery_id);
         let mut hook_ids: Vec<WebhookId> = outcomes.iter().map(|o| o.webhook_id).collect();
@@ -341,8 +343,9 @@ pub(super) enum Chains {
 /// `crmhooks_mark_heads`.
 ///
 /// A row another transaction holds is skipped, not waited for: its holder is a record marking
-/// or leasing it as the next head, or another of these looks, and either sets the mark (or,
-/// should it fail, the periodic pass does). Two of these looks that waited for each other's
+/// or leasing it as the next head, another of these looks or the marking pass (each sets the
+/// mark), a webhook's deletion (which closes it), or a resend of it that fails (which sets
+/// nothing); the periodic pass marks what a holder left, within a lap of it. Two of these looks that waited for each other's
 /// rows deadlocked under load (PostgreSQL breaks a deadlock only after a second, failing one).
 pub(super) async fn heads_of_chains(
     pool: &sqlx::PgPool,
