@@ -233,7 +233,7 @@ fn reference_merge(doc: &mut Value, patch: &Value) {
                 .cloned()
                 .unwrap_or_else(|| k.clone());
             if v.is_null() {
-                d.remove(&key);
+                d.shift_remove(&key);
             } else if v.is_object() {
                 reference_merge(d.entry(key).or_insert(Value::Null), v);
             } else {
